@@ -1,0 +1,307 @@
+"""What every router is: config, fit, score, route, save/load.
+
+Every router reduces its decision to one number per query, the *small-suitability score*: the higher it
+is, the more confident the router is that the cheap model will do. A router routes to the small model iff
+``score >= threshold``. That one convention is what lets evaluation sweep any router's threshold into a
+cost-quality curve, and lets ``calibrate`` pick the threshold that sends a target share of traffic to the
+large model, the same way for every router.
+
+Routers are split into steps (score these embeddings, build this verification prompt, parse this text)
+so that the Ray Serve ingress composes the very same steps over remote deployments that ``route_single``
+runs locally: a decision served over HTTP is the decision the library makes.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from routers.data import LLMCandidate, ModelPair, RoutingDataset, estimate_tokens, resolve_pair
+from routers.engines import Embedder, Generator, GeneratorConfig
+from routers.errors import ArtifactError, ConfigError, NotFittedError
+
+if TYPE_CHECKING:
+    from routers.evaluation.metrics import CostModel
+
+ARTIFACT_FILE = "router.json"
+ARTIFACT_FORMAT_VERSION = 1
+
+
+class RouterConfig(BaseModel):
+    """Settings shared by every router. Subclasses add their own; unknown keys are rejected."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    router_threshold: float | None = Field(
+        default=None, description="route to the small model iff score >= threshold; None = the router's default"
+    )
+    small_model: str | None = Field(default=None, description="name in llm_data; default: the cheapest")
+    large_model: str | None = Field(default=None, description="name in llm_data; default: the dearest")
+    seed: int = 0
+
+
+class RouteDecision(BaseModel):
+    """One routing decision. ``to_dict`` gives the seeds' result keys."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    query: str
+    model_name: str
+    use_large: bool | None = None
+    score: float | None = None
+    threshold: float | None = None
+    reason: str
+    cost: float | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    def to_dict(self, score_key: str = "router_score") -> dict[str, Any]:
+        out: dict[str, Any] = {"query": self.query, "model_name": self.model_name}
+        if self.score is not None:
+            out[score_key] = self.score
+        if self.threshold is not None:
+            out["threshold"] = self.threshold
+        if self.use_large is not None:
+            out["use_large"] = self.use_large
+        out["cost"] = self.cost
+        out["reason"] = self.reason
+        out.update(self.extra)
+        return out
+
+
+def query_text(query: str | Mapping[str, Any]) -> str:
+    if isinstance(query, str):
+        text = query
+    elif isinstance(query, Mapping) and isinstance(query.get("query"), str):
+        text = query["query"]
+    else:
+        raise ValueError("a query is a string or a dict with a string 'query' field")
+    if not text.strip():
+        raise ValueError("query is empty")
+    return text
+
+
+class Router(ABC):
+    """Base class of every router. Subclasses set ``name``, ``Config`` and implement the abstract steps."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[RouterConfig]] = RouterConfig
+    score_key: ClassVar[str] = "router_score"
+    default_threshold: ClassVar[float] = 0.5
+    #: engines ``route_single`` needs: "embedder", "small", "large", "router"
+    engine_roles: ClassVar[frozenset[str]] = frozenset()
+    #: whether the router learns anything (baselines like ``smallest_llm`` do not)
+    trainable: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        config: RouterConfig | Mapping[str, Any] | None = None,
+        llm_data: Mapping[str, LLMCandidate] | None = None,
+    ) -> None:
+        self.config = self.validate_config(config)
+        self.llm_data: dict[str, LLMCandidate] = dict(llm_data or {})
+        self.pair: ModelPair | None = None
+        if self.config.small_model and self.config.large_model:
+            self.pair = ModelPair(self.config.small_model, self.config.large_model)
+        self.embedder: Embedder | None = None
+        self.generators: dict[str, Generator] = {}
+        self.fitted = not self.trainable
+
+    # --- config --------------------------------------------------------------------------------
+    @classmethod
+    def validate_config(cls, config: RouterConfig | Mapping[str, Any] | None) -> RouterConfig:
+        if isinstance(config, cls.Config):
+            return config
+        if isinstance(config, RouterConfig):
+            config = config.model_dump(exclude_unset=True)
+        try:
+            return cls.Config.model_validate(dict(config or {}))
+        except ValidationError as exc:
+            raise ConfigError(f"invalid config for router {cls.name!r}:\n{exc}") from exc
+
+    @property
+    def threshold(self) -> float:
+        t = self.config.router_threshold
+        return self.default_threshold if t is None else t
+
+    def with_threshold(self, threshold: float) -> "Router":
+        """Set the routing threshold in place (e.g. from ``calibrate``); returns self."""
+        self.config = self.config.model_copy(update={"router_threshold": float(threshold)})
+        return self
+
+    # --- engines -------------------------------------------------------------------------------
+    def bind_engines(
+        self, embedder: Embedder | None = None, generators: Mapping[str, Generator] | None = None
+    ) -> "Router":
+        """Attach local engines so ``route_single`` can run the whole pipeline in-process."""
+        if embedder is not None:
+            self.embedder = embedder
+        if generators:
+            self.generators.update(generators)
+        return self
+
+    def training_engine_roles(self) -> frozenset[str]:
+        """Engines ``fit`` needs (Hybrid: the embedder)."""
+        return frozenset()
+
+    def evaluation_engine_roles(self) -> frozenset[str]:
+        """Engines ``dataset_scores`` needs."""
+        return self.training_engine_roles()
+
+    def route_only_engine_roles(self) -> frozenset[str]:
+        """Engines a decision without the final answer needs (AutoMix still needs the small model)."""
+        return self.engine_roles
+
+    def default_engine_config(self, role: str) -> GeneratorConfig | None:
+        """An engine the router can build from its own artifact (a fine-tuned router model)."""
+        return None
+
+    def generator(self, role: str) -> Generator:
+        if role not in self.generators:
+            raise ConfigError(f"router {self.name!r} needs a {role!r} generator; bind one with bind_engines()")
+        return self.generators[role]
+
+    # --- models --------------------------------------------------------------------------------
+    def resolve_pair(self, data: RoutingDataset | None = None) -> ModelPair:
+        available = data.models if data is not None else list(self.llm_data)
+        llm_data = self.llm_data or (data.llm_data if data is not None else {})
+        self.pair = resolve_pair(llm_data, available, self.config.small_model, self.config.large_model)
+        return self.pair
+
+    def require_pair(self) -> ModelPair:
+        if self.pair is None:
+            if len(self.llm_data) >= 2:
+                return self.resolve_pair()
+            raise NotFittedError(f"router {self.name!r} has no small/large model pair; fit or load it first")
+        return self.pair
+
+    def estimate_cost(self, model: str, query: str) -> float | None:
+        """Rough USD cost of sending ``query`` to ``model`` (answer assumed as long as the query)."""
+        candidate = self.llm_data.get(model)
+        if candidate is None:
+            return None
+        tokens = estimate_tokens(query)
+        return candidate.call_cost(tokens, tokens)
+
+    def require_fitted(self) -> None:
+        if not self.fitted:
+            raise NotFittedError(f"router {self.name!r} is not fitted; call fit() or load() first")
+
+    # --- the router's job ----------------------------------------------------------------------
+    @abstractmethod
+    def fit(self, train: RoutingDataset) -> dict[str, Any]:
+        """Learn from routing data; returns training metrics."""
+
+    @abstractmethod
+    def dataset_scores(self, data: RoutingDataset) -> np.ndarray:
+        """Small-suitability score of every query in ``data`` (for evaluation and calibration)."""
+
+    @abstractmethod
+    def route_single(self, query: str | Mapping[str, Any]) -> dict[str, Any]:
+        """Route one query with the bound engines; returns the seeds' result dict."""
+
+    def route_batch(self, batch: Sequence[str | Mapping[str, Any]]) -> list[dict[str, Any]]:
+        return [self.route_single(q) for q in batch]
+
+    def dataset_decisions(self, data: RoutingDataset) -> np.ndarray | None:
+        """Per-query use_large decisions when they are not ``score < threshold`` (generative routers)."""
+        return None
+
+    def cost_model(self, data: RoutingDataset) -> "CostModel":
+        """Per-query costs of the two paths on ``data``: USD from ``llm_data`` prices when known.
+
+        Without prices, relative units (small 1, large 50, the AutoMix paper's ratio) so curves still plot.
+        """
+        from routers.evaluation.metrics import CostModel
+
+        pair = self.require_pair()
+        llm_data = self.llm_data or data.llm_data
+        if pair.small in llm_data and pair.large in llm_data:
+            priced = RoutingDataset(data.examples, llm_data)
+            return CostModel(small=priced.call_costs(pair.small), large=priced.call_costs(pair.large))
+        n = len(data)
+        return CostModel(small=np.ones(n), large=np.full(n, 50.0))
+
+    def decide(self, query: str, score: float, threshold: float | None = None, **extra: Any) -> RouteDecision:
+        """The shared two-model rule: small iff score >= threshold."""
+        pair = self.require_pair()
+        t = self.threshold if threshold is None else threshold
+        use_large = not (score >= t)
+        model = pair.name_for(use_large)
+        relation = "<" if use_large else ">="
+        return RouteDecision(
+            query=query,
+            model_name=model,
+            use_large=use_large,
+            score=float(score),
+            threshold=float(t),
+            reason=f"{self.score_key} {score:.4f} {relation} threshold {t:.4f} -> {'large' if use_large else 'small'} model",
+            cost=self.estimate_cost(model, query),
+            extra=extra,
+        )
+
+    # --- artifacts -----------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """JSON-safe learned state (thresholds, policies, file names of tensors)."""
+        return {}
+
+    def load_state(self, state: dict[str, Any], directory: Path) -> None:
+        """Restore what ``state`` + ``save_tensors`` wrote."""
+
+    def save_tensors(self, directory: Path) -> None:
+        """Write learned tensors (safetensors only)."""
+
+    def save(self, directory: str | Path) -> Path:
+        self.require_fitted()
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.save_tensors(directory)
+        payload = {
+            "format_version": ARTIFACT_FORMAT_VERSION,
+            "router": self.name,
+            "config": self.config.model_dump(mode="json"),
+            "pair": None if self.pair is None else {"small": self.pair.small, "large": self.pair.large},
+            "llm_data": {k: v.model_dump(mode="json") for k, v in self.llm_data.items()},
+            "state": self.state(),
+        }
+        (directory / ARTIFACT_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, **overrides: Any) -> "Router":
+        """Load a saved router. Reads JSON and safetensors only: loading can never run code."""
+        directory = Path(directory)
+        payload = read_artifact_manifest(directory)
+        if payload["router"] != cls.name:
+            raise ArtifactError(f"{directory} holds a {payload['router']!r} router, not {cls.name!r}")
+        config = {**payload["config"], **overrides}
+        llm_data = {k: LLMCandidate.model_validate(v) for k, v in payload.get("llm_data", {}).items()}
+        router = cls(config, llm_data)
+        if payload.get("pair"):
+            router.pair = ModelPair(**payload["pair"])
+        try:
+            router.load_state(payload.get("state", {}), directory)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"{directory}: corrupt router state: {exc}") from exc
+        router.fitted = True
+        return router
+
+
+def read_artifact_manifest(directory: Path) -> dict[str, Any]:
+    manifest = directory / ARTIFACT_FILE
+    if not manifest.exists():
+        raise ArtifactError(f"{directory} has no {ARTIFACT_FILE}; is it a saved router directory?")
+    try:
+        payload = json.loads(manifest.read_text())
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{manifest}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+    if not isinstance(payload, dict) or "router" not in payload or "config" not in payload:
+        raise ArtifactError(f"{manifest}: missing 'router' or 'config'")
+    if payload.get("format_version") != ARTIFACT_FORMAT_VERSION:
+        raise ArtifactError(f"{manifest}: unsupported format_version {payload.get('format_version')!r}")
+    return payload

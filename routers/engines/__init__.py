@@ -1,0 +1,44 @@
+"""Model engines: one interface for embedding and generation, transformers (CPU) or vLLM (GPU) behind it."""
+
+from __future__ import annotations
+
+from routers.engines.base import (
+    Completion,
+    Embedder,
+    EmbedderConfig,
+    GenerationResult,
+    Generator,
+    GeneratorConfig,
+    SamplingParams,
+    resolve_model_path,
+)
+
+
+def build_embedder(config: EmbedderConfig) -> Embedder:
+    from routers.engines.hf import TransformersEmbedder
+
+    return TransformersEmbedder(config)
+
+
+def build_generator(config: GeneratorConfig) -> Generator:
+    if config.backend == "vllm":
+        from routers.engines.vllm_engine import VLLMGenerator
+
+        return VLLMGenerator(config)
+    from routers.engines.hf import TransformersGenerator
+
+    return TransformersGenerator(config)
+
+
+__all__ = [
+    "Completion",
+    "Embedder",
+    "EmbedderConfig",
+    "GenerationResult",
+    "Generator",
+    "GeneratorConfig",
+    "SamplingParams",
+    "build_embedder",
+    "build_generator",
+    "resolve_model_path",
+]

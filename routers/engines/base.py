@@ -1,0 +1,244 @@
+"""The one small interface every model engine implements: embedding and generation.
+
+Routers and Serve deployments only talk to these two classes, so the same pipeline runs on a laptop
+(transformers on CPU) and on a GPU cluster (vLLM with tensor parallelism) by changing config alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+PromptFormat = Literal["chat", "plain"]
+
+# Base (non-instruct) models have no chat template; they answer this completion prompt and are
+# stopped before they invent the next question.
+PLAIN_PROMPT = "Question: {question}\nAnswer:"
+PLAIN_STOP = ("\nQuestion:", "\n\n\n")
+
+
+def resolve_model_path(model: str) -> str:
+    """A relative local path is taken from ``LLMROUTER_HOME`` (default: the working directory).
+
+    Anything that is not an existing local path is returned unchanged, as a hub id for GPU clusters.
+    """
+    path = Path(model).expanduser()
+    if path.is_absolute():
+        return str(path)
+    base = Path(os.environ.get("LLMROUTER_HOME", os.getcwd()))
+    candidate = base / path
+    if candidate.exists() or model.startswith(("./", "../", "models/", "artifacts/")):
+        return str(candidate.resolve())
+    return model
+
+
+class SamplingParams(BaseModel):
+    """How to sample: the OpenAI-style knobs the router uses."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n: int = Field(default=1, ge=1, le=64)
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    max_tokens: int = Field(default=64, ge=1, le=8192)
+    stop: list[str] = Field(default_factory=list)
+    seed: int | None = None
+
+
+@dataclass
+class Completion:
+    text: str
+    finish_reason: Literal["stop", "length"]
+    completion_tokens: int
+
+
+@dataclass
+class GenerationResult:
+    """All ``n`` completions of one prompt."""
+
+    prompt_tokens: int
+    completions: list[Completion] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return self.completions[0].text
+
+
+class EngineConfigBase(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    backend: Literal["transformers", "vllm"] = "transformers"
+    model: str = Field(description="local model directory (safetensors) or a hub id on GPU clusters")
+    device: str = Field(default="auto", description="'auto' picks cuda when present, else cpu")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    max_batch_size: int = Field(default=16, ge=1)
+    num_threads: int | None = Field(default=None, ge=1, description="torch CPU threads for this engine")
+
+    @field_validator("model")
+    @classmethod
+    def _model_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("model must name a directory or a hub id")
+        return value
+
+    def resolved_model(self) -> str:
+        return resolve_model_path(self.model)
+
+
+class EmbedderConfig(EngineConfigBase):
+    """Sentence embedder (MiniLM on CPU, Longformer in the GPU config)."""
+
+    backend: Literal["transformers"] = "transformers"
+    pooling: Literal["mean", "cls"] = "mean"
+    normalize: bool = True
+    max_length: int = Field(default=512, ge=8)
+    global_attention_first_token: bool = Field(
+        default=True, description="Longformer: global attention on the first (<s>/CLS) token"
+    )
+
+
+class GeneratorConfig(EngineConfigBase):
+    """A causal LM that generates: answer models, the causal-LM router, the policy router."""
+
+    prompt_format: PromptFormat | Literal["auto"] = Field(
+        default="auto", description="'chat' uses the tokenizer's chat template; 'plain' a Q/A completion prompt"
+    )
+    max_input_tokens: int = Field(default=2048, ge=16)
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    gpu_memory_utilization: float = Field(default=0.85, gt=0.0, le=1.0)
+    max_model_len: int | None = Field(default=None, ge=64)
+    enforce_eager: bool = False
+    async_engine: bool = Field(default=True, description="vLLM: AsyncLLMEngine (serving) instead of LLM (batch jobs)")
+
+
+class Embedder(ABC):
+    """Turns texts into fixed-size vectors."""
+
+    dim: int
+    model_name: str
+
+    @abstractmethod
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """(len(texts), dim) float32 array."""
+
+    async def aembed(self, texts: Sequence[str]) -> np.ndarray:
+        return await asyncio.to_thread(self.embed, texts)
+
+
+class Generator(ABC):
+    """Generates text from prompts, n samples per prompt, batched."""
+
+    model_name: str
+    prompt_format: PromptFormat
+
+    @abstractmethod
+    def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[GenerationResult]:
+        """One result per prompt, each with ``params.n`` completions."""
+
+    @abstractmethod
+    def stream(self, prompt: str, params: SamplingParams) -> Iterator[str]:
+        """Text deltas of one completion as they are produced."""
+
+    @abstractmethod
+    def sequence_logprobs(self, prompt: str, continuations: Sequence[str]) -> list[float]:
+        """log P(continuation | prompt), summed over the continuation's tokens, for each continuation."""
+
+    @abstractmethod
+    def count_tokens(self, text: str) -> int: ...
+
+    @abstractmethod
+    def chat_prompt(self, messages: Sequence[dict[str, str]]) -> str:
+        """Render OpenAI-style messages into this model's prompt text."""
+
+    def default_stop(self) -> list[str]:
+        return list(PLAIN_STOP) if self.prompt_format == "plain" else []
+
+    def with_default_stop(self, params: SamplingParams) -> SamplingParams:
+        stops = list(dict.fromkeys([*params.stop, *self.default_stop()]))
+        return params if stops == params.stop else params.model_copy(update={"stop": stops})
+
+    async def agenerate(self, prompts: Sequence[str], params: SamplingParams) -> list[GenerationResult]:
+        return await asyncio.to_thread(self.generate, prompts, params)
+
+    async def astream(self, prompt: str, params: SamplingParams) -> AsyncIterator[str]:
+        """Async wrapper that drives the sync stream in a worker thread."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[str, str | BaseException | None]] = asyncio.Queue()
+
+        def pump() -> None:
+            try:
+                for delta in self.stream(prompt, params):
+                    loop.call_soon_threadsafe(queue.put_nowait, ("delta", delta))
+                loop.call_soon_threadsafe(queue.put_nowait, ("end", None))
+            except BaseException as exc:  # re-raised in the consumer
+                loop.call_soon_threadsafe(queue.put_nowait, ("error", exc))
+
+        task = loop.run_in_executor(None, pump)
+        try:
+            while True:
+                kind, item = await queue.get()
+                if kind == "delta":
+                    yield item  # type: ignore[misc]
+                elif kind == "error":
+                    raise item  # type: ignore[misc]
+                else:
+                    break
+        finally:
+            await task
+
+    async def asequence_logprobs(self, prompt: str, continuations: Sequence[str]) -> list[float]:
+        return await asyncio.to_thread(self.sequence_logprobs, prompt, continuations)
+
+
+def truncate_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
+    """Cut ``text`` at the first stop string; returns (text, whether a stop was found)."""
+    cut = len(text)
+    for stop in stops:
+        if stop:
+            index = text.find(stop)
+            if index != -1:
+                cut = min(cut, index)
+    return text[:cut], cut != len(text)
+
+
+class StopStringFilter:
+    """Streams text while holding back anything that could be the start of a stop string."""
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.buffer = ""
+        self.stopped = False
+
+    def push(self, delta: str) -> str:
+        if self.stopped:
+            return ""
+        self.buffer += delta
+        text, found = truncate_at_stop(self.buffer, self.stops)
+        if found:
+            self.stopped = True
+            self.buffer = ""
+            return text
+        hold = self._partial_stop_suffix(self.buffer)
+        ready, self.buffer = self.buffer[: len(self.buffer) - hold], self.buffer[len(self.buffer) - hold :]
+        return ready
+
+    def flush(self) -> str:
+        rest, self.buffer = ("" if self.stopped else self.buffer), ""
+        return rest
+
+    def _partial_stop_suffix(self, text: str) -> int:
+        longest = 0
+        for stop in self.stops:
+            for size in range(min(len(stop) - 1, len(text)), 0, -1):
+                if text.endswith(stop[:size]):
+                    longest = max(longest, size)
+                    break
+        return longest

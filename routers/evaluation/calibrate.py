@@ -1,0 +1,30 @@
+"""Pick a router's threshold from data instead of by hand (RouteLLM's calibrate_threshold idea)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from routers.base import Router
+from routers.data import RoutingDataset
+
+
+def threshold_for_large_share(scores: np.ndarray, target_large_share: float) -> float:
+    """The threshold that sends ``target_large_share`` of these scores to the large model.
+
+    Queries with ``score < threshold`` go large, so the threshold is the (k+1)-th smallest score with
+    k = round(target * n). Ties make the achieved share land on the nearest reachable value.
+    """
+    if not 0.0 <= target_large_share <= 1.0:
+        raise ValueError("target_large_share must be in [0, 1]")
+    scores = np.sort(np.asarray(scores, dtype=np.float64))
+    if len(scores) == 0:
+        raise ValueError("cannot calibrate on no queries")
+    k = int(round(target_large_share * len(scores)))
+    if k >= len(scores):
+        return float(np.nextafter(scores[-1], np.inf))
+    return float(scores[k])
+
+
+def calibrate(router: Router, data: RoutingDataset, target_large_share: float) -> float:
+    """Threshold that routes ``target_large_share`` of ``data``'s queries to the large model."""
+    return threshold_for_large_share(router.dataset_scores(data), target_large_share)
