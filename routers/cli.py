@@ -15,7 +15,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -191,7 +191,8 @@ def cmd_setup_models(args: argparse.Namespace) -> int:
 
 
 # --- parser -----------------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extend: Callable[[Any, argparse.ArgumentParser], None] | None = None) -> argparse.ArgumentParser:
+    """The ``llmrouter`` parser; ``extend(subparsers, common)`` lets serve_app add its verbs (chat, serve)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--quiet", action="store_true", help="no progress bars or status lines")
     common.add_argument("--verbose", action="store_true", help="print data load summaries (skipped/duplicate lines)")
@@ -232,11 +233,14 @@ def build_parser() -> argparse.ArgumentParser:
     setup.add_argument("--only", action="append", help="build only this model (repeatable)")
     setup.add_argument("--force", action="store_true")
     setup.set_defaults(func=cmd_setup_models)
+    if extend is not None:
+        extend(sub, common)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None,
+         extend: Callable[[Any, argparse.ArgumentParser], None] | None = None) -> int:
+    parser = build_parser(extend)
     args = parser.parse_args(argv)
     set_quiet(args.quiet)
     try:

@@ -1,0 +1,55 @@
+"""``serve run serve_config.yaml`` builds the application here from the validated ``args``.
+
+Deployment graph::
+
+    Ingress ──┬── Embedder            (Hybrid: embed -> MLP in the ingress)
+              ├── AnswerModel:small   (answers; AutoMix answer + N verification samples in one call)
+              ├── AnswerModel:large
+              ├── CausalLMRouter      (generates the best model's name)
+              └── PolicyRouter        (policy label -> policy map -> model)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.serve import Application
+
+from serve_app.config import AppConfig, DeploymentSettings, parse_app_config
+from serve_app.deployments.answer_model import AnswerModelDeployment
+from serve_app.deployments.embedder import EmbedderDeployment
+from serve_app.deployments.router_models import CausalLMRouterDeployment, PolicyRouterDeployment
+from serve_app.ingress import RouterIngress
+
+
+def _options(settings: DeploymentSettings, name: str, user_config: dict[str, Any] | None = None) -> dict[str, Any]:
+    options = settings.serve_options()
+    options["name"] = name
+    if user_config is not None:
+        options["user_config"] = user_config
+    return options
+
+
+def build_app(args: dict[str, Any] | AppConfig) -> Application:
+    config = parse_app_config(args).resolved()
+    answer = {
+        key: AnswerModelDeployment.options(**_options(spec.deployment, f"AnswerModel-{key}")).bind(
+            key, spec.public_name(), spec.engine.model_dump(), spec.batching.model_dump())
+        for key, spec in config.models.items()
+    }
+    embedder = None
+    if config.embedder is not None and config.routers.hybrid is not None:
+        spec = config.embedder
+        embedder = EmbedderDeployment.options(**_options(spec.deployment, "Embedder")).bind(
+            spec.engine.model_dump(), spec.batching.model_dump())
+    causal = policy = None
+    if config.routers.causal is not None:
+        spec_c = config.routers.causal
+        causal = CausalLMRouterDeployment.options(**_options(spec_c.deployment, "CausalLMRouter")).bind(
+            spec_c.artifact, spec_c.engine.model_dump() if spec_c.engine else None)
+    if config.routers.policy is not None:
+        spec_p = config.routers.policy
+        policy = PolicyRouterDeployment.options(**_options(spec_p.deployment, "PolicyRouter")).bind(
+            spec_p.artifact, spec_p.engine.model_dump() if spec_p.engine else None, None, spec_p.policy_map)
+    ingress = RouterIngress.options(**_options(config.ingress.deployment, "Ingress"))
+    return ingress.bind(config.model_dump(mode="json"), answer, embedder, causal, policy)

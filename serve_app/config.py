@@ -1,0 +1,238 @@
+"""The Serve application's config: the ``args`` block of ``serve_config.yaml``, validated with pydantic.
+
+Every path in it is resolved to an absolute path when the app is built (replicas may start in another
+working directory), and every local model directory and router artifact is checked to exist then, so a
+typo fails at ``serve run`` with a message naming the key, not minutes later inside a replica.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from routers.config import resolve_path
+from routers.engines import EmbedderConfig, GeneratorConfig
+from routers.errors import ConfigError
+
+ROUTER_KINDS = ("hybrid", "automix", "causal", "policy")
+BASELINE_KINDS = ("smallest", "largest", "random")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class DeploymentSettings(Strict):
+    """Ray Serve knobs of one deployment (passed to ``Deployment.options``)."""
+
+    num_replicas: int | Literal["auto"] | None = 1
+    autoscaling_config: dict[str, Any] | None = None
+    max_ongoing_requests: int = Field(default=8, ge=1)
+    max_queued_requests: int = Field(default=64, ge=-1, description="-1 = unbounded; beyond this Serve sheds load")
+    ray_actor_options: dict[str, Any] = Field(default_factory=lambda: {"num_cpus": 0.25})
+    placement_group_bundles: list[dict[str, float]] | None = None
+    placement_group_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] | None = None
+    max_replicas_per_node: int | None = None
+    health_check_period_s: float | None = None
+    graceful_shutdown_timeout_s: float | None = None
+
+    @model_validator(mode="after")
+    def _replicas_or_autoscaling(self) -> "DeploymentSettings":
+        if self.autoscaling_config is not None and isinstance(self.num_replicas, int):
+            # Serve rejects both; an autoscaling block means the replica count is Serve's to choose.
+            self.num_replicas = None
+        return self
+
+    def serve_options(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class BatchingSettings(Strict):
+    """``@serve.batch`` settings: how long a replica waits to fill a batch."""
+
+    max_batch_size: int = Field(default=16, ge=1, le=512)
+    batch_wait_timeout_s: float = Field(default=0.01, ge=0.0, le=1.0)
+
+
+class AnswerModelSpec(Strict):
+    """One answer model (``small``, ``large``, ...) and how it is deployed."""
+
+    engine: GeneratorConfig
+    served_name: str | None = Field(default=None, description="the name clients see; default: the model dir name")
+    input_price: float = Field(default=0.0, ge=0.0, description="USD per 1M prompt tokens (for cost reporting)")
+    output_price: float = Field(default=0.0, ge=0.0, description="USD per 1M completion tokens")
+    deployment: DeploymentSettings = Field(default_factory=DeploymentSettings)
+    batching: BatchingSettings = Field(default_factory=lambda: BatchingSettings(max_batch_size=8))
+
+    def public_name(self) -> str:
+        return self.served_name or Path(self.engine.model.rstrip("/")).name
+
+    def call_cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.input_price + completion_tokens * self.output_price) / 1e6
+
+
+class EmbedderSpec(Strict):
+    engine: EmbedderConfig
+    deployment: DeploymentSettings = Field(default_factory=DeploymentSettings)
+    batching: BatchingSettings = Field(default_factory=lambda: BatchingSettings(max_batch_size=32, batch_wait_timeout_s=0.005))
+
+
+class HybridSpec(Strict):
+    artifact: str = "artifacts/hybrid_llm"
+    threshold: float | None = None
+
+
+class AutomixSpec(Strict):
+    artifact: str = "artifacts/automix"
+    threshold: float | None = None
+
+
+class GenerativeRouterSpec(Strict):
+    """A router that is itself a language model (causal-LM router, policy router)."""
+
+    artifact: str
+    engine: GeneratorConfig | None = Field(
+        default=None, description="serving engine for the router model; default: the artifact's merged model on CPU"
+    )
+    deployment: DeploymentSettings = Field(default_factory=DeploymentSettings)
+    policy_map: str | None = Field(default=None, description="policy router only: the editable policy map JSON")
+    threshold: float | None = None
+
+
+class RoutersSpec(Strict):
+    hybrid: HybridSpec | None = Field(default_factory=HybridSpec)
+    automix: AutomixSpec | None = Field(default_factory=AutomixSpec)
+    causal: GenerativeRouterSpec | None = None
+    policy: GenerativeRouterSpec | None = None
+
+
+class Limits(Strict):
+    """Caps on what one request may ask for; requests beyond them get a 400, not a slow answer."""
+
+    max_tokens: int = Field(default=256, ge=1)
+    default_max_tokens: int = Field(default=128, ge=1)
+    max_n: int = Field(default=4, ge=1)
+    max_prompt_chars: int = Field(default=16000, ge=1)
+    max_messages: int = Field(default=64, ge=1)
+    max_body_bytes: int = Field(default=1_000_000, ge=1024)
+    max_batch_route: int = Field(default=256, ge=1, description="queries per /v1/route call")
+
+    @model_validator(mode="after")
+    def _default_within_cap(self) -> "Limits":
+        if self.default_max_tokens > self.max_tokens:
+            raise ValueError("default_max_tokens must not exceed max_tokens")
+        return self
+
+
+class Timeouts(Strict):
+    router_s: float = Field(default=30.0, gt=0)
+    answer_s: float = Field(default=300.0, gt=0)
+
+
+class AuthSettings(Strict):
+    """Bearer API keys. Keys come from ``api_keys`` or the env var named by ``api_keys_env`` (comma-separated)."""
+
+    api_keys: list[str] = Field(default_factory=list)
+    api_keys_env: str | None = "LLMROUTER_API_KEYS"
+
+
+class IngressSpec(Strict):
+    deployment: DeploymentSettings = Field(
+        default_factory=lambda: DeploymentSettings(max_ongoing_requests=64, max_queued_requests=256)
+    )
+
+
+class AppConfig(Strict):
+    """Everything ``serve_app.app:build_app`` needs."""
+
+    models: dict[str, AnswerModelSpec]
+    small_model: str = "small"
+    large_model: str = "large"
+    embedder: EmbedderSpec | None = None
+    routers: RoutersSpec = Field(default_factory=RoutersSpec)
+    default_router: str = "hybrid"
+    fallback_model: str | None = Field(default="large", description="answer model used when a router fails")
+    random_large_share: float = Field(default=0.5, ge=0.0, le=1.0)
+    limits: Limits = Field(default_factory=Limits)
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    ingress: IngressSpec = Field(default_factory=IngressSpec)
+
+    @field_validator("models")
+    @classmethod
+    def _names_are_simple(cls, models: dict[str, AnswerModelSpec]) -> dict[str, AnswerModelSpec]:
+        for name in models:
+            if not name.replace("-", "").replace("_", "").isalnum():
+                raise ValueError(f"model key {name!r}: use letters, digits, '-' and '_' only")
+        return models
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "AppConfig":
+        for key in ("small_model", "large_model", "fallback_model"):
+            name = getattr(self, key)
+            if name is not None and name not in self.models:
+                raise ValueError(f"{key} {name!r} is not one of models: {sorted(self.models)}")
+        if self.routers.hybrid is not None and self.embedder is None:
+            raise ValueError("routers.hybrid needs an 'embedder' section")
+        if self.default_router not in self.enabled_routers():
+            raise ValueError(f"default_router {self.default_router!r} is not enabled: {self.enabled_routers()}")
+        return self
+
+    def enabled_routers(self) -> list[str]:
+        enabled = [kind for kind in ROUTER_KINDS if getattr(self.routers, kind) is not None]
+        return enabled + list(BASELINE_KINDS)
+
+    def public_model_names(self) -> dict[str, str]:
+        """Served name -> model key (clients may call a model directly by either)."""
+        names = {spec.public_name(): key for key, spec in self.models.items()}
+        names.update({key: key for key in self.models})
+        return names
+
+    # --- path resolution -----------------------------------------------------------------------
+    def resolved(self) -> "AppConfig":
+        """A copy with every local path absolute, after checking each one exists."""
+        data = self.model_copy(deep=True)
+        for key, spec in data.models.items():
+            spec.engine.model = _local_model(spec.engine.model, f"models.{key}.engine.model", spec.engine.backend)
+        if data.embedder is not None:
+            data.embedder.engine.model = _local_model(data.embedder.engine.model, "embedder.engine.model", "transformers")
+        for kind in ROUTER_KINDS:
+            spec = getattr(data.routers, kind)
+            if spec is None:
+                continue
+            spec.artifact = _existing(spec.artifact, f"routers.{kind}.artifact")
+            if isinstance(spec, GenerativeRouterSpec):
+                if spec.policy_map:
+                    spec.policy_map = _existing(spec.policy_map, f"routers.{kind}.policy_map")
+                if spec.engine is not None:
+                    spec.engine.model = _local_model(spec.engine.model, f"routers.{kind}.engine.model", spec.engine.backend)
+        return data
+
+
+def _existing(path: str, key: str) -> str:
+    resolved = resolve_path(path)
+    if not resolved.exists():
+        raise ConfigError(f"{key}: {path!r} does not exist (looked at {resolved}); run `bash scripts/setup.sh` first?")
+    return str(resolved.resolve())
+
+
+def _local_model(model: str, key: str, backend: str) -> str:
+    """Local directories must exist; on vLLM a non-path value may be a hub id the cluster can fetch."""
+    resolved = resolve_path(model)
+    if resolved.exists():
+        return str(resolved.resolve())
+    looks_local = model.startswith(("/", "./", "../", "models/", "artifacts/", "~"))
+    if backend == "vllm" and not looks_local:
+        return model
+    raise ConfigError(f"{key}: model directory {model!r} does not exist (looked at {resolved}); run `bash scripts/setup.sh`?")
+
+
+def parse_app_config(args: dict[str, Any] | AppConfig) -> AppConfig:
+    if isinstance(args, AppConfig):
+        return args
+    try:
+        return AppConfig.model_validate(args or {})
+    except ValidationError as exc:
+        raise ConfigError(f"invalid serve application config:\n{exc}") from exc

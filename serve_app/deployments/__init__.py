@@ -1,0 +1,1 @@
+"""Ray Serve deployments: each holds one engine or one router model and translates requests to it."""
