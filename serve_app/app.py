@@ -46,10 +46,10 @@ def build_app(args: dict[str, Any] | AppConfig) -> Application:
     if config.routers.causal is not None:
         spec_c = config.routers.causal
         causal = CausalLMRouterDeployment.options(**_options(spec_c.deployment, "CausalLMRouter")).bind(
-            spec_c.artifact, spec_c.engine.model_dump() if spec_c.engine else None)
+            spec_c.artifact, spec_c.engine)
     if config.routers.policy is not None:
         spec_p = config.routers.policy
         policy = PolicyRouterDeployment.options(**_options(spec_p.deployment, "PolicyRouter")).bind(
-            spec_p.artifact, spec_p.engine.model_dump() if spec_p.engine else None, None, spec_p.policy_map)
+            spec_p.artifact, spec_p.engine, None, spec_p.policy_map)
     ingress = RouterIngress.options(**_options(config.ingress.deployment, "Ingress"))
     return ingress.bind(config.model_dump(mode="json"), answer, embedder, causal, policy)

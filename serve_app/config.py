@@ -93,12 +93,21 @@ class GenerativeRouterSpec(Strict):
     """A router that is itself a language model (causal-LM router, policy router)."""
 
     artifact: str
-    engine: GeneratorConfig | None = Field(
-        default=None, description="serving engine for the router model; default: the artifact's merged model on CPU"
+    engine: dict[str, Any] | None = Field(
+        default=None,
+        description="GeneratorConfig fields overriding the artifact's own router-model engine "
+        "(e.g. backend: vllm, tensor_parallel_size: 2); 'model' replaces the artifact's merged model",
     )
     deployment: DeploymentSettings = Field(default_factory=DeploymentSettings)
     policy_map: str | None = Field(default=None, description="policy router only: the editable policy map JSON")
     threshold: float | None = None
+
+    @field_validator("engine")
+    @classmethod
+    def _engine_fields_known(cls, engine: dict[str, Any] | None) -> dict[str, Any] | None:
+        if engine is not None:
+            GeneratorConfig.model_validate({"model": "placeholder", **engine})
+        return engine
 
 
 class RoutersSpec(Strict):
@@ -206,8 +215,9 @@ class AppConfig(Strict):
             if isinstance(spec, GenerativeRouterSpec):
                 if spec.policy_map:
                     spec.policy_map = _existing(spec.policy_map, f"routers.{kind}.policy_map")
-                if spec.engine is not None:
-                    spec.engine.model = _local_model(spec.engine.model, f"routers.{kind}.engine.model", spec.engine.backend)
+                if spec.engine is not None and "model" in spec.engine:
+                    spec.engine["model"] = _local_model(spec.engine["model"], f"routers.{kind}.engine.model",
+                                                        spec.engine.get("backend", "transformers"))
         return data
 
 
@@ -218,13 +228,13 @@ def _existing(path: str, key: str) -> str:
     return str(resolved.resolve())
 
 
-def _local_model(model: str, key: str, backend: str) -> str:
-    """Local directories must exist; on vLLM a non-path value may be a hub id the cluster can fetch."""
+def _local_model(model: str, key: str, backend: str = "transformers") -> str:
+    """Local directories must exist; anything else (``org/name``) is a hub id a GPU cluster can fetch."""
     resolved = resolve_path(model)
     if resolved.exists():
         return str(resolved.resolve())
-    looks_local = model.startswith(("/", "./", "../", "models/", "artifacts/", "~"))
-    if backend == "vllm" and not looks_local:
+    looks_local = model.startswith(("/", "./", "../", "models/", "artifacts/", "~")) or model.count("/") != 1
+    if not looks_local:
         return model
     raise ConfigError(f"{key}: model directory {model!r} does not exist (looked at {resolved}); run `bash scripts/setup.sh`?")
 

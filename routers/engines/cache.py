@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from routers.engines.base import Embedder
+from routers.errors import EngineError
 from routers.progress import progress_bar
 from routers.safe_io import load_arrays, save_arrays
 
@@ -70,3 +71,26 @@ class CachedEmbedder(Embedder):
         tmp = self.path.with_suffix(".tmp.safetensors")
         save_arrays(tmp, {"keys": keys, "vectors": vectors})
         tmp.replace(self.path)
+
+
+class LookupEmbedder(Embedder):
+    """Embeddings computed elsewhere (e.g. by a Ray Data job over many workers), served by text.
+
+    Lets a router's ordinary ``fit`` run on vectors a distributed job produced; a text that was not
+    embedded is an error rather than a silent zero vector.
+    """
+
+    def __init__(self, texts: Sequence[str], vectors: np.ndarray, model_name: str) -> None:
+        if len(texts) != len(vectors):
+            raise ValueError(f"{len(texts)} texts but {len(vectors)} vectors")
+        self.dim = int(vectors.shape[1])
+        self.model_name = model_name
+        self._table = {_digest(t): np.asarray(v, dtype=np.float32) for t, v in zip(texts, vectors)}
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        try:
+            rows = [self._table[_digest(t)] for t in texts]
+        except KeyError:
+            missing = next(t for t in texts if _digest(t) not in self._table)
+            raise EngineError(f"no precomputed embedding for query {missing[:80]!r}") from None
+        return np.stack(rows) if rows else np.zeros((0, self.dim), np.float32)

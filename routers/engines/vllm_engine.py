@@ -59,6 +59,10 @@ class VLLMGenerator(Generator):
         }
         if config.max_model_len:
             engine_args["max_model_len"] = config.max_model_len
+        if config.tensor_parallel_size > 1:
+            # Inside a Ray Serve replica the shards must be Ray workers placed in the replica's
+            # placement group (one GPU bundle per shard), not local processes.
+            engine_args["distributed_executor_backend"] = "ray"
         self._loop: asyncio.AbstractEventLoop | None = None
         if config.async_engine:
             from vllm.engine.arg_utils import AsyncEngineArgs

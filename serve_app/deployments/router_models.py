@@ -23,7 +23,7 @@ class _RouterModel:
 
     def __init__(self, artifact: str, engine: dict[str, Any] | None, batching: dict[str, Any] | None = None,
                  policy_map: str | None = None) -> None:
-        self.engine_override = GeneratorConfig.model_validate(engine) if engine else None
+        self.engine_override = dict(engine or {})
         self.generator: Generator | None = None
         self.generator_config: GeneratorConfig | None = None
         self.load(artifact, policy_map)
@@ -34,15 +34,21 @@ class _RouterModel:
         router = router_class(self.router_name).load(Path(artifact))
         if policy_map is not None and hasattr(router, "reload_policy_map"):
             router.reload_policy_map(policy_map)
-        wanted = self.engine_override or router.default_engine_config("router")
-        if wanted is None:
-            raise ValueError(f"{artifact}: router {self.router_name!r} names no router model")
+        wanted = self.engine_config(router, artifact)
         if self.generator is None or wanted != self.generator_config:
             self.generator = build_generator(wanted)
             self.generator_config = wanted
         router.bind_engines(generators={"router": self.generator})
         self.router: Router = router
         self.artifact = artifact
+
+    def engine_config(self, router: Router, artifact: str) -> GeneratorConfig:
+        """The artifact's own router-model engine with the config's overrides (backend, TP size) on top."""
+        default = router.default_engine_config("router")
+        if default is None and "model" not in self.engine_override:
+            raise ValueError(f"{artifact}: router {self.router_name!r} names no router model; set engine.model")
+        base = default.model_dump() if default is not None else {}
+        return GeneratorConfig.model_validate({**base, **self.engine_override})
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Swap the router artifact / policy map without restarting the app."""

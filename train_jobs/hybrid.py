@@ -1,0 +1,62 @@
+"""Train the Hybrid LLM router: embed queries with Ray Data, fit the MLP, save, evaluate, plot.
+
+    python -m train_jobs.hybrid --config configs/train/hybrid.yaml
+    ray job submit --working-dir . -- python -m train_jobs.hybrid --config configs/train/hybrid.yaml
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from routers.config import build_router, load_config_file, resolve_path
+from routers.engines import EmbedderConfig
+from routers.errors import ConfigError
+from routers.evaluation import evaluate_routers
+from routers.evaluation.plot import plot_curves
+from routers.progress import log
+from routers.registry import router_class
+from train_jobs.common import JobConfig, init_ray, run_job, write_json
+from train_jobs.embeddings import embed_with_ray_data
+
+
+class HybridJobConfig(JobConfig):
+    router_config: str = "configs/routers/hybrid_llm.yaml"
+
+
+def train_hybrid(config: HybridJobConfig) -> dict[str, Any]:
+    router_cfg = load_config_file(resolve_path(config.router_config))
+    router = build_router(router_cfg, "hybrid_llm")
+    train = router_cfg.dataset("train")
+    test = router_cfg.dataset("test") if router_cfg.data_path.routing_data_test else None
+    embedder_cfg: EmbedderConfig = router_cfg.engines.embedder or router.default_embedder_config()  # type: ignore[attr-defined]
+    init_ray(config.ray)
+    texts = train.queries + (test.queries if test is not None else [])
+    log(f"embedding {len(set(texts))} queries with {config.ray.num_workers} Ray Data actors")
+    router.bind_engines(embedder=embed_with_ray_data(texts, embedder_cfg, config.ray))
+    metrics = router.fit(train)
+    out = config.output_path()
+    summary: dict[str, Any] = {"router": "hybrid_llm", "train": metrics, "n_train": len(train)}
+    save_to = router_cfg.model_path.save_model_path
+    if not save_to:
+        raise ConfigError(f"{config.router_config}: model_path.save_model_path is required")
+    summary["saved_to"] = str(router.save(resolve_path(save_to)))
+    if test is not None:
+        baselines = []
+        for name in ("random", "oracle"):
+            baseline = router_class(name)({}, router.llm_data)
+            baseline.fit(train)
+            baselines.append(baseline)
+        results = evaluate_routers([router, *baselines], test)
+        summary["test"] = {report.router: report.to_dict() for report, _ in results}
+        summary["plot"] = str(plot_curves(results, out / "curves.png", title="Hybrid LLM router, test split"))
+    write_json(out / "metrics.json", summary)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_job("hybrid", HybridJobConfig, train_hybrid, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
