@@ -192,3 +192,24 @@ def test_route_only_batch_is_consistent_with_single(client: httpx.Client) -> Non
     batch = client.post("/v1/route", json={"model": "router-hybrid", "queries": queries}).json()["data"]
     singles = [client.post("/v1/route", json={"model": "router-hybrid", "query": q}).json()["data"][0] for q in queries]
     assert np.allclose([b["score"] for b in batch], [s["score"] for s in singles], atol=1e-4)
+
+
+@pytest.mark.browser
+def test_chat_page_shows_which_model_answered_and_why(base_url: str) -> None:
+    from browser import HeadlessPage, chromium_path
+
+    if chromium_path() is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    page = HeadlessPage(free_port())
+    try:
+        page.navigate(f"{base_url}/chat?model=router-hybrid&max_tokens=8&q=What%20is%20the%20capital%20of%20France%3F")
+        why = page.wait_for("document.querySelector('.msg.assistant .why')?.innerText")
+        model = page.evaluate("document.querySelector('.msg.assistant .why').dataset.model")
+        answer = page.evaluate("document.querySelector('.msg.assistant').firstChild.textContent")
+        options = page.evaluate("[...document.querySelectorAll('#router option')].map(o => o.value)")
+    finally:
+        page.close()
+    assert model in SERVED and f"answered by {model}" in why
+    assert "router hybrid" in why and "score" in why and "threshold" in why
+    assert answer.strip()
+    assert "router-automix" in options and "router-policy" in options
