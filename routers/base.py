@@ -169,7 +169,10 @@ class Router(ABC):
     # --- models --------------------------------------------------------------------------------
     def resolve_pair(self, data: RoutingDataset | None = None) -> ModelPair:
         available = data.models if data is not None else list(self.llm_data)
-        llm_data = self.llm_data or (data.llm_data if data is not None else {})
+        if not self.llm_data and data is not None and data.llm_data:
+            # Keep the training data's prices so a saved router can still price its decisions.
+            self.llm_data = dict(data.llm_data)
+        llm_data = self.llm_data
         self.pair = resolve_pair(llm_data, available, self.config.small_model, self.config.large_model)
         return self.pair
 

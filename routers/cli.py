@@ -126,8 +126,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from routers.evaluation.plot import plot_curves
 
     config = load_config_file(args.config) if args.config else RouterFileConfig()
-    train = _load_split(args.train, args.llm_data)
-    test = _load_split(args.test, args.llm_data)
+    llm_data_path = args.llm_data or config.data_path.llm_data
+    # Without --train/--test, the config's data_path splits (the files the router was trained with).
+    train = _load_split(args.train, llm_data_path) if args.train else config.dataset("train")
+    test = _load_split(args.test, llm_data_path) if args.test else config.dataset("test")
     if args.verbose:
         log(train.load_summary())
         log(test.load_summary())
@@ -218,8 +220,8 @@ def build_parser(extend: Callable[[Any, argparse.ArgumentParser], None] | None =
 
     evaluate = sub.add_parser("evaluate", parents=[common], help="fit on --train, report cost-quality metrics on --test")
     evaluate.add_argument("--router", required=True, help="comma-separated router names")
-    evaluate.add_argument("--train", required=True, help="comma-separated routing-data files")
-    evaluate.add_argument("--test", required=True, help="comma-separated routing-data files")
+    evaluate.add_argument("--train", help="comma-separated routing-data files (default: the config's data_path)")
+    evaluate.add_argument("--test", help="comma-separated routing-data files (default: the config's data_path)")
     evaluate.add_argument("--llm-data", help="candidate LLMs JSON (prices give USD costs)")
     evaluate.add_argument("--config", help="YAML with hparam/engines for the routers")
     evaluate.add_argument("--load", action="append", metavar="ROUTER=DIR", help="evaluate a trained artifact instead of fitting")

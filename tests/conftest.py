@@ -1,0 +1,113 @@
+"""Shared fixtures: repository paths, the shipped routing data, small synthetic datasets, local models.
+
+Other test modules add their own module-level fixtures; everything here has a distinct name so they
+never clash.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from routers.data import LLMCandidate, ModelOutcome, QueryExample, RoutingDataset
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL_NAME = "small-llm"
+LARGE_NAME = "large-llm"
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def routing_data_dir() -> Path:
+    return ROOT / "data" / "routing"
+
+
+@pytest.fixture(scope="session")
+def llm_data_path(routing_data_dir: Path) -> Path:
+    return routing_data_dir / "llm_candidates.json"
+
+
+@pytest.fixture(scope="session")
+def mmlu_train_path(routing_data_dir: Path) -> Path:
+    return routing_data_dir / "mmlu_train.jsonl.gz"
+
+
+@pytest.fixture(scope="session")
+def mmlu_test_path(routing_data_dir: Path) -> Path:
+    return routing_data_dir / "mmlu_test.jsonl.gz"
+
+
+@pytest.fixture(scope="session")
+def gsm8k_train_path(routing_data_dir: Path) -> Path:
+    return routing_data_dir / "gsm8k_train.jsonl.gz"
+
+
+@pytest.fixture(scope="session")
+def gsm8k_test_path(routing_data_dir: Path) -> Path:
+    return routing_data_dir / "gsm8k_test.jsonl.gz"
+
+
+def two_candidates(small_price: float = 1.0, large_price: float = 10.0) -> dict[str, LLMCandidate]:
+    """A priced small/large pair named like :func:`synthetic_dataset` names its models."""
+    return {
+        SMALL_NAME: LLMCandidate(name=SMALL_NAME, size="1B", input_price=small_price, output_price=small_price),
+        LARGE_NAME: LLMCandidate(name=LARGE_NAME, size="70B", input_price=large_price, output_price=large_price),
+    }
+
+
+def synthetic_dataset(
+    small_perf: Sequence[float],
+    large_perf: Sequence[float],
+    queries: Sequence[str] | None = None,
+    priced: bool = True,
+) -> RoutingDataset:
+    """A RoutingDataset of ``len(small_perf)`` queries answered by ``small-llm`` and ``large-llm``."""
+    if len(small_perf) != len(large_perf):
+        raise ValueError("small_perf and large_perf must have the same length")
+    queries = list(queries) if queries is not None else [f"question number {i}?" for i in range(len(small_perf))]
+    examples = [
+        QueryExample(
+            query=q,
+            task_name="synthetic",
+            outcomes={
+                SMALL_NAME: ModelOutcome(performance=float(s), token_num=10),
+                LARGE_NAME: ModelOutcome(performance=float(lg), token_num=10),
+            },
+        )
+        for q, s, lg in zip(queries, small_perf, large_perf)
+    ]
+    return RoutingDataset(examples, two_candidates() if priced else None)
+
+
+@pytest.fixture
+def make_routing_dataset() -> Callable[..., RoutingDataset]:
+    """Factory: ``make_routing_dataset(small_perf, large_perf, queries=None, priced=True)``."""
+    return synthetic_dataset
+
+
+@pytest.fixture
+def random_routing_dataset() -> RoutingDataset:
+    """200 queries; the large model is right 80% of the time, the small one 50%."""
+    # Not seed 0: RandomRouter draws its scores from default_rng(0), which would correlate with these labels.
+    rng = np.random.default_rng(2024)
+    return synthetic_dataset(rng.random(200) < 0.5, rng.random(200) < 0.8)
+
+
+REAL_MODELS = ("smollm2-135m-instruct", "gemma-3-270m", "all-minilm-l6-v2")
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    """The converted real models; skips the test when ``scripts/setup.sh`` has not built them."""
+    directory = ROOT / "models"
+    missing = [name for name in REAL_MODELS if not (directory / name / "config.json").exists()]
+    if missing:
+        pytest.skip(f"real models not set up ({', '.join(missing)} missing under {directory}); run scripts/setup.sh")
+    return directory

@@ -1,0 +1,324 @@
+"""AutoMix: verdict parsing, self-consistency, the three policies, the router's step API."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from routers.automix.policies import (
+    CascadeCosts,
+    POMDPPolicy,
+    SelfConsistencyPolicy,
+    ThresholdPolicy,
+    policy_from_dict,
+)
+from routers.automix.router import AutomixRouter, write_verification_samples
+from routers.automix.verification import (
+    agreement_score,
+    answer_entropy,
+    answer_kind,
+    extract_choice,
+    extract_number,
+    parse_verdict,
+    tally_verdicts,
+    verification_prompt,
+)
+from routers.data import LLMCandidate, ModelOutcome, QueryExample, RoutingDataset
+from routers.errors import ConfigError
+from routers.evaluation import evaluate_router
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL, LARGE = "small-llm", "large-llm"
+LLM_DATA = {SMALL: LLMCandidate(name=SMALL, size="1B"), LARGE: LLMCandidate(name=LARGE, size="70B")}
+
+
+def synthetic(n: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """p_ver from N=8 votes that are informative: right answers get more yes votes than wrong ones."""
+    rng = np.random.default_rng(seed)
+    small = (rng.random(n) < 0.55).astype(float)
+    large = np.where(small == 1, rng.random(n) < 0.95, rng.random(n) < 0.75).astype(float)
+    p_yes = np.where(small == 1, 0.75, 0.3)
+    scores = rng.binomial(8, p_yes) / 8.0
+    return scores, small, large
+
+
+def synthetic_dataset(n: int = 200, seed: int = 0, with_votes: bool = True) -> RoutingDataset:
+    scores, small, large = synthetic(n, seed)
+    examples = []
+    for i in range(n):
+        yes = round(scores[i] * 8)
+        votes = tuple([1.0] * yes + [0.0] * (8 - yes))
+        examples.append(
+            QueryExample(
+                query=f"What is {i} + {i}?",
+                outcomes={
+                    SMALL: ModelOutcome(
+                        performance=small[i],
+                        response=f"#### {2 * i}",
+                        verifier_votes=votes if with_votes else None,
+                    ),
+                    LARGE: ModelOutcome(performance=large[i], response=f"{2 * i}"),
+                },
+            )
+        )
+    return RoutingDataset(examples, LLM_DATA)
+
+
+# --- verdicts -----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "verdict"),
+    [
+        ("Yes", "yes"),
+        (" yes.", "yes"),
+        ("**Yes**, it is right", "yes"),
+        ("Correct.", "yes"),
+        ("TRUE", "yes"),
+        ("No", "no"),
+        ("no, the answer is wrong", "no"),
+        ("Incorrect", "no"),
+        ("The proposed answer is not correct", "no"),
+        ("It isn't correct", "no"),
+        ("False.", "no"),
+        ("The answer is wrong, not right", "no"),
+        ("", "unparseable"),
+        ("7 * 8 = 56", "unparseable"),
+        ("Yesterday I", "unparseable"),
+        ("Nothing here", "unparseable"),
+        ("No.\nThe proposed answer is correct", "no"),
+        ("Yes.\nThe answer is", "yes"),
+    ],
+)
+def test_parse_verdict(text: str, verdict: str) -> None:
+    assert parse_verdict(text) == verdict
+
+
+def test_tally_counts_unparseable_separately_and_as_not_confirming() -> None:
+    tally = tally_verdicts(["Yes", "No", "hmm", "correct"])
+    assert tally.as_dict() == {"yes": 2, "no": 1, "unparseable": 1}
+    assert tally.p_ver == 0.5 and tally.votes() == [1.0, 1.0, 0.0, 0.0]
+    assert tally_verdicts([]).p_ver == 0.0
+
+
+def test_verification_prompt_has_question_and_answer() -> None:
+    prompt = verification_prompt("What is 2+2?", "  4 ")
+    assert "What is 2+2?" in prompt and "Proposed answer: 4\n" in prompt and "Yes or No" in prompt
+
+
+# --- self-consistency ---------------------------------------------------------------------------
+def test_number_extraction() -> None:
+    assert extract_number("so 1,600 / 200 = 8\n#### 800") == "800"
+    assert extract_number("The answer is $1,234.50.") == "1234.5"
+    assert extract_number("she has 3 apples then 7.0") == "7"
+    assert extract_number("no digits") is None
+
+
+def test_choice_extraction_and_kind() -> None:
+    question = "Which planet?\nA) Mars\nB) Venus\nC) Earth\nD) Jupiter"
+    assert answer_kind(question, "B") == "choice"
+    assert answer_kind("What is 3*4?", "12") == "number"
+    assert answer_kind("Capital of France?", "Paris") == "text"
+    assert extract_choice("The answer is (C).") == "C"
+    assert extract_choice("B. Venus") == "B"
+    assert extract_choice("I think (D) is right") == "D"
+
+
+def test_agreement_on_math_multiple_choice_and_text() -> None:
+    assert (
+        agreement_score("What is 3*4?", "3*4 = 12\n#### 12", ["12", "The answer is 12.", "13", "twelve 12"])
+        == 0.75
+    )
+    question = "Pick one:\nA) red\nB) blue\nC) green"
+    assert agreement_score(question, "The answer is (B)", ["B", "(B) blue", "A) red", "answer: B"]) == 0.75
+    assert agreement_score("Capital of France?", "Paris.", ["paris", "PARIS!", "Lyon"]) == pytest.approx(
+        2 / 3
+    )
+    assert agreement_score("q?", "1", []) == 0.0
+    assert answer_entropy("What is 1+1?", ["2", "2", "2", "2"]) == 0.0
+    assert answer_entropy("What is 1+1?", ["1", "2", "3", "4"]) == pytest.approx(1.0)
+
+
+# --- policies ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("policy", [ThresholdPolicy(), SelfConsistencyPolicy(), POMDPPolicy(num_bins=8)])
+def test_policies_learn_and_round_trip_through_json(policy) -> None:
+    scores, small, large = synthetic()
+    stats = policy.fit(scores, small, large, CascadeCosts())
+    assert 0.0 < stats["train_large_share"] < 1.0
+    assert stats["train_delta_ibc"] > 0  # an informative score beats the random mix
+    restored = policy_from_dict(json.loads(json.dumps(policy.to_dict())))
+    assert type(restored) is type(policy)
+    grid = np.linspace(0, 1, 21)
+    np.testing.assert_allclose(restored.suitability(grid), policy.suitability(grid))
+    np.testing.assert_array_equal(restored.decide(grid), policy.decide(grid))
+    # Low verification scores are less suitable; some are escalated, a unanimous "yes" is kept.
+    assert policy.suitability(0.0)[0] < policy.suitability(1.0)[0]
+    assert policy.decide(grid).any() and not policy.decide(1.0)[0]
+
+
+def test_pomdp_belief_update_is_bayes() -> None:
+    scores, small, large = synthetic()
+    policy = POMDPPolicy(num_bins=4)
+    policy.fit(scores, small, large, CascadeCosts())
+    posterior = policy.update_belief(policy.prior, 0.95)
+    expected = policy.prior * policy.observation[:, 3]
+    np.testing.assert_allclose(posterior, expected / expected.sum())
+    np.testing.assert_allclose(policy.beliefs()[3], posterior)
+    small_right_high = posterior[2] + posterior[3]
+    low = policy.update_belief(policy.prior, 0.05)
+    small_right_low = low[2] + low[3]
+    assert small_right_high > policy.prior[2] + policy.prior[3] > small_right_low
+    # Laplace smoothing: every observation has positive probability in every state.
+    assert np.all(policy.observation > 0)
+    np.testing.assert_allclose(policy.observation.sum(axis=1), 1.0)
+
+
+def test_pomdp_value_is_the_best_action_per_belief() -> None:
+    scores, small, large = synthetic()
+    policy = POMDPPolicy(num_bins=8, cost_weight=0.005)
+    policy.fit(scores, small, large, CascadeCosts())
+    q = policy.q_values()
+    p_obs = policy.prior @ policy.observation
+    assert policy.value() == pytest.approx(float(p_obs @ q.max(axis=1)))
+    assert policy.value() >= float(p_obs @ q[:, 0]) and policy.value() >= float(p_obs @ q[:, 1])
+    assert policy.decision_threshold == 0.0
+
+
+def test_pomdp_cost_constraint_is_met_on_training_data() -> None:
+    scores, small, large = synthetic()
+    costs = CascadeCosts(small=1, large=50, verifier=1)
+    for budget in (5.0, 12.0, 30.0):
+        policy = POMDPPolicy(num_bins=8, cost_constraint=budget)
+        stats = policy.fit(scores, small, large, costs)
+        assert stats["train_cost"] <= budget + 1e-9
+        assert float(costs.per_query(policy.decide(scores)).mean()) <= budget + 1e-9
+    with pytest.raises(ConfigError, match="cannot be met"):
+        POMDPPolicy(cost_constraint=1.0).fit(scores, small, large, costs)
+
+
+def test_dearer_large_model_means_fewer_escalations() -> None:
+    scores, small, large = synthetic()
+    shares = []
+    for large_cost in (5.0, 20.0, 80.0):
+        policy = POMDPPolicy(num_bins=8, cost_weight=0.004)
+        policy.fit(scores, small, large, CascadeCosts(large=large_cost))
+        shares.append(float(policy.decide(scores).mean()))
+    assert shares[0] > shares[1] > shares[2]
+    budget_shares = []
+    for large_cost in (20.0, 80.0):
+        policy = ThresholdPolicy(cost_constraint=10.0)
+        policy.fit(scores, small, large, CascadeCosts(large=large_cost))
+        budget_shares.append(float(policy.decide(scores).mean()))
+    assert budget_shares[0] > budget_shares[1]
+
+
+def test_threshold_policy_keeps_a_fixed_threshold() -> None:
+    scores, small, large = synthetic()
+    policy = ThresholdPolicy(threshold=0.5)
+    policy.fit(scores, small, large, CascadeCosts())
+    assert policy.threshold == 0.5
+    np.testing.assert_array_equal(policy.decide(scores), scores < 0.5)
+
+
+# --- router -------------------------------------------------------------------------------------
+def test_router_fits_on_votes_and_decides_from_score(tmp_path: Path) -> None:
+    train, test = synthetic_dataset(300, seed=1), synthetic_dataset(200, seed=2)
+    # lambda * large cost = 0.25: escalate when the large model is >= 25 points likelier to be right.
+    router = AutomixRouter({"method": "POMDP", "num_samples": 8, "cost_weight": 0.005}, LLM_DATA)
+    metrics = router.fit(train)
+    assert metrics["lambda"] == 0.005
+    assert metrics["n_train"] == 300 and router.pair.small == SMALL
+    decision = router.decide_from_score("What is 2+2?", 0.0)
+    out = decision.to_dict(router.score_key)
+    assert decision.use_large and out["route_to_llm"] is True and out["model_name"] == LARGE
+    assert out["verification_score"] == 0.0 and "reason" in out and "small_answer" not in out
+    assert decision.cost == 1 + 1 + 50
+    kept = router.decide_from_score("What is 2+2?", 1.0)
+    assert not kept.use_large and kept.cost == 2 and kept.extra["route_to_llm"] is False
+    forced = router.decide_from_score("q", 1.0, threshold=1e9)
+    assert forced.use_large and forced.threshold == 1e9
+
+    report, _ = evaluate_router(router, test)
+    assert report.delta_ibc is not None and report.delta_ibc > 0
+    assert report.cost_small == 2 and report.cost_large == 52  # the cascade: small + verifier (+ large)
+    ibc_chosen = AutomixRouter({"method": "POMDP"}, LLM_DATA)
+    ibc_chosen.fit(train)
+    held_out, _ = evaluate_router(ibc_chosen, test)
+    assert held_out.delta_ibc is not None and held_out.delta_ibc > 0 and 0 < held_out.large_share < 1
+
+    router.save(tmp_path)
+    loaded = AutomixRouter.load(tmp_path)
+    np.testing.assert_allclose(loaded.dataset_scores(test), router.dataset_scores(test))
+    assert loaded.decide_from_score("q", 0.25).use_large == router.decide_from_score("q", 0.25).use_large
+
+
+def test_router_step_api() -> None:
+    router = AutomixRouter({"num_samples": 5, "temperature": 0.9, "verifier_max_tokens": 4}, LLM_DATA)
+    prompt, params = router.verification_request("What is 2+2?", "4")
+    assert (
+        params.n == 5
+        and params.temperature == 0.9
+        and params.max_tokens == 4
+        and "Proposed answer: 4" in prompt
+    )
+    assert router.verification_score("What is 2+2?", "4", ["Yes", "No", "??", "yes", "Correct"]) == 0.6
+    assert router.answer_params().n == 1 and router.answer_prompt("What is 2+2?") == "What is 2+2?"
+    assert router.route_only_engine_roles() == frozenset({"small"})
+    sc = AutomixRouter({"routing_method": "SelfConsistency", "num_samples": 3}, LLM_DATA)
+    prompt, params = sc.verification_request("What is 2+2?", "4")
+    assert prompt == "What is 2+2?" and params.n == 3 and params.temperature > 0
+    assert sc.verification_score("What is 2+2?", "4", ["4", "5", "The answer is 4"]) == pytest.approx(2 / 3)
+
+
+def test_fit_without_verification_fields_needs_a_small_model() -> None:
+    data = synthetic_dataset(20, with_votes=False)
+    router = AutomixRouter({}, LLM_DATA)
+    with pytest.raises(ConfigError, match="verifier_votes or p_ver"):
+        router.fit(data)
+    assert router.training_engine_roles_for(data) == frozenset({"small"})
+    assert router.training_engine_roles_for(synthetic_dataset(20)) == frozenset()
+
+
+def test_samples_file_round_trips(tmp_path: Path) -> None:
+    data = synthetic_dataset(30)
+    path = write_verification_samples(data, tmp_path / "samples.jsonl")
+    reread = RoutingDataset.from_files(path, LLM_DATA)
+    assert len(reread) == 30
+    assert reread[3].outcomes[SMALL].verification_score == data[3].outcomes[SMALL].verification_score
+
+
+def test_default_artifact_loads() -> None:
+    directory = ROOT / "artifacts/automix"
+    if not (directory / "router.json").exists():
+        pytest.skip("artifacts/automix not built (python -m routers.automix.build_artifact)")
+    router = AutomixRouter.load(directory)
+    assert router.policy.kind == router.config.method
+    assert router.decide_from_score("What is 12 + 30?", 0.0).use_large
+    samples = directory / "verification_samples.jsonl"
+    refit = AutomixRouter(router.config, router.llm_data)
+    refit.fit(RoutingDataset.from_files(samples, router.llm_data))  # no resampling needed
+    np.testing.assert_allclose(
+        refit.policy.suitability(np.linspace(0, 1, 11)), router.policy.suitability(np.linspace(0, 1, 11))
+    )
+
+
+@pytest.mark.slow
+def test_route_single_with_the_real_small_model() -> None:
+    model_dir = ROOT / "models/smollm2-135m-instruct"
+    if not model_dir.exists():
+        pytest.skip("models/smollm2-135m-instruct is not present")
+    from routers.engines import GeneratorConfig, build_generator
+
+    router = AutomixRouter({"num_samples": 3, "verifier_max_tokens": 4, "answer_max_tokens": 12}, LLM_DATA)
+    router.fit(synthetic_dataset(100))
+    router.bind_engines(generators={"small": build_generator(GeneratorConfig(model=str(model_dir)))})
+    result = router.route_single("What is 12 + 30?")
+    assert set(result) >= {"model_name", "verification_score", "route_to_llm", "cost", "reason", "response"}
+    assert 0.0 <= result["verification_score"] <= 1.0
+    assert sum(result["verdicts"].values()) == 3
+    assert result["verification_score"] == result["verdicts"]["yes"] / 3
+    if result["route_to_llm"]:
+        assert result["model_name"] == LARGE and result["response"] is None  # no large engine bound
+    else:
+        assert result["model_name"] == SMALL and result["response"] == result["small_response"]
