@@ -1,0 +1,417 @@
+"""Causal-LM router (RouteLLM's ``causal_llm`` idea): a LoRA-finetuned small LM writes the best model's name.
+
+Training (``fit``): every training query becomes ``Query: {query}\\n\\nBest LLM: <name><eos>`` where
+``<name>`` is the best candidate (highest performance, ties to the cheaper one); a LoRA adapter is
+trained on the answer tokens. The artifact holds ``router.json`` and the adapter (safetensors, a few
+MB); the merged model the engines load is rebuilt from base + adapter on first use (``ensure_merged``).
+
+Small-suitability score: ``sigmoid(log P(small name | prompt) - log P(large name | prompt))``, i.e. the
+model's probability of the small name when only the two names are allowed. Score >= 0.5 means the model
+prefers the small name, so the default threshold 0.5 matches its greedy choice between the two.
+
+Step API (the Ray Serve router-model deployment composes these over a remote engine):
+
+1. ``router_prompt(query)`` + ``router_params()``: one greedy generate call (the model's answer text).
+2. ``sequence_logprobs(router_prompt(query), candidate_continuations())`` -> ``score_from_logprobs``.
+3. ``decide_from_generation(query, text, score, threshold)``: the decision.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from routers.base import ARTIFACT_FILE, RouteDecision, Router, RouterConfig, query_text, read_artifact_manifest
+from routers.causal_lm.labels import balanced_indices, best_llm_labels, router_prompt, sft_examples
+from routers.causal_lm.parsing import ParseResult, parse_llm_name
+from routers.causal_lm.training import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    CausalLMTrainConfig,
+    evaluate_answer_loss,
+    merge_lora,
+    train_causal_lm,
+)
+from routers.data import RoutingDataset
+from routers.engines import Generator, GeneratorConfig, SamplingParams, build_generator, resolve_model_path
+from routers.errors import ArtifactError, ConfigError
+from routers.progress import log, progress_bar
+
+ADAPTER_SUBDIR = "adapter"
+MERGED_SUBDIR = "merged"
+MERGE_SOURCE_FILE = "merge_source.json"
+
+
+class CausalLMConfig(RouterConfig):
+    base_model: str = "models/smollm2-135m-instruct"
+    use_lora: bool = Field(default=True, description="only LoRA finetuning is supported (seed compatibility)")
+    merge_lora: bool = Field(default=True, description="engines load base+adapter merged (seed compatibility)")
+    lora_r: int = Field(default=16, ge=1)
+    lora_alpha: int = Field(default=32, ge=1)
+    lora_dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"])
+    learning_rate: float = Field(default=2e-4, gt=0.0)
+    num_epochs: int = Field(default=3, ge=1)
+    batch_size: int = Field(default=4, ge=1)
+    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    warmup_steps: int = Field(default=0, ge=0)
+    lr_schedule: Literal["linear", "constant"] = "linear"
+    max_length: int = Field(default=512, ge=16)
+    max_steps: int | None = Field(default=None, ge=1)
+    max_train_examples: int | None = Field(default=None, ge=2, description="train on a subset of this many queries")
+    balance_labels: bool = Field(default=False, description="make the subset balanced across best-LLM labels")
+    num_threads: int | None = Field(default=None, ge=1, description="torch CPU threads while training")
+    fallback_model: str | None = Field(default=None, description="when the output names no candidate; default large")
+    fuzzy_threshold: float = Field(default=0.8, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(default=32, ge=1)
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0, description="0 = greedy (the seed's 0.1 is near-greedy)")
+    tensor_parallel_size: int | None = Field(default=None, ge=1, description="shorthand for engine.tensor_parallel_size")
+    score_batch_size: int = Field(default=16, ge=1, description="queries per forward pass in dataset_scores")
+    engine: dict[str, Any] = Field(default_factory=dict, description="GeneratorConfig overrides for the router model")
+
+    @field_validator("use_lora")
+    @classmethod
+    def _lora_only(cls, value: bool) -> bool:
+        if not value:
+            raise ValueError("the causal-LM router trains LoRA adapters only; full finetuning is not supported")
+        return value
+
+    @field_validator("engine")
+    @classmethod
+    def _engine_fields_known(cls, engine: dict[str, Any]) -> dict[str, Any]:
+        GeneratorConfig.model_validate({"model": "placeholder", **engine})
+        return engine
+
+
+def sigmoid(x: float) -> float:
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    z = math.exp(x)
+    return z / (1.0 + z)
+
+
+def adapter_fingerprint(adapter_dir: Path) -> str:
+    digest = hashlib.sha256()
+    for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
+        digest.update((adapter_dir / name).read_bytes())
+    return digest.hexdigest()
+
+
+def _merged_is_current(merged: Path, source: dict[str, str]) -> bool:
+    marker = merged / MERGE_SOURCE_FILE
+    return (merged / "config.json").exists() and marker.exists() and json.loads(marker.read_text()) == source
+
+
+def _merge_cache_dir(fingerprint: str) -> Path:
+    root = Path(os.environ.get("LLMROUTER_CACHE", Path.home() / ".cache" / "llmrouter"))
+    return root / "causallm_merged" / fingerprint[:16]
+
+
+def ensure_merged(artifact_dir: str | Path) -> Path:
+    """The merged router model of a saved artifact: ``<artifact>/merged/``, built once from base + adapter.
+
+    Rebuilt when the adapter or base model changes (recorded in ``merged/merge_source.json``). If the
+    artifact directory is read-only, the merged model goes to ``$LLMROUTER_CACHE`` (default
+    ``~/.cache/llmrouter``) instead.
+    """
+    artifact_dir = Path(artifact_dir)
+    payload = read_artifact_manifest(artifact_dir)
+    base_model = payload["config"].get("base_model") or CausalLMConfig().base_model
+    adapter_dir = artifact_dir / payload.get("state", {}).get("adapter_dir", ADAPTER_SUBDIR)
+    return ensure_merged_from(base_model, adapter_dir, artifact_dir / MERGED_SUBDIR)
+
+
+@contextmanager
+def _merge_lock(target: Path) -> Iterator[None]:
+    """Serialise merges of one target across processes (several Serve replicas start at once)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_merged_from(base_model: str, adapter_dir: Path, merged: Path) -> Path:
+    """``merged`` (or the cache dir) holding base + adapter merged, merging only when it is stale."""
+    if not (adapter_dir / ADAPTER_WEIGHTS).exists():
+        raise ArtifactError(f"{adapter_dir} has no {ADAPTER_WEIGHTS}; train or copy the adapter first")
+    fingerprint = adapter_fingerprint(adapter_dir)
+    source = {"base_model": resolve_model_path(base_model), "adapter_sha256": fingerprint}
+    for target in (merged, _merge_cache_dir(fingerprint)):
+        if _merged_is_current(target, source):
+            return target
+    for target in (merged, _merge_cache_dir(fingerprint)):
+        try:
+            with _merge_lock(target):
+                if not _merged_is_current(target, source):  # another process may have just merged it
+                    merge_lora(base_model, adapter_dir, target)
+                    (target / MERGE_SOURCE_FILE).write_text(json.dumps(source, indent=2))
+        except PermissionError:
+            continue
+        return target
+    raise ArtifactError(f"cannot write a merged model to {merged} or the cache directory")
+
+
+class CausalLMRouter(Router):
+    name = "causallm_router"
+    Config = CausalLMConfig
+    score_key = "router_score"
+    default_threshold = 0.5
+    engine_roles = frozenset({"router"})
+    config: CausalLMConfig
+
+    def __init__(self, config: Any = None, llm_data: Any = None) -> None:
+        super().__init__(config, llm_data)
+        self.artifact_dir: Path | None = None
+        self.adapter_dir: Path | None = None
+        self.train_metrics: dict[str, Any] = {}
+        self._scratch: tempfile.TemporaryDirectory[str] | None = None
+
+    # --- engines -------------------------------------------------------------------------------
+    def evaluation_engine_roles(self) -> frozenset[str]:
+        return frozenset({"router"})
+
+    def merged_model_dir(self) -> Path:
+        """Merged base + adapter, built on first use (saved artifact: inside it; fresh fit: a temp dir)."""
+        if self.adapter_dir is None:
+            raise ConfigError("the causal-LM router has no adapter yet; fit() or load() it first")
+        if self.artifact_dir is not None:
+            return ensure_merged(self.artifact_dir)
+        return ensure_merged_from(self.config.base_model, self.adapter_dir, self.adapter_dir.parent / MERGED_SUBDIR)
+
+    def default_engine_config(self, role: str) -> GeneratorConfig | None:
+        """The merged router model; raw prompts (no chat template, no added special tokens) as in training."""
+        if role != "router" or self.adapter_dir is None:
+            return None
+        overrides = dict(self.config.engine)
+        if self.config.tensor_parallel_size is not None:
+            overrides.setdefault("tensor_parallel_size", self.config.tensor_parallel_size)
+        settings: dict[str, Any] = {
+            "model": str(self.merged_model_dir()),
+            "prompt_format": "chat",
+            "max_input_tokens": self.config.max_length,
+            **overrides,
+        }
+        return GeneratorConfig.model_validate(settings)
+
+    def router_generator(self) -> Generator:
+        """The bound router engine, or one built from the artifact's merged model."""
+        if "router" not in self.generators:
+            config = self.default_engine_config("router")
+            if config is None:
+                raise ConfigError("no router model: fit() or load() the router, or bind a 'router' generator")
+            self.generators["router"] = build_generator(config)
+        return self.generators["router"]
+
+    # --- step API ------------------------------------------------------------------------------
+    def router_prompt(self, query: str) -> str:
+        return router_prompt(query)
+
+    def router_params(self) -> SamplingParams:
+        # A name is one line; stopping at the newline keeps the generation to the answer.
+        return SamplingParams(temperature=self.config.temperature, max_tokens=self.config.max_new_tokens, stop=["\n"])
+
+    def candidate_continuations(self) -> list[str]:
+        pair = self.require_pair()
+        return [pair.small, pair.large]
+
+    def score_from_logprobs(self, logprobs: Sequence[float]) -> float:
+        """sigmoid(log P(small) - log P(large)): P(small name) when only the two names may be written."""
+        if len(logprobs) != 2:
+            raise ValueError(f"expected log-probabilities of [small, large], got {len(logprobs)} values")
+        small, large = float(logprobs[0]), float(logprobs[1])
+        if math.isnan(small) or math.isnan(large):
+            raise ValueError("log-probabilities must not be NaN")
+        if small == large:  # also both -inf (neither name possible): no preference
+            return 0.5
+        return sigmoid(small - large)
+
+    def fallback_model(self) -> str:
+        return self.config.fallback_model or self.require_pair().large
+
+    def parse(self, text: str) -> ParseResult:
+        return parse_llm_name(text, self.candidate_continuations(), self.fallback_model(), self.config.fuzzy_threshold)
+
+    def decide_from_generation(
+        self, query: str, text: str, score: float | None = None, threshold: float | None = None
+    ) -> RouteDecision:
+        """With a score, small iff score >= threshold (given, else the router's); else the parsed name."""
+        parsed = self.parse(text)
+        extra = {"generated": text, "parse_method": parsed.method, "parsed_model": parsed.name}
+        if score is not None:
+            return self.decide(query, score, threshold, **extra)
+        pair = self.require_pair()
+        use_large = parsed.name != pair.small
+        model = pair.name_for(use_large)
+        how = "fell back to" if parsed.method == "fallback" else f"generated ({parsed.method} match)"
+        return RouteDecision(
+            query=query,
+            model_name=model,
+            use_large=use_large,
+            threshold=threshold,
+            reason=f"router model {how} {parsed.name!r} -> {'large' if use_large else 'small'} model",
+            cost=self.estimate_cost(model, query),
+            extra=extra,
+        )
+
+    # --- training ------------------------------------------------------------------------------
+    def train_config(self, checkpoint_dir: str | None = None) -> CausalLMTrainConfig:
+        c = self.config
+        return CausalLMTrainConfig(
+            base_model=c.base_model, lora_r=c.lora_r, lora_alpha=c.lora_alpha, lora_dropout=c.lora_dropout,
+            target_modules=list(c.target_modules), learning_rate=c.learning_rate, num_epochs=c.num_epochs,
+            batch_size=c.batch_size, gradient_accumulation_steps=c.gradient_accumulation_steps,
+            max_length=c.max_length, max_steps=c.max_steps, warmup_steps=c.warmup_steps, lr_schedule=c.lr_schedule,
+            seed=c.seed, num_threads=c.num_threads,
+            checkpoint_dir=checkpoint_dir,
+        )
+
+    def training_subset(self, train: RoutingDataset) -> RoutingDataset:
+        pair = self.resolve_pair(train)
+        data = train.complete_for([pair.small, pair.large])
+        if self.config.max_train_examples is None and not self.config.balance_labels:
+            return data
+        if self.config.balance_labels:
+            labels = best_llm_labels(data, [pair.small, pair.large])
+            return data.subset(balanced_indices(labels, self.config.max_train_examples, self.config.seed))
+        rng = np.random.default_rng(self.config.seed)
+        count = min(self.config.max_train_examples or len(data), len(data))
+        return data.subset(sorted(rng.choice(len(data), size=count, replace=False).tolist()))
+
+    def fit(self, train: RoutingDataset) -> dict[str, Any]:
+        """LoRA-finetune the base model in-process (one worker) and keep the adapter for save()."""
+        data = self.training_subset(train)
+        pair = self.require_pair()
+        examples = sft_examples(data, [pair.small, pair.large])
+        self._scratch = tempfile.TemporaryDirectory(prefix="causallm-")
+        adapter_dir = Path(self._scratch.name) / ADAPTER_SUBDIR
+        result = train_causal_lm(self.train_config(), examples, adapter_dir=adapter_dir)
+        self.adapter_dir, self.artifact_dir = adapter_dir, None
+        self.generators.pop("router", None)
+        labels = [example.completion for example in examples]
+        self.train_metrics = {
+            "n_train": len(examples),
+            "small_label_share": labels.count(pair.small) / len(labels),
+            "steps": result.steps,
+            "first_loss": result.losses[0],
+            "final_loss": float(np.mean(result.losses[-max(1, len(result.losses) // 10):])),
+            "samples_per_s": result.samples_per_s,
+        }
+        self.fitted = True
+        return dict(self.train_metrics)
+
+    def answer_loss(self, data: RoutingDataset, adapter: bool = True) -> float:
+        """Mean answer-token loss on ``data`` with the trained adapter (or the bare base model)."""
+        import torch
+
+        from routers.causal_lm.training import load_base_model, load_tokenizer
+
+        pair = self.require_pair()
+        examples = sft_examples(data.complete_for([pair.small, pair.large]), [pair.small, pair.large])
+        path = str(self.merged_model_dir()) if adapter else self.config.base_model
+        model = load_base_model(path, torch.device("cpu"))
+        return evaluate_answer_loss(model, load_tokenizer(path), examples, self.config.max_length)
+
+    # --- scoring & routing ---------------------------------------------------------------------
+    def query_logprobs(self, queries: Sequence[str]) -> np.ndarray:
+        """(n, 2) log P([small, large] name | router prompt), batched on a local transformers engine."""
+        generator = self.router_generator()
+        continuations = self.candidate_continuations()
+        prompts = [self.router_prompt(q) for q in queries]
+        out = np.zeros((len(prompts), len(continuations)))
+        batch_logprobs = getattr(generator, "batch_sequence_logprobs", None)
+        size = self.config.score_batch_size
+        bar = progress_bar("causal-LM scores", total=len(prompts), unit="query")
+        for start in range(0, len(prompts), size):
+            chunk = prompts[start : start + size]
+            if batch_logprobs is not None:
+                out[start : start + len(chunk)] = batch_logprobs(chunk, continuations)
+            elif _is_transformers(generator):
+                out[start : start + len(chunk)] = transformers_batch_logprobs(generator, chunk, continuations)
+            else:
+                for offset, prompt in enumerate(chunk):
+                    out[start + offset] = generator.sequence_logprobs(prompt, continuations)
+            bar.update(len(chunk))
+        bar.close()
+        return out
+
+    def dataset_scores(self, data: RoutingDataset) -> np.ndarray:
+        self.require_fitted()
+        logprobs = self.query_logprobs(data.queries)
+        return np.array([self.score_from_logprobs(row) for row in logprobs])
+
+    def route_single(self, query: str | Mapping[str, Any]) -> dict[str, Any]:
+        self.require_fitted()
+        text = query_text(query)
+        generator = self.router_generator()
+        prompt = self.router_prompt(text)
+        generated = generator.generate([prompt], self.router_params())[0].text
+        score = self.score_from_logprobs(generator.sequence_logprobs(prompt, self.candidate_continuations()))
+        return self.decide_from_generation(text, generated, score=score).to_dict(self.score_key)
+
+    # --- artifacts -----------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {"adapter_dir": ADAPTER_SUBDIR, "train_metrics": self.train_metrics}
+
+    def save_tensors(self, directory: Path) -> None:
+        if self.adapter_dir is None:
+            raise ConfigError("nothing to save: the causal-LM router has no adapter")
+        target = directory / ADAPTER_SUBDIR
+        if self.adapter_dir.resolve() != target.resolve():
+            target.mkdir(parents=True, exist_ok=True)
+            for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
+                shutil.copyfile(self.adapter_dir / name, target / name)
+        self.adapter_dir, self.artifact_dir = target, directory
+
+    def load_state(self, state: dict[str, Any], directory: Path) -> None:
+        adapter_dir = directory / state.get("adapter_dir", ADAPTER_SUBDIR)
+        missing = [n for n in (ADAPTER_CONFIG, ADAPTER_WEIGHTS) if not (adapter_dir / n).exists()]
+        if missing:
+            raise ArtifactError(f"{adapter_dir}: missing {missing}")
+        self.adapter_dir, self.artifact_dir = adapter_dir, directory
+        self.train_metrics = dict(state.get("train_metrics", {}))
+
+
+def _is_transformers(generator: Generator) -> bool:
+    from routers.engines.hf import TransformersGenerator
+
+    return isinstance(generator, TransformersGenerator)
+
+
+def transformers_batch_logprobs(generator: Any, prompts: Sequence[str], continuations: Sequence[str]) -> np.ndarray:
+    """Same numbers as ``TransformersGenerator.sequence_logprobs``, for many prompts in one forward pass."""
+    import torch
+
+    tokenizer = generator.tokenizer
+    add_special = generator.prompt_format == "plain"
+    limit = generator.config.max_input_tokens
+    cont_ids = [tokenizer(c, add_special_tokens=False).input_ids for c in continuations]
+    rows, spans = [], []
+    for prompt in prompts:
+        prompt_ids = tokenizer(prompt, add_special_tokens=add_special).input_ids[-limit:]
+        for ids in cont_ids:
+            rows.append(prompt_ids + ids)
+            spans.append((len(prompt_ids), len(prompt_ids) + len(ids)))
+    width = max(len(r) for r in rows)
+    pad = tokenizer.pad_token_id
+    input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=generator.device)
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=generator.device)
+    with generator._lock, torch.inference_mode():
+        logits = generator.model(input_ids=input_ids, attention_mask=mask).logits.float()
+    token_logprobs = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    totals = [float(token_logprobs[i, start - 1 : end - 1].sum()) for i, (start, end) in enumerate(spans)]
+    return np.array(totals).reshape(len(prompts), len(continuations))
