@@ -1,0 +1,322 @@
+"""The KubeRay manifests in ``cluster/`` are valid and match the code they deploy (fast: no Ray, no cluster).
+
+Schemas: ``tests/data/kuberay/*.schema.json.gz`` are KubeRay's CRD ``openAPIV3Schema`` (``v1``), vendored
+by ``tests/data/kuberay/extract.py`` (see ``SOURCE.md`` there). CRD schemas are OpenAPI v3, not quite
+JSON Schema, and they let unknown fields through (the API server prunes them silently), so
+:func:`strict_schema` rewrites them before validating:
+
+- every object schema that lists ``properties`` (and neither ``additionalProperties`` nor
+  ``x-kubernetes-preserve-unknown-fields``) gets ``additionalProperties: false``: a typo such as
+  ``minReplica`` fails here instead of being dropped on apply;
+- ``x-kubernetes-int-or-string`` becomes ``anyOf: [integer, string]``, ``nullable`` admits ``null``;
+- ``x-kubernetes-list-type: map`` lists (env, ports, containers, volumes ...) must not repeat their
+  ``x-kubernetes-list-map-keys``, as the API server enforces: :func:`duplicate_list_map_keys`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib
+import importlib.util
+import json
+import re
+import shlex
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from serve_app.config import AppConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+CLUSTER = ROOT / "cluster"
+SCHEMAS = Path(__file__).resolve().parent / "data" / "kuberay"
+TRAIN_JOBS = ("causal_lm", "policy", "automix", "hybrid", "oracle")
+GPU_JOBS = ("causal_lm", "policy", "automix")
+RAYJOB_FILES = [CLUSTER / f"rayjob-{job}.yaml" for job in TRAIN_JOBS]
+RAYSERVICE_FILE = CLUSTER / "rayservice.yaml"
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+# --- schema handling -------------------------------------------------------------------------------
+def strict_schema(node: Any) -> Any:
+    """A JSON Schema copy of a CRD schema node that rejects unknown fields (see the module docstring)."""
+    if isinstance(node, list):
+        return [strict_schema(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: strict_schema(value) for key, value in node.items()
+           if not key.startswith("x-kubernetes-") and key != "properties"}
+    if isinstance(node.get("properties"), dict):
+        # field names, not keywords: kept as they are, each field's schema made strict
+        out["properties"] = {name: strict_schema(sub) for name, sub in node["properties"].items()}
+    if node.get("x-kubernetes-int-or-string"):
+        out.pop("type", None)
+        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+    if node.get("nullable") and "type" in out:
+        out["type"] = [out["type"], "null"]
+    open_object = node.get("x-kubernetes-preserve-unknown-fields") or "additionalProperties" in node
+    if "properties" in node and not open_object:
+        out["additionalProperties"] = False
+    return out
+
+
+@cache
+def crd_schema(kind: str) -> dict[str, Any]:
+    return json.loads(gzip.decompress((SCHEMAS / f"{kind.lower()}.schema.json.gz").read_bytes()))
+
+
+@cache
+def validator(kind: str) -> jsonschema.Draft7Validator:
+    schema = strict_schema(crd_schema(kind))
+    jsonschema.Draft7Validator.check_schema(schema)
+    return jsonschema.Draft7Validator(schema)
+
+
+def duplicate_list_map_keys(value: Any, schema: dict[str, Any], path: str = "") -> list[str]:
+    """Paths of items in ``x-kubernetes-list-type: map`` lists whose map keys repeat an earlier item's."""
+    problems: list[str] = []
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        for key, sub in value.items():
+            sub_schema = props.get(key, extra if isinstance(extra, dict) else {})
+            problems += duplicate_list_map_keys(sub, sub_schema, f"{path}.{key}")
+    elif isinstance(value, list):
+        items = schema.get("items", {})
+        if schema.get("x-kubernetes-list-type") == "map":
+            keys = schema.get("x-kubernetes-list-map-keys", [])
+            defaults = {k: items.get("properties", {}).get(k, {}).get("default") for k in keys}
+            seen: set[tuple[Any, ...]] = set()
+            for i, item in enumerate(value):
+                ident = tuple(item.get(k, defaults[k]) for k in keys)
+                if ident in seen:
+                    problems.append(f"{path}[{i}] repeats {dict(zip(keys, ident))}")
+                seen.add(ident)
+        for i, item in enumerate(value):
+            problems += duplicate_list_map_keys(item, items, f"{path}[{i}]")
+    return problems
+
+
+def schema_errors(manifest: dict[str, Any]) -> list[str]:
+    kind = manifest["kind"]
+    errors = [f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+              for e in validator(kind).iter_errors(manifest)]
+    return errors + duplicate_list_map_keys(manifest, crd_schema(kind))
+
+
+# --- manifest access -------------------------------------------------------------------------------
+def load(path: Path) -> dict[str, Any]:
+    documents = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+    assert len(documents) == 1, f"{path.name}: expected one document, found {len(documents)}"
+    return documents[0]
+
+
+def cluster_spec(manifest: dict[str, Any]) -> dict[str, Any]:
+    return manifest["spec"]["rayClusterConfig" if manifest["kind"] == "RayService" else "rayClusterSpec"]
+
+
+def ray_containers(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Group name ("head" for the head) -> the Ray container (the first one, as KubeRay assumes)."""
+    spec = cluster_spec(manifest)
+    groups = {"head": spec["headGroupSpec"]}
+    groups.update({g["groupName"]: g for g in spec.get("workerGroupSpecs", [])})
+    return {name: g["template"]["spec"]["containers"][0] for name, g in groups.items()}
+
+
+def gpus(container: dict[str, Any]) -> int:
+    return int(container.get("resources", {}).get("limits", {}).get("nvidia.com/gpu", 0))
+
+
+def serve_config() -> dict[str, Any]:
+    return yaml.safe_load(load(RAYSERVICE_FILE)["spec"]["serveConfigV2"])
+
+
+ALL_FILES = [RAYSERVICE_FILE, *RAYJOB_FILES]
+
+
+# --- the schema machinery itself --------------------------------------------------------------------
+def test_vendored_schemas_are_the_crd_v1_schemas() -> None:
+    for kind in ("RayService", "RayJob", "RayCluster"):
+        schema = crd_schema(kind)
+        assert schema["type"] == "object" and "spec" in schema["properties"], kind
+    assert "serveConfigV2" in crd_schema("RayService")["properties"]["spec"]["properties"]
+    assert "rayClusterSpec" in crd_schema("RayJob")["properties"]["spec"]["properties"]
+
+
+def test_strict_validation_catches_typos_wrong_types_and_duplicates() -> None:
+    good = load(RAYSERVICE_FILE)
+    assert schema_errors(good) == []
+
+    typo = json.loads(json.dumps(good))
+    typo["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["minReplica"] = 1
+    assert any("minReplica" in e for e in schema_errors(typo))
+
+    deep_typo = json.loads(json.dumps(good))
+    ray_containers(deep_typo)["head"]["readinesProbe"] = {}
+    assert any("readinesProbe" in e for e in schema_errors(deep_typo))
+
+    wrong_type = json.loads(json.dumps(good))
+    wrong_type["spec"]["rayClusterConfig"]["headGroupSpec"]["rayStartParams"]["num-cpus"] = 0
+    assert any("num-cpus" in e for e in schema_errors(wrong_type))
+
+    quantity = json.loads(json.dumps(good))
+    limits = ray_containers(quantity)["head"]["resources"]
+    limits["limits"]["cpu"] = 4               # int-or-string: an integer quantity is fine ...
+    assert schema_errors(quantity) == []
+    limits["limits"]["cpu"] = ["4"]           # ... a list is not
+    assert any("cpu" in e for e in schema_errors(quantity))
+
+    duplicate = json.loads(json.dumps(good))
+    ports = ray_containers(duplicate)["head"]["ports"]
+    ports.append({"name": "again", "containerPort": ports[0]["containerPort"]})
+    assert any("repeats" in e for e in schema_errors(duplicate))
+
+
+# --- every manifest --------------------------------------------------------------------------------
+@pytest.mark.parametrize("path", ALL_FILES, ids=lambda p: p.name)
+def test_manifest_validates_against_the_kuberay_schema(path: Path) -> None:
+    manifest = load(path)
+    assert manifest["apiVersion"] == "ray.io/v1"
+    assert manifest["kind"] == ("RayService" if path == RAYSERVICE_FILE else "RayJob")
+    errors = schema_errors(manifest)
+    assert not errors, f"{path.name}:\n" + "\n".join(errors)
+    # the RayCluster part is the RayCluster CRD's spec: check it against that schema too
+    cluster = {"apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": {"name": "x"},
+               "spec": cluster_spec(manifest)}
+    errors = schema_errors(cluster)
+    assert not errors, f"{path.name} cluster spec:\n" + "\n".join(errors)
+
+
+@pytest.mark.parametrize("path", ALL_FILES, ids=lambda p: p.name)
+def test_cluster_shape_ports_probes_and_resources(path: Path) -> None:
+    manifest = load(path)
+    name = manifest["metadata"]["name"]
+    # KubeRay derives service and pod names from it ("<name>-serve-svc", "<name>-head-svc")
+    assert DNS_LABEL.match(name) and len(name) <= 40, name
+    spec = cluster_spec(manifest)
+    assert spec["enableInTreeAutoscaling"] is True and spec["autoscalerOptions"]["resources"]["limits"]
+    head = spec["headGroupSpec"]
+    assert head["rayStartParams"]["num-cpus"] == "0", "no replicas or training actors on the head"
+    assert head["rayStartParams"]["dashboard-host"] == "0.0.0.0", "ray job submit / RayJob need the dashboard"
+    for group in spec["workerGroupSpecs"]:
+        assert 0 <= group["minReplicas"] <= group["replicas"] <= group["maxReplicas"], group["groupName"]
+
+    containers = ray_containers(manifest)
+    head_ports = {p["name"]: p["containerPort"] for p in containers["head"]["ports"]}
+    expected_ports = {"gcs-server": 6379, "dashboard": 8265, "client": 10001, "metrics": 8080}
+    assert expected_ports.items() <= head_ports.items()
+    for group, container in containers.items():
+        assert gpus(container) == 0 or group != "head", "the head has no GPU"
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert ports.get("metrics") == 8080, group
+        assert container["workingDir"] == "/home/ray/ray-llm-router", group
+        resources = container["resources"]
+        assert resources["requests"] and resources["limits"], group
+        for key in ("cpu", "memory"):
+            assert key in resources["limits"], (group, key)
+        for probe in ("readinessProbe", "livenessProbe"):
+            command = " ".join(container[probe]["exec"]["command"])
+            assert "local_raylet_healthz" in command, (group, probe)
+        if group == "head":
+            assert "gcs_healthz" in " ".join(container["livenessProbe"]["exec"]["command"])
+        env = {e["name"]: e for e in container["env"]}
+        assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "hf-token", group
+        assert "value" not in env["HF_TOKEN"], "the token comes from a secret, never the manifest"
+        assert env["LLMROUTER_HOME"]["value"] == container["workingDir"]
+
+
+# --- RayService ------------------------------------------------------------------------------------
+def test_serve_config_is_the_gpu_layout_verbatim() -> None:
+    assert serve_config() == yaml.safe_load((ROOT / "configs" / "serve_gpu.yaml").read_text())
+
+
+def test_serve_application_args_validate_and_import_path_resolves() -> None:
+    applications = serve_config()["applications"]
+    assert applications
+    for app in applications:
+        AppConfig.model_validate(app["args"])   # .resolved() needs hub downloads and GPU artifacts
+        module_name, function = app["import_path"].split(":")
+        assert callable(getattr(importlib.import_module(module_name), function))
+
+
+def test_rayservice_serves_on_8000_with_proxy_readiness_on_workers() -> None:
+    manifest = load(RAYSERVICE_FILE)
+    port = serve_config()["http_options"]["port"]
+    containers = ray_containers(manifest)
+    assert {p["name"]: p["containerPort"] for p in containers["head"]["ports"]}["serve"] == port
+    for group, container in containers.items():
+        if group == "head":
+            # the operator checks the head's proxy itself; a proxy probe would hold the head unready
+            assert "-/healthz" not in " ".join(container["readinessProbe"]["exec"]["command"])
+            continue
+        assert {p["name"]: p["containerPort"] for p in container["ports"]}["serve"] == port
+        readiness = " ".join(container["readinessProbe"]["exec"]["command"])
+        assert f"localhost:{port}/-/healthz" in readiness, group
+
+
+def deployments_needing_gpus(args: dict[str, Any]) -> list[tuple[str, int, float]]:
+    """(name, GPUs that must share one node, GPUs per replica) at max replicas, from the serve args."""
+    config = AppConfig.model_validate(args)
+    settings = [(f"model {k}", s.deployment) for k, s in config.models.items()]
+    if config.embedder is not None:
+        settings.append(("embedder", config.embedder.deployment))
+    settings += [(f"router {k}", getattr(config.routers, k).deployment) for k in ("causal", "policy")
+                 if getattr(config.routers, k) is not None]
+    needs = []
+    for name, deployment in settings:
+        bundles = deployment.placement_group_bundles or [deployment.ray_actor_options]
+        per_replica = sum(float(b.get("GPU", b.get("num_gpus", 0))) for b in bundles)
+        packed = per_replica if deployment.placement_group_strategy in ("STRICT_PACK", None) else max(
+            float(b.get("GPU", 0)) for b in bundles)
+        replicas = (deployment.autoscaling_config or {}).get("max_replicas", deployment.num_replicas or 1)
+        needs.append((name, packed, per_replica * replicas))
+    return needs
+
+
+def test_gpu_worker_groups_fit_every_deployment_at_max_scale() -> None:
+    manifest = load(RAYSERVICE_FILE)
+    args = serve_config()["applications"][0]["args"]
+    containers = ray_containers(manifest)
+    groups = {g["groupName"]: g for g in cluster_spec(manifest)["workerGroupSpecs"]}
+    node_gpus = sorted({gpus(c) for c in containers.values()})
+    total_max = sum(gpus(containers[name]) * g["maxReplicas"] for name, g in groups.items())
+    needed = deployments_needing_gpus(args)
+    for name, packed, _ in needed:
+        largest = node_gpus[-1]
+        assert packed <= largest, f"{name} needs {packed} GPUs on one node; the largest has {largest}"
+    assert sum(total for _, _, total in needed) <= total_max
+    large = args["models"][args["large_model"]]
+    tp = large["engine"]["tensor_parallel_size"]
+    assert any(gpus(containers[name]) == tp for name in groups), "a node group sized for the large model's TP"
+
+
+# --- RayJobs ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("job", TRAIN_JOBS)
+def test_rayjob_entrypoint_module_and_config_exist(job: str) -> None:
+    manifest = load(CLUSTER / f"rayjob-{job}.yaml")
+    argv = shlex.split(manifest["spec"]["entrypoint"])
+    assert argv[:3] == ["python", "-m", f"train_jobs.{job}"], argv
+    assert importlib.util.find_spec(argv[2]) is not None, f"module {argv[2]} does not exist"
+    config = argv[argv.index("--config") + 1]
+    assert config == f"configs/train/{job}.yaml"
+    assert (ROOT / config).is_file(), f"{config} does not exist in the repository"
+
+
+@pytest.mark.parametrize("job", TRAIN_JOBS)
+def test_rayjob_lifecycle_and_sizing(job: str) -> None:
+    manifest = load(CLUSTER / f"rayjob-{job}.yaml")
+    spec = manifest["spec"]
+    assert spec["shutdownAfterJobFinishes"] is True
+    assert spec["ttlSecondsAfterFinished"] > 0
+    containers = ray_containers(manifest)
+    has_gpu = any(gpus(c) > 0 for c in containers.values())
+    expected = job in GPU_JOBS
+    assert has_gpu == expected, f"{job}: GPU workers {'missing' if expected else 'not needed'}"
+    assert any(gpus(c) == 0 for name, c in containers.items() if name != "head"), "a CPU group for CPU work"
+    for group in spec["rayClusterSpec"]["workerGroupSpecs"]:
+        mounts = {m["mountPath"] for m in group["template"]["spec"]["containers"][0].get("volumeMounts", [])}
+        assert "/home/ray/ray-llm-router/runs" in mounts, "Ray Train needs storage every node sees"

@@ -1,0 +1,117 @@
+"""The policy router: TRL SFT then DPO of a small Gemma inside Ray Train workers (``TorchTrainer``).
+
+    python -m train_jobs.policy --config configs/train/policy.yaml
+    ray job submit --working-dir . -- python -m train_jobs.policy --config configs/train/policy.yaml
+
+Training data comes from an oracle dataset (``oracle_data``, written by ``train_jobs.oracle``) or, when
+none is given, from the routing data of the router config (performance -> correct / incorrect / IDK ->
+the 9-cell matrix). Rank 0's adapter comes back through a Ray Train checkpoint; the driver saves the
+router artifact, merges the adapter for serving, and reports policy accuracy on held-out queries.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from routers.config import build_router, load_config_file, resolve_path
+from routers.errors import ConfigError
+from routers.policy.datasets import balanced, dpo_pairs, read_oracle_records, sft_examples, split_by_query
+from routers.policy.router import PolicyRouter
+from routers.policy.training import PolicyTrainConfig, train_policy_router
+from routers.progress import log
+from train_jobs.common import JobConfig, init_ray, run_job, write_json
+
+
+class PolicyJobConfig(JobConfig):
+    router_config: str = "configs/routers/policy_router.yaml"
+    oracle_data: str | None = Field(default=None, description="oracle dataset JSONL; default: derive from routing data")
+    eval_queries: int = Field(default=40, ge=0, description="held-out queries to measure policy accuracy on")
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    import ray.train
+
+    config = PolicyTrainConfig.model_validate(loop_config["train"])
+    with tempfile.TemporaryDirectory(prefix="policy-") as scratch:
+        result = train_policy_router(config, loop_config["sft"], loop_config["dpo"], scratch,
+                                     report=lambda metrics: None)
+        adapter = Path(scratch) / "adapter"
+        rank0 = ray.train.get_context().get_world_rank() == 0
+        checkpoint = ray.train.Checkpoint.from_directory(str(adapter)) if rank0 and adapter.exists() else None
+        ray.train.report(result.summary(), checkpoint=checkpoint)
+
+
+def run_trainer(config: PolicyJobConfig, train_config: PolicyTrainConfig, sft: list[dict[str, str]],
+                dpo: list[dict[str, str]], adapter_dir: Path) -> dict[str, Any]:
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    settings = config.ray
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"train": train_config.model_dump(), "sft": sft, "dpo": dpo},
+        scaling_config=ScalingConfig(num_workers=settings.num_workers, use_gpu=settings.use_gpu,
+                                     resources_per_worker=settings.worker_resources()),
+        torch_config=TorchConfig(backend="nccl" if settings.use_gpu else "gloo"),
+        run_config=RunConfig(name="policy", storage_path=str(config.output_path() / "ray_results")),
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        raise result.error
+    if result.checkpoint is None:
+        raise RuntimeError("Ray Train finished without the adapter checkpoint")
+    with result.checkpoint.as_directory() as directory:
+        if adapter_dir.exists():
+            shutil.rmtree(adapter_dir)
+        shutil.copytree(directory, adapter_dir)
+    return dict(result.metrics or {})
+
+
+def train_policy(config: PolicyJobConfig) -> dict[str, Any]:
+    router_cfg = load_config_file(resolve_path(config.router_config))
+    router = build_router(router_cfg, "policy_router")
+    assert isinstance(router, PolicyRouter)
+    if config.oracle_data:
+        records = read_oracle_records(resolve_path(config.oracle_data))
+        fit_records, held_out = split_by_query(records, router.config.eval_fraction, router.config.seed)
+        chosen = balanced(fit_records, router.config.max_train_examples, router.config.seed)
+        sft, dpo = sft_examples(chosen), dpo_pairs(chosen)
+        router.resolve_pair()
+    else:
+        sft, dpo, held_out = router.training_sets(router_cfg.dataset("train"))
+    train_config = router.train_config().model_copy(update={"num_threads": max(1, int(config.ray.cpus_per_worker))})
+    out = config.output_path()
+    init_ray(config.ray)
+    log(f"policy router: SFT on {len(sft)} and DPO on {len(dpo)} examples, {config.ray.num_workers} Ray Train worker(s)")
+    metrics = run_trainer(config, train_config, sft, dpo, out / "adapter")
+    router.adapter_dir = out / "adapter"
+    router.train_metrics = {"n_sft": len(sft), "n_dpo": len(dpo), "n_held_out": len(held_out), **metrics}
+    router.fitted = True
+    save_to = router_cfg.model_path.save_model_path
+    if not save_to:
+        raise ConfigError(f"{config.router_config}: model_path.save_model_path is required")
+    saved = router.save(resolve_path(save_to))
+    summary: dict[str, Any] = {"router": "policy_router", "train": router.train_metrics, "saved_to": str(saved),
+                               "workers": config.ray.num_workers}
+    if config.eval_queries and held_out:
+        loaded = PolicyRouter.load(saved)
+        summary["held_out"] = loaded.policy_accuracy(held_out[: config.eval_queries])
+        summary["held_out"]["majority_baseline"] = max(
+            sum(r.policy == p for r in held_out[: config.eval_queries]) for p in {r.policy for r in held_out}
+        ) / min(len(held_out), config.eval_queries)
+    write_json(out / "metrics.json", summary)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_job("policy", PolicyJobConfig, train_policy, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
