@@ -171,12 +171,18 @@ def test_decisions_follow_the_policy_map(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_gemma(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer random Gemma 3 with the real Gemma tokenizer (skips when models/ is not set up)."""
-    if not (GEMMA / "tokenizer.json").exists():
-        pytest.skip("models/gemma-3-270m not set up (run scripts/setup.sh)")
-    from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
+    """A 2-layer random Gemma 3 with a small BPE tokenizer trained on the router's own prompts (fast on CPU)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, PreTrainedTokenizerFast
 
-    tokenizer = AutoTokenizer.from_pretrained(str(GEMMA))
+    corpus = [router_prompt(f"q{i}") for i in range(5)] + [
+        target_text(label, "q", task) for label in PolicyLabel for task in ("gsm8k", "mmlu", None)]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(corpus, trainers.BpeTrainer(
+        vocab_size=800, special_tokens=["<pad>", "<eos>", "<bos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>")
     config = Gemma3TextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                               num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=512,
                               sliding_window=64, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
