@@ -161,6 +161,17 @@ class Router(ABC):
         """An engine the router can build from its own artifact (a fine-tuned router model)."""
         return None
 
+    def generator_or_default(self, role: str) -> Generator:
+        """The bound ``role`` engine, or one built from the router's own artifact (``default_engine_config``)."""
+        if role not in self.generators:
+            config = self.default_engine_config(role)
+            if config is None:
+                raise ConfigError(f"router {self.name!r} has no {role!r} model: fit() or load() it, or bind one")
+            from routers.engines import build_generator
+
+            self.generators[role] = build_generator(config)
+        return self.generators[role]
+
     def generator(self, role: str) -> Generator:
         if role not in self.generators:
             raise ConfigError(f"router {self.name!r} needs a {role!r} generator; bind one with bind_engines()")

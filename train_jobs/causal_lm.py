@@ -10,11 +10,9 @@ and the CPU engine load, and evaluates the router on the test split.
 
 from __future__ import annotations
 
-import shutil
 import sys
 import tempfile
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +24,7 @@ from routers.causal_lm.training import CausalLMTrainConfig, train_causal_lm
 from routers.config import build_router, load_config_file, resolve_path
 from routers.errors import ConfigError
 from routers.progress import log
-from train_jobs.common import JobConfig, init_ray, run_job, write_json
+from train_jobs.common import JobConfig, init_ray, run_job, train_adapter_with_ray, write_json
 
 
 class CausalLMJobConfig(JobConfig):
@@ -55,32 +53,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         ray.train.report(final, checkpoint=checkpoint)
 
 
-def run_trainer(config: CausalLMJobConfig, train_config: CausalLMTrainConfig, examples: list[SFTExample],
-                adapter_dir: Path) -> dict[str, Any]:
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
-    settings = config.ray
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"train": train_config.model_dump(), "examples": [asdict(e) for e in examples]},
-        scaling_config=ScalingConfig(num_workers=settings.num_workers, use_gpu=settings.use_gpu,
-                                     resources_per_worker=settings.worker_resources()),
-        torch_config=TorchConfig(backend="nccl" if settings.use_gpu else "gloo"),
-        run_config=RunConfig(name="causal_lm", storage_path=str(config.output_path() / "ray_results")),
-    )
-    result = trainer.fit()
-    if result.error is not None:
-        raise result.error
-    if result.checkpoint is None:
-        raise RuntimeError("Ray Train finished without the adapter checkpoint")
-    with result.checkpoint.as_directory() as directory:
-        if adapter_dir.exists():
-            shutil.rmtree(adapter_dir)
-        shutil.copytree(directory, adapter_dir)
-    return dict(result.metrics or {})
-
-
 def train_causal_lm_job(config: CausalLMJobConfig) -> dict[str, Any]:
     router_cfg = load_config_file(resolve_path(config.router_config))
     router = build_router(router_cfg, "causallm_router")
@@ -97,7 +69,8 @@ def train_causal_lm_job(config: CausalLMJobConfig) -> dict[str, Any]:
     adapter_dir = out / "adapter"
     init_ray(config.ray)
     log(f"LoRA SFT on {len(examples)} examples with {config.ray.num_workers} Ray Train workers")
-    metrics = run_trainer(config, train_config, examples, adapter_dir)
+    loop_config = {"train": train_config.model_dump(), "examples": [asdict(e) for e in examples]}
+    metrics = train_adapter_with_ray(config, "causal_lm", train_loop_per_worker, loop_config, adapter_dir)
 
     router.adapter_dir = adapter_dir
     labels = [e.completion for e in examples]

@@ -110,3 +110,36 @@ def run_job(name: str, config_model: type[C], body: Callable[[C], dict[str, Any]
     log(f"train_jobs.{name} finished in {summary['wall_time_s']}s")
     print(json.dumps(summary, indent=2, default=float))
     return 0
+
+
+def train_adapter_with_ray(config: JobConfig, name: str, loop: Callable[[dict[str, Any]], None],
+                           loop_config: dict[str, Any], adapter_dir: Path) -> dict[str, Any]:
+    """Run ``loop`` on ``config.ray.num_workers`` Ray Train workers (DDP: nccl on GPU, gloo on CPU).
+
+    The loop's rank 0 reports its adapter directory as the final checkpoint; it is copied to
+    ``adapter_dir`` and the last reported metrics are returned.
+    """
+    import shutil
+
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    settings = config.ray
+    trainer = TorchTrainer(
+        loop,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=settings.num_workers, use_gpu=settings.use_gpu,
+                                     resources_per_worker=settings.worker_resources()),
+        torch_config=TorchConfig(backend="nccl" if settings.use_gpu else "gloo"),
+        run_config=RunConfig(name=name, storage_path=str(config.output_path() / "ray_results")),
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        raise result.error
+    if result.checkpoint is None:
+        raise RuntimeError(f"Ray Train job {name!r} finished without the adapter checkpoint")
+    with result.checkpoint.as_directory() as directory:
+        if adapter_dir.exists():
+            shutil.rmtree(adapter_dir)
+        shutil.copytree(directory, adapter_dir)
+    return dict(result.metrics or {})

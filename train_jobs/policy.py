@@ -11,7 +11,6 @@ router artifact, merges the adapter for serving, and reports policy accuracy on 
 
 from __future__ import annotations
 
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -25,7 +24,7 @@ from routers.policy.datasets import balanced, dpo_pairs, read_oracle_records, sf
 from routers.policy.router import PolicyRouter
 from routers.policy.training import PolicyTrainConfig, train_policy_router
 from routers.progress import log
-from train_jobs.common import JobConfig, init_ray, run_job, write_json
+from train_jobs.common import JobConfig, init_ray, run_job, train_adapter_with_ray, write_json
 
 
 class PolicyJobConfig(JobConfig):
@@ -47,32 +46,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         ray.train.report(result.summary(), checkpoint=checkpoint)
 
 
-def run_trainer(config: PolicyJobConfig, train_config: PolicyTrainConfig, sft: list[dict[str, str]],
-                dpo: list[dict[str, str]], adapter_dir: Path) -> dict[str, Any]:
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
-    settings = config.ray
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"train": train_config.model_dump(), "sft": sft, "dpo": dpo},
-        scaling_config=ScalingConfig(num_workers=settings.num_workers, use_gpu=settings.use_gpu,
-                                     resources_per_worker=settings.worker_resources()),
-        torch_config=TorchConfig(backend="nccl" if settings.use_gpu else "gloo"),
-        run_config=RunConfig(name="policy", storage_path=str(config.output_path() / "ray_results")),
-    )
-    result = trainer.fit()
-    if result.error is not None:
-        raise result.error
-    if result.checkpoint is None:
-        raise RuntimeError("Ray Train finished without the adapter checkpoint")
-    with result.checkpoint.as_directory() as directory:
-        if adapter_dir.exists():
-            shutil.rmtree(adapter_dir)
-        shutil.copytree(directory, adapter_dir)
-    return dict(result.metrics or {})
-
-
 def train_policy(config: PolicyJobConfig) -> dict[str, Any]:
     router_cfg = load_config_file(resolve_path(config.router_config))
     router = build_router(router_cfg, "policy_router")
@@ -89,7 +62,8 @@ def train_policy(config: PolicyJobConfig) -> dict[str, Any]:
     out = config.output_path()
     init_ray(config.ray)
     log(f"policy router: SFT on {len(sft)} and DPO on {len(dpo)} examples, {config.ray.num_workers} Ray Train worker(s)")
-    metrics = run_trainer(config, train_config, sft, dpo, out / "adapter")
+    loop_config = {"train": train_config.model_dump(), "sft": sft, "dpo": dpo}
+    metrics = train_adapter_with_ray(config, "policy", train_loop_per_worker, loop_config, out / "adapter")
     router.adapter_dir = out / "adapter"
     router.train_metrics = {"n_sft": len(sft), "n_dpo": len(dpo), "n_held_out": len(held_out), **metrics}
     router.fitted = True

@@ -33,7 +33,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from routers.base import ARTIFACT_FILE, RouteDecision, Router, RouterConfig, query_text, read_artifact_manifest
+from routers.base import RouteDecision, Router, RouterConfig, query_text, read_artifact_manifest
 from routers.causal_lm.labels import balanced_indices, best_llm_labels, router_prompt, sft_examples
 from routers.causal_lm.parsing import ParseResult, parse_llm_name
 from routers.causal_lm.training import (
@@ -45,9 +45,9 @@ from routers.causal_lm.training import (
     train_causal_lm,
 )
 from routers.data import RoutingDataset
-from routers.engines import Generator, GeneratorConfig, SamplingParams, build_generator, resolve_model_path
+from routers.engines import Generator, GeneratorConfig, SamplingParams, resolve_model_path
 from routers.errors import ArtifactError, ConfigError
-from routers.progress import log, progress_bar
+from routers.progress import progress_bar
 
 ADAPTER_SUBDIR = "adapter"
 MERGED_SUBDIR = "merged"
@@ -210,12 +210,7 @@ class CausalLMRouter(Router):
 
     def router_generator(self) -> Generator:
         """The bound router engine, or one built from the artifact's merged model."""
-        if "router" not in self.generators:
-            config = self.default_engine_config("router")
-            if config is None:
-                raise ConfigError("no router model: fit() or load() the router, or bind a 'router' generator")
-            self.generators["router"] = build_generator(config)
-        return self.generators["router"]
+        return self.generator_or_default("router")
 
     # --- step API ------------------------------------------------------------------------------
     def router_prompt(self, query: str) -> str:

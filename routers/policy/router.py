@@ -22,7 +22,7 @@ from routers.base import RouteDecision, Router, RouterConfig, query_text, read_a
 from routers.causal_lm.router import ensure_merged_from, transformers_batch_logprobs
 from routers.config import resolve_path
 from routers.data import RoutingDataset
-from routers.engines import Generator, GeneratorConfig, SamplingParams, build_generator
+from routers.engines import Generator, GeneratorConfig, SamplingParams
 from routers.errors import ArtifactError, ConfigError
 from routers.policy.datasets import balanced, dpo_pairs, oracle_records_from_routing, sft_examples, split_by_query
 from routers.policy.matrix import PolicyLabel
@@ -122,12 +122,8 @@ class PolicyRouter(Router):
         return GeneratorConfig.model_validate(settings)
 
     def router_generator(self) -> Generator:
-        if "router" not in self.generators:
-            config = self.default_engine_config("router")
-            if config is None:
-                raise ConfigError("no router model: fit() or load() the router, or bind a 'router' generator")
-            self.generators["router"] = build_generator(config)
-        return self.generators["router"]
+        """The bound router engine, or one built from the artifact's merged model."""
+        return self.generator_or_default("router")
 
     # --- step API (the Serve deployment calls these) ------------------------------------------------
     def router_prompt(self, query: str) -> str:
