@@ -11,6 +11,7 @@ Deployment graph::
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from ray.serve import Application
@@ -25,6 +26,15 @@ from serve_app.ingress import RouterIngress
 def _options(settings: DeploymentSettings, name: str, user_config: dict[str, Any] | None = None) -> dict[str, Any]:
     options = settings.serve_options()
     options["name"] = name
+    # Relative model paths inside artifacts (a router's base model) resolve against the project root,
+    # wherever Ray starts the replica.
+    actor = dict(options.get("ray_actor_options") or {})
+    runtime_env = dict(actor.get("runtime_env") or {})
+    env_vars = dict(runtime_env.get("env_vars") or {})
+    env_vars.setdefault("LLMROUTER_HOME", os.environ.get("LLMROUTER_HOME", os.getcwd()))
+    runtime_env["env_vars"] = env_vars
+    actor["runtime_env"] = runtime_env
+    options["ray_actor_options"] = actor
     if user_config is not None:
         options["user_config"] = user_config
     return options

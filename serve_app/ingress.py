@@ -56,10 +56,7 @@ app = FastAPI(
 
 
 def error_response(error: ApiError, request_id: str | None = None) -> JSONResponse:
-    headers = dict(error.headers)
-    if request_id:
-        headers[REQUEST_ID_HEADER] = request_id
-    return JSONResponse(status_code=error.status, content=error.body(), headers=headers)
+    return JSONResponse(status_code=error.status, content=error.body(), headers=dict(error.headers))
 
 
 @app.exception_handler(ApiError)
@@ -79,17 +76,26 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     return error_response(error, getattr(request.state, "request_id", None))
 
 
+def current_request_id(request: Request) -> str:
+    """Serve's id of this request: the client's ``X-Request-ID`` if it sent one, else generated.
+
+    Serve's proxy echoes it in the ``X-Request-ID`` response header; our logs carry the same id.
+    """
+    from ray.serve.context import _get_serve_request_context
+
+    served = _get_serve_request_context().request_id
+    return served or request.headers.get(REQUEST_ID_HEADER, "") or uuid.uuid4().hex
+
+
 @app.middleware("http")
 async def _request_id_and_limits(request: Request, call_next: Any) -> Response:
-    incoming = request.headers.get(REQUEST_ID_HEADER, "")
-    request_id = incoming if 0 < len(incoming) <= 128 and incoming.isprintable() else uuid.uuid4().hex
+    request_id = current_request_id(request)
     request.state.request_id = request_id
     length = request.headers.get("content-length")
     if length is not None and (not length.isdigit() or int(length) > BODY_LIMIT["bytes"]):
         return error_response(ApiError(413, f"request body over {BODY_LIMIT['bytes']} bytes", code="body_too_large"), request_id)
     started = time.perf_counter()
     response = await call_next(request)
-    response.headers[REQUEST_ID_HEADER] = request_id
     log_event("http_request", request_id=request_id, method=request.method, path=request.url.path,
               status=response.status_code, latency_ms=round(1000 * (time.perf_counter() - started), 1))
     return response
@@ -265,7 +271,7 @@ class RouterIngress:
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return StreamingResponse(self.stream_chat(routing, messages, params, latency, include_usage, request_id),
-                                     media_type="text/event-stream", headers={REQUEST_ID_HEADER: request_id})
+                                     media_type="text/event-stream")
         result = await self.generate(routing, messages, params)
         completions = result["completions"]
         usage = self.usage(result)
@@ -293,7 +299,7 @@ class RouterIngress:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return StreamingResponse(
                 self.stream_chat(routing, messages, params, latency, include_usage, request.state.request_id, text=True),
-                media_type="text/event-stream", headers={REQUEST_ID_HEADER: request.state.request_id})
+                media_type="text/event-stream")
         result = await self.generate(routing, messages, params)
         usage = self.usage(result)
         info = self.finish_routing(routing, ModelCall(routing.model_key, usage["prompt_tokens"], usage["completion_tokens"], "final"), latency)
