@@ -7,6 +7,8 @@ typo fails at ``serve run`` with a message naming the key, not minutes later ins
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +18,7 @@ from routers.config import resolve_path
 from routers.engines import EmbedderConfig, GeneratorConfig
 from routers.errors import ConfigError
 
+LOGGER = logging.getLogger(__name__)
 ROUTER_KINDS = ("hybrid", "automix", "causal", "policy")
 BASELINE_KINDS = ("smallest", "largest", "random")
 
@@ -218,7 +221,43 @@ class AppConfig(Strict):
                 if spec.engine is not None and "model" in spec.engine:
                     spec.engine["model"] = _local_model(spec.engine["model"], f"routers.{kind}.engine.model",
                                                         spec.engine.get("backend", "transformers"))
+        if data.routers.hybrid is not None and data.embedder is not None:
+            check_hybrid_embedder(Path(data.routers.hybrid.artifact), data.embedder.engine)
         return data
+
+
+def check_hybrid_embedder(artifact: Path, embedder: EmbedderConfig) -> None:
+    """The Hybrid MLP only means something on the embeddings it was trained on.
+
+    A Longformer embedder in front of a MiniLM-trained MLP would either crash on the first request
+    (768-d vs 384-d) or, worse, route on garbage; so the embedder's model and pooling must match the
+    artifact's record. A different ``max_length`` only changes how long queries are truncated: warned.
+    """
+    manifest = artifact / "router.json"
+    try:
+        trained = (json.loads(manifest.read_text()).get("state") or {}).get("embedder")
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"routers.hybrid.artifact: cannot read {manifest}: {exc}") from exc
+    if not trained:
+        return  # older artifacts did not record their embedder; the dimension check at load time remains
+    trained_model = Path(str(trained.get("model", "")).rstrip("/")).name
+    served_model = Path(embedder.model.rstrip("/")).name
+    problems = []
+    if trained_model != served_model:
+        problems.append(f"model {served_model!r} but the MLP was trained on {trained_model!r} embeddings")
+    for key in ("pooling", "normalize"):
+        if key in trained and trained[key] != getattr(embedder, key):
+            problems.append(f"{key} {getattr(embedder, key)!r} but the MLP was trained with {trained[key]!r}")
+    if problems:
+        raise ConfigError(
+            "embedder.engine does not match routers.hybrid.artifact (" + str(artifact) + "): "
+            + "; ".join(problems)
+            + ". Serve the embedder the artifact was trained with, or retrain the artifact with this "
+            "embedder: python -m train_jobs.hybrid --config <a train config whose router config names it>"
+        )
+    if "max_length" in trained and trained["max_length"] != embedder.max_length:
+        LOGGER.warning("embedder max_length %s differs from the %s the Hybrid MLP was trained with; long "
+                       "queries are truncated differently", embedder.max_length, trained["max_length"])
 
 
 def _existing(path: str, key: str) -> str:

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "cluster"
 SCHEMAS = Path(__file__).resolve().parent / "data" / "kuberay"
 TRAIN_JOBS = ("causal_lm", "policy", "automix", "hybrid", "oracle")
-GPU_JOBS = ("causal_lm", "policy", "automix")
+GPU_JOBS = ("causal_lm", "policy", "automix", "hybrid")
 RAYJOB_FILES = [CLUSTER / f"rayjob-{job}.yaml" for job in TRAIN_JOBS]
 RAYSERVICE_FILE = CLUSTER / "rayservice.yaml"
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -294,6 +294,63 @@ def test_gpu_worker_groups_fit_every_deployment_at_max_scale() -> None:
     assert any(gpus(containers[name]) == tp for name in groups), "a node group sized for the large model's TP"
 
 
+# --- artifacts: shipped in the image, or written to runs/ by a RayJob ----------------------------------
+def job_config_of(job: str, config: str) -> Any:
+    """The job's own pydantic config model validates the file (as ``python -m train_jobs.<job>`` would)."""
+    from train_jobs.common import JobConfig, load_job_config
+
+    module = importlib.import_module(f"train_jobs.{job}")
+    models = [v for v in vars(module).values()
+              if isinstance(v, type) and issubclass(v, JobConfig) and v is not JobConfig]
+    assert len(models) == 1, f"train_jobs.{job}: expected one JobConfig subclass, found {models}"
+    return load_job_config(ROOT / config, models[0])
+
+
+def artifacts_written_by_rayjobs() -> set[str]:
+    """The router artifacts the RayJobs' training configs save (their router configs' save paths)."""
+    from routers.config import load_config_file
+
+    written = set()
+    for job in TRAIN_JOBS:
+        argv = shlex.split(load(CLUSTER / f"rayjob-{job}.yaml")["spec"]["entrypoint"])
+        router_config = getattr(job_config_of(job, argv[argv.index("--config") + 1]), "router_config", None)
+        if router_config is not None:
+            save = load_config_file(ROOT / router_config).model_path.save_model_path
+            if save:
+                written.add(str(save))
+    return written
+
+
+def test_every_artifact_the_rayservice_serves_exists_or_a_rayjob_writes_it() -> None:
+    args = AppConfig.model_validate(serve_config()["applications"][0]["args"])
+    produced = artifacts_written_by_rayjobs()
+    for kind in ("hybrid", "automix", "causal", "policy"):
+        spec = getattr(args.routers, kind)
+        if spec is None:
+            continue
+        for path in filter(None, [spec.artifact, getattr(spec, "policy_map", None)]):
+            if path.startswith("runs/"):
+                assert path in produced, f"routers.{kind}: {path} is on runs/ but no RayJob writes it ({produced})"
+            else:
+                assert (ROOT / path).exists(), f"routers.{kind}: {path} is not in the repository (the image)"
+
+
+def test_the_gpu_hybrid_artifact_is_trained_with_the_served_embedder() -> None:
+    """The RayJob's router config embeds with exactly the embedder the RayService serves."""
+    from routers.config import load_config_file
+
+    args = AppConfig.model_validate(serve_config()["applications"][0]["args"])
+    assert args.embedder is not None and args.routers.hybrid is not None
+    argv = shlex.split(load(CLUSTER / "rayjob-hybrid.yaml")["spec"]["entrypoint"])
+    router_config = load_config_file(ROOT / job_config_of("hybrid", argv[argv.index("--config") + 1]).router_config)
+    assert str(router_config.model_path.save_model_path) == args.routers.hybrid.artifact
+    assert router_config.engines.embedder is not None
+    trained = router_config.engines.embedder.model_dump()
+    served = args.embedder.engine.model_dump()
+    for key in ("model", "pooling", "normalize", "max_length", "global_attention_first_token"):
+        assert trained[key] == served[key], key
+
+
 # --- RayJobs ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("job", TRAIN_JOBS)
 def test_rayjob_entrypoint_module_and_config_exist(job: str) -> None:
@@ -302,8 +359,12 @@ def test_rayjob_entrypoint_module_and_config_exist(job: str) -> None:
     assert argv[:3] == ["python", "-m", f"train_jobs.{job}"], argv
     assert importlib.util.find_spec(argv[2]) is not None, f"module {argv[2]} does not exist"
     config = argv[argv.index("--config") + 1]
-    assert config == f"configs/train/{job}.yaml"
+    assert config in (f"configs/train/{job}.yaml", f"configs/train/{job}_gpu.yaml"), config
     assert (ROOT / config).is_file(), f"{config} does not exist in the repository"
+    job_config = job_config_of(job, config)
+    router_config = getattr(job_config, "router_config", None)
+    if router_config is not None:
+        assert (ROOT / router_config).is_file(), f"{config}: router_config {router_config} does not exist"
 
 
 @pytest.mark.parametrize("job", TRAIN_JOBS)
