@@ -9,6 +9,16 @@ large model, the same way for every router.
 Routers are split into steps (score these embeddings, build this verification prompt, parse this text)
 so that the Ray Serve ingress composes the very same steps over remote deployments that ``route_single``
 runs locally: a decision served over HTTP is the decision the library makes.
+
+``route_batch(batch=..., task_name=...)`` (the seeds' call) routes many queries at once; routers whose
+engines batch (Hybrid's embedder, AutoMix's and the causal-LM router's generate calls) override
+``route_queries`` to make one engine call per step for the whole batch, and give the same results as
+``route_single`` on each query.
+
+Score-based routers also keep a summary of their scores on their own training queries,
+``reference_scores()`` (101 quantiles, saved in ``router.json``), so a target share of large-model traffic
+can be turned into a threshold at serving time without the training data
+(``threshold_for_large_share(router.reference_scores(), share)``).
 """
 
 from __future__ import annotations
@@ -31,6 +41,10 @@ if TYPE_CHECKING:
 
 ARTIFACT_FILE = "router.json"
 ARTIFACT_FORMAT_VERSION = 1
+#: quantiles of the training scores kept in ``router.json`` (0th, 1st, ..., 100th percentile)
+REFERENCE_QUANTILES = 101
+
+QueryLike = str | Mapping[str, Any]
 
 
 class RouterConfig(BaseModel):
@@ -74,7 +88,7 @@ class RouteDecision(BaseModel):
         return out
 
 
-def query_text(query: str | Mapping[str, Any]) -> str:
+def query_text(query: QueryLike) -> str:
     if isinstance(query, str):
         text = query
     elif isinstance(query, Mapping) and isinstance(query.get("query"), str):
@@ -111,6 +125,9 @@ class Router(ABC):
         self.embedder: Embedder | None = None
         self.generators: dict[str, Generator] = {}
         self.fitted = not self.trainable
+        #: quantiles of the router's scores on its training queries (None: not recorded)
+        self.reference_quantiles: np.ndarray | None = None
+        self.reference_count = 0
 
     # --- config --------------------------------------------------------------------------------
     @classmethod
@@ -156,6 +173,10 @@ class Router(ABC):
     def route_only_engine_roles(self) -> frozenset[str]:
         """Engines a decision without the final answer needs (AutoMix still needs the small model)."""
         return self.engine_roles
+
+    def engine_device(self) -> str | None:
+        """Device the router's config asks its engines to run on (AutoMix's ``device``); None = theirs."""
+        return None
 
     def default_engine_config(self, role: str) -> GeneratorConfig | None:
         """An engine the router can build from its own artifact (a fine-tuned router model)."""
@@ -216,11 +237,29 @@ class Router(ABC):
         """Small-suitability score of every query in ``data`` (for evaluation and calibration)."""
 
     @abstractmethod
-    def route_single(self, query: str | Mapping[str, Any]) -> dict[str, Any]:
+    def route_single(self, query: QueryLike) -> dict[str, Any]:
         """Route one query with the bound engines; returns the seeds' result dict."""
 
-    def route_batch(self, batch: Sequence[str | Mapping[str, Any]]) -> list[dict[str, Any]]:
-        return [self.route_single(q) for q in batch]
+    def route_queries(self, queries: Sequence[QueryLike]) -> list[dict[str, Any]]:
+        """One result per query, as ``route_single`` gives it. Routers whose engines batch override this
+        with one engine call per step for all ``queries``; the default routes them one by one."""
+        return [self.route_single(q) for q in queries]
+
+    def route_batch(self, batch: Sequence[QueryLike], task_name: str | None = None) -> list[dict[str, Any]]:
+        """Route a batch (the seeds' ``route_batch(batch=queries, task_name="general")``).
+
+        Each result is ``route_single``'s for that query. ``task_name`` labels results whose query dict
+        carries none (a query's own ``task_name`` wins); it does not change the decision.
+        """
+        queries = list(batch)
+        results = self.route_queries(queries) if queries else []
+        for query, result in zip(queries, results, strict=True):
+            label = query.get("task_name") if isinstance(query, Mapping) else None
+            if label is None:
+                label = task_name
+            if label is not None:
+                result["task_name"] = label
+        return results
 
     def dataset_decisions(self, data: RoutingDataset) -> np.ndarray | None:
         """Per-query use_large decisions when they are not ``score < threshold`` (generative routers)."""
@@ -259,6 +298,35 @@ class Router(ABC):
             extra=extra,
         )
 
+    # --- the score distribution on training data ------------------------------------------------
+    def record_reference_scores(self, scores: np.ndarray | Sequence[float]) -> None:
+        """Keep 101 quantiles of ``scores`` (the router's scores on its training queries) for the artifact.
+
+        Quantiles, not the scores: ``router.json`` stays small however large the training set, and a
+        share-to-threshold lookup needs only the distribution.
+        """
+        values = np.asarray(scores, dtype=np.float64).ravel()
+        values = values[np.isfinite(values)]
+        if len(values) == 0:
+            self.reference_quantiles, self.reference_count = None, 0
+            return
+        self.reference_quantiles = np.quantile(values, np.linspace(0.0, 1.0, REFERENCE_QUANTILES))
+        self.reference_count = len(values)
+
+    def reference_scores(self) -> np.ndarray | None:
+        """The router's training-score distribution as quantiles (0th..100th percentile), or None when the
+        artifact predates them or the router has no scores (baselines).
+
+        The array is a ``ScoreQuantiles`` (a numpy array that knows it holds quantiles), so
+        ``threshold_for_large_share(router.reference_scores(), share)`` interpolates between percentiles
+        instead of treating the 101 values as 101 queries.
+        """
+        if self.reference_quantiles is None:
+            return None
+        from routers.evaluation.quantiles import ScoreQuantiles
+
+        return ScoreQuantiles.from_values(self.reference_quantiles)
+
     # --- artifacts -----------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         """JSON-safe learned state (thresholds, policies, file names of tensors)."""
@@ -283,6 +351,11 @@ class Router(ABC):
             "llm_data": {k: v.model_dump(mode="json") for k, v in self.llm_data.items()},
             "state": self.state(),
         }
+        if self.reference_quantiles is not None:
+            payload["reference_scores"] = {
+                "quantiles": [float(q) for q in self.reference_quantiles],
+                "count": self.reference_count,
+            }
         (directory / ARTIFACT_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True))
         return directory
 
@@ -300,10 +373,21 @@ class Router(ABC):
             router.pair = ModelPair(**payload["pair"])
         try:
             router.load_state(payload.get("state", {}), directory)
+            router.load_reference_scores(payload.get("reference_scores"))
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"{directory}: corrupt router state: {exc}") from exc
         router.fitted = True
         return router
+
+    def load_reference_scores(self, saved: Mapping[str, Any] | None) -> None:
+        """Restore the saved training-score quantiles; artifacts written before them have none (None)."""
+        if saved is None:
+            self.reference_quantiles, self.reference_count = None, 0
+            return
+        quantiles = np.asarray(saved["quantiles"], dtype=np.float64)
+        if quantiles.ndim != 1 or len(quantiles) < 2 or not np.all(np.diff(quantiles) >= 0):
+            raise ValueError("reference_scores.quantiles must be a non-decreasing list of at least 2 numbers")
+        self.reference_quantiles, self.reference_count = quantiles, int(saved.get("count", 0))
 
 
 def read_artifact_manifest(directory: Path) -> dict[str, Any]:

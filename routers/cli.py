@@ -5,7 +5,7 @@
     llmrouter infer    --router hybrid_llm --config ... --input queries.jsonl --output results.json --route-only
     llmrouter evaluate --router hybrid_llm,random,oracle --train data/routing/mmlu_train.jsonl.gz \\
                        --test data/routing/mmlu_test.jsonl.gz --llm-data data/routing/llm_candidates.json \\
-                       --plot curves.png --json
+                       --plot curves.png --json [--budget 0.5]
     llmrouter setup-models --models-dir models
 """
 
@@ -24,6 +24,7 @@ from routers.config import RouterFileConfig, build_router, load_config_file, loa
 from routers.data import RoutingDataset, load_llm_data, read_queries
 from routers.engines import EmbedderConfig, GeneratorConfig, SamplingParams, build_embedder, build_generator
 from routers.errors import ConfigError, RouterError
+from routers.evaluation.metrics import DEFAULT_BUDGET_FRACTION
 from routers.progress import log, progress, set_quiet
 from routers.registry import canonical_name, router_class
 
@@ -45,8 +46,24 @@ def bind_engines(router: Router, config: RouterFileConfig, roles: set[str]) -> N
         generator_cfg: GeneratorConfig | None = getattr(config.engines, role) or router.default_engine_config(role)
         if generator_cfg is None:
             raise ConfigError(f"router {router.name!r} needs engines.{role} in the config to run")
-        generators[role] = build_generator(generator_cfg)
+        generators[role] = build_generator(with_router_device(generator_cfg, router.engine_device()))
     router.bind_engines(embedder=embedder, generators=generators)
+
+
+def with_router_device(config: GeneratorConfig, device: str | None) -> GeneratorConfig:
+    """The router's ``device`` hparam (AutoMix's) for an engine that does not name its own device."""
+    if device is None or "device" in config.model_fields_set:
+        return config
+    return config.model_copy(update={"device": device})
+
+
+def log_coverage(router: Router, splits: dict[str, RoutingDataset]) -> None:
+    """``--verbose``: how many queries of each split the router can use (both models' outcomes known)."""
+    pair = router.pair
+    if pair is None:
+        return
+    for split, data in splits.items():
+        log(f"{router.name} {split}: {data.coverage_summary([pair.small, pair.large])}")
 
 
 # --- verbs ------------------------------------------------------------------------------------------
@@ -60,6 +77,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     started = time.time()
     metrics = router.fit(train)
     log(f"fitted {router.name} on {len(train)} queries in {time.time() - started:.1f}s")
+    if args.verbose:
+        log_coverage(router, {"train": train})
     out: dict[str, Any] = {"router": router.name, "train": metrics}
     if config.model_path.save_model_path:
         saved = router.save(resolve_path(config.model_path.save_model_path))
@@ -74,7 +93,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _route_queries(router: Router, queries: list[dict[str, Any]], config: RouterFileConfig, route_only: bool) -> list[dict[str, Any]]:
-    results = router.route_batch(queries)
+    results = router.route_batch(batch=queries)
     if route_only:
         return results
     pair = router.require_pair()
@@ -149,7 +168,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             router.fit(train)
         if args.target_large_share is not None:
             router.with_threshold(calibrate(router, train, args.target_large_share))
-        report, curve = evaluate_router(router, test)
+        if args.verbose:
+            log_coverage(router, {"train": train, "test": test})
+        report, curve = evaluate_router(router, test, budget_fraction=args.budget)
         report.extra["seconds"] = round(time.time() - started, 2)
         results.append((report, curve))
     if args.plot:
@@ -167,18 +188,23 @@ def format_table(reports: Sequence[Any]) -> str:
     def fmt(value: float | None, spec: str = ".3f") -> str:
         return "-" if value is None else format(value, spec)
 
-    header = f"{'router':<16}{'n':>6}{'AUC':>8}{'APGR':>8}{'CPT50':>8}{'CPT80':>8}{'CPT95':>8}{'large%':>8}{'quality':>9}{'$/1k q':>9}"
+    header = (
+        f"{'router':<16}{'n':>6}{'AUC':>8}{'APGR':>8}{'CPT50':>8}{'CPT80':>8}{'CPT95':>8}{'large%':>8}"
+        f"{'quality':>9}{'$/1k q':>9}{'Q@budget':>10}"
+    )
     rows = [header, "-" * len(header)]
     for r in reports:
         rows.append(
             f"{r.router:<16}{r.n_test:>6}{fmt(r.auc):>8}{fmt(r.apgr):>8}{fmt(r.cpt_50):>8}{fmt(r.cpt_80):>8}"
             f"{fmt(r.cpt_95):>8}{100 * r.large_share:>7.1f}%{fmt(r.quality):>9}{fmt(r.cost * 1000, '.4f'):>9}"
+            f"{fmt(r.quality_at_budget):>10}"
         )
     if reports:
         first = reports[0]
         rows.append(
             f"small alone {first.quality_small:.3f}, large alone {first.quality_large:.3f}, "
-            f"oracle {first.quality_oracle:.3f}"
+            f"oracle {first.quality_oracle:.3f}; Q@budget = best quality at <= "
+            f"{first.budget_fraction:.0%} of the always-large cost per query"
         )
     return "\n".join(rows)
 
@@ -193,6 +219,16 @@ def cmd_setup_models(args: argparse.Namespace) -> int:
 
 
 # --- parser -----------------------------------------------------------------------------------------
+def _budget_fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--budget must be a number, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError("--budget is a fraction of the always-large cost, in [0, 1]")
+    return value
+
+
 def build_parser(extend: Callable[[Any, argparse.ArgumentParser], None] | None = None) -> argparse.ArgumentParser:
     """The ``llmrouter`` parser; ``extend(subparsers, common)`` lets serve_app add its verbs (chat, serve)."""
     common = argparse.ArgumentParser(add_help=False)
@@ -226,6 +262,10 @@ def build_parser(extend: Callable[[Any, argparse.ArgumentParser], None] | None =
     evaluate.add_argument("--config", help="YAML with hparam/engines for the routers")
     evaluate.add_argument("--load", action="append", metavar="ROUTER=DIR", help="evaluate a trained artifact instead of fitting")
     evaluate.add_argument("--target-large-share", type=float, help="calibrate each threshold on --train to this share")
+    evaluate.add_argument(
+        "--budget", type=_budget_fraction, default=DEFAULT_BUDGET_FRACTION, metavar="FRACTION",
+        help="quality_at_budget's cost budget per query, as a fraction of always-large's cost (default 0.5)",
+    )
     evaluate.add_argument("--plot", help="write the cost-quality curves to this PNG")
     evaluate.add_argument("--json", action="store_true", help="one JSON object per router")
     evaluate.set_defaults(func=cmd_evaluate)

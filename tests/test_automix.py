@@ -27,7 +27,7 @@ from routers.automix.verification import (
     verification_prompt,
 )
 from routers.data import LLMCandidate, ModelOutcome, QueryExample, RoutingDataset
-from routers.errors import ConfigError
+from routers.errors import ConfigError, DataError
 from routers.evaluation import evaluate_router
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -322,3 +322,98 @@ def test_route_single_with_the_real_small_model() -> None:
         assert result["model_name"] == LARGE and result["response"] is None  # no large engine bound
     else:
         assert result["model_name"] == SMALL and result["response"] == result["small_response"]
+
+
+# --- the seed's YAML (seed 004, verbatim) -------------------------------------------------------
+SEED_TRAIN_YAML = """\
+data_path:
+  routing_data_train: 'data/example_data/routing_data/default_routing_train_data.jsonl'
+  routing_data_test: 'data/example_data/routing_data/default_routing_test_data.jsonl'
+  llm_data: 'data/example_data/llm_candidates/default_llm.json'
+
+model_path:
+  save_model_path: 'saved_models/automix/automix_model.pkl'
+
+hparam:
+  routing_method: "POMDP"      # Recommended for optimal performance
+  num_bins: 8                  # Discretization granularity
+  small_model_cost: 1          # Cost of small model
+  large_model_cost: 50         # Cost of large model (50x more expensive)
+  verifier_cost: 1             # Cost of verification
+  verbose: true
+  max_workers: 5               # Parallel API calls for speed
+
+metric:
+  weights:
+    performance: 1
+    cost: 0
+    llm_judge: 0
+"""
+
+SEED_TEST_YAML = """\
+data_path:
+  query_data_test: 'data/example_data/query_data/default_query_test.jsonl'
+  llm_data: 'data/example_data/llm_candidates/default_llm.json'
+
+model_path:
+  load_model_path: 'saved_models/automix/automix_model.pkl'
+
+hparam:
+  routing_method: "POMDP"
+  num_bins: 8
+  small_model_cost: 1
+  large_model_cost: 50
+  verifier_cost: 1
+  max_workers: 5
+"""
+
+
+@pytest.mark.parametrize("text", [SEED_TRAIN_YAML, SEED_TEST_YAML], ids=["train", "test"])
+def test_the_seeds_yaml_examples_parse(tmp_path: Path, text: str) -> None:
+    from routers.config import build_router, load_config_file
+
+    path = tmp_path / "automix.yaml"
+    path.write_text(text)
+    config = load_config_file(path)
+    # llm_data names a file of the seed's repository; the router itself needs only the hparams.
+    router = AutomixRouter(config.router_params(), LLM_DATA)
+    cfg = router.config
+    assert (cfg.method, cfg.num_bins, cfg.small_model_cost, cfg.large_model_cost, cfg.verifier_cost) == (
+        "POMDP", 8, 1.0, 50.0, 1.0)
+    assert cfg.max_workers == 5 and cfg.verbose is True and cfg.device is None
+    assert config.data_path.llm_data == "data/example_data/llm_candidates/default_llm.json"
+    with pytest.raises(DataError, match="does not exist"):
+        build_router(config, "automix")  # the seed's llm_data file is not in this repository
+
+
+def test_runtime_hparams_are_validated_and_device_reaches_engines() -> None:
+    from routers.cli import with_router_device
+    from routers.engines import GeneratorConfig
+
+    router = AutomixRouter({"device": "cuda:1", "max_workers": 3, "verbose": False}, LLM_DATA)
+    assert router.engine_device() == "cuda:1"
+    assert with_router_device(GeneratorConfig(model="m"), router.engine_device()).device == "cuda:1"
+    own = GeneratorConfig(model="m", device="cpu")  # an engine that names its own device keeps it
+    assert with_router_device(own, router.engine_device()).device == "cpu"
+    assert with_router_device(GeneratorConfig(model="m"), None).device == "auto"
+    for bad in ({"device": "gpu"}, {"max_workers": 0}, {"verbose": "loud"}):
+        with pytest.raises(ConfigError):
+            AutomixRouter(bad, LLM_DATA)
+
+
+def test_fit_records_reference_scores_and_they_survive_save_load(tmp_path: Path) -> None:
+    from routers.evaluation import threshold_for_large_share
+
+    train = synthetic_dataset(300, seed=1)
+    router = AutomixRouter({"method": "Threshold"}, LLM_DATA)
+    router.fit(train)
+    suitability = router.dataset_scores(train)
+    reference = router.reference_scores()
+    assert reference is not None and len(reference) == 101
+    assert reference[0] == suitability.min() and reference[-1] == suitability.max()
+    threshold = threshold_for_large_share(reference, 0.3)
+    achieved = float(np.mean(suitability < threshold))
+    # p_ver takes 9 values here, so a share is reachable only up to the tie it falls in.
+    assert abs(achieved - 0.3) <= float(np.max(np.unique(suitability, return_counts=True)[1])) / len(suitability)
+    router.save(tmp_path)
+    np.testing.assert_array_equal(AutomixRouter.load(tmp_path).reference_scores(), reference)

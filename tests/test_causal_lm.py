@@ -126,19 +126,48 @@ def test_score_is_sigmoid_of_the_logprob_difference(bare_router: CausalLMRouter)
 def test_decide_from_generation_follows_the_parsed_name_without_a_score(bare_router: CausalLMRouter) -> None:
     small = bare_router.decide_from_generation("q", SMALL_NAME)
     assert (small.model_name, small.use_large, small.extra["parse_method"]) == (SMALL_NAME, False, "exact")
+    assert small.extra["parse_failed"] is False and small.extra["decided_by"] == "generation"
     garbage = bare_router.decide_from_generation("q", "???")
     assert (garbage.model_name, garbage.use_large, garbage.extra["parse_method"]) == (LARGE_NAME, True, "fallback")
-    assert garbage.extra["generated"] == "???"
+    assert garbage.extra["generated"] == "???" and garbage.extra["parse_failed"] is True
+    assert "fallback_model" in garbage.reason
     fallback_small = CausalLMRouter({"fallback_model": SMALL_NAME}, two_candidates())
-    assert fallback_small.decide_from_generation("q", "???").use_large is False
+    decision = fallback_small.decide_from_generation("q", "???")
+    assert (decision.model_name, decision.use_large, decision.extra["parse_failed"]) == (SMALL_NAME, False, True)
 
 
-def test_decide_from_generation_follows_the_score_and_threshold(bare_router: CausalLMRouter) -> None:
-    # The generated name says small, but a score below the threshold routes large.
+def test_the_generated_name_decides_at_the_default_threshold_and_the_score_is_reported(
+    bare_router: CausalLMRouter,
+) -> None:
+    # The score favours the large model, but without an explicit threshold the generated name decides.
+    decision = bare_router.decide_from_generation("q", f"{SMALL_NAME}\nmore", score=0.1)
+    out = decision.to_dict(bare_router.score_key)
+    assert (out["model_name"], out["use_large"], out["router_score"]) == (SMALL_NAME, False, 0.1)
+    assert out["parsed_model"] == out["model_name"] and out["decided_by"] == "generation"
+    assert "threshold" not in out and out["parse_failed"] is False
+    failed = bare_router.decide_from_generation("q", "banana", score=0.9).to_dict(bare_router.score_key)
+    assert (failed["model_name"], failed["parse_failed"], failed["router_score"]) == (LARGE_NAME, True, 0.9)
+
+
+def test_an_explicit_threshold_makes_the_score_decide(bare_router: CausalLMRouter) -> None:
+    # The generated name says small, but a score below the (per-call) threshold routes large.
     decision = bare_router.decide_from_generation("q", SMALL_NAME, score=0.3, threshold=0.4)
     assert (decision.use_large, decision.threshold, decision.score) == (True, 0.4, 0.3)
-    assert decision.extra["parsed_model"] == SMALL_NAME
-    assert bare_router.decide_from_generation("q", LARGE_NAME, score=0.6).use_large is False  # default 0.5
+    assert decision.extra["parsed_model"] == SMALL_NAME and decision.extra["decided_by"] == "threshold"
+    assert bare_router.decide_from_generation("q", LARGE_NAME, score=0.6, threshold=0.5).use_large is False
+    # A configured threshold (YAML router_threshold, calibrate / with_threshold) is explicit too.
+    configured = CausalLMRouter({"router_threshold": 0.5}, two_candidates())
+    assert configured.decide_from_generation("q", LARGE_NAME, score=0.6).use_large is False
+    bare_router.with_threshold(0.7)
+    assert bare_router.decide_from_generation("q", SMALL_NAME, score=0.6).use_large is True
+    with pytest.raises(ValueError, match="score"):
+        bare_router.decide_from_generation("q", SMALL_NAME)
+
+
+def test_fallback_model_must_be_one_of_the_pair() -> None:
+    router = CausalLMRouter({"fallback_model": "someone-else"}, two_candidates())
+    with pytest.raises(ConfigError, match="fallback_model"):
+        router.decide_from_generation("q", "???")
 
 
 # --- tiny model: training, resume, merge, artifacts -------------------------------------------------
@@ -297,6 +326,9 @@ def test_router_fit_save_load_round_trip_without_pickle(tiny_model_dir: Path, tm
     assert metrics["steps"] == 3 and metrics["n_train"] == 6
     scores = router.dataset_scores(data)
     assert scores.shape == (6,) and np.all((scores >= 0) & (scores <= 1))
+    reference = router.reference_scores()  # fit keeps the training-score quantiles for share routing
+    assert reference is not None and reference.shape == (101,)
+    assert reference[0] == pytest.approx(scores.min(), abs=1e-5) and reference[-1] == pytest.approx(scores.max(), abs=1e-5)
     saved = router.save(tmp_path / "artifact")
     files = [p for p in saved.rglob("*") if p.is_file()]
     assert not [p for p in files if p.suffix in UNSAFE_SUFFIXES]
@@ -306,10 +338,16 @@ def test_router_fit_save_load_round_trip_without_pickle(tiny_model_dir: Path, tm
     engine = loaded.default_engine_config("router")
     assert engine is not None and Path(engine.model) == ensure_merged(saved) == saved / "merged"
     np.testing.assert_allclose(loaded.dataset_scores(data), scores, atol=1e-5)
+    np.testing.assert_allclose(loaded.reference_scores(), reference)
     result = loaded.route_single("question 1?")
     assert result["model_name"] in (SMALL_NAME, LARGE_NAME)
-    assert 0.0 <= result["router_score"] <= 1.0 and result["use_large"] == (result["router_score"] < 0.5)
-    assert {"generated", "parse_method"} <= set(result)
+    assert 0.0 <= result["router_score"] <= 1.0
+    assert {"generated", "parse_method", "parse_failed", "parsed_model"} <= set(result)
+    # The generated name (or the fallback) decides: the result never contradicts its parsed model.
+    assert result["model_name"] == result["parsed_model"] and result["decided_by"] == "generation"
+    batch = loaded.route_batch(batch=["question 1?", "question 4?"])
+    assert batch[0]["model_name"] == result["model_name"]
+    assert batch[0]["router_score"] == pytest.approx(result["router_score"], abs=1e-5)
 
 
 @pytest.mark.slow
@@ -343,3 +381,6 @@ def test_shipped_artifact_routes_a_query() -> None:
     assert result["model_name"] in (MIXTRAL, GPT4)
     assert 0.0 <= result["router_score"] <= 1.0
     assert result["parse_method"] in ("exact", "normalized", "fuzzy", "fallback")
+    assert result["model_name"] == result["parsed_model"]
+    reference = router.reference_scores()  # None until the artifact is rebuilt with reference scores
+    assert reference is None or reference.shape == (101,)

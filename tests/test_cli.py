@@ -33,13 +33,30 @@ def test_evaluate_baselines_json(capsys, mmlu_train_path: Path, mmlu_test_path: 
     reports = {r["router"]: r for r in json_lines(capsys.readouterr().out)}
     assert set(reports) == {"random", "oracle", "smallest_llm", "largest_llm"}
     for report in reports.values():
-        assert REQUIRED_KEYS <= set(report)
-        assert report["n_test"] > 2000
+        assert REQUIRED_KEYS <= set(report) and {"quality_at_budget", "budget", "budget_fraction"} <= set(report)
+        assert report["n_test"] > 2000 and report["budget_fraction"] == 0.5
+        assert report["budget"] == pytest.approx(0.5 * reports["largest_llm"]["cost_large"])
     assert reports["random"]["apgr"] == pytest.approx(0.5, abs=0.05)
     assert reports["oracle"]["apgr"] > 1.0
     assert reports["smallest_llm"]["large_share"] == 0.0 and reports["largest_llm"]["large_share"] == 1.0
     assert reports["smallest_llm"]["cost"] < reports["random"]["cost"] < reports["largest_llm"]["cost"]
     assert reports["largest_llm"]["quality"] > reports["smallest_llm"]["quality"]
+    # Half the always-large bill buys the oracle its best quality, and random less than that.
+    assert reports["oracle"]["quality_at_budget"] == pytest.approx(reports["oracle"]["quality_oracle"])
+    assert reports["random"]["quality_at_budget"] < reports["oracle"]["quality_at_budget"]
+
+
+def test_evaluate_budget_option(capsys, gsm8k_train_path: Path, gsm8k_test_path: Path, llm_data_path: Path) -> None:
+    assert cli.main(evaluate_args("oracle,largest", gsm8k_train_path, gsm8k_test_path, llm_data_path,
+                                  "--json", "--budget", "1.0")) == 0
+    reports = {r["router"]: r for r in json_lines(capsys.readouterr().out)}
+    assert reports["largest_llm"]["budget_fraction"] == 1.0
+    largest, oracle = reports["largest_llm"], reports["oracle"]
+    # A constant score has two curve points (all small, all large); the whole large bill buys the better one.
+    assert largest["quality_at_budget"] == pytest.approx(max(largest["quality_small"], largest["quality_large"]))
+    assert oracle["quality_at_budget"] == pytest.approx(oracle["quality_oracle"])
+    with pytest.raises(SystemExit):
+        cli.main(evaluate_args("oracle", gsm8k_train_path, gsm8k_test_path, llm_data_path, "--budget", "2"))
 
 
 def test_evaluate_table_plot_and_calibration(capsys, tmp_path: Path, gsm8k_train_path: Path,
@@ -49,7 +66,7 @@ def test_evaluate_table_plot_and_calibration(capsys, tmp_path: Path, gsm8k_train
                                   "--plot", str(plot), "--target-large-share", "0.3"))
     assert code == 0
     out = capsys.readouterr().out
-    assert "APGR" in out and "random" in out and "small alone" in out
+    assert "APGR" in out and "random" in out and "small alone" in out and "Q@budget" in out
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -58,6 +75,7 @@ def test_evaluate_verbose_prints_load_summaries(capsys, gsm8k_train_path: Path, 
                      "--test", str(gsm8k_test_path), "--verbose", "--json"]) == 0
     captured = capsys.readouterr()
     assert "duplicate (query, model) lines skipped" in captured.out + captured.err
+    assert "queries have outcomes for all of" in captured.err  # per-split coverage for the router's pair
 
 
 def test_errors_exit_2_with_a_message(capsys, tmp_path: Path, gsm8k_test_path: Path) -> None:

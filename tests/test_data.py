@@ -95,7 +95,10 @@ def test_shipped_data_loads(mmlu_test_path: Path, gsm8k_test_path: Path, llm_dat
         ('{"query": "q", "model_name": "m", "performance": NaN}', "performance", "finite"),
         (json.dumps({"query": "", "model_name": "m", "performance": 1}), "query", "at least 1"),
         (json.dumps({"query": "q", "model_name": "m", "performance": 1, "token_num": -3}), "token_num", "greater"),
-        (json.dumps({"query": "q", "llm_name_list": ["a", "b"], "perf_list": [1.0]}), None, "perf_list"),
+        (json.dumps({"query": "q", "llm_name_list": ["a", "b"], "perf_list": [1.0]}), "perf_list",
+         "perf_list has 1 values but llm_name_list has 2 names"),
+        (json.dumps({"query": "q", "llm_name_list": ["a", "a"], "perf_list": [1.0, 0.0]}), "llm_name_list", "twice"),
+        (json.dumps({"query": "q", "llm_name_list": ["a"], "perf_list": ["x"]}), "perf_list.0", "number"),
         ("[1, 2, 3]", None, "expected a JSON object"),
     ],
 )
@@ -220,3 +223,27 @@ def test_read_queries(tmp_path: Path) -> None:
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"query": "a"}, {"text": "b"}])
     with pytest.raises(DataError, match=r"bad\.jsonl:2: field 'query'"):
         read_queries(bad)
+
+
+# --- incomplete queries are counted, never dropped silently ---------------------------------------
+def test_complete_for_warns_with_the_count_and_summarises_per_model(tmp_path: Path) -> None:
+    from routers.data import IncompleteDataWarning
+
+    rows = [*LLMROUTER_ROWS, record("q3", "small", 1.0), record("q4", "large", 0.0), record("q5", "small", 0.0)]
+    data = RoutingDataset.from_files(write_jsonl(tmp_path / "d.jsonl", rows))
+    with pytest.warns(IncompleteDataWarning, match=r"2 of 5 queries have outcomes .* 3 left out"):
+        complete = data.complete_for(["small", "large"])
+    assert complete.queries == ["q1", "q2"]
+    assert data.incomplete_count(["small", "large"]) == 3
+    assert data.missing_counts(["small", "large"]) == {"small": 1, "large": 2}
+    assert "missing outcomes per model: small: 1, large: 2" in data.coverage_summary(["small", "large"])
+    assert complete.coverage_summary(["small", "large"]) == "2 of 2 queries have outcomes for all of ['small', 'large']"
+
+
+def test_complete_data_gives_no_warning(tmp_path: Path) -> None:
+    import warnings
+
+    data = RoutingDataset.from_files(write_jsonl(tmp_path / "d.jsonl", LLMROUTER_ROWS))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(data.complete_for(["small", "large"])) == 2

@@ -310,3 +310,162 @@ def test_real_minilm_embeds(models_dir: Path) -> None:
     assert vectors.shape == (3, 384)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]  # paraphrases are closer
+
+
+# --- vLLM engine against a stub `vllm` module (the real one needs a CUDA GPU) ----------------------
+class _StubVLLM:
+    """Builds a fake ``vllm`` package that records what the engine passes to it."""
+
+    def __init__(self) -> None:
+        self.llm_kwargs: list[dict[str, Any]] = []
+        self.async_kwargs: list[dict[str, Any]] = []
+        self.calls: list[tuple[list[Any], Any]] = []
+
+    def output(self, prompt: dict[str, Any], sampling: Any) -> Any:
+        from types import SimpleNamespace
+
+        ids = list(prompt["prompt_token_ids"])
+        n = sampling.kwargs.get("n", 1)
+        outputs = [SimpleNamespace(text=f"out{j}", finish_reason="stop", token_ids=[5, 6]) for j in range(n)]
+        logprobs = None
+        if sampling.kwargs.get("prompt_logprobs") is not None:
+            # Position-dependent logprobs, so a wrong prompt/continuation split gives a different sum.
+            logprobs = [None] + [{tid: SimpleNamespace(logprob=-0.1 * pos)} for pos, tid in enumerate(ids) if pos]
+        return SimpleNamespace(prompt_token_ids=ids, prompt_logprobs=logprobs, outputs=outputs)
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import sys
+        import types
+
+        stub = self
+        root = types.ModuleType("vllm")
+
+        class SamplingParams:
+            def __init__(self, **kwargs: Any) -> None:
+                self.kwargs = kwargs
+
+        class LLM:
+            def __init__(self, **kwargs: Any) -> None:
+                stub.llm_kwargs.append(kwargs)
+
+            def generate(self, prompts: list[Any], sampling_params: Any, use_tqdm: bool = True) -> list[Any]:
+                stub.calls.append((list(prompts), sampling_params))
+                return [stub.output(p, sampling_params) for p in prompts]
+
+        class AsyncEngineArgs:
+            def __init__(self, **kwargs: Any) -> None:
+                stub.async_kwargs.append(kwargs)
+
+        class AsyncLLMEngine:
+            @classmethod
+            def from_engine_args(cls, args: Any) -> AsyncLLMEngine:
+                return cls()
+
+            async def generate(self, prompt: Any, sampling: Any, request_id: str) -> Any:
+                stub.calls.append(([prompt], sampling))
+                yield stub.output(prompt, sampling)
+
+        root.SamplingParams, root.LLM = SamplingParams, LLM  # type: ignore[attr-defined]
+        inputs = types.ModuleType("vllm.inputs")
+        inputs.TokensPrompt = lambda **fields: dict(fields)  # type: ignore[attr-defined]  # a TypedDict at runtime
+        engine = types.ModuleType("vllm.engine")
+        arg_utils = types.ModuleType("vllm.engine.arg_utils")
+        arg_utils.AsyncEngineArgs = AsyncEngineArgs  # type: ignore[attr-defined]
+        async_engine = types.ModuleType("vllm.engine.async_llm_engine")
+        async_engine.AsyncLLMEngine = AsyncLLMEngine  # type: ignore[attr-defined]
+        for name, module in {"vllm": root, "vllm.inputs": inputs, "vllm.engine": engine,
+                             "vllm.engine.arg_utils": arg_utils, "vllm.engine.async_llm_engine": async_engine}.items():
+            monkeypatch.setitem(sys.modules, name, module)
+
+
+@pytest.fixture(scope="module")
+def bos_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny plain (no chat template) Llama whose tokenizer adds BOS, as Llama/Gemma tokenizers do."""
+    from tokenizers import processors
+
+    directory = save_tiny_llama(tmp_path_factory.mktemp("tiny-llama-bos"), chat=False)
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(directory))
+    bos = tokenizer.bos_token_id
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)])
+    tokenizer.save_pretrained(str(directory))
+    return directory
+
+
+@pytest.fixture
+def stub_vllm(monkeypatch: pytest.MonkeyPatch) -> _StubVLLM:
+    stub = _StubVLLM()
+    stub.install(monkeypatch)
+    return stub
+
+
+def vllm_generator(model_dir: Path, **settings: Any) -> Any:
+    from routers.engines.vllm_engine import VLLMGenerator
+
+    return VLLMGenerator(GeneratorConfig(model=str(model_dir), backend="vllm", **settings))
+
+
+def hf_ids(generator: TransformersGenerator, prompt: str) -> list[int]:
+    encoded = generator._encode([prompt])
+    return encoded["input_ids"][0][encoded["attention_mask"][0].bool()].tolist()
+
+
+@pytest.mark.parametrize("fixture", ["bos_llama_dir", "tiny_llama_dir"], ids=["plain-with-bos", "chat"])
+def test_vllm_gets_the_transformers_engines_token_ids(
+    request: pytest.FixtureRequest, stub_vllm: _StubVLLM, fixture: str
+) -> None:
+    model_dir = request.getfixturevalue(fixture)
+    hf = TransformersGenerator(GeneratorConfig(model=str(model_dir), device="cpu", max_input_tokens=24))
+    vllm = vllm_generator(model_dir, async_engine=False, tensor_parallel_size=2, max_batch_size=4,
+                          max_input_tokens=24)
+    assert vllm.prompt_format == hf.prompt_format
+    prompts = [vllm.chat_prompt([{"role": "user", "content": "What is two plus two?"}]), "a b c " * 30]
+    params = SamplingParams(n=2, temperature=0.5, top_p=0.9, max_tokens=7, stop=["xyz"], seed=3)
+    results = vllm.generate(prompts, params)
+    sent, sampling = stub_vllm.calls[-1]
+    assert sent == [{"prompt_token_ids": hf_ids(hf, p)} for p in prompts]  # one call, transformers' ids
+    if hf.prompt_format == "plain":
+        assert all(s["prompt_token_ids"][0] == hf.tokenizer.bos_token_id for s in sent)
+    assert len(sent[1]["prompt_token_ids"]) == 24  # cut from the left, like the transformers engine
+    assert sampling.kwargs == {"n": 2, "temperature": 0.5, "top_p": 0.9, "max_tokens": 7, "seed": 3,
+                               "stop": ["xyz", *vllm.default_stop()]}
+    assert [len(r.completions) for r in results] == [2, 2] and results[0].prompt_tokens == len(hf_ids(hf, prompts[0]))
+    (engine_args,) = stub_vllm.llm_kwargs
+    assert engine_args["load_format"] == "safetensors" and engine_args["tensor_parallel_size"] == 2
+    assert engine_args["distributed_executor_backend"] == "ray" and engine_args["max_num_seqs"] == 4
+
+
+def test_vllm_scores_continuations_tokenised_apart_from_the_prompt(bos_llama_dir: Path, stub_vllm: _StubVLLM) -> None:
+    vllm = vllm_generator(bos_llama_dir, async_engine=False)
+    tokenizer = vllm.tokenizer
+    prompt, continuations = "Query: two?\n\nBest LLM: ", ["four", "five b"]
+    prompt_ids = tokenizer(prompt).input_ids  # plain: with BOS
+    scores = vllm.sequence_logprobs(prompt, continuations)
+    sent, sampling = stub_vllm.calls[-1]
+    assert sampling.kwargs == {"max_tokens": 1, "prompt_logprobs": 0, "temperature": 0.0}
+    expected_ids = [prompt_ids + tokenizer(c, add_special_tokens=False).input_ids for c in continuations]
+    assert [s["prompt_token_ids"] for s in sent] == expected_ids
+    expected = [sum(-0.1 * pos for pos in range(len(prompt_ids), len(ids))) for ids in expected_ids]
+    assert scores == pytest.approx(expected)
+    # Tokenised together, this tokenizer merges the prompt's trailing space into " four": the old
+    # prompt + continuation string would have scored the wrong tokens. Ids built apart cannot merge.
+    assert tokenizer(prompt + continuations[0]).input_ids != expected_ids[0]
+    batched = vllm.batch_sequence_logprobs([prompt, "Query: x\n\nBest LLM: "], continuations)
+    assert len(stub_vllm.calls[-1][0]) == 4 and batched[0] == pytest.approx(scores)  # one call for all
+
+
+def test_vllm_async_engine_sends_token_prompts(bos_llama_dir: Path, stub_vllm: _StubVLLM) -> None:
+    import asyncio
+
+    vllm = vllm_generator(bos_llama_dir, async_engine=True, tensor_parallel_size=1)
+    (engine_args,) = stub_vllm.async_kwargs
+    assert engine_args["load_format"] == "safetensors" and engine_args["tensor_parallel_size"] == 1
+    assert "distributed_executor_backend" not in engine_args
+    results = asyncio.run(vllm.agenerate(["hi there", "two"], SamplingParams(max_tokens=3)))
+    assert [r.text for r in results] == ["out0", "out0"]
+    assert [c[0][0] for c in stub_vllm.calls] == [{"prompt_token_ids": vllm.tokenizer(p).input_ids}
+                                                  for p in ("hi there", "two")]
+    scores = asyncio.run(vllm.asequence_logprobs("Best LLM: ", ["four"]))
+    prompt_len = len(vllm.tokenizer("Best LLM: ").input_ids)
+    assert stub_vllm.calls[-1][0][0]["prompt_token_ids"][prompt_len:] == vllm.continuation_ids("four")
+    assert len(scores) == 1 and scores[0] < 0

@@ -112,6 +112,19 @@ def test_evaluate_scores_operating_point() -> None:
     assert {"router", "n_test", "auc", "apgr", "cpt_50", "cpt_80", "cpt_95", "large_share", "quality", "cost"} <= keys
 
 
+def test_reports_give_quality_at_half_the_always_large_cost() -> None:
+    report, curve = evaluate_scores("r", SCORES, 0.35, SMALL, LARGE, COSTS)
+    assert (report.budget_fraction, report.budget) == (0.5, 5.0)  # always-large costs 10 per query
+    assert report.quality_at_budget == quality_at_budget(curve, 5.0) == 0.75
+    assert {"budget", "quality_at_budget", "budget_fraction"} <= set(report.to_dict())
+    generous, _ = evaluate_scores("r", SCORES, 0.35, SMALL, LARGE, COSTS, budget_fraction=1.0)
+    assert generous.quality_at_budget == 1.0
+    too_tight, _ = evaluate_scores("r", SCORES, 0.35, SMALL, LARGE, COSTS, budget_fraction=0.05)
+    assert too_tight.budget == 0.5 and too_tight.quality_at_budget is None  # even always-small costs more
+    with pytest.raises(ValueError, match="budget_fraction"):
+        evaluate_scores("r", SCORES, 0.35, SMALL, LARGE, COSTS, budget_fraction=-1.0)
+
+
 def test_evaluate_scores_needs_a_threshold_or_decisions() -> None:
     with pytest.raises(ValueError, match="threshold"):
         evaluate_scores("r", SCORES, None, SMALL, LARGE, COSTS)

@@ -10,6 +10,10 @@ bound local generators):
 3. ``verification_score(query, answer, samples)``: p_ver (or agreement), in [0, 1].
 4. ``decide_from_score(query, score, threshold)``: the policy's decision.
 
+``route_batch`` / ``route_queries`` run the same steps for a whole batch with one generate call per step:
+all answers, then all verification prompts (``n`` samples each), then the escalated queries on the large
+model; ``route_single`` is the batch of one, so both give the same result for a query.
+
 Scores for the evaluation curve are the policy's small-suitability (``dataset_scores``); the router keeps
 the small answer iff suitability >= threshold (the policy's own threshold unless ``router_threshold`` or
 a per-call threshold overrides it). Costs are the cascade's, in the config's relative units.
@@ -18,9 +22,10 @@ a per-call threshold overrides it). Costs are the cascade's, in the config's rel
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 import numpy as np
 from pydantic import AliasChoices, Field, field_validator
@@ -40,17 +45,34 @@ from routers.automix.verification import (
     tally_verdicts,
     verification_prompt,
 )
-from routers.base import RouteDecision, Router, RouterConfig, query_text
+from routers.base import QueryLike, RouteDecision, Router, RouterConfig, query_text
 from routers.data import ModelOutcome, QueryExample, RoutingDataset
 from routers.engines import Generator, SamplingParams
 from routers.errors import ConfigError
-from routers.progress import progress_bar
+from routers.progress import log, progress_bar
 
 if TYPE_CHECKING:
     from routers.engines import GenerationResult
     from routers.evaluation.metrics import CostModel
 
 Method = Literal["Threshold", "POMDP", "SelfConsistency"]
+R = TypeVar("R")
+
+
+class ProgressBar(Protocol):
+    def update(self, n: int = 1) -> Any: ...
+
+    def close(self) -> Any: ...
+
+
+class _SilentBar:
+    """Stands in for a progress bar when ``verbose`` is off."""
+
+    def update(self, n: int = 1) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
 
 
 class AutomixConfig(RouterConfig):
@@ -80,6 +102,21 @@ class AutomixConfig(RouterConfig):
     correct_reward: float = Field(default=1.0, gt=0.0, description="POMDP reward for a right final answer")
     laplace_alpha: float = Field(default=1.0, ge=0.0, description="POMDP observation-model smoothing")
     sampling_batch_size: int = Field(default=8, ge=1, description="queries per generate call when sampling")
+    # The seed's runtime keys (seed 004's hparam table). They change how the work runs, never the decision.
+    verbose: bool = Field(default=True, description="progress bars and a fit summary line (--quiet still wins)")
+    max_workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="generate calls in flight at once when sampling verifications over a dataset "
+        "(chunks of sampling_batch_size); >1 pays off with remote/API or vLLM engines",
+    )
+    device: str | None = Field(
+        default=None,
+        pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
+        description="where the small/large engines built from this config run, unless an engine sets its "
+        "own device; None = the engines' setting (auto)",
+    )
 
     @field_validator("cost_constraint", mode="before")
     @classmethod
@@ -127,6 +164,32 @@ class AutomixRouter(Router):
     def route_only_engine_roles(self) -> frozenset[str]:
         # The decision needs the small answer and its verification, never the large model.
         return frozenset({"small"})
+
+    def engine_device(self) -> str | None:
+        return self.config.device
+
+    def progress(self, desc: str, total: int) -> ProgressBar:
+        return progress_bar(desc, total=total, unit="query") if self.config.verbose else _SilentBar()
+
+    def map_chunks(self, work: Callable[[list[int]], R], chunks: Sequence[list[int]], bar: ProgressBar) -> list[R]:
+        """``work`` on every chunk of query indices, up to ``max_workers`` at once, results in chunk order.
+
+        Threads, not processes: the work is waiting on an engine (a remote deployment, vLLM, an API), and a
+        local transformers engine serialises its forward passes anyway.
+        """
+        if self.config.max_workers == 1 or len(chunks) < 2:
+            results = []
+            for chunk in chunks:
+                results.append(work(chunk))
+                bar.update(len(chunk))
+            return results
+        with ThreadPoolExecutor(max_workers=self.config.max_workers) as pool:
+            futures = [pool.submit(work, chunk) for chunk in chunks]
+            results = []
+            for chunk, future in zip(chunks, futures):
+                results.append(future.result())
+                bar.update(len(chunk))
+            return results
 
     def training_engine_roles(self) -> frozenset[str]:
         """Without the data at hand, assume it lacks verification fields (the shipped data does);
@@ -197,26 +260,46 @@ class AutomixRouter(Router):
         )
 
     # --- local end-to-end routing --------------------------------------------------------------
-    def route_single(self, query: str | Mapping[str, Any]) -> dict[str, Any]:
-        text = query_text(query)
+    def route_single(self, query: QueryLike) -> dict[str, Any]:
+        return self.route_queries([query])[0]
+
+    def route_queries(self, queries: Sequence[QueryLike]) -> list[dict[str, Any]]:
+        """Answer, verify and decide for every query with one generate call per step (module docstring)."""
+        self.require_fitted()
+        texts = [query_text(q) for q in queries]
+        if not texts:
+            return []
         small = self.generator("small")
-        answer = generate_one(small, self.answer_prompt(text), self.answer_params()).text
-        prompt, params = self.verification_request(text, answer)
-        samples = [c.text for c in generate_one(small, prompt, params).completions]
-        score = self.verification_score(text, answer, samples)
-        decision = self.decide_from_score(text, score)
+        answers = [r.text for r in generate_chat(small, [self.answer_prompt(t) for t in texts], self.answer_params())]
+        requests = [self.verification_request(t, a) for t, a in zip(texts, answers)]
+        # Every query's request has the same SamplingParams (n samples, temperature): one call serves all.
+        verified = generate_chat(small, [prompt for prompt, _ in requests], requests[0][1])
+        results = [
+            self.result_for(text, answer, [c.text for c in out.completions])
+            for text, answer, out in zip(texts, answers, verified)
+        ]
+        self.answer_escalated(texts, results)
+        return results
+
+    def result_for(self, text: str, answer: str, samples: Sequence[str]) -> dict[str, Any]:
+        """The seeds' result dict for one verified answer (``response`` is filled in for kept answers)."""
+        decision = self.decide_from_score(text, self.verification_score(text, answer, samples))
         result = decision.to_dict(self.score_key)
         if self.config.method != "SelfConsistency":
             result["verdicts"] = tally_verdicts(samples).as_dict()
         result["small_response"] = answer
-        if not decision.use_large:
-            result["response"] = answer
-        elif "large" in self.generators:
-            result["response"] = generate_one(self.generator("large"), text, self.answer_params()).text
-        else:
-            # Route-only use (no large engine bound): the decision stands, the caller calls the large model.
-            result["response"] = None
+        # Route-only use (no large engine bound) leaves escalated answers None: the caller calls the large model.
+        result["response"] = None if decision.use_large else answer
         return result
+
+    def answer_escalated(self, texts: Sequence[str], results: list[dict[str, Any]]) -> None:
+        """Fill in the large model's answers for escalated queries, in one call, when a large engine is bound."""
+        escalated = [i for i, r in enumerate(results) if r["route_to_llm"]]
+        if not escalated or "large" not in self.generators:
+            return
+        outputs = generate_chat(self.generator("large"), [texts[i] for i in escalated], self.answer_params())
+        for i, output in zip(escalated, outputs):
+            results[i]["response"] = output.text
 
     # --- training ------------------------------------------------------------------------------
     def signal_of(self, example: QueryExample, small: str) -> float | None:
@@ -266,46 +349,56 @@ class AutomixRouter(Router):
         self.training_summary = {"n_train": len(data), "mean_score": float(scores.mean()), **stats}
         if self.last_sampling_report:
             self.training_summary["sampled_verdicts"] = dict(self.last_sampling_report)
+        self.record_reference_scores(self.policy.suitability(scores))
         self.fitted = True
+        if self.config.verbose:
+            log(f"automix: {self.config.method} policy fitted on {len(data)} queries "
+                f"(mean verification score {scores.mean():.3f})")
         return {"method": self.config.method, **self.training_summary}
 
     def sample_verifications(self, data: RoutingDataset) -> RoutingDataset:
         """A copy of ``data`` whose small-model records carry sampled verdicts (``verifier_votes``) or, for
         SelfConsistency, ``sampled_answers``; queries that already have them are left as they are. Records
         without a small-model ``response`` get a greedy answer first. One generate call (n samples each) per
-        batch of ``sampling_batch_size`` queries."""
+        chunk of ``sampling_batch_size`` queries, up to ``max_workers`` chunks at once."""
         small_name = self.require_pair().small
         generator = self.generator("small")
         examples = list(data.examples)
         todo = self.missing_signal_indices(data)
         self._fill_missing_answers(examples, todo, small_name, generator)
-        batch = self.config.sampling_batch_size
         tallies = {"yes": 0, "no": 0, "unparseable": 0}
-        bar = progress_bar("automix: sampling verifications", total=len(todo), unit="query")
-        for start in range(0, len(todo), batch):
-            chunk = todo[start : start + batch]
+
+        def sample(chunk: list[int]) -> list[GenerationResult]:
             requests = [
                 self.verification_request(examples[i].query, examples[i].outcomes[small_name].response or "")
                 for i in chunk
             ]
-            params = requests[0][1]
-            results = generator.generate([generator.chat_prompt([user(p)]) for p, _ in requests], params)
+            return generate_chat(generator, [prompt for prompt, _ in requests], requests[0][1])
+
+        chunks = self.chunks(todo)
+        bar = self.progress("automix: sampling verifications", len(todo))
+        for chunk, results in zip(chunks, self.map_chunks(sample, chunks, bar)):
             for i, result in zip(chunk, results):
-                samples = [c.text for c in result.completions]
-                examples[i] = self._with_samples(examples[i], small_name, samples, tallies)
-            bar.update(len(chunk))
+                examples[i] = self._with_samples(examples[i], small_name, [c.text for c in result.completions], tallies)
         bar.close()
         self.last_sampling_report = {"queries": len(todo), **tallies}
         return RoutingDataset(examples, data.llm_data)
+
+    def chunks(self, indices: Sequence[int]) -> list[list[int]]:
+        size = self.config.sampling_batch_size
+        return [list(indices[start : start + size]) for start in range(0, len(indices), size)]
 
     def _fill_missing_answers(
         self, examples: list[QueryExample], todo: Sequence[int], small: str, generator: Generator
     ) -> None:
         unanswered = [i for i in todo if examples[i].outcomes[small].response is None]
-        for start in range(0, len(unanswered), self.config.sampling_batch_size):
-            chunk = unanswered[start : start + self.config.sampling_batch_size]
-            prompts = [generator.chat_prompt([user(self.answer_prompt(examples[i].query))]) for i in chunk]
-            for i, result in zip(chunk, generator.generate(prompts, self.answer_params())):
+
+        def answer(chunk: list[int]) -> list[GenerationResult]:
+            return generate_chat(generator, [self.answer_prompt(examples[i].query) for i in chunk], self.answer_params())
+
+        chunks = self.chunks(unanswered)
+        for chunk, results in zip(chunks, self.map_chunks(answer, chunks, _SilentBar())):
+            for i, result in zip(chunk, results):
                 examples[i] = replace_outcome(examples[i], small, response=result.text)
 
     def _with_samples(
@@ -351,7 +444,14 @@ def user(content: str) -> dict[str, str]:
 
 def generate_one(generator: Generator, content: str, params: SamplingParams) -> GenerationResult:
     """One chat-formatted prompt through ``generator``; returns its GenerationResult."""
-    return generator.generate([generator.chat_prompt([user(content)])], params)[0]
+    return generate_chat(generator, [content], params)[0]
+
+
+def generate_chat(generator: Generator, contents: Sequence[str], params: SamplingParams) -> list[GenerationResult]:
+    """Each user message chat-formatted, all in ONE generate call (the engine batches them)."""
+    if not contents:
+        return []
+    return generator.generate([generator.chat_prompt([user(c)]) for c in contents], params)
 
 
 def replace_outcome(example: QueryExample, model: str, **update: Any) -> QueryExample:

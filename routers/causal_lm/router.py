@@ -5,15 +5,28 @@ Training (``fit``): every training query becomes ``Query: {query}\\n\\nBest LLM:
 trained on the answer tokens. The artifact holds ``router.json`` and the adapter (safetensors, a few
 MB); the merged model the engines load is rebuilt from base + adapter on first use (``ensure_merged``).
 
-Small-suitability score: ``sigmoid(log P(small name | prompt) - log P(large name | prompt))``, i.e. the
-model's probability of the small name when only the two names are allowed. Score >= 0.5 means the model
-prefers the small name, so the default threshold 0.5 matches its greedy choice between the two.
+How a query is routed (the seed: the LM generates the best model's name):
+
+* **Default: the generated name decides.** The router model writes a name (greedy, one line), the parser
+  maps it to a candidate (exact, normalised, fuzzy; ``parsing.py``) and the query goes to that model. When
+  nothing matches, the query goes to ``fallback_model`` (the large model by default) and the result says
+  ``parse_failed: true``. So ``model_name`` is always the parsed name or the fallback.
+* **``router_score``** = ``sigmoid(log P(small name | prompt) - log P(large name | prompt))``: the model's
+  probability of the small name when only the two names are allowed. Every result reports it; it decides
+  only when a threshold is given explicitly (``router_threshold`` in the config, ``with_threshold`` /
+  ``calibrate``, or a per-call threshold such as the API's ``router-causal:0.4``): then small iff
+  ``router_score >= threshold``, whatever was generated (``decided_by: "threshold"``). Evaluation sweeps
+  use the score to draw the cost-quality curve; the operating point without an explicit threshold is the
+  generated names' (``dataset_decisions``).
 
 Step API (the Ray Serve router-model deployment composes these over a remote engine):
 
 1. ``router_prompt(query)`` + ``router_params()``: one greedy generate call (the model's answer text).
 2. ``sequence_logprobs(router_prompt(query), candidate_continuations())`` -> ``score_from_logprobs``.
 3. ``decide_from_generation(query, text, score, threshold)``: the decision.
+
+``route_batch`` makes one generate call and one batched scoring pass for the whole batch;
+``route_single`` is the batch of one.
 """
 
 from __future__ import annotations
@@ -25,7 +38,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -33,7 +46,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from routers.base import RouteDecision, Router, RouterConfig, query_text, read_artifact_manifest
+from routers.base import QueryLike, RouteDecision, Router, RouterConfig, query_text, read_artifact_manifest
 from routers.causal_lm.labels import balanced_indices, best_llm_labels, router_prompt, sft_examples
 from routers.causal_lm.parsing import ParseResult, parse_llm_name
 from routers.causal_lm.training import (
@@ -73,7 +86,9 @@ class CausalLMConfig(RouterConfig):
     max_train_examples: int | None = Field(default=None, ge=2, description="train on a subset of this many queries")
     balance_labels: bool = Field(default=False, description="make the subset balanced across best-LLM labels")
     num_threads: int | None = Field(default=None, ge=1, description="torch CPU threads while training")
-    fallback_model: str | None = Field(default=None, description="when the output names no candidate; default large")
+    fallback_model: str | None = Field(
+        default=None, description="where a query goes when the generated text names no candidate; default: large"
+    )
     fuzzy_threshold: float = Field(default=0.8, gt=0.0, le=1.0)
     max_new_tokens: int = Field(default=32, ge=1)
     temperature: float = Field(default=0.0, ge=0.0, le=2.0, description="0 = greedy (the seed's 0.1 is near-greedy)")
@@ -236,31 +251,61 @@ class CausalLMRouter(Router):
         return sigmoid(small - large)
 
     def fallback_model(self) -> str:
-        return self.config.fallback_model or self.require_pair().large
+        """The configured fallback, which must be the small or the large model (the router picks one of two)."""
+        pair = self.require_pair()
+        fallback = self.config.fallback_model or pair.large
+        if fallback not in (pair.small, pair.large):
+            raise ConfigError(
+                f"fallback_model {fallback!r} is neither the small ({pair.small!r}) nor the large ({pair.large!r}) model"
+            )
+        return fallback
 
     def parse(self, text: str) -> ParseResult:
         return parse_llm_name(text, self.candidate_continuations(), self.fallback_model(), self.config.fuzzy_threshold)
 
+    def explicit_threshold(self, threshold: float | None = None) -> float | None:
+        """The threshold that makes the score decide: the per-call one, else the configured one, else None."""
+        return threshold if threshold is not None else self.config.router_threshold
+
     def decide_from_generation(
         self, query: str, text: str, score: float | None = None, threshold: float | None = None
     ) -> RouteDecision:
-        """With a score, small iff score >= threshold (given, else the router's); else the parsed name."""
+        """The parsed name (or the fallback) decides; with an explicit threshold (argument or
+        ``router_threshold``) the score does: small iff score >= threshold. ``score`` is reported either way."""
         parsed = self.parse(text)
-        extra = {"generated": text, "parse_method": parsed.method, "parsed_model": parsed.name}
-        if score is not None:
-            return self.decide(query, score, threshold, **extra)
+        extra: dict[str, Any] = {
+            "generated": text,
+            "parse_method": parsed.method,
+            "parsed_model": parsed.name,
+            "parse_failed": not parsed.matched,
+        }
+        explicit = self.explicit_threshold(threshold)
+        if explicit is not None:
+            if score is None:
+                raise ValueError("a threshold decision needs the router score (score_from_logprobs)")
+            decision = self.decide(query, score, explicit, decided_by="threshold", **extra)
+            decision.reason += f" (explicit threshold; the router model wrote {parsed.name!r})"
+            return decision
+        return self._decide_by_name(query, parsed, score, extra)
+
+    def _decide_by_name(
+        self, query: str, parsed: ParseResult, score: float | None, extra: dict[str, Any]
+    ) -> RouteDecision:
         pair = self.require_pair()
-        use_large = parsed.name != pair.small
-        model = pair.name_for(use_large)
-        how = "fell back to" if parsed.method == "fallback" else f"generated ({parsed.method} match)"
+        use_large = parsed.name == pair.large
+        how = (
+            f"wrote nothing parseable; fallback_model {parsed.name!r}"
+            if not parsed.matched
+            else f"generated {parsed.name!r} ({parsed.method} match)"
+        )
         return RouteDecision(
             query=query,
-            model_name=model,
+            model_name=parsed.name,
             use_large=use_large,
-            threshold=threshold,
-            reason=f"router model {how} {parsed.name!r} -> {'large' if use_large else 'small'} model",
-            cost=self.estimate_cost(model, query),
-            extra=extra,
+            score=score,
+            reason=f"router model {how} -> {'large' if use_large else 'small'} model",
+            cost=self.estimate_cost(parsed.name, query),
+            extra={**extra, "decided_by": "generation"},
         )
 
     # --- training ------------------------------------------------------------------------------
@@ -307,6 +352,7 @@ class CausalLMRouter(Router):
             "samples_per_s": result.samples_per_s,
         }
         self.fitted = True
+        self.record_reference_scores(self.dataset_scores(data))
         return dict(self.train_metrics)
 
     def answer_loss(self, data: RoutingDataset, adapter: bool = True) -> float:
@@ -323,14 +369,17 @@ class CausalLMRouter(Router):
 
     # --- scoring & routing ---------------------------------------------------------------------
     def query_logprobs(self, queries: Sequence[str]) -> np.ndarray:
-        """(n, 2) log P([small, large] name | router prompt), batched on a local transformers engine."""
+        """(n, 2) log P([small, large] name | router prompt), in batches of ``score_batch_size`` prompts: the
+        engine's ``batch_sequence_logprobs`` (vLLM: one call per batch), one forward pass on a local
+        transformers engine, else one ``sequence_logprobs`` call per prompt."""
         generator = self.router_generator()
         continuations = self.candidate_continuations()
         prompts = [self.router_prompt(q) for q in queries]
         out = np.zeros((len(prompts), len(continuations)))
         batch_logprobs = getattr(generator, "batch_sequence_logprobs", None)
         size = self.config.score_batch_size
-        bar = progress_bar("causal-LM scores", total=len(prompts), unit="query")
+        # A bar only for work that spans several passes: routing one query should not flash one.
+        bar = progress_bar("causal-LM scores", total=len(prompts), unit="query") if len(prompts) > size else None
         for start in range(0, len(prompts), size):
             chunk = prompts[start : start + size]
             if batch_logprobs is not None:
@@ -340,23 +389,49 @@ class CausalLMRouter(Router):
             else:
                 for offset, prompt in enumerate(chunk):
                     out[start + offset] = generator.sequence_logprobs(prompt, continuations)
-            bar.update(len(chunk))
-        bar.close()
+            if bar is not None:
+                bar.update(len(chunk))
+        if bar is not None:
+            bar.close()
         return out
 
     def dataset_scores(self, data: RoutingDataset) -> np.ndarray:
         self.require_fitted()
-        logprobs = self.query_logprobs(data.queries)
-        return np.array([self.score_from_logprobs(row) for row in logprobs])
+        return self.query_scores(data.queries)
 
-    def route_single(self, query: str | Mapping[str, Any]) -> dict[str, Any]:
+    def query_scores(self, queries: Sequence[str]) -> np.ndarray:
+        """``router_score`` of each query, batched (``query_logprobs``)."""
+        return np.array([self.score_from_logprobs(row) for row in self.query_logprobs(queries)], dtype=np.float64)
+
+    def generate_names(self, queries: Sequence[str]) -> list[str]:
+        """The router model's generated text for each query, in one generate call."""
+        if not queries:
+            return []
+        outputs = self.router_generator().generate([self.router_prompt(q) for q in queries], self.router_params())
+        return [output.text for output in outputs]
+
+    def dataset_decisions(self, data: RoutingDataset) -> np.ndarray | None:
+        """Without an explicit threshold the generated names decide, so the operating point is theirs
+        (one batched generation over ``data``); with one, None: ``score < threshold`` as for every router."""
         self.require_fitted()
-        text = query_text(query)
-        generator = self.router_generator()
-        prompt = self.router_prompt(text)
-        generated = generator.generate([prompt], self.router_params())[0].text
-        score = self.score_from_logprobs(generator.sequence_logprobs(prompt, self.candidate_continuations()))
-        return self.decide_from_generation(text, generated, score=score).to_dict(self.score_key)
+        if self.explicit_threshold() is not None:
+            return None
+        large = self.require_pair().large
+        return np.array([self.parse(text).name == large for text in self.generate_names(data.queries)], dtype=bool)
+
+    def route_single(self, query: QueryLike) -> dict[str, Any]:
+        return self.route_queries([query])[0]
+
+    def route_queries(self, queries: Sequence[QueryLike]) -> list[dict[str, Any]]:
+        """One generate call and one batched scoring pass for all queries, then each query's decision."""
+        self.require_fitted()
+        texts = [query_text(q) for q in queries]
+        generated = self.generate_names(texts)
+        scores = self.query_scores(texts)
+        return [
+            self.decide_from_generation(text, name, score=float(score)).to_dict(self.score_key)
+            for text, name, score in zip(texts, generated, scores)
+        ]
 
     # --- artifacts -----------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:

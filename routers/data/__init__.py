@@ -1,6 +1,13 @@
 """Routing data: schemas, loaders and the per-query dataset view."""
 
-from routers.data.dataset import ModelPair, RoutingDataset, estimate_tokens, order_by_cost, resolve_pair
+from routers.data.dataset import (
+    IncompleteDataWarning,
+    ModelPair,
+    RoutingDataset,
+    estimate_tokens,
+    order_by_cost,
+    resolve_pair,
+)
 from routers.data.loaders import LoadReport, iter_jsonl, load_llm_data, read_queries, read_routing_examples
 from routers.data.schema import (
     CompactRecord,
@@ -13,6 +20,7 @@ from routers.data.schema import (
 
 __all__ = [
     "CompactRecord",
+    "IncompleteDataWarning",
     "LLMCandidate",
     "LoadReport",
     "ModelOutcome",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,10 @@ from routers.errors import ConfigError, DataError
 
 # Used to price a call when the data has no token counts: about 4 characters per token for English.
 CHARS_PER_TOKEN = 4.0
+
+
+class IncompleteDataWarning(UserWarning):
+    """Some queries lack an outcome for a model a router needs; they are left out of fit / evaluation."""
 
 
 def estimate_tokens(text: str | None) -> int:
@@ -119,9 +124,33 @@ class RoutingDataset:
     def pair(self, small: str | None = None, large: str | None = None) -> ModelPair:
         return resolve_pair(self.llm_data, self.models, small, large)
 
-    def complete_for(self, models: Sequence[str]) -> "RoutingDataset":
-        """Only the queries every one of ``models`` answered (a router needs both sides to learn)."""
+    def missing_counts(self, models: Sequence[str]) -> dict[str, int]:
+        """For each of ``models``, how many queries have no outcome for it."""
+        return {m: sum(m not in ex.outcomes for ex in self.examples) for m in models}
+
+    def incomplete_count(self, models: Sequence[str]) -> int:
+        """Queries lacking an outcome for at least one of ``models``."""
+        return sum(not all(m in ex.outcomes for m in models) for ex in self.examples)
+
+    def coverage_summary(self, models: Sequence[str]) -> str:
+        """One line for ``--verbose``: how many queries a router on ``models`` can use, and why not the rest."""
+        skipped = self.incomplete_count(models)
+        text = f"{len(self) - skipped} of {len(self)} queries have outcomes for all of {list(models)}"
+        if skipped:
+            missing = ", ".join(f"{m}: {n}" for m, n in self.missing_counts(models).items() if n)
+            text += f"; {skipped} left out (missing outcomes per model: {missing})"
+        return text
+
+    def complete_for(self, models: Sequence[str], warn: bool = True) -> "RoutingDataset":
+        """Only the queries every one of ``models`` answered (a router needs both sides to learn).
+
+        Left-out queries are never dropped silently: with ``warn`` an ``IncompleteDataWarning`` gives
+        their count (``coverage_summary`` gives it per model for ``--verbose``).
+        """
         kept = [ex for ex in self.examples if all(m in ex.outcomes for m in models)]
+        skipped = len(self.examples) - len(kept)
+        if skipped and warn:
+            warnings.warn(self.coverage_summary(models), IncompleteDataWarning, stacklevel=2)
         return RoutingDataset(kept, self.llm_data, self.reports)
 
     def require_models(self, models: Sequence[str]) -> None:

@@ -22,7 +22,7 @@ import math
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 
 def _finite(value: float, name: str) -> float:
@@ -85,18 +85,26 @@ class CompactRecord(BaseModel):
     task_name: str | None = None
     ground_truth: str | None = None
 
-    @model_validator(mode="after")
-    def _same_length(self) -> "CompactRecord":
-        if len(self.llm_name_list) != len(self.perf_list):
+    @field_validator("llm_name_list")
+    @classmethod
+    def _distinct_names(cls, names: list[str]) -> list[str]:
+        if len(set(names)) != len(names):
+            raise ValueError("names a model twice")
+        return names
+
+    @field_validator("perf_list")
+    @classmethod
+    def _one_value_per_name(cls, values: list[float], info: ValidationInfo) -> list[float]:
+        # A field validator (not a model validator) so the error names the field at fault: perf_list.
+        names = info.data.get("llm_name_list")
+        if names is not None and len(names) != len(values):
             raise ValueError(
-                f"llm_name_list has {len(self.llm_name_list)} names but perf_list has "
-                f"{len(self.perf_list)} values"
+                f"perf_list has {len(values)} values but llm_name_list has {len(names)} names; "
+                "give one performance per model"
             )
-        for value in self.perf_list:
+        for value in values:
             _finite(value, "perf_list")
-        if len(set(self.llm_name_list)) != len(self.llm_name_list):
-            raise ValueError("llm_name_list names a model twice")
-        return self
+        return values
 
     def to_records(self) -> list[RoutingRecord]:
         return [

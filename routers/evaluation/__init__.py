@@ -15,11 +15,13 @@ from routers.evaluation.metrics import (
     pgr,
     quality_at_budget,
 )
+from routers.evaluation.quantiles import ScoreQuantiles, threshold_from_quantiles
 
 __all__ = [
     "CostModel",
     "Curve",
     "Report",
+    "ScoreQuantiles",
     "apgr",
     "calibrate",
     "cost_quality_curve",
@@ -32,4 +34,5 @@ __all__ = [
     "pgr",
     "quality_at_budget",
     "threshold_for_large_share",
+    "threshold_from_quantiles",
 ]

@@ -6,6 +6,7 @@ import numpy as np
 
 from routers.base import Router
 from routers.data import RoutingDataset
+from routers.evaluation.quantiles import ScoreQuantiles, threshold_from_quantiles
 
 
 def threshold_for_large_share(scores: np.ndarray, target_large_share: float) -> float:
@@ -13,9 +14,14 @@ def threshold_for_large_share(scores: np.ndarray, target_large_share: float) -> 
 
     Queries with ``score < threshold`` go large, so the threshold is the (k+1)-th smallest score with
     k = round(target * n). Ties make the achieved share land on the nearest reachable value.
+
+    ``scores`` may also be a router's ``reference_scores()`` (a :class:`ScoreQuantiles` of its training
+    scores); then the threshold interpolates between percentiles (``threshold_from_quantiles``).
     """
     if not 0.0 <= target_large_share <= 1.0:
         raise ValueError("target_large_share must be in [0, 1]")
+    if isinstance(scores, ScoreQuantiles):
+        return threshold_from_quantiles(scores, target_large_share)
     scores = np.sort(np.asarray(scores, dtype=np.float64))
     if len(scores) == 0:
         raise ValueError("cannot calibrate on no queries")

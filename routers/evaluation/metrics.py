@@ -14,7 +14,10 @@ large model iff ``z_i < t``.
   random scores 0.5 in expectation, an oracle close to 1.
 * **CPT(p)** (call-performance threshold, RouteLLM): the smallest large-model call share at which the
   router recovers a fraction p of the gap; linear between curve points.
-* **Quality at a cost budget**: the best y over points whose mean cost per query is within the budget.
+* **Quality at a cost budget**: the best y over curve points whose mean cost per query is within the
+  budget B. Reports use B = ``budget_fraction`` x the mean cost per query of sending everything to the
+  large model (``DEFAULT_BUDGET_FRACTION`` = 0.5: "the best quality for half the always-large bill");
+  None when even the cheapest point costs more than B.
 * **IBC** (incremental benefit per cost, AutoMix): ``(y - mean s) / (C - C_s)`` for a router that spends
   mean cost C per query where the small model alone spends C_s. **ΔIBC** is the percentage lift of a
   router's IBC over the straight line from small to large: ``100 * (IBC - IBC_base) / IBC_base`` with
@@ -27,6 +30,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
+#: reports' cost budget for ``quality_at_budget``, as a fraction of the always-large cost per query
+DEFAULT_BUDGET_FRACTION = 0.5
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,9 @@ class Report:
     cost_large: float
     ibc: float | None
     delta_ibc: float | None
+    budget_fraction: float | None = None
+    budget: float | None = None
+    quality_at_budget: float | None = None
     extra: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
@@ -145,7 +154,8 @@ def cpt(curve: Curve, target: float, q_small: float, q_large: float) -> float | 
 
 
 def quality_at_budget(curve: Curve, budget: float) -> float | None:
-    """Best mean quality among operating points costing at most ``budget`` per query."""
+    """Best mean quality among the curve's operating points costing at most ``budget`` per query (mean
+    cost, in the curve's cost units); None when no point is that cheap."""
     ok = curve.cost <= budget + 1e-15
     return float(curve.quality[ok].max()) if ok.any() else None
 
@@ -171,12 +181,16 @@ def evaluate_scores(
     large: np.ndarray,
     costs: CostModel,
     use_large: np.ndarray | None = None,
+    budget_fraction: float = DEFAULT_BUDGET_FRACTION,
 ) -> tuple[Report, Curve]:
     """Full report for one router: the curve's summary plus the operating point at ``threshold``.
 
     ``use_large`` overrides the threshold rule for routers whose decision is not a threshold on the
-    score (a generated model name); the curve still comes from the scores.
+    score (a generated model name); the curve still comes from the scores. ``budget_fraction`` sets the
+    budget of ``quality_at_budget``: that fraction of the always-large mean cost per query.
     """
+    if budget_fraction < 0:
+        raise ValueError("budget_fraction must be >= 0")
     small, large = np.asarray(small, dtype=np.float64), np.asarray(large, dtype=np.float64)
     curve = cost_quality_curve(scores, small, large, costs)
     q_small, q_large = float(small.mean()), float(large.mean())
@@ -210,5 +224,8 @@ def evaluate_scores(
         cost_large=c_large,
         ibc=router_ibc,
         delta_ibc=delta_ibc(router_ibc, q_small, q_large, c_small, c_large),
+        budget_fraction=budget_fraction,
+        budget=budget_fraction * c_large,
+        quality_at_budget=quality_at_budget(curve, budget_fraction * c_large),
     )
     return report, curve

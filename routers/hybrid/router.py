@@ -5,23 +5,27 @@ embedding; its output, squashed into [0, 1] (``mlp.squash_scores``), is ``router
 is to answer as well as the large one. The router sends a query to the small model iff
 ``router_score >= router_threshold``.
 
-With no ``router_threshold`` configured the router uses the threshold calibrated on its training data
-that escalates as many queries as the oracle would (those where the large model is strictly better). A
-fixed 0.5 would mean different traffic shares for different label modes and taus (probabilistic labels
-of a 85%-small-is-fine dataset put almost every score above 0.5, so 0.5 escalates almost nothing);
-the oracle's share is the operating point the data itself suggests and is the same for every mode.
+Defaults follow seed 000: ``router_mode: deterministic`` and, with no ``router_threshold`` configured,
+the threshold 0.5 (``threshold_rule: fixed``). ``threshold_rule: oracle_share`` instead uses the
+threshold calibrated on the training data to escalate as many queries as the oracle would (those where
+the large model is strictly better). That is the better operating point on skewed data: a fixed 0.5
+means different traffic shares for different label modes and taus (probabilistic labels of an
+85%-small-is-fine dataset put almost every score above 0.5, so 0.5 escalates almost nothing), while the
+oracle's share is the one the data itself suggests, the same for every mode. The shipped config
+(``configs/routers/hybrid_llm.yaml``) chooses it. Both thresholds are computed at fit time and saved;
+artifacts written before ``threshold_rule`` existed always used the calibrated one and still do.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, field_validator
 
-from routers.base import RouteDecision, Router, RouterConfig, query_text
+from routers.base import QueryLike, RouteDecision, Router, RouterConfig, query_text, read_artifact_manifest
 from routers.data import RoutingDataset
 from routers.engines import EmbedderConfig
 from routers.errors import ArtifactError, ConfigError
@@ -36,7 +40,8 @@ EMBED_CHUNK = 256
 
 
 class HybridConfig(RouterConfig):
-    """Hybrid settings; MLP defaults are the seed's ([128, 64], relu, adam, 300 iterations).
+    """Hybrid settings; defaults are the seed's (deterministic labels, threshold 0.5, MLP [128, 64], relu,
+    adam, 300 iterations).
 
     ``router_tau`` defaults to the seed's 0.1. The shipped data's quality is 0/1 correctness, so the gap
     is -1, 0 or +1 and tau only sets how soft the +-1 labels are (0.1: 0.00005 / 0.5 / 0.99995, i.e. the
@@ -44,7 +49,12 @@ class HybridConfig(RouterConfig):
     config uses.
     """
 
-    router_mode: Literal["deterministic", "probabilistic", "transformed"] = "probabilistic"
+    router_mode: Literal["deterministic", "probabilistic", "transformed"] = "deterministic"
+    threshold_rule: Literal["fixed", "oracle_share"] = Field(
+        default="fixed",
+        description="with router_threshold unset: 'fixed' = the seed's 0.5; 'oracle_share' = the threshold "
+        "calibrated on train to escalate the oracle's share of queries",
+    )
     router_tau: float = Field(default=0.1, gt=0.0, description="probabilistic labels: sigmoid(gap / tau)")
     t_star: float | None = Field(default=None, ge=0.0, description="transformed labels: None = chosen from data")
     hidden_layer_sizes: list[int] = Field(default_factory=lambda: [128, 64], min_length=1)
@@ -90,7 +100,9 @@ class HybridLLMRouter(Router):
     def threshold(self) -> float:
         if self.config.router_threshold is not None:
             return self.config.router_threshold
-        return self.calibrated_threshold if self.calibrated_threshold is not None else 0.5
+        if self.config.threshold_rule == "oracle_share" and self.calibrated_threshold is not None:
+            return self.calibrated_threshold
+        return self.default_threshold
 
     def training_engine_roles(self) -> frozenset[str]:
         return frozenset({"embedder"})
@@ -132,11 +144,12 @@ class HybridLLMRouter(Router):
         # Default operating point: escalate the share of queries the oracle escalates (module docstring).
         oracle_large_share = float(np.mean(gap < 0))
         self.calibrated_threshold = threshold_for_large_share(scores, oracle_large_share)
+        self.record_reference_scores(scores)
         self.fitted = True
         self.train_metrics = {
             "n_train": len(data), "mode": c.router_mode, "t_star": self.t_star,
             "label_mean": float(np.mean(labels)), "oracle_large_share": oracle_large_share,
-            "calibrated_threshold": self.calibrated_threshold,
+            "calibrated_threshold": self.calibrated_threshold, "threshold": self.threshold,
             "train_mse": float(np.mean((scores - labels) ** 2)), **fit_info,
         }
         return dict(self.train_metrics)
@@ -167,17 +180,27 @@ class HybridLLMRouter(Router):
         score = float(self.score_embeddings(embedding.reshape(1, -1))[0])
         return self.decide(query, score, threshold)
 
-    def route_single(self, query: str | Mapping[str, Any]) -> dict[str, Any]:
-        text = query_text(query)
-        embedding = self.require_embedder().embed([text])[0]
-        return self.route_embedding(text, embedding).to_dict(self.score_key)
+    def route_single(self, query: QueryLike) -> dict[str, Any]:
+        return self.route_queries([query])[0]
 
-    def route_batch(self, batch: list[str | Mapping[str, Any]]) -> list[dict[str, Any]]:  # type: ignore[override]
-        texts = [query_text(q) for q in batch]
+    def route_queries(self, queries: Sequence[QueryLike]) -> list[dict[str, Any]]:
+        """One embedder call for all queries, then each query's decision."""
+        texts = [query_text(q) for q in queries]
         embeddings = self.require_embedder().embed(texts)
         return [self.route_embedding(t, e).to_dict(self.score_key) for t, e in zip(texts, embeddings)]
 
     # --- artifacts -----------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, directory: str | Path, **overrides: Any) -> HybridLLMRouter:
+        """As ``Router.load``; an artifact saved before ``threshold_rule`` existed keeps routing at its
+        calibrated threshold (the only rule then), so upgrading never moves its traffic."""
+        saved_config = read_artifact_manifest(Path(directory))["config"]
+        if "threshold_rule" not in saved_config:
+            overrides.setdefault("threshold_rule", "oracle_share")
+        router = super().load(directory, **overrides)
+        assert isinstance(router, HybridLLMRouter)
+        return router
+
     def state(self) -> dict[str, Any]:
         assert self.mlp is not None
         return {
