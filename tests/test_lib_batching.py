@@ -196,3 +196,27 @@ def test_base_route_batch_loops_route_single_for_other_routers(make_routing_data
     assert [r["model_name"] for r in results] == [SMALL_NAME, SMALL_NAME]
     assert [r["task_name"] for r in results] == ["general", "t"]
     assert results[0] == {**router.route_single("a?"), "task_name": "general"}
+
+
+# --- Policy router -----------------------------------------------------------------------------------
+def policy_reply(prompt: str, sample: int) -> str:
+    return ["Standard_Query", "Complex_Query", "Ambiguous_Query", "no idea"][stable_hash(prompt) % 4]
+
+
+def test_policy_route_batch_is_one_generate_call_and_equals_route_single() -> None:
+    from routers.policy.router import PolicyRouter
+
+    router = PolicyRouter({}, two_candidates())
+    router.resolve_pair()
+    router.fitted = True  # the stub stands in for a trained policy model
+    stub = StubGenerator(policy_reply)
+    router.bind_engines(generators={"router": stub})
+    batched = router.route_batch(batch=QUERIES, task_name="general")
+    assert len(stub.generate_calls) == 1 and len(stub.generate_calls[0][0]) == len(QUERIES)
+    singles = [router.route_single(q) for q in QUERIES]
+    assert [{k: v for k, v in r.items() if k != "task_name"} for r in batched] == singles
+    policies = {r["policy"] for r in batched}
+    assert len(policies) >= 2, "the stub should produce several policies"
+    for result in batched:
+        assert result["task_name"] == "general"
+        assert result["use_large"] == (result["policy"] == "Complex_Query")

@@ -144,9 +144,13 @@ class PolicyRouter(Router):
         )
 
     def route_single(self, query: str | Mapping[str, Any]) -> dict[str, Any]:
-        text = query_text(query)
-        generated = self.router_generator().generate([self.router_prompt(text)], self.router_params())[0].text
-        return self.decide_from_generation(text, generated).to_dict(self.score_key)
+        return self.route_queries([query])[0]
+
+    def route_queries(self, queries: Sequence[str | Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """One generate call for the whole batch: the engine batches the prompts (vLLM schedules them together)."""
+        texts = [query_text(q) for q in queries]
+        outputs = self.router_generator().generate([self.router_prompt(t) for t in texts], self.router_params())
+        return [self.decide_from_generation(t, o.text).to_dict(self.score_key) for t, o in zip(texts, outputs, strict=True)]
 
     # --- scores for evaluation ---------------------------------------------------------------------
     def label_probabilities(self, queries: Sequence[str], batch_size: int = 8) -> np.ndarray:
