@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.test_policy import LARGE, SMALL, dataset, tiny_gemma  # noqa: F401  (the policy tests' tiny Gemma and data)
+
 ROOT = Path(__file__).resolve().parents[1]
 SMOLLM = ROOT / "models/smollm2-135m-instruct"
 MINILM = ROOT / "models/all-minilm-l6-v2"
@@ -36,7 +38,8 @@ def tiny_routing_files(tmp_path: Path, source: str, n_train: int, n_test: int) -
     """The first queries of a shipped routing file (both models' lines), as small train/test files."""
     import gzip
 
-    lines = [line for line in gzip.open(DATA / source, "rt").read().split("\n") if line.strip()]
+    with gzip.open(DATA / source, "rt") as handle:
+        lines = [line for line in handle.read().split("\n") if line.strip()]
     by_query: dict[str, list[str]] = {}
     for line in lines:
         by_query.setdefault(json.loads(line)["query"], []).append(line)
@@ -84,6 +87,13 @@ def test_hybrid_job_embeds_with_ray_data_and_writes_a_servable_artifact(tmp_path
     assert (tmp_path / "run/curves.png").stat().st_size > 1000
     loaded = HybridLLMRouter.load(tmp_path / "artifact")
     assert loaded.mlp is not None and loaded.mlp.input_dim == 384
+    assert metrics["embedding"]["embedded"] == metrics["embedding"]["texts"] > 0
+    # A rerun (here another MLP) finds every query in the embedding cache: nothing is embedded again.
+    router_yaml(tmp_path, "hybrid_llm", train, test, {"hidden_layer_sizes": [8], "max_iter": 100},
+                {"embedder": {"model": str(MINILM)}})
+    assert main(["--config", str(job), "--quiet"]) == 0
+    rerun = json.loads((tmp_path / "run/metrics.json").read_text())["embedding"]
+    assert rerun["embedded"] == 0 and rerun["cached"] == metrics["embedding"]["texts"]
 
 
 def test_automix_job_samples_on_two_actors_and_refits_from_saved_samples(tmp_path: Path, ray_cluster: None) -> None:
@@ -103,6 +113,17 @@ def test_automix_job_samples_on_two_actors_and_refits_from_saved_samples(tmp_pat
     votes = [json.loads(line).get("verifier_votes") for line in samples.read_text().splitlines()]
     assert sum(v is not None and len(v) == 2 for v in votes) == 4
     assert AutomixRouter.load(tmp_path / "artifact").fitted
+    # A crash after the first query: its lines, then half a line. The rerun samples only the other three.
+    lines = samples.read_text().splitlines()
+    first_query = json.loads(lines[0])["query"]
+    kept = [line for line in lines if json.loads(line)["query"] == first_query]
+    samples.write_text("\n".join(kept) + "\n" + lines[-1][:20])
+    assert main(["--config", str(job), "--quiet"]) == 0
+    sampling = json.loads((tmp_path / "run/metrics.json").read_text())["sampling"]
+    assert (sampling["already_sampled"], sampling["queries"]) == (1, 3)
+    records = [json.loads(line) for line in samples.read_text().splitlines()]
+    assert len(records) == len(lines) and {r["query"] for r in records} == {json.loads(x)["query"] for x in lines}
+    assert [r for r in records if r["query"] == first_query] == [json.loads(line) for line in kept]
     # refit from the saved samples: no small model needed any more
     refit_cfg = router_yaml(tmp_path, "automix", str(samples), None, {**hparam, "routing_method": "POMDP", "num_bins": 3})
     job2 = write_yaml(tmp_path / "job2.yaml", {"router_config": str(refit_cfg), "output_dir": str(tmp_path / "run2")})
@@ -110,7 +131,8 @@ def test_automix_job_samples_on_two_actors_and_refits_from_saved_samples(tmp_pat
     assert "sampling" not in json.loads((tmp_path / "run2/metrics.json").read_text())
 
 
-def test_causal_lm_job_trains_with_two_ddp_workers_and_serves(tmp_path: Path, ray_cluster: None) -> None:
+def test_causal_lm_job_trains_with_two_ddp_workers_resumes_from_ray_checkpoints_and_serves(
+        tmp_path: Path, ray_cluster: None) -> None:
     require(SMOLLM)
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -126,32 +148,115 @@ def test_causal_lm_job_trains_with_two_ddp_workers_and_serves(tmp_path: Path, ra
         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)).save_pretrained(str(base))
     tokenizer.save_pretrained(str(base))
     train, test = tiny_routing_files(tmp_path, "mmlu_train.jsonl.gz", 48, 8)
-    hparam = {"base_model": str(base), "learning_rate": 0.01, "batch_size": 4, "max_length": 48, "max_steps": 8,
-              "num_epochs": 4, "lora_r": 4, "lora_alpha": 8, "max_new_tokens": 8, "balance_labels": False}
-    router_cfg = router_yaml(tmp_path, "causallm_router", train, test, hparam)
-    job = write_yaml(tmp_path / "job.yaml", {"router_config": str(router_cfg), "output_dir": str(tmp_path / "run"),
-                                             "checkpoint_every": 4, "eval_queries": 8, "ray": {"num_workers": 2}})
+    hparam = {"base_model": str(base), "learning_rate": 0.01, "batch_size": 4, "max_length": 48, "max_steps": 4,
+              "num_epochs": 4, "lora_r": 4, "lora_alpha": 8, "max_new_tokens": 8, "balance_labels": False,
+              "lr_schedule": "constant"}
+    router_yaml(tmp_path, "causallm_router", train, test, hparam)
+    job = write_yaml(tmp_path / "job.yaml", {"router_config": str(tmp_path / "causallm_router.yaml"),
+                                             "output_dir": str(tmp_path / "run"), "checkpoint_every": 2,
+                                             "eval_queries": 4, "ray": {"num_workers": 2}})
+    # A run stopped at 4 steps, then the same job asked for 8: it continues from Ray Train's checkpoint.
+    assert main(["--config", str(job), "--quiet"]) == 0
+    first = json.loads((tmp_path / "run/metrics.json").read_text())
+    assert first["ray_train"]["steps"] == 4 and len(first["ray_train"]["loss_per_step"]) == 4
+    router_yaml(tmp_path, "causallm_router", train, test, {**hparam, "max_steps": 8})
     assert main(["--config", str(job), "--quiet"]) == 0
     metrics = json.loads((tmp_path / "run/metrics.json").read_text())
-    assert metrics["workers"] == 2 and metrics["train"]["steps"] == 8
+    ray_train = metrics["ray_train"]
+    assert metrics["workers"] == 2 and metrics["train"]["steps"] == 8 and metrics["train"]["resumed_from_step"] == 4
+    # Ray Train's result: the loss of every step (the first 4 from the first run), the last checkpoint's metrics.
+    assert len(ray_train["loss_per_step"]) == 8 and ray_train["loss_per_step"][:4] == first["ray_train"]["loss_per_step"]
+    assert ray_train["metrics"]["step"] == 8 and ray_train["metrics"]["loss"] == ray_train["loss_per_step"][-1]
     assert metrics["train"]["final_loss"] < metrics["train"]["first_loss"]
+    assert ray_train["checkpoint"].startswith(str(tmp_path / "run/ray_results/causal_lm/"))
+    assert not (tmp_path / "run/checkpoint").exists()  # nothing on one node's local disk
     router = CausalLMRouter.load(tmp_path / "artifact")
     router.bind_engines(generators={"router": build_generator(router.default_engine_config("router"))})
     result = router.route_single("What is 2 + 2?")
     assert result["model_name"] in router.llm_data
-    assert (tmp_path / "run/checkpoint/trainer_state.json").exists()
+
+    # Data or settings changed: the job's check finds the latest checkpoint stale and moves the run aside,
+    # so the next fit starts from scratch (the library test covers the fresh start itself).
+    from routers.causal_lm.training import checkpoint_matches
+    from train_jobs.common import latest_ray_checkpoint, set_aside_stale_run
+
+    storage = str(tmp_path / "run/ray_results")
+    with latest_ray_checkpoint(f"{storage}/causal_lm").as_directory() as latest:
+        fingerprint = json.loads((Path(latest) / "trainer_state.json").read_text())["fingerprint"]
+    assert set_aside_stale_run(storage, "causal_lm", lambda d: checkpoint_matches(d, fingerprint)) is None
+    moved = set_aside_stale_run(storage, "causal_lm", lambda d: checkpoint_matches(d, "other data"))
+    assert moved is not None and ".stale-" in moved and latest_ray_checkpoint(moved) is not None
+    assert latest_ray_checkpoint(f"{storage}/causal_lm") is None
+
+
+def test_policy_job_runs_sft_then_dpo_on_two_ddp_workers_and_serves(
+        tmp_path: Path, ray_cluster: None, tiny_gemma: Path) -> None:  # noqa: F811
+    from routers.policy.datasets import oracle_records_from_routing
+    from routers.policy.matrix import PolicyLabel
+    from routers.policy.router import PolicyRouter
+    from train_jobs.policy import main
+
+    # The policy tests' short queries as an oracle dataset (train_jobs.oracle's output format).
+    oracle = tmp_path / "oracle.jsonl"
+    oracle.write_text("".join(r.model_dump_json() + "\n" for r in oracle_records_from_routing(dataset(), SMALL, LARGE)))
+    train, _ = tiny_routing_files(tmp_path, "mmlu_train.jsonl.gz", 4, 0)  # only names the model pair
+    hparam = {"base_model": str(tiny_gemma), "sft_max_steps": 6, "dpo_max_steps": 2, "batch_size": 4,
+              "sft_learning_rate": 5e-3, "dpo_learning_rate": 1e-3, "max_length": 160, "lora_r": 4, "lora_alpha": 8,
+              "eval_fraction": 0.2}
+    router_cfg = router_yaml(tmp_path, "policy_router", train, None, hparam)
+    job = write_yaml(tmp_path / "job.yaml", {"router_config": str(router_cfg), "output_dir": str(tmp_path / "run"),
+                                             "oracle_data": str(oracle), "save_steps": 3, "eval_queries": 4,
+                                             "ray": {"num_workers": 2, "cpus_per_worker": 1}})
+    assert main(["--config", str(job), "--quiet"]) == 0
+    metrics = json.loads((tmp_path / "run/metrics.json").read_text())
+    trained, ray_train = metrics["train"], metrics["ray_train"]
+    assert metrics["workers"] == 2 and (trained["sft_steps"], trained["dpo_steps"]) == (6, 2)
+    assert trained["sft_final_loss"] < trained["sft_first_loss"]
+    # Per-step losses came through ray.train.report into Ray Train's result.
+    assert len(ray_train["sft_losses"]) == 6 and len(ray_train["dpo_losses"]) == 2
+    assert ray_train["checkpoint"].startswith(str(tmp_path / "run/ray_results/policy/"))
+    loaded = PolicyRouter.load(tmp_path / "artifact")
+    result = loaded.route_single("What is 2 + 2?")
+    assert result["policy"] in {p.value for p in PolicyLabel} and result["model_name"] in loaded.llm_data
+
+
+def bad_line_file(tmp_path: Path, name: str, good: dict[str, Any], bad: str) -> Path:
+    path = tmp_path / name
+    path.write_text(json.dumps(good) + "\n" + bad + "\n")
+    return path
 
 
 def test_jobs_fail_loudly_on_bad_config_and_bad_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from train_jobs.hybrid import main
+    """Every job stops with exit code 2 and the file and line at fault, before any model or Ray starts."""
+    from train_jobs import automix, causal_lm, hybrid, oracle, policy
 
     bad = write_yaml(tmp_path / "bad.yaml", {"router_config": "x.yaml", "output_dir": str(tmp_path), "nope": 1})
-    assert main(["--config", str(bad)]) == 2
+    assert hybrid.main(["--config", str(bad)]) == 2
     assert "nope" in capsys.readouterr().err
-    broken = tmp_path / "broken.jsonl"
-    broken.write_text('{"query": "q", "model_name": "m", "performance": 1}\n{not json}\n')
-    router_cfg = router_yaml(tmp_path, "hybrid_llm", str(broken), None, {})
-    job = write_yaml(tmp_path / "job.yaml", {"router_config": str(router_cfg), "output_dir": str(tmp_path / "run")})
-    assert main(["--config", str(job)]) == 2
-    err = capsys.readouterr().err
-    assert "broken.jsonl:2" in err and "not valid JSON" in err
+    routing_line = {"query": "q", "model_name": "m", "performance": 1}
+    broken = str(bad_line_file(tmp_path, "broken.jsonl", routing_line, "{not json}"))
+    cases: list[tuple[Any, dict[str, Any], str]] = []
+    for job, router in ((hybrid, "hybrid_llm"), (automix, "automix"), (causal_lm, "causallm_router"),
+                        (policy, "policy_router")):
+        router_cfg = router_yaml(tmp_path, router, broken, None, {})
+        cases.append((job, {"router_config": str(router_cfg)}, "broken.jsonl:2"))
+    oracle_line = {"query": "q", "medium_outcome": "correct", "large_outcome": "correct", "policy": "Standard_Query"}
+    bad_oracle = bad_line_file(tmp_path, "oracle.jsonl", oracle_line, json.dumps({**oracle_line, "policy": "Maybe"}))
+    cases.append((policy, {"router_config": str(router_yaml(tmp_path, "policy_router", broken, None, {})),
+                           "oracle_data": str(bad_oracle)}, "oracle.jsonl:2"))
+    benchmark = bad_line_file(tmp_path, "bench.jsonl", {"query": "1+1?", "ground_truth": "2"}, "[1, 2]")
+    cases.append((oracle, {"benchmark": str(benchmark), "medium": {"model": "m"}, "large": {"model": "l"}},
+                  "bench.jsonl:2"))
+    # A resumable AutoMix samples file corrupted before its last line (not a crash's cut-off tail).
+    samples_dir = tmp_path / "automix-run"
+    samples_dir.mkdir()
+    train, _ = tiny_routing_files(samples_dir, "gsm8k_train.jsonl.gz", 2, 0)
+    (samples_dir / "verification_samples.jsonl").write_text("{cut\n" + json.dumps({"query": "q", "model_name": "m"}) + "\n")
+    automix_cfg = router_yaml(samples_dir, "automix", train, None, {}, {"small": {"model": str(SMOLLM)}})
+    cases.append((automix, {"router_config": str(automix_cfg), "output_dir": str(samples_dir)},
+                  "verification_samples.jsonl:1"))
+    for index, (job, settings, where) in enumerate(cases):
+        config = write_yaml(tmp_path / f"job{index}.yaml", {"output_dir": str(tmp_path / f"run{index}"), **settings})
+        assert job.main(["--config", str(config), "--quiet"]) == 2, job.__name__
+        err = capsys.readouterr().err
+        assert where in err and "error" in err, (job.__name__, err)

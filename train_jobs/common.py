@@ -34,6 +34,11 @@ class RaySettings(BaseModel):
     gpus_per_worker: float = Field(default=1.0, ge=0)
     batch_size: int = Field(default=64, ge=1, description="Ray Data batch size (queries per actor call)")
     num_cpus: int | None = Field(default=None, ge=1, description="local Ray only: CPUs to declare")
+    storage_path: str | None = Field(
+        default=None, description="Ray Train storage (a shared dir or s3://...); default <output_dir>/ray_results")
+    run_name: str | None = Field(
+        default=None, description="Ray Train run name; a rerun under the same name resumes its latest checkpoint")
+    checkpoints_to_keep: int = Field(default=2, ge=1, description="Ray Train checkpoints kept per run")
 
     def worker_resources(self) -> dict[str, float]:
         resources = {"CPU": self.cpus_per_worker}
@@ -112,34 +117,116 @@ def run_job(name: str, config_model: type[C], body: Callable[[C], dict[str, Any]
     return 0
 
 
-def train_adapter_with_ray(config: JobConfig, name: str, loop: Callable[[dict[str, Any]], None],
-                           loop_config: dict[str, Any], adapter_dir: Path) -> dict[str, Any]:
+CheckpointTest = Callable[[Path], bool]
+
+
+def ray_run_location(config: JobConfig, name: str) -> tuple[str, str]:
+    """(storage path, run name) of a job's Ray Train run; the same for every rerun of one config."""
+    storage = config.ray.storage_path
+    if storage is None:
+        storage = str(config.output_path() / "ray_results")
+    elif "://" not in storage:
+        storage = str(resolve_path(storage))
+    return storage, config.ray.run_name or name
+
+
+def latest_ray_checkpoint(run_path: str) -> Any:
+    """The latest checkpoint Ray Train recorded for the run at ``run_path``, or None (no run, none reported).
+
+    This is the checkpoint Ray Train gives every worker through ``ray.train.get_checkpoint()`` when the
+    run is started again under the same storage path and name.
+    """
+    import pyarrow.fs
+    from ray.train import Result
+
+    filesystem, path = pyarrow.fs.FileSystem.from_uri(run_path)
+    if filesystem.get_file_info(path).type == pyarrow.fs.FileType.NotFound:
+        return None
+    try:
+        return Result.from_path(run_path).checkpoint
+    except RuntimeError:  # a run that stopped before its first checkpoint: nothing to resume
+        return None
+
+
+def set_aside_stale_run(storage: str, run_name: str, is_current: CheckpointTest) -> str | None:
+    """Move a previous run aside when its latest checkpoint belongs to other data or settings.
+
+    Ray Train would hand that checkpoint to every worker of the new run; moving the run (rather than
+    refusing to start) lets a rerun with new data just work, and keeps the old run for inspection.
+    Returns where it went, or None when there was nothing stale.
+    """
+    import pyarrow.fs
+
+    run_path = f"{storage.rstrip('/')}/{run_name}"
+    checkpoint = latest_ray_checkpoint(run_path)
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as directory:
+        if is_current(Path(directory)):
+            return None
+    stale = f"{run_path}.stale-{time.strftime('%Y%m%d-%H%M%S')}"
+    filesystem, source = pyarrow.fs.FileSystem.from_uri(run_path)
+    _, target = pyarrow.fs.FileSystem.from_uri(stale)
+    try:
+        filesystem.move(source, target)
+    except (OSError, NotImplementedError) as exc:
+        raise RouterError(f"{run_path} holds a checkpoint of another run (the data or training settings changed) "
+                          f"and it cannot be moved aside ({exc}); delete it or set ray.run_name") from exc
+    log(f"{run_path}: latest checkpoint is from other data or settings; moved the old run to {stale}")
+    return stale
+
+
+def train_with_ray(config: JobConfig, name: str, loop: Callable[[dict[str, Any]], Any],
+                   loop_config: dict[str, Any], is_current: CheckpointTest) -> Any:
     """Run ``loop`` on ``config.ray.num_workers`` Ray Train workers (DDP: nccl on GPU, gloo on CPU).
 
-    The loop's rank 0 reports its adapter directory as the final checkpoint; it is copied to
-    ``adapter_dir`` and the last reported metrics are returned.
+    The run lives at ``ray_run_location``: a rerun of the same job resumes from its latest Ray Train
+    checkpoint (every worker gets it from ``ray.train.get_checkpoint()``), unless ``is_current`` says that
+    checkpoint is from other data or settings, in which case the old run is moved aside first. Returns
+    Ray Train's ``Result`` (its ``checkpoint`` is the last one the loop reported).
     """
-    import shutil
-
-    from ray.train import RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     settings = config.ray
+    storage, run_name = ray_run_location(config, name)
+    set_aside_stale_run(storage, run_name, is_current)
     trainer = TorchTrainer(
         loop,
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=settings.num_workers, use_gpu=settings.use_gpu,
                                      resources_per_worker=settings.worker_resources()),
         torch_config=TorchConfig(backend="nccl" if settings.use_gpu else "gloo"),
-        run_config=RunConfig(name=name, storage_path=str(config.output_path() / "ray_results")),
+        run_config=RunConfig(name=run_name, storage_path=storage,
+                             checkpoint_config=CheckpointConfig(num_to_keep=settings.checkpoints_to_keep)),
     )
     result = trainer.fit()
     if result.error is not None:
         raise result.error
     if result.checkpoint is None:
-        raise RuntimeError(f"Ray Train job {name!r} finished without the adapter checkpoint")
-    with result.checkpoint.as_directory() as directory:
-        if adapter_dir.exists():
-            shutil.rmtree(adapter_dir)
-        shutil.copytree(directory, adapter_dir)
-    return dict(result.metrics or {})
+        raise RuntimeError(f"Ray Train job {name!r} finished without a checkpoint")
+    return result
+
+
+def report_to_ray(metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
+    """A trainer's per-step report inside a Ray Train worker: metrics from every rank (Ray Train keeps
+    rank 0's), and the checkpoint directory when rank 0 has one (uploaded before this returns)."""
+    import ray.train
+
+    checkpoint = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir is not None else None
+    ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def copy_files(source: Path, names: list[str], target: Path) -> Path:
+    """Copy ``names`` from a checkpoint into a fresh ``target`` (only what the artifact needs)."""
+    import shutil
+
+    missing = [n for n in names if not (source / n).exists()]
+    if missing:
+        raise RuntimeError(f"checkpoint {source} lacks {missing}")
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    for name in names:
+        shutil.copyfile(source / name, target / name)
+    return target

@@ -2,12 +2,18 @@
 
     python -m train_jobs.hybrid --config configs/train/hybrid.yaml
     ray job submit --working-dir . -- python -m train_jobs.hybrid --config configs/train/hybrid.yaml
+
+Embeddings are cached on disk (``embedding_cache_dir``), keyed by the embedder configuration and each
+text's hash: a rerun (another MLP mode, new hyperparameters) embeds only queries it has not seen, and
+starts no Ray Data pipeline at all when there are none.
 """
 
 from __future__ import annotations
 
 import sys
 from typing import Any
+
+from pydantic import Field
 
 from routers.config import build_router, load_config_file, resolve_path
 from routers.engines import EmbedderConfig
@@ -16,12 +22,14 @@ from routers.evaluation import evaluate_routers
 from routers.evaluation.plot import plot_curves
 from routers.progress import log
 from routers.registry import router_class
-from train_jobs.common import JobConfig, init_ray, run_job, write_json
-from train_jobs.embeddings import embed_with_ray_data
+from train_jobs.common import JobConfig, run_job, write_json
+from train_jobs.embeddings import embed_with_cache
 
 
 class HybridJobConfig(JobConfig):
     router_config: str = "configs/routers/hybrid_llm.yaml"
+    embedding_cache_dir: str | None = Field(
+        default=None, description="embedding cache (safetensors); default <output_dir>/embedding_cache")
 
 
 def train_hybrid(config: HybridJobConfig) -> dict[str, Any]:
@@ -30,13 +38,14 @@ def train_hybrid(config: HybridJobConfig) -> dict[str, Any]:
     train = router_cfg.dataset("train")
     test = router_cfg.dataset("test") if router_cfg.data_path.routing_data_test else None
     embedder_cfg: EmbedderConfig = router_cfg.engines.embedder or router.default_embedder_config()  # type: ignore[attr-defined]
-    init_ray(config.ray)
     texts = train.queries + (test.queries if test is not None else [])
-    log(f"embedding {len(set(texts))} queries with {config.ray.num_workers} Ray Data actors")
-    router.bind_engines(embedder=embed_with_ray_data(texts, embedder_cfg, config.ray))
-    metrics = router.fit(train)
     out = config.output_path()
-    summary: dict[str, Any] = {"router": "hybrid_llm", "train": metrics, "n_train": len(train)}
+    cache_dir = resolve_path(config.embedding_cache_dir) if config.embedding_cache_dir else out / "embedding_cache"
+    log(f"embedding {len(set(texts))} queries (cache {cache_dir}; misses on {config.ray.num_workers} Ray Data actors)")
+    embedder, embedding = embed_with_cache(texts, embedder_cfg, config.ray, cache_dir)
+    router.bind_engines(embedder=embedder)
+    metrics = router.fit(train)
+    summary: dict[str, Any] = {"router": "hybrid_llm", "train": metrics, "n_train": len(train), "embedding": embedding}
     save_to = router_cfg.model_path.save_model_path
     if not save_to:
         raise ConfigError(f"{config.router_config}: model_path.save_model_path is required")

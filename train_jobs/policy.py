@@ -5,14 +5,20 @@
 
 Training data comes from an oracle dataset (``oracle_data``, written by ``train_jobs.oracle``) or, when
 none is given, from the routing data of the router config (performance -> correct / incorrect / IDK ->
-the 9-cell matrix). Rank 0's adapter comes back through a Ray Train checkpoint; the driver saves the
-router artifact, merges the adapter for serving, and reports policy accuracy on held-out queries.
+the 9-cell matrix). Every logged step is reported with ``ray.train.report``; every ``save_steps`` steps
+and at the end of each stage rank 0 attaches a checkpoint (safetensors + JSON, see
+``routers.policy.training``) that Ray Train persists under ``ray.storage_path`` / ``ray.run_name``. A rerun
+resumes every worker from the latest one (``ray.train.get_checkpoint()``): a finished SFT stage is skipped,
+an interrupted stage continues at its step; a checkpoint of other SFT data or settings is moved aside.
+The driver takes the final adapter from the last checkpoint, saves the router artifact, merges the adapter
+for serving, and reports policy accuracy on held-out queries.
 """
 
 from __future__ import annotations
 
 import sys
 import tempfile
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -22,28 +28,57 @@ from routers.config import build_router, load_config_file, resolve_path
 from routers.errors import ConfigError
 from routers.policy.datasets import balanced, dpo_pairs, read_oracle_records, sft_examples, split_by_query
 from routers.policy.router import PolicyRouter
-from routers.policy.training import PolicyTrainConfig, train_policy_router
+from routers.policy.training import (
+    ADAPTER_FILES,
+    FINAL_ADAPTER_SUBDIR,
+    PolicyTrainConfig,
+    checkpoint_sft_matches,
+    read_policy_state,
+    stage_fingerprints,
+    train_policy_router,
+)
 from routers.progress import log
-from train_jobs.common import JobConfig, init_ray, run_job, train_adapter_with_ray, write_json
+from train_jobs.common import (
+    JobConfig,
+    copy_files,
+    init_ray,
+    report_to_ray,
+    run_job,
+    train_with_ray,
+    write_json,
+)
 
 
 class PolicyJobConfig(JobConfig):
     router_config: str = "configs/routers/policy_router.yaml"
     oracle_data: str | None = Field(default=None, description="oracle dataset JSONL; default: derive from routing data")
     eval_queries: int = Field(default=40, ge=0, description="held-out queries to measure policy accuracy on")
+    save_steps: int = Field(default=10, ge=0, description="optimizer steps between resumable checkpoints; 0 = stage ends")
 
 
-def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
+    """Runs inside each Ray Train worker; rank 0's return value (the loss curves) is ``Result.return_value``."""
     import ray.train
 
     config = PolicyTrainConfig.model_validate(loop_config["train"])
-    with tempfile.TemporaryDirectory(prefix="policy-") as scratch:
+    checkpoint = ray.train.get_checkpoint()
+    with (checkpoint.as_directory() if checkpoint is not None else nullcontext(None)) as resume_from, \
+            tempfile.TemporaryDirectory(prefix="policy-") as scratch:
         result = train_policy_router(config, loop_config["sft"], loop_config["dpo"], scratch,
-                                     report=lambda metrics: None)
-        adapter = Path(scratch) / "adapter"
-        rank0 = ray.train.get_context().get_world_rank() == 0
-        checkpoint = ray.train.Checkpoint.from_directory(str(adapter)) if rank0 and adapter.exists() else None
-        ray.train.report(result.summary(), checkpoint=checkpoint)
+                                     report=report_to_ray, resume_from=resume_from)
+    return {"sft_losses": result.sft_losses, "dpo_losses": result.dpo_losses,
+            "dpo_reward_accuracy": result.dpo_reward_accuracy}
+
+
+def export_adapter(result: Any, fingerprints: dict[str, str], adapter_dir: Path) -> dict[str, Any]:
+    """The final adapter out of the run's last checkpoint, after checking it is this run's, finished."""
+    with result.checkpoint.as_directory() as directory:
+        state = read_policy_state(directory) or {}
+        if state.get("fingerprints") != fingerprints or not (state.get("sft_done") and state.get("dpo_done")):
+            raise RuntimeError(f"{result.checkpoint.path}: the last checkpoint is not this run's finished training; "
+                               "refusing to ship its adapter")
+        copy_files(Path(directory) / FINAL_ADAPTER_SUBDIR, list(ADAPTER_FILES), adapter_dir)
+    return state
 
 
 def train_policy(config: PolicyJobConfig) -> dict[str, Any]:
@@ -58,12 +93,17 @@ def train_policy(config: PolicyJobConfig) -> dict[str, Any]:
         router.resolve_pair()
     else:
         sft, dpo, held_out = router.training_sets(router_cfg.dataset("train"))
-    train_config = router.train_config().model_copy(update={"num_threads": max(1, int(config.ray.cpus_per_worker))})
+    train_config = router.train_config().model_copy(update={"num_threads": max(1, int(config.ray.cpus_per_worker)),
+                                                            "save_steps": config.save_steps})
+    fingerprints = stage_fingerprints(train_config, sft, dpo, config.ray.num_workers)
     out = config.output_path()
     init_ray(config.ray)
     log(f"policy router: SFT on {len(sft)} and DPO on {len(dpo)} examples, {config.ray.num_workers} Ray Train worker(s)")
     loop_config = {"train": train_config.model_dump(), "sft": sft, "dpo": dpo}
-    metrics = train_adapter_with_ray(config, "policy", train_loop_per_worker, loop_config, out / "adapter")
+    result = train_with_ray(config, "policy", train_loop_per_worker, loop_config,
+                            is_current=lambda directory: checkpoint_sft_matches(directory, fingerprints))
+    export_adapter(result, fingerprints, out / "adapter")
+    metrics = {k: v for k, v in (result.metrics or {}).items() if k != "done"}
     router.adapter_dir = out / "adapter"
     router.train_metrics = {"n_sft": len(sft), "n_dpo": len(dpo), "n_held_out": len(held_out), **metrics}
     router.fitted = True
@@ -72,7 +112,9 @@ def train_policy(config: PolicyJobConfig) -> dict[str, Any]:
         raise ConfigError(f"{config.router_config}: model_path.save_model_path is required")
     saved = router.save(resolve_path(save_to))
     summary: dict[str, Any] = {"router": "policy_router", "train": router.train_metrics, "saved_to": str(saved),
-                               "workers": config.ray.num_workers}
+                               "workers": config.ray.num_workers,
+                               "ray_train": {"path": result.path, "checkpoint": result.checkpoint.path,
+                                             **(result.return_value or {})}}
     if config.eval_queries and held_out:
         loaded = PolicyRouter.load(saved)
         summary["held_out"] = loaded.policy_accuracy(held_out[: config.eval_queries])

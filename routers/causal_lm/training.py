@@ -9,12 +9,21 @@ for every worker) the model is wrapped in ``DistributedDataParallel``, each work
 same loop runs single-process.
 
 Checkpoints are safetensors + JSON only (adapter weights, AdamW moments, loop position), so resuming
-can never execute code from disk.
+can never execute code from disk. Each checkpoint carries a *fingerprint* of what was trained (the settings
+that change the weights, the examples, the world size): a checkpoint of another run is never resumed, so a
+rerun with new data or settings can never hand back the old adapter.
+
+Where checkpoints live is the caller's business: ``config.checkpoint_dir`` is a local directory for
+single-process runs; a distributed job (``train_jobs.causal_lm``) passes ``resume_from`` (the checkpoint
+Ray Train handed every worker) and a ``report`` callback that persists each checkpoint, so no rank ever
+depends on another rank's local disk.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import math
 import shutil
 import tempfile
@@ -35,7 +44,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from routers.causal_lm.labels import SFTExample
 from routers.engines import resolve_model_path
 from routers.errors import ArtifactError
-from routers.progress import progress_bar
+from routers.progress import log, progress_bar
 from routers.safe_io import assert_no_unsafe_weights
 
 IGNORE_INDEX = -100
@@ -43,6 +52,16 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 TRAINER_STATE = "trainer_state.json"
+
+logger = logging.getLogger(__name__)
+
+# Settings that only say how long to train or where: a checkpoint written under other values is still a
+# valid starting point (raising max_steps continues the same run), so they stay out of the fingerprint.
+NOT_FINGERPRINTED = frozenset({"max_steps", "num_epochs", "device", "num_threads", "checkpoint_dir", "checkpoint_every"})
+
+
+class StaleCheckpointError(ArtifactError):
+    """A checkpoint was written by a run with other data or settings; resuming it would train the wrong model."""
 
 
 class CausalLMTrainConfig(BaseModel):
@@ -84,6 +103,40 @@ class TrainResult:
 
 
 StepCallback = Callable[[dict[str, float]], None]
+# Called on every rank once per optimizer step and once at the end, in step with the other ranks (so it
+# may be a collective such as ``ray.train.report``). The directory is a complete checkpoint on rank 0
+# every ``checkpoint_every`` steps and at the end, else None; it is deleted when the call returns.
+ReportCallback = Callable[[dict[str, float], Path | None], None]
+
+
+# --- fingerprints ----------------------------------------------------------------------------------
+def stable_hash(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+def model_identity(model: str) -> dict[str, Any]:
+    """The base model as a fingerprint sees it: its name, its config and its weight files' sizes.
+
+    The directory *name*, not the full path: the same model mounted elsewhere (another node, a moved
+    checkout) is the same model, while replaced weights under the same name are not.
+    """
+    path = Path(model)
+    if not path.is_dir():
+        return {"name": model}
+    config = path / "config.json"
+    return {
+        "name": path.name,
+        "config": hashlib.sha256(config.read_bytes()).hexdigest() if config.exists() else None,
+        "weights": sorted((p.name, p.stat().st_size) for p in path.glob("*.safetensors")),
+    }
+
+
+def training_fingerprint(config: CausalLMTrainConfig, examples: Sequence[SFTExample], world_size: int = 1) -> str:
+    """Hash of everything that decides the trained weights: settings, base model, examples (in order), workers."""
+    settings = config.model_dump(exclude=set(NOT_FINGERPRINTED))
+    settings["base_model"] = model_identity(resolve_model_path(config.base_model))
+    data = [[example.prompt, example.completion] for example in examples]
+    return stable_hash({"settings": settings, "examples": data, "world_size": world_size})
 
 
 # --- process group ---------------------------------------------------------------------------------
@@ -229,17 +282,25 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
     optimizer.load_state_dict(state_dict)
 
 
+def write_checkpoint(
+    directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, position: dict[str, Any]
+) -> Path:
+    """Adapter + optimizer + loop position (with the fingerprint) into ``directory``; rank 0 only."""
+    save_adapter(model, directory)
+    save_file(optimizer_tensors(optimizer), str(directory / OPTIMIZER_FILE))
+    (directory / TRAINER_STATE).write_text(json.dumps(position, indent=2))
+    return directory
+
+
 def save_checkpoint(
     directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, position: dict[str, Any]
 ) -> None:
-    """Adapter + optimizer + loop position, written to a temp dir then swapped in (never half-written)."""
+    """A local checkpoint, written to a temp dir then swapped in (never half-written)."""
     if not is_main_process():
         return
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".ckpt-", dir=directory.parent))
-    save_adapter(model, staging)
-    save_file(optimizer_tensors(optimizer), str(staging / OPTIMIZER_FILE))
-    (staging / TRAINER_STATE).write_text(json.dumps(position, indent=2))
+    write_checkpoint(staging, model, optimizer, position)
     if directory.exists():
         shutil.rmtree(directory)
     staging.rename(directory)
@@ -250,6 +311,61 @@ def read_checkpoint_position(directory: Path) -> dict[str, Any] | None:
     if not state_file.exists():
         return None
     return json.loads(state_file.read_text())
+
+
+def checkpoint_matches(directory: str | Path, fingerprint: str) -> bool:
+    """Whether ``directory`` is a checkpoint of the run ``fingerprint`` names (jobs use this before resuming)."""
+    position = read_checkpoint_position(Path(directory))
+    return position is not None and position.get("fingerprint") == fingerprint
+
+
+def set_aside(directory: Path) -> Path:
+    """Rename a stale checkpoint out of the way (kept, not deleted: it may be the only copy of a shipped run)."""
+    target = directory.with_name(f"{directory.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
+    suffix = 0
+    while target.exists():
+        suffix += 1
+        target = target.with_name(f"{target.name}-{suffix}")
+    directory.rename(target)
+    logger.warning("checkpoint %s is from another run (data or settings changed); moved to %s", directory, target)
+    log(f"causal-LM: stale checkpoint {directory} moved aside to {target}; training from scratch")
+    return target
+
+
+def resume_source(config: CausalLMTrainConfig, fingerprint: str, resume_from: str | Path | None) -> Path | None:
+    """The checkpoint to resume, or None to start fresh.
+
+    ``resume_from`` is an explicit request (a job hands every rank the same checkpoint), so a mismatch is
+    an error: the job should have set it aside. A stale ``checkpoint_dir`` is local scratch this run is
+    about to overwrite, so it is moved aside and training starts from scratch.
+    """
+    if resume_from is not None:
+        source = Path(resume_from)
+        position = read_checkpoint_position(source)
+        if position is None:
+            raise ArtifactError(f"{source}: not a causal-LM checkpoint (no {TRAINER_STATE})")
+        if position.get("fingerprint") != fingerprint:
+            raise StaleCheckpointError(f"{source}: checkpoint of another run (its fingerprint "
+                                       f"{str(position.get('fingerprint'))[:12]} != {fingerprint[:12]}); "
+                                       "the data or training settings changed, start from scratch")
+        return source
+    if not config.checkpoint_dir:
+        return None
+    local = Path(config.checkpoint_dir)
+    position = read_checkpoint_position(local)
+    if position is None:
+        return None
+    if position.get("fingerprint") == fingerprint:
+        return local
+    _barrier()  # every rank has read the old state before rank 0 renames it
+    if is_main_process():
+        set_aside(local)
+    return None
+
+
+def _barrier() -> None:
+    if distributed_info()[1] > 1:
+        dist.barrier()
 
 
 # --- the loop --------------------------------------------------------------------------------------
@@ -290,17 +406,73 @@ def _loader(encoded: list[dict[str, list[int]]], config: CausalLMTrainConfig, pa
     )
 
 
+@dataclass
+class _Checkpointing:
+    """Where this run's checkpoints go: a local directory, the caller's ``report`` callback, or both."""
+
+    config: CausalLMTrainConfig
+    fingerprint: str
+    local: Path | None
+    report: ReportCallback | None
+
+    def position(self, step: int, losses: list[float]) -> dict[str, Any]:
+        return {"step": step, "losses": list(losses), "fingerprint": self.fingerprint}
+
+    def due(self, step: int, total_steps: int) -> bool:
+        # The last step is left to ``finish``, which always checkpoints: no duplicate of the same state.
+        every = self.config.checkpoint_every
+        return bool(every) and step % every == 0 and step < total_steps
+
+    def step_done(self, metrics: dict[str, float], model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                  position: dict[str, Any], due: bool) -> None:
+        if due and self.local is not None:
+            save_checkpoint(self.local, model, optimizer, position)
+        if self.report is not None:
+            _report(self.report, metrics, model, optimizer, position if due else None)
+
+    def finish(self, metrics: dict[str, float], model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+               position: dict[str, Any]) -> None:
+        if self.local is not None:
+            save_checkpoint(self.local, model, optimizer, position)
+        if self.report is not None:
+            _report(self.report, metrics, model, optimizer, position)
+
+
+def _report(report: ReportCallback, metrics: dict[str, float], model: torch.nn.Module,
+            optimizer: torch.optim.Optimizer, position: dict[str, Any] | None) -> None:
+    """One ``report`` call on every rank; rank 0 attaches a checkpoint when ``position`` is given."""
+    if position is None or not is_main_process():
+        report(metrics, None)
+        return
+    with tempfile.TemporaryDirectory(prefix="causal-lm-ckpt-") as staging:
+        report(metrics, write_checkpoint(Path(staging), model, optimizer, position))
+
+
+def _restore(source: Path | None, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, list[float]]:
+    """Load a checkpoint's adapter and optimizer; (optimizer steps done, their losses)."""
+    if source is None:
+        return 0, []
+    position = read_checkpoint_position(source) or {}
+    load_adapter_weights(model, source)
+    restore_optimizer(optimizer, load_file(str(source / OPTIMIZER_FILE)))
+    return int(position["step"]), [float(x) for x in position["losses"]]
+
+
 def train_causal_lm(
     config: CausalLMTrainConfig,
     examples: Sequence[SFTExample],
     on_step: StepCallback | None = None,
     adapter_dir: str | Path | None = None,
+    resume_from: str | Path | None = None,
+    report: ReportCallback | None = None,
 ) -> TrainResult:
-    """LoRA-finetune ``config.base_model`` on ``examples``; resumes from ``config.checkpoint_dir`` if one exists.
+    """LoRA-finetune ``config.base_model`` on ``examples``.
 
-    ``on_step`` receives ``{"step", "loss", "learning_rate", "epoch"}`` after every optimizer step (a
-    Ray Train worker passes ``ray.train.report`` through it). The final adapter is written to
-    ``adapter_dir`` (rank 0) when given.
+    Resumes from ``resume_from`` (must be a checkpoint of this very run: same fingerprint) or else from
+    ``config.checkpoint_dir`` when that holds a checkpoint of this run (a stale one is moved aside).
+    ``on_step`` receives ``{"step", "loss", "learning_rate", "epoch"}`` after every optimizer step;
+    ``report`` (see ``ReportCallback``) gets the same metrics plus the checkpoints, so a distributed job
+    can persist them. The final adapter is written to ``adapter_dir`` (rank 0) when given.
     """
     if not examples:
         raise ValueError("no training examples")
@@ -315,13 +487,10 @@ def train_causal_lm(
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=config.learning_rate, weight_decay=config.weight_decay
     )
-    checkpoint = Path(config.checkpoint_dir) if config.checkpoint_dir else None
-    position = read_checkpoint_position(checkpoint) if checkpoint else None
-    step, losses = 0, []
-    if position is not None:
-        load_adapter_weights(model, checkpoint)  # type: ignore[arg-type]
-        restore_optimizer(optimizer, load_file(str(checkpoint / OPTIMIZER_FILE)))  # type: ignore[operator]
-        step, losses = int(position["step"]), list(position["losses"])
+    fingerprint = training_fingerprint(config, examples, world)
+    step, losses = _restore(resume_source(config, fingerprint, resume_from), model, optimizer)
+    checkpoints = _Checkpointing(config, fingerprint, Path(config.checkpoint_dir) if config.checkpoint_dir else None,
+                                 report)
     resumed_from = step
     if world > 1:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -332,7 +501,7 @@ def train_causal_lm(
     per_epoch_steps = math.ceil(_batches_per_epoch(len(encoded), config, world) / accum)
     bar = progress_bar("causal-LM LoRA", total=total_steps, unit="step") if rank == 0 else None
     if bar is not None:
-        bar.update(step)
+        bar.update(min(step, total_steps))
     samples, started = 0, time.perf_counter()
     while step < total_steps:
         epoch, steps_into_epoch = divmod(step, per_epoch_steps)
@@ -342,17 +511,8 @@ def train_causal_lm(
         for group in groups:
             if step >= total_steps:
                 break
-            step_loss = 0.0
-            for group_index, batch in enumerate(group):
-                batch = {k: v.to(device) for k, v in batch.items()}
-                no_sync = isinstance(model, DistributedDataParallel) and group_index < len(group) - 1
-                # Only the last micro-batch of a step all-reduces gradients across workers.
-                context = model.no_sync() if no_sync else nullcontext()
-                with context:
-                    loss = answer_loss(model, batch)
-                    (loss / len(group)).backward()
-                samples += int(batch["input_ids"].shape[0])
-                step_loss += float(loss.detach()) / len(group)
+            step_loss, step_samples = _accumulate(model, group, device)
+            samples += step_samples
             torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.max_grad_norm)
             for group_params in optimizer.param_groups:
                 group_params["lr"] = _learning_rate(step, config, total_steps)
@@ -360,24 +520,49 @@ def train_causal_lm(
             optimizer.zero_grad(set_to_none=True)
             step += 1
             losses.append(_mean_over_workers(step_loss, device))
+            metrics = {"step": float(step), "loss": losses[-1],
+                       "learning_rate": _learning_rate(step - 1, config, total_steps), "epoch": float(epoch)}
             if on_step is not None:
-                on_step({"step": float(step), "loss": losses[-1], "learning_rate": _learning_rate(step - 1, config, total_steps),
-                         "epoch": float(epoch)})
+                on_step(metrics)
+            checkpoints.step_done(metrics, model, optimizer, checkpoints.position(step, losses),
+                                  checkpoints.due(step, total_steps))
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses[-1]:.4f}")
-            if checkpoint and config.checkpoint_every and step % config.checkpoint_every == 0:
-                save_checkpoint(checkpoint, model, optimizer, {"step": step, "losses": losses})
     if bar is not None:
         bar.close()
     elapsed = max(time.perf_counter() - started, 1e-9)
-    if checkpoint:
-        save_checkpoint(checkpoint, model, optimizer, {"step": step, "losses": losses})
+    result = TrainResult(losses=losses, steps=step, samples_per_s=samples * world / elapsed,
+                         resumed_from_step=resumed_from)
+    checkpoints.finish(_final_metrics(result), model, optimizer, checkpoints.position(step, losses))
     if adapter_dir is not None:
         save_adapter(model, adapter_dir)
-    if world > 1:
-        dist.barrier()
-    return TrainResult(losses=losses, steps=step, samples_per_s=samples * world / elapsed, resumed_from_step=resumed_from)
+    _barrier()
+    return result
+
+
+def _accumulate(model: torch.nn.Module, group: Sequence[dict[str, torch.Tensor]], device: torch.device) -> tuple[float, int]:
+    """Forward/backward over one optimizer step's micro-batches; (mean loss, samples seen)."""
+    step_loss, samples = 0.0, 0
+    for group_index, batch in enumerate(group):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        no_sync = isinstance(model, DistributedDataParallel) and group_index < len(group) - 1
+        # Only the last micro-batch of a step all-reduces gradients across workers.
+        context = model.no_sync() if no_sync else nullcontext()
+        with context:
+            loss = answer_loss(model, batch)
+            (loss / len(group)).backward()
+        samples += int(batch["input_ids"].shape[0])
+        step_loss += float(loss.detach()) / len(group)
+    return step_loss, samples
+
+
+def _final_metrics(result: TrainResult) -> dict[str, float]:
+    metrics = {"step": float(result.steps), "steps": float(result.steps), "samples_per_s": result.samples_per_s,
+               "resumed_from_step": float(result.resumed_from_step), "done": 1.0}
+    if result.losses:
+        metrics.update(loss=result.losses[-1], first_loss=result.losses[0], final_loss=result.losses[-1])
+    return metrics
 
 
 def _mean_over_workers(value: float, device: torch.device) -> float:

@@ -8,22 +8,65 @@ process group Ray initialised (DDP); only rank 0 writes the adapter.
 
 The adapter is saved as safetensors (``adapter_model.safetensors`` + ``adapter_config.json``); the served
 model is base + adapter merged by ``routers.causal_lm.training.merge_lora``.
+
+Checkpoints and resuming. The HF Trainer's own checkpoints pickle the optimizer, scheduler, RNG state and
+training arguments (``torch.save``), so its ``save_strategy`` stays "no"; a callback writes checkpoints
+instead, every ``save_steps`` optimizer steps and at the end of each stage, in safetensors + JSON only:
+
+    policy_state.json   stage fingerprints, which stages are done, the loss curves so far
+    trainer/            the stage in progress: adapter, HF trainer_state.json, optimizer.safetensors,
+                        scheduler.json (HF's ``resume_from_checkpoint`` reads the first two; the callback
+                        restores the optimizer and schedule)
+    sft_adapter/        the finished SFT adapter (DPO's starting point and reference model)
+    adapter/            the final adapter, once every stage is done
+
+Each checkpoint goes to the caller's ``report`` callback (a Ray Train job persists it); ``resume_from``
+passes one back. A rerun skips a finished SFT stage whose fingerprint (settings + SFT data) matches,
+continues an interrupted stage from its step, and restarts DPO from the saved SFT adapter when only the
+DPO settings or data changed.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from routers.causal_lm.training import (
+    StaleCheckpointError,
+    distributed_info,
+    model_identity,
+    stable_hash,
+)
 from routers.engines import resolve_model_path
-from routers.errors import ConfigError
+from routers.errors import ArtifactError, ConfigError
+from routers.progress import log
 
-Report = Callable[[dict[str, float]], None]
+# Called on every rank at every logged step and at stage ends, in step with the other ranks (it may be a
+# collective such as ``ray.train.report``); the directory is a complete checkpoint on rank 0 when one is
+# due, else None, and is deleted when the call returns.
+Report = Callable[[dict[str, float], Path | None], None]
+
+STATE_FILE = "policy_state.json"
+TRAINER_SUBDIR = "trainer"
+SFT_ADAPTER_SUBDIR = "sft_adapter"
+FINAL_ADAPTER_SUBDIR = "adapter"
+OPTIMIZER_FILE = "optimizer.safetensors"
+SCHEDULER_FILE = "scheduler.json"
+HF_TRAINER_STATE = "trainer_state.json"
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+# Settings that change nothing in the weights stay out of the fingerprints; DPO's own settings only
+# invalidate the DPO stage (a finished SFT adapter is still good).
+NOT_FINGERPRINTED = frozenset({"num_threads", "logging_steps", "save_steps"})
+DPO_ONLY = frozenset({"dpo_epochs", "dpo_max_steps", "dpo_learning_rate", "dpo_beta"})
 
 
 class PolicyTrainConfig(BaseModel):
@@ -48,6 +91,7 @@ class PolicyTrainConfig(BaseModel):
     seed: int = 0
     num_threads: int | None = Field(default=None, ge=1)
     logging_steps: int = Field(default=1, ge=1)
+    save_steps: int = Field(default=0, ge=0, description="optimizer steps between checkpoints; 0 = stage ends only")
 
 
 @dataclass
@@ -59,10 +103,17 @@ class PolicyTrainResult:
     dpo_seconds: float = 0.0
     sft_samples_per_s: float = 0.0
     dpo_samples_per_s: float = 0.0
+    sft_resumed_from_step: int = 0
+    dpo_resumed_from_step: int = 0
+    sft_skipped: bool = False
+    dpo_skipped: bool = False
 
     def summary(self) -> dict[str, float]:
         out: dict[str, float] = {"sft_seconds": self.sft_seconds, "dpo_seconds": self.dpo_seconds,
-                                 "sft_samples_per_s": self.sft_samples_per_s, "dpo_samples_per_s": self.dpo_samples_per_s}
+                                 "sft_samples_per_s": self.sft_samples_per_s, "dpo_samples_per_s": self.dpo_samples_per_s,
+                                 "sft_resumed_from_step": float(self.sft_resumed_from_step),
+                                 "dpo_resumed_from_step": float(self.dpo_resumed_from_step),
+                                 "sft_skipped": float(self.sft_skipped), "dpo_skipped": float(self.dpo_skipped)}
         if self.sft_losses:
             out.update(sft_first_loss=self.sft_losses[0], sft_final_loss=self.sft_losses[-1], sft_steps=len(self.sft_losses))
         if self.dpo_losses:
@@ -106,27 +157,177 @@ def _tokenizer(path: str) -> Any:
     return tokenizer
 
 
-class _Collect:
-    """A TrainerCallback that keeps the logged losses and forwards them to ``report`` (Ray Train)."""
+def stage_fingerprints(config: PolicyTrainConfig, sft: Sequence[dict[str, str]], dpo: Sequence[dict[str, str]],
+                       world_size: int = 1) -> dict[str, str]:
+    """One hash per stage: SFT's covers the base model, shared settings, SFT data and workers; DPO's
+    covers SFT's plus the DPO settings and pairs (DPO starts from the SFT adapter)."""
+    settings = config.model_dump(exclude=set(NOT_FINGERPRINTED))
+    settings["base_model"] = model_identity(resolve_model_path(config.base_model))
+    shared = {k: v for k, v in settings.items() if k not in DPO_ONLY}
+    sft_hash = stable_hash({"settings": shared, "sft": list(sft), "world_size": world_size})
+    dpo_hash = stable_hash({"sft": sft_hash, "settings": {k: settings[k] for k in sorted(DPO_ONLY)}, "dpo": list(dpo)})
+    return {"sft": sft_hash, "dpo": dpo_hash}
 
-    def __init__(self, stage: str, losses: list[float], accuracy: list[float] | None, report: Report | None) -> None:
-        from transformers import TrainerCallback
 
-        outer = self
+@dataclass
+class _ResumePlan:
+    """What a checkpoint lets this run skip or continue."""
 
-        class Callback(TrainerCallback):
-            def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kw: Any) -> None:
-                if not logs or "loss" not in logs:
-                    return
-                losses.append(float(logs["loss"]))
-                if accuracy is not None and "rewards/accuracies" in logs:
-                    accuracy.append(float(logs["rewards/accuracies"]))
-                if outer.report is not None:
-                    outer.report({f"{stage}/{k}": float(v) for k, v in logs.items() if isinstance(v, (int, float))}
-                                 | {f"{stage}/step": float(state.global_step)})
+    source: Path | None = None
+    sft_done: bool = False
+    dpo_done: bool = False
+    sft_trainer: Path | None = None
+    dpo_trainer: Path | None = None
+    result: PolicyTrainResult = field(default_factory=PolicyTrainResult)
 
-        self.report = report
-        self.callback = Callback()
+
+def read_policy_state(directory: str | Path) -> dict[str, Any] | None:
+    path = Path(directory) / STATE_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def checkpoint_sft_matches(directory: str | Path, fingerprints: dict[str, str]) -> bool:
+    """Whether a checkpoint's SFT stage is this run's (a job moves other runs' checkpoints aside)."""
+    state = read_policy_state(directory)
+    return state is not None and state.get("fingerprints", {}).get("sft") == fingerprints["sft"]
+
+
+def plan_resume(directory: str | Path, fingerprints: dict[str, str]) -> _ResumePlan:
+    source = Path(directory)
+    state = read_policy_state(source)
+    if state is None:
+        raise ArtifactError(f"{source}: not a policy-router checkpoint (no {STATE_FILE})")
+    saved = state.get("fingerprints", {})
+    if saved.get("sft") != fingerprints["sft"]:
+        raise StaleCheckpointError(f"{source}: checkpoint of another run (the SFT data or settings changed); "
+                                   "start from scratch")
+    result = PolicyTrainResult(**state.get("result", {}))
+    plan = _ResumePlan(source=source, sft_done=bool(state.get("sft_done")), result=result)
+    in_progress = source / TRAINER_SUBDIR if (source / TRAINER_SUBDIR).exists() else None
+    if not plan.sft_done:
+        plan.sft_trainer = in_progress
+        return plan
+    if saved.get("dpo") != fingerprints["dpo"]:
+        # Same SFT, other DPO settings or pairs: keep the SFT adapter, redo DPO from its start.
+        log(f"{source}: DPO data or settings changed; reusing the finished SFT adapter and redoing DPO")
+        plan.result = PolicyTrainResult(**{k: v for k, v in asdict(result).items() if k.startswith("sft_")})
+        return plan
+    plan.dpo_done = bool(state.get("dpo_done"))
+    plan.dpo_trainer = None if plan.dpo_done else in_progress
+    return plan
+
+
+@dataclass
+class _Run:
+    """This call's progress, and the checkpoints it hands to ``report``."""
+
+    fingerprints: dict[str, str]
+    result: PolicyTrainResult
+    report: Report | None
+    scratch: Path
+    is_main: bool
+    sft_done: bool = False
+    dpo_done: bool = False
+    sft_adapter: Path | None = None
+    final_adapter: Path | None = None
+
+    def state(self) -> dict[str, Any]:
+        return {"fingerprints": self.fingerprints, "sft_done": self.sft_done, "dpo_done": self.dpo_done,
+                "result": asdict(self.result)}
+
+    def emit(self, metrics: dict[str, float], checkpoint: bool, trainer_snapshot: Callable[[Path], None] | None = None) -> None:
+        """One ``report`` call on every rank; rank 0 attaches a complete checkpoint when ``checkpoint``."""
+        if self.report is None:
+            return
+        if not checkpoint or not self.is_main:
+            self.report(metrics, None)
+            return
+        with tempfile.TemporaryDirectory(prefix="policy-ckpt-", dir=self.scratch) as staging:
+            directory = Path(staging)
+            if trainer_snapshot is not None:
+                trainer_snapshot(directory / TRAINER_SUBDIR)
+            if self.sft_adapter is not None:
+                shutil.copytree(self.sft_adapter, directory / SFT_ADAPTER_SUBDIR)
+            if self.final_adapter is not None:
+                shutil.copytree(self.final_adapter, directory / FINAL_ADAPTER_SUBDIR)
+            (directory / STATE_FILE).write_text(json.dumps(self.state(), indent=2))
+            self.report(metrics, directory)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "item"):  # a 0-d tensor / numpy scalar
+        return value.item()
+    return value
+
+
+def _save_trainer_snapshot(directory: Path, model: Any, optimizer: Any, scheduler: Any, state: Any) -> None:
+    """The stage in progress, resumable by HF (adapter + trainer_state.json) plus optimizer and schedule."""
+    from safetensors.torch import save_file
+
+    from routers.causal_lm.training import optimizer_tensors
+
+    save_adapter(model, directory)
+    state.save_to_json(str(directory / HF_TRAINER_STATE))
+    save_file(optimizer_tensors(optimizer), str(directory / OPTIMIZER_FILE))
+    schedule = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
+    (directory / SCHEDULER_FILE).write_text(json.dumps(_json_safe(schedule)))
+
+
+def _restore_optimizer_and_schedule(directory: Path, optimizer: Any, scheduler: Any) -> None:
+    """HF resumes the weights and step; without its pickled optimizer.pt the moments and schedule come from here."""
+    from safetensors.torch import load_file
+
+    from routers.causal_lm.training import restore_optimizer
+
+    restore_optimizer(optimizer, load_file(str(directory / OPTIMIZER_FILE)))
+    current = scheduler.state_dict()
+    current.update(json.loads((directory / SCHEDULER_FILE).read_text()))
+    scheduler.load_state_dict(current)
+    # The next step runs at the rate the schedule had reached, not at the rate of step 0.
+    for group, rate in zip(optimizer.param_groups, scheduler.get_last_lr()):
+        group["lr"] = rate
+
+
+def _stage_callback(stage: str, run: _Run, save_steps: int, resume_dir: Path | None) -> Any:
+    """A TrainerCallback: losses into the result, every logged step to ``report``, checkpoints every
+    ``save_steps`` (forcing a log on those steps so each checkpoint rides on one report call)."""
+    from transformers import TrainerCallback
+
+    losses = run.result.sft_losses if stage == "sft" else run.result.dpo_losses
+
+    class StageCallback(TrainerCallback):
+        save_due = False
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, optimizer: Any = None,
+                           lr_scheduler: Any = None, **kw: Any) -> None:
+            if resume_dir is not None:
+                _restore_optimizer_and_schedule(resume_dir, optimizer, lr_scheduler)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
+            # The stage's last step is checkpointed at the stage end, with the stage marked done.
+            if save_steps and state.global_step % save_steps == 0 and state.global_step < state.max_steps:
+                self.save_due = True
+                control.should_log = True
+            return control
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None,
+                   model: Any = None, optimizer: Any = None, lr_scheduler: Any = None, **kw: Any) -> None:
+            if not logs or "loss" not in logs:
+                return
+            losses.append(float(logs["loss"]))
+            if stage == "dpo" and "rewards/accuracies" in logs:
+                run.result.dpo_reward_accuracy.append(float(logs["rewards/accuracies"]))
+            metrics = {f"{stage}/{k}": float(v) for k, v in logs.items() if isinstance(v, (int, float))}
+            metrics[f"{stage}/step"] = float(state.global_step)
+            save, self.save_due = self.save_due, False
+            snapshot = (lambda d: _save_trainer_snapshot(d, model, optimizer, lr_scheduler, state)) if save else None
+            run.emit(metrics, checkpoint=save, trainer_snapshot=snapshot)
+
+    return StageCallback()
 
 
 def _common_args(config: PolicyTrainConfig, output_dir: Path, stage: str) -> dict[str, Any]:
@@ -149,55 +350,130 @@ def _common_args(config: PolicyTrainConfig, output_dir: Path, stage: str) -> dic
 
 
 def train_policy_router(config: PolicyTrainConfig, sft: Sequence[dict[str, str]], dpo: Sequence[dict[str, str]],
-                        output_dir: str | Path, report: Report | None = None) -> PolicyTrainResult:
-    """SFT then DPO; writes the final adapter to ``output_dir/adapter`` (rank 0). Returns the loss curves."""
+                        output_dir: str | Path, report: Report | None = None,
+                        resume_from: str | Path | None = None) -> PolicyTrainResult:
+    """SFT then DPO; writes the final adapter to ``output_dir/adapter`` (rank 0). Returns the loss curves.
+
+    ``report`` receives every logged step's metrics and the checkpoints (see ``Report``); ``resume_from``
+    is such a checkpoint of this run (same SFT fingerprint), from which finished stages are skipped and an
+    interrupted one continues.
+    """
     if not sft:
         raise ConfigError("the policy router needs SFT examples")
     import torch
-    from datasets import Dataset
-    from peft import LoraConfig, get_peft_model
-    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     torch.manual_seed(config.seed)
     output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    rank, world = distributed_info()
+    fingerprints = stage_fingerprints(config, sft, dpo, world)
+    plan = plan_resume(resume_from, fingerprints) if resume_from is not None else _ResumePlan()
+    run = _Run(fingerprints, plan.result, report, output_dir, is_main=rank == 0)
+    run.result.sft_skipped, run.result.dpo_skipped = plan.sft_done, plan.dpo_done
+    final = output_dir / FINAL_ADAPTER_SUBDIR
+    if plan.source is not None and plan.sft_done and (plan.dpo_done or not dpo):
+        # Everything was done by the run that wrote the checkpoint: hand its adapter back.
+        run.sft_done = run.dpo_done = True
+        if run.is_main:
+            _copy_adapter(plan.source / FINAL_ADAPTER_SUBDIR, final)
+    else:
+        model = _train_stages(config, sft, dpo, plan, run)
+        if run.is_main:
+            save_adapter(model, final)
+    run.final_adapter = final if run.is_main else None
+    run.emit({"done": 1.0, **run.result.summary()}, checkpoint=True)
+    return run.result
+
+
+def _train_stages(config: PolicyTrainConfig, sft: Sequence[dict[str, str]], dpo: Sequence[dict[str, str]],
+                  plan: _ResumePlan, run: _Run) -> Any:
+    """The stages the plan leaves to do; returns the trained peft model."""
+    from peft import LoraConfig, get_peft_model
+
     base_path = resolve_model_path(config.base_model)
     tokenizer = _tokenizer(base_path)
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                       target_modules=list(config.target_modules), task_type="CAUSAL_LM")
     model = get_peft_model(_load_base(base_path, config.use_qlora), lora)
-    result = PolicyTrainResult()
+    if plan.sft_done:
+        from routers.causal_lm.training import load_adapter_weights
 
-    sft_args = SFTConfig(**_common_args(config, output_dir, "sft"), num_train_epochs=config.sft_epochs,
-                         max_steps=config.sft_max_steps or -1, learning_rate=config.sft_learning_rate,
-                         max_length=config.max_length, completion_only_loss=True, packing=False)
-    collect = _Collect("sft", result.sft_losses, None, report)
-    trainer = SFTTrainer(model=model, args=sft_args, train_dataset=Dataset.from_list(list(sft)),
-                         processing_class=tokenizer, callbacks=[collect.callback])
+        assert plan.source is not None
+        load_adapter_weights(model, plan.source / SFT_ADAPTER_SUBDIR)
+    else:
+        model = _run_sft(config, model, sft, tokenizer, run, plan.sft_trainer)
+    run.sft_done = True
+    if run.is_main:
+        run.sft_adapter = run.scratch / "sft_adapter"
+        if plan.sft_done:
+            _copy_adapter(plan.source / SFT_ADAPTER_SUBDIR, run.sft_adapter)  # type: ignore[operator]
+        else:
+            save_adapter(model, run.sft_adapter)
+    if dpo:
+        if not plan.sft_done:
+            run.emit({"sft/done": 1.0}, checkpoint=True)  # a crash during DPO keeps the finished SFT
+        model = _run_dpo(config, model, dpo, tokenizer, run, plan.dpo_trainer)
+    run.dpo_done = True  # trained now, or nothing to do
+    return model
+
+
+def _run_sft(config: PolicyTrainConfig, model: Any, sft: Sequence[dict[str, str]], tokenizer: Any, run: _Run,
+             resume_dir: Path | None) -> Any:
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    args = SFTConfig(**_common_args(config, run.scratch, "sft"), num_train_epochs=config.sft_epochs,
+                     max_steps=config.sft_max_steps or -1, learning_rate=config.sft_learning_rate,
+                     max_length=config.max_length, completion_only_loss=True, packing=False)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(list(sft)), processing_class=tokenizer,
+                         callbacks=[_stage_callback("sft", run, config.save_steps, resume_dir)])
+    seconds, samples_per_s, resumed = _train(trainer, resume_dir)
+    run.result.sft_seconds += seconds
+    run.result.sft_samples_per_s = samples_per_s
+    run.result.sft_resumed_from_step = resumed
+    return trainer.model
+
+
+def _run_dpo(config: PolicyTrainConfig, model: Any, dpo: Sequence[dict[str, str]], tokenizer: Any, run: _Run,
+             resume_dir: Path | None) -> Any:
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    reference = _frozen_copy_of(model)  # the finished SFT policy, whether trained now or loaded
+    args = DPOConfig(**_common_args(config, run.scratch, "dpo"), num_train_epochs=config.dpo_epochs,
+                     max_steps=config.dpo_max_steps or -1, learning_rate=config.dpo_learning_rate,
+                     beta=config.dpo_beta, max_length=config.max_length)
+    trainer = DPOTrainer(model=model, ref_model=reference, args=args, train_dataset=Dataset.from_list(list(dpo)),
+                         processing_class=tokenizer, callbacks=[_stage_callback("dpo", run, config.save_steps, resume_dir)])
+    seconds, samples_per_s, resumed = _train(trainer, resume_dir)
+    run.result.dpo_seconds += seconds
+    run.result.dpo_samples_per_s = samples_per_s
+    run.result.dpo_resumed_from_step = resumed
+    return trainer.model
+
+
+def _train(trainer: Any, resume_dir: Path | None) -> tuple[float, float, int]:
+    """(seconds, samples/s, step resumed from) of one stage."""
+    resumed = 0
+    if resume_dir is not None:
+        resumed = int(json.loads((resume_dir / HF_TRAINER_STATE).read_text())["global_step"])
     started = time.perf_counter()
-    out = trainer.train()
-    result.sft_seconds = time.perf_counter() - started
-    result.sft_samples_per_s = float(out.metrics.get("train_samples_per_second", 0.0))
-    model = trainer.model
+    out = trainer.train(resume_from_checkpoint=str(resume_dir) if resume_dir is not None else None)
+    return time.perf_counter() - started, float(out.metrics.get("train_samples_per_second", 0.0)), resumed
 
-    if dpo and (config.dpo_max_steps is None or config.dpo_max_steps > 0):
-        reference = _frozen_copy_of(model)
-        dpo_args = DPOConfig(**_common_args(config, output_dir, "dpo"), num_train_epochs=config.dpo_epochs,
-                             max_steps=config.dpo_max_steps or -1, learning_rate=config.dpo_learning_rate,
-                             beta=config.dpo_beta, max_length=config.max_length)
-        collect = _Collect("dpo", result.dpo_losses, result.dpo_reward_accuracy, report)
-        trainer = DPOTrainer(model=model, ref_model=reference, args=dpo_args, train_dataset=Dataset.from_list(list(dpo)),
-                             processing_class=tokenizer, callbacks=[collect.callback])
-        started = time.perf_counter()
-        out = trainer.train()
-        result.dpo_seconds = time.perf_counter() - started
-        result.dpo_samples_per_s = float(out.metrics.get("train_samples_per_second", 0.0))
-        model = trainer.model
 
-    if trainer.is_world_process_zero():
-        save_adapter(model, output_dir / "adapter")
-    return result
+def _copy_adapter(source: Path, target: Path) -> Path:
+    missing = [name for name in ADAPTER_FILES if not (source / name).exists()]
+    if missing:
+        raise ArtifactError(f"{source}: checkpoint adapter lacks {missing}")
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    for name in ADAPTER_FILES:
+        shutil.copyfile(source / name, target / name)
+    return target
 
 
 def _frozen_copy_of(peft_model: Any) -> Any:
