@@ -1,6 +1,8 @@
 """Bounded load test of the CPU default app over loopback: C concurrent clients, a fixed number of requests
-and a time cap. Reports throughput, p50/p99 latency, status counts, and checks nothing is lost (every
-request sent gets exactly one response or one recorded client error).
+and a time cap. Reports throughput, p50/p99 latency, status counts, and checks nothing is lost: every planned
+request is exactly one of a response (a 200 that is not JSON counts as an error response), a recorded
+client error (connection, timeout), ``not_sent`` (still queued at the deadline) or ``lost`` (sent, then
+still hanging when the run was cut off; a non-zero ``lost`` fails the run).
 
     python bench/load_bench.py [--clients 64] [--requests 256] [--max-seconds 240] [--model router-hybrid]
 
@@ -15,6 +17,7 @@ import json
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +36,58 @@ PROMPTS = [
 ]
 
 
+@dataclass
+class Tally:
+    """What happened to each planned request: exactly one of response, client error, not sent, or lost."""
+
+    planned: int
+    sent: int = 0
+    statuses: Counter = field(default_factory=Counter)  # HTTP responses, by status ("200-not-json" is an error)
+    client_errors: Counter = field(default_factory=Counter)  # no HTTP response: connection / timeout errors
+    routed: Counter = field(default_factory=Counter)
+    latencies: list[float] = field(default_factory=list)
+
+    @property
+    def responses(self) -> int:
+        return sum(self.statuses.values())
+
+    @property
+    def not_sent(self) -> int:
+        return self.planned - self.sent
+
+    @property
+    def lost(self) -> int:
+        """Sent, but neither answered nor failed visibly (still hanging when the run was cut off)."""
+        return self.sent - self.responses - sum(self.client_errors.values())
+
+
+async def send_one(client: httpx.AsyncClient, body: dict[str, Any], tally: Tally) -> None:
+    started = time.perf_counter()
+    try:
+        response = await client.post("/v1/chat/completions", json=body)
+    except httpx.HTTPError as exc:
+        tally.client_errors[type(exc).__name__] += 1
+        return
+    if response.status_code != 200:
+        tally.statuses[str(response.status_code)] += 1
+        return
+    try:
+        served = response.json()["model"]
+    except (ValueError, KeyError, TypeError):  # a 200 that is not the promised JSON is an error, not a crash
+        tally.statuses["200-not-json"] += 1
+        return
+    tally.statuses["200"] += 1
+    tally.latencies.append(time.perf_counter() - started)
+    tally.routed[served] += 1
+
+
 async def run_load(url: str, model: str, clients: int, total: int, max_seconds: float, max_tokens: int) -> dict[str, Any]:
+    """``clients`` workers send ``total`` requests; none starts after ``max_seconds``, and requests still
+    running 60 s later are cut off (and count as lost)."""
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(total):
         queue.put_nowait(i)
-    latencies: list[float] = []
-    statuses: Counter = Counter()
-    routed: Counter = Counter()
-    answered: set[int] = set()
+    tally = Tally(planned=total)
     deadline = time.perf_counter() + max_seconds
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
 
@@ -53,29 +100,32 @@ async def run_load(url: str, model: str, clients: int, total: int, max_seconds: 
                     return
                 body = {"model": model, "max_tokens": max_tokens,
                         "messages": [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}]}
-                started = time.perf_counter()
-                try:
-                    response = await client.post("/v1/chat/completions", json=body)
-                    statuses[str(response.status_code)] += 1
-                    if response.status_code == 200:
-                        latencies.append(time.perf_counter() - started)
-                        routed[response.json()["model"]] += 1
-                except httpx.HTTPError as exc:
-                    statuses[f"client-error:{type(exc).__name__}"] += 1
-                answered.add(i)
+                tally.sent += 1
+                await send_one(client, body, tally)
 
         started = time.perf_counter()
-        await asyncio.gather(*[worker() for _ in range(clients)])
+        try:
+            await asyncio.wait_for(asyncio.gather(*[worker() for _ in range(clients)]), timeout=max_seconds + 90)
+        except TimeoutError:
+            pass  # the requests still in flight are counted as lost below
         elapsed = time.perf_counter() - started
-    sent = len(answered)
+    latencies = tally.latencies
     return {
-        "model": model, "clients": clients, "requests_planned": total, "requests_sent": sent,
-        "elapsed_s": elapsed, "throughput_req_per_s": len(latencies) / elapsed,
+        "model": model, "clients": clients, "requests_planned": total, "requests_sent": tally.sent,
+        "not_sent": tally.not_sent, "responses": tally.responses, "ok": tally.statuses["200"],
+        "error_responses": tally.responses - tally.statuses["200"], "client_errors": dict(tally.client_errors),
+        "lost": tally.lost, "elapsed_s": elapsed, "throughput_req_per_s": len(latencies) / elapsed,
         "p50_s": float(np.percentile(latencies, 50)) if latencies else None,
         "p99_s": float(np.percentile(latencies, 99)) if latencies else None,
-        "statuses": dict(statuses), "answered_by": dict(routed),
-        "lost": sent - sum(statuses.values()),
+        "statuses": dict(tally.statuses), "answered_by": dict(tally.routed),
     }
+
+
+def summary(report: dict[str, Any]) -> str:
+    errors = sum(report["client_errors"].values())
+    return (f"planned {report['requests_planned']} = {report['responses']} responses "
+            f"({report['ok']} ok, {report['error_responses']} errors) + {errors} client errors "
+            f"+ {report['not_sent']} not sent (deadline) + {report['lost']} lost")
 
 
 def main() -> int:
@@ -103,6 +153,7 @@ def main() -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
+    print(summary(report))
     return 0 if report["lost"] == 0 else 1
 
 

@@ -1,7 +1,20 @@
 """Request and response models of the HTTP API (OpenAI-compatible, plus ``/v1/route``).
 
 Requests are strict: an unknown field, a wrong type or a value out of range is a 400 with the field named,
-the same way the OpenAI API answers, so a client bug never turns into a silent default.
+the same way the OpenAI API answers, so a client bug never turns into a silent default. Responses of the
+JSON endpoints are declared too, so the OpenAPI schema describes what clients really get (the fuzz test
+checks every response against it).
+
+The ``model`` field picks the router, RouteLLM-style:
+
+- ``router-hybrid``: the router with its configured threshold;
+- ``router-hybrid:0.4``: with threshold 0.4 (small model iff score >= 0.4); for ``router-random`` the
+  number is the share of queries sent to the large model;
+- ``router-hybrid:share=0.3``: the threshold that sends 30% of queries to the large model, taken from the
+  router's reference score distribution (``reference_scores()``; a router without one answers 400);
+- an answer model by name to bypass routing.
+
+``router-smallest``, ``router-largest`` and ``router-policy`` take neither a threshold nor a share.
 """
 
 from __future__ import annotations
@@ -15,6 +28,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 ROUTER_MODEL_PREFIX = "router-"
 _ROUTER_MODEL = re.compile(r"^router-(?P<kind>[a-z_]+)(?::(?P<arg>[^:]+))?$")
+SHARE_PREFIX = "share="
+# torch.manual_seed and the engines take an unsigned 64-bit seed at most; int64 keeps every back end happy.
+MAX_SEED = 2**63 - 1
+# Routers whose decision has no tunable score: a threshold or share would be silently ignored.
+NO_THRESHOLD = {"smallest": "always answers with the small model", "largest": "always answers with the large model",
+                "policy": "decides by policy label and policy map, not by a score"}
 
 
 class ApiError(Exception):
@@ -70,7 +89,7 @@ class SamplingFields(Strict):
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     user: str | None = Field(default=None, max_length=256)
     # Accepted for client compatibility; the local engines do not implement these penalties.
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
@@ -99,7 +118,7 @@ class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _has_user_turn(self) -> "ChatCompletionRequest":
+    def _has_user_turn(self) -> ChatCompletionRequest:
         if not any(m.role == "user" and m.text().strip() for m in self.messages):
             raise ValueError("messages must contain a non-empty user message")
         return self
@@ -138,7 +157,7 @@ class RouteRequest(Strict):
     queries: list[str] | None = None
 
     @model_validator(mode="after")
-    def _one_of(self) -> "RouteRequest":
+    def _one_of(self) -> RouteRequest:
         if (self.query is None) == (self.queries is None):
             raise ValueError("give exactly one of 'query' or 'queries'")
         texts = [self.query] if self.query is not None else self.queries or []
@@ -153,15 +172,18 @@ class RouteRequest(Strict):
 
 
 class RouterChoice(BaseModel):
-    """What the ``model`` field asks for: a router (with an optional threshold) or a model by name."""
+    """What the ``model`` field asks for: a router (with an optional threshold or large-model share) or a
+    model by name."""
 
     kind: str
     threshold: float | None = None
+    large_share: float | None = None
     direct_model: str | None = None
 
 
 def parse_model_field(model: str, routers: list[str], models: dict[str, str]) -> RouterChoice:
-    """``router-hybrid``, ``router-hybrid:0.4`` (threshold), or an answer model's name."""
+    """``router-hybrid``, ``router-hybrid:0.4`` (threshold), ``router-hybrid:share=0.3`` (large share), or an
+    answer model's name."""
     if model in models:
         return RouterChoice(kind="direct", direct_model=models[model])
     match = _ROUTER_MODEL.match(model)
@@ -171,17 +193,27 @@ def parse_model_field(model: str, routers: list[str], models: dict[str, str]) ->
     kind = match["kind"]
     if kind not in routers:
         raise ApiError(404, f"unknown router {kind!r}; enabled routers: {routers}", param="model", code="model_not_found")
-    threshold = None
-    if match["arg"] is not None:
-        try:
-            threshold = float(match["arg"])
-        except ValueError:
-            raise ApiError(400, f"threshold {match['arg']!r} in {model!r} is not a number", param="model") from None
-        if not 0.0 <= threshold <= 1.0:
-            raise ApiError(400, f"threshold {threshold} in {model!r} must be within [0, 1]", param="model")
-        if kind in ("smallest", "largest"):
-            raise ApiError(400, f"router {kind!r} takes no threshold", param="model")
-    return RouterChoice(kind=kind, threshold=threshold)
+    arg = match["arg"]
+    if arg is None:
+        return RouterChoice(kind=kind)
+    if kind in NO_THRESHOLD:
+        what = "large-model share" if arg.startswith(SHARE_PREFIX) else "threshold"
+        raise ApiError(400, f"router {kind!r} takes no {what} ({NO_THRESHOLD[kind]}); use {ROUTER_MODEL_PREFIX}{kind}",
+                       param="model")
+    if arg.startswith(SHARE_PREFIX):
+        return RouterChoice(kind=kind, large_share=_unit_number(arg[len(SHARE_PREFIX):], "large-model share", model))
+    return RouterChoice(kind=kind, threshold=_unit_number(arg, "threshold", model))
+
+
+def _unit_number(text: str, what: str, model: str) -> float:
+    """A number in [0, 1] from the ``model`` field, else a 400 naming it."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ApiError(400, f"{what} {text!r} in {model!r} is not a number", param="model") from None
+    if not 0.0 <= value <= 1.0:  # also rejects nan
+        raise ApiError(400, f"{what} {value} in {model!r} must be within [0, 1]", param="model")
+    return value
 
 
 def available_models(routers: list[str], models: dict[str, str]) -> list[str]:
@@ -194,3 +226,129 @@ def completion_id(prefix: str = "chatcmpl") -> str:
 
 def now() -> int:
     return int(time.time())
+
+
+# --- responses ------------------------------------------------------------------------------------------
+class ErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """The OpenAI error shape every 4xx/5xx of this API uses."""
+
+    error: ErrorBody
+
+
+class RoutingInfo(BaseModel):
+    """Which model answered and why. Router-specific details (``decision_model``, ``verification_samples``,
+    ``generated``, ``retried_on``, ...) ride along as extra keys."""
+
+    model_config = ConfigDict(extra="allow")
+
+    router: str | None
+    model: str
+    model_key: str
+    use_large: bool | None = None
+    score: float | None = None
+    threshold: float | None = None
+    verification_score: float | None = None
+    escalated: bool | None = None
+    policy: str | None = None
+    reason: str
+    fallback: bool
+    cost: float
+    cost_saved: float = Field(description="cost of sending this request to the large model, minus cost; "
+                                          "negative when routing cost more (an AutoMix escalation)")
+    router_latency_ms: float
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"]
+    content: str
+
+
+FinishReason = Literal["stop", "length"]
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: AssistantMessage
+    finish_reason: FinishReason
+    logprobs: None = None
+
+
+class ChatCompletionResponse(BaseModel):
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+    routing: RoutingInfo
+
+
+class TextChoice(BaseModel):
+    index: int
+    text: str
+    finish_reason: FinishReason
+    logprobs: None = None
+
+
+class CompletionResponse(BaseModel):
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[TextChoice]
+    usage: Usage
+    routing: RoutingInfo
+
+
+class RouteItem(BaseModel):
+    """One route-only decision; the routing fields of an answer minus the answer's cost and latency."""
+
+    model_config = ConfigDict(extra="allow")
+
+    query: str
+    model: str
+    model_key: str
+    router: str
+    use_large: bool | None = None
+    score: float | None = None
+    threshold: float | None = None
+    reason: str
+    fallback: bool
+
+
+class RouteResponse(BaseModel):
+    object: Literal["route"]
+    router: str
+    data: list[RouteItem]
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"]
+    data: list[ModelCard]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    routers: list[str]
+    models: list[str]
+    replica: str | None = Field(default=None, description="id of the ingress replica that answered")

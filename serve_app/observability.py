@@ -1,58 +1,84 @@
 """Prometheus metrics (through Ray Serve's metrics API) and structured request logs.
 
 Ray exports these on each node's metrics endpoint, where Prometheus scrapes them (see cluster/README.md).
+
+``llmrouter_requests{router, model, status}`` counts every ``/v1`` response: ``status`` is ``ok``,
+``fallback`` (answered by the fallback model after a router failure), ``stream_error`` (a stream that
+failed after its head chunk) or the HTTP status of an error response (``400``, ``401``, ``503``, ...).
+
+Cost is two counters, ``llmrouter_cost_usd`` (what was spent) and ``llmrouter_cost_baseline_usd`` (what
+sending the same requests to the large model would have cost), so cost saved is
+``baseline - cost``, negative where routing cost more (AutoMix escalations pay for the small model's
+answer and its verification too). A "saved" counter could not go down and would overstate savings.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from ray.serve import metrics
 
 logger = logging.getLogger("ray.serve")
 
+LATENCY_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+
 
 class RouterMetrics:
-    def __init__(self) -> None:
-        self.requests = metrics.Counter(
-            "llmrouter_requests", description="Requests answered, by router and answering model.",
+    """The router's metrics; ``counter`` / ``histogram`` are Ray Serve's classes unless a test passes fakes."""
+
+    def __init__(self, counter: Callable[..., Any] = metrics.Counter,
+                 histogram: Callable[..., Any] = metrics.Histogram) -> None:
+        self.requests = counter(
+            "llmrouter_requests", description="Responses, by router, answering model and status.",
             tag_keys=("router", "model", "status"))
-        self.decisions = metrics.Counter(
+        self.decisions = counter(
             "llmrouter_route_decisions", description="Routing decisions, by router and chosen side.",
             tag_keys=("router", "decision"))
-        self.escalations = metrics.Counter(
+        self.escalations = counter(
             "llmrouter_escalations", description="AutoMix answers escalated to the large model.", tag_keys=("router",))
-        self.fallbacks = metrics.Counter(
+        self.fallbacks = counter(
             "llmrouter_fallbacks", description="Requests answered by the fallback model after a router failure.",
             tag_keys=("router",))
-        self.router_latency = metrics.Histogram(
+        self.router_latency = histogram(
             "llmrouter_router_latency_s", description="Time spent deciding (before the answer model is called).",
-            boundaries=[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], tag_keys=("router",))
-        self.cost = metrics.Counter(
+            boundaries=LATENCY_BUCKETS_S, tag_keys=("router",))
+        self.cost = counter(
             "llmrouter_cost_usd", description="Estimated cost of answered requests (USD).", tag_keys=("router",))
-        self.cost_saved = metrics.Counter(
-            "llmrouter_cost_saved_usd", description="Estimated cost saved against sending every request to the large model.",
+        self.cost_baseline = counter(
+            "llmrouter_cost_baseline_usd",
+            description="Estimated cost of the same requests sent to the large model (USD); saved = baseline - cost.",
             tag_keys=("router",))
 
-    def record(self, router: str, model: str, status: str, info: dict[str, Any], latency_s: float | None) -> None:
-        self.requests.inc(tags={"router": router, "model": model, "status": status})
-        if info.get("fallback"):
+    def record(self, router: str, model: str, info: dict[str, Any], latency_s: float | None) -> None:
+        """One answered request (``info`` is its routing object, with ``cost`` and ``cost_saved``)."""
+        fallback = bool(info.get("fallback"))
+        self.requests.inc(tags={"router": router, "model": model, "status": "fallback" if fallback else "ok"})
+        if fallback:
             self.fallbacks.inc(tags={"router": router})
-            decision = "fallback"
-        else:
-            decision = "large" if info.get("use_large") else "small"
+        decision = "fallback" if fallback else "large" if info.get("use_large") else "small"
         self.decisions.inc(tags={"router": router, "decision": decision})
         if info.get("escalated"):
             self.escalations.inc(tags={"router": router})
         if latency_s is not None:
             self.router_latency.observe(latency_s, tags={"router": router})
-        if info.get("cost") is not None:
-            self.cost.inc(float(info["cost"]), tags={"router": router})
-        saved = info.get("cost_saved")
-        if saved is not None and saved > 0:
-            self.cost_saved.inc(float(saved), tags={"router": router})
+        cost, saved = info.get("cost"), info.get("cost_saved")
+        if cost is not None:
+            add(self.cost, float(cost), {"router": router})
+            if saved is not None:
+                add(self.cost_baseline, float(cost) + float(saved), {"router": router})
+
+    def record_error(self, router: str | None, model: str | None, status: int | str) -> None:
+        """One error response (or a stream that failed in-band); router/model ``none`` when not known yet."""
+        self.requests.inc(tags={"router": router or "none", "model": model or "none", "status": str(status)})
+
+
+def add(counter: Any, value: float, tags: dict[str, str]) -> None:
+    """Ray counters reject increments <= 0; a free request adds nothing, so skip it rather than fail."""
+    if value > 0:
+        counter.inc(value, tags=tags)
 
 
 def log_event(event: str, **fields: Any) -> None:

@@ -1,28 +1,44 @@
-"""The routing pipelines the ingress runs, composed over deployment handles.
+"""The routing pipelines the ingress runs, composed over deployment handles, and the answer-model calls.
 
 Each pipeline turns a query into a ``Routing``: which answer model to call and why. The steps are the
 router library's own (``route_embedding``, ``verification_request`` / ``verification_score`` /
 ``decide_from_score``, the router deployments' ``route``), only spread over remote deployments.
+
+Failure policy, in one place:
+
+- any failure inside a router step (a remote call, a timeout, or the library raising on what came back,
+  e.g. an embedding of the wrong dimension) is a ``RouterUnavailable``: the ingress answers with the
+  fallback model and says so (``fallback: true``);
+- an answer model that fails for an infrastructure reason (replica died or unavailable, backpressure,
+  timeout) is retried once on the other model, else 503 with ``Retry-After``;
+- an answer model that rejects the request (``ValueError``: bad sampling parameters) is a 400, and any
+  other answer-model error a 500; neither is retried, since the other model would fail the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
+from ray import exceptions as ray_errors
+from ray.serve import exceptions as serve_errors
 
 from routers.base import RouteDecision
 from routers.engines import SamplingParams
+from routers.evaluation.calibrate import threshold_for_large_share
 from routers.registry import router_class
 from serve_app.api import ApiError
 from serve_app.config import AppConfig
+from serve_app.observability import log_event
 
 T = TypeVar("T")
 Messages = list[dict[str, str]]
+RETRY_AFTER = {"Retry-After": "5"}
 
 
 @dataclass
@@ -49,14 +65,76 @@ class RouterUnavailable(Exception):
     """A router step failed or timed out; the ingress falls back to the configured model."""
 
 
+class StepTimeout(RouterUnavailable, TimeoutError):
+    """A remote call ran past its timeout (a router step, or an answer model: then it is transient)."""
+
+
 async def with_timeout(awaitable: Awaitable[T], seconds: float, what: str) -> T:
     try:
         return await asyncio.wait_for(awaitable, timeout=seconds)  # type: ignore[arg-type]
-    except asyncio.TimeoutError:
+    except TimeoutError:
         cancel = getattr(awaitable, "cancel", None)
         if callable(cancel):
             cancel()
-        raise RouterUnavailable(f"{what} timed out after {seconds:.1f}s") from None
+        raise StepTimeout(f"{what} timed out after {seconds:.1f}s") from None
+
+
+@contextmanager
+def router_step(what: str) -> Iterator[None]:
+    """Turn any failure of a router step into ``RouterUnavailable`` (so the ingress falls back, not 500s).
+
+    ``ApiError`` passes through: it is a decision about the request (e.g. a router that is not enabled).
+    """
+    try:
+        yield
+    except (RouterUnavailable, ApiError):
+        raise
+    except Exception as exc:
+        raise RouterUnavailable(f"{what} failed: {type(exc).__name__}: {exc}") from exc
+
+
+# --- classifying answer-model failures --------------------------------------------------------------------
+# Infrastructure failures: the request itself was fine, so the other model (another replica, another
+# deployment) may well answer it.
+_TRANSIENT: tuple[type[BaseException], ...] = (
+    TimeoutError,  # asyncio's, StepTimeout, Ray's GetTimeoutError
+    ray_errors.RayActorError,  # ActorDiedError, ActorUnavailableError
+    ray_errors.WorkerCrashedError,
+    ray_errors.NodeDiedError,
+    ray_errors.LocalRayletDiedError,
+    ray_errors.ObjectLostError,
+    ray_errors.RaySystemError,
+    ray_errors.OutOfMemoryError,
+    ray_errors.ObjectStoreFullError,
+    serve_errors.BackPressureError,
+    serve_errors.DeploymentUnavailableError,
+    serve_errors.ReplicaUnavailableError,
+    MemoryError,
+)
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The exception a remote call really raised: Ray wraps it in (nested) ``RayTaskError``s."""
+    for _ in range(8):
+        cause = getattr(exc, "cause", None) if isinstance(exc, ray_errors.RayTaskError) else None
+        if cause is None or cause is exc:
+            break
+        exc = cause
+    return exc
+
+
+def is_transient(exc: BaseException) -> bool:
+    cause = root_cause(exc)
+    # torch.OutOfMemoryError (CUDA OOM) without importing torch here.
+    return isinstance(cause, _TRANSIENT) or type(cause).__name__ == "OutOfMemoryError"
+
+
+def client_error_message(exc: BaseException) -> str | None:
+    """The message of a ``ValueError`` a model raised on the request's parameters, else None."""
+    cause = root_cause(exc)
+    if isinstance(cause, ValueError) and not isinstance(cause, ray_errors.RayError):
+        return str(cause)[:300]  # the cause's own message: no remote traceback
+    return None
 
 
 def decision_info(router: str, decision: RouteDecision) -> dict[str, Any]:
@@ -88,27 +166,53 @@ class Pipelines:
         self.hybrid_router: Any | None = None
         self.automix_router: Any | None = None
         self.thresholds: dict[str, float | None] = {}
+        self.reference: dict[str, Any | None] = {}
         self.rng = random.Random()
         self.load_routers(config)
 
     # --- artifacts (hot-swappable) --------------------------------------------------------------
     def load_routers(self, config: AppConfig) -> None:
+        """Load every artifact first, then swap all at once: a bad artifact leaves the old routers serving."""
         routers = config.routers
-        if routers.hybrid is not None:
-            self.hybrid_router = router_class("hybrid_llm").load(routers.hybrid.artifact)
-            self.thresholds["hybrid"] = routers.hybrid.threshold
-        if routers.automix is not None:
-            self.automix_router = router_class("automix").load(routers.automix.artifact)
-            self.thresholds["automix"] = routers.automix.threshold
-        for kind in ("causal", "policy"):
-            spec = getattr(routers, kind)
-            self.thresholds[kind] = None if spec is None else spec.threshold
+        hybrid = router_class("hybrid_llm").load(routers.hybrid.artifact) if routers.hybrid is not None else None
+        automix = router_class("automix").load(routers.automix.artifact) if routers.automix is not None else None
+        thresholds = {kind: None if getattr(routers, kind) is None else getattr(routers, kind).threshold
+                      for kind in ("hybrid", "automix", "causal", "policy")}
+        self.hybrid_router, self.automix_router = hybrid, automix
+        self.thresholds = thresholds
+        self.reference = {}
+        self.config = config
 
     def model_for(self, use_large: bool) -> str:
         return self.config.large_model if use_large else self.config.small_model
 
     def served_name(self, model_key: str) -> str:
         return self.config.models[model_key].public_name()
+
+    # --- target large-model share -> threshold ----------------------------------------------------------
+    def threshold_for_share(self, kind: str, share: float) -> float:
+        """The threshold that sends ``share`` of the router's reference queries to the large model."""
+        if kind == "random":
+            return share  # the random router's threshold is its large share already
+        scores = self.reference_scores(kind)
+        if scores is None:
+            raise ApiError(400, f"router {kind!r} has no reference score distribution in its artifact, so a "
+                           f"large-model share cannot be turned into a threshold; give a threshold instead "
+                           f"(router-{kind}:0.5)", param="model")
+        return threshold_for_large_share(scores, share)
+
+    def reference_scores(self, kind: str) -> Any | None:
+        """The router's score distribution on its reference (training) queries, if its artifact stores one.
+
+        Passed on as the router returns it: a quantile summary is a marked array that
+        ``threshold_for_large_share`` interpolates instead of counting.
+        """
+        if kind not in self.reference:
+            router = {"hybrid": self.hybrid_router, "automix": self.automix_router}.get(kind)
+            method = getattr(router, "reference_scores", None)
+            scores = method() if callable(method) else None
+            self.reference[kind] = scores if scores is not None and len(scores) > 0 else None
+        return self.reference[kind]
 
     # --- dispatch ----------------------------------------------------------------------------------
     async def route(self, kind: str, query: str, messages: Messages, params: SamplingParams,
@@ -137,15 +241,13 @@ class Pipelines:
 
     # --- Hybrid: embed -> MLP score -> small/large ----------------------------------------------
     async def route_hybrid(self, query: str, threshold: float | None) -> Routing:
-        if self.hybrid_router is None or self.embedder is None:
+        router = self.hybrid_router
+        if router is None or self.embedder is None:
             raise ApiError(404, "router 'hybrid' is not enabled", param="model", code="model_not_found")
-        try:
+        with router_step("embedder"):
             vector = await with_timeout(self.embedder.embed_one.remote(query), self.config.timeouts.router_s, "embedder")
-        except RouterUnavailable:
-            raise
-        except Exception as exc:
-            raise RouterUnavailable(f"embedder failed: {type(exc).__name__}: {exc}") from exc
-        decision = self.hybrid_router.route_embedding(query, np.asarray(vector, dtype=np.float32), threshold)
+        with router_step("hybrid MLP"):  # e.g. an embedder whose dimension the artifact was not trained on
+            decision = router.route_embedding(query, np.asarray(vector, dtype=np.float32), threshold)
         return Routing("hybrid", self.model_for(bool(decision.use_large)), decision_info("hybrid", decision))
 
     # --- AutoMix: small answers, verifies itself N times in one call, policy decides -------------
@@ -160,7 +262,7 @@ class Pipelines:
             if messages and messages[-1]["role"] == "user" and messages[-1]["content"] == query else messages
         answer_params = params.model_copy(update={"n": 1})
         timeout = self.config.timeouts.answer_s
-        try:
+        with router_step("AutoMix small-model step"):
             answer = await with_timeout(small.generate.remote(answer_messages, answer_params.model_dump()), timeout,
                                         "small model answer")
             text = answer["completions"][0]["text"]
@@ -168,21 +270,18 @@ class Pipelines:
             samples = await with_timeout(
                 small.generate.remote([{"role": "user", "content": prompt}], verify_params.model_dump()), timeout,
                 "verification sampling")
-        except RouterUnavailable:
-            raise
-        except Exception as exc:
-            raise RouterUnavailable(f"AutoMix small-model step failed: {type(exc).__name__}: {exc}") from exc
-        sampled = [c["text"] for c in samples["completions"]]
-        score = router.verification_score(query, text, sampled)
-        decision = router.decide_from_score(query, score, threshold)
+        with router_step("AutoMix decision"):
+            sampled = [c["text"] for c in samples["completions"]]
+            score = router.verification_score(query, text, sampled)
+            decision = router.decide_from_score(query, score, threshold)
+            calls = [
+                ModelCall(small_key, answer["prompt_tokens"], answer["completions"][0]["completion_tokens"], "answer"),
+                ModelCall(small_key, samples["prompt_tokens"],
+                          sum(c["completion_tokens"] for c in samples["completions"]), "verification"),
+            ]
         info = decision_info("automix", decision)
         info["escalated"] = bool(decision.use_large)
         info["verification_samples"] = len(sampled)
-        calls = [
-            ModelCall(small_key, answer["prompt_tokens"], answer["completions"][0]["completion_tokens"], "answer"),
-            ModelCall(small_key, samples["prompt_tokens"],
-                      sum(c["completion_tokens"] for c in samples["completions"]), "verification"),
-        ]
         use_large = bool(decision.use_large)
         return Routing("automix", self.model_for(use_large), info, answer=None if use_large else answer, calls=calls)
 
@@ -191,14 +290,10 @@ class Pipelines:
         handle = self.causal if kind == "causal" else self.policy
         if handle is None:
             raise ApiError(404, f"router {kind!r} is not enabled", param="model", code="model_not_found")
-        try:
+        with router_step(f"{kind} router"):
             raw = await with_timeout(handle.route.remote(query, threshold), self.config.timeouts.router_s,
                                      f"{kind} router")
-        except RouterUnavailable:
-            raise
-        except Exception as exc:
-            raise RouterUnavailable(f"{kind} router failed: {type(exc).__name__}: {exc}") from exc
-        decision = RouteDecision.model_validate(raw)
+            decision = RouteDecision.model_validate(raw)  # a replica on another code version may send junk
         info = decision_info(kind, decision)
         info["generated"] = decision.extra.get("generated")
         return Routing(kind, self.model_for(bool(decision.use_large)), info)
@@ -207,20 +302,156 @@ class Pipelines:
     async def route_only(self, kind: str, queries: list[str], threshold: float | None) -> list[dict[str, Any]]:
         """Decisions without answers. Hybrid embeds the whole batch in one call."""
         if kind == "hybrid" and self.hybrid_router is not None and self.embedder is not None and len(queries) > 1:
-            vectors = await with_timeout(self.embedder.embed.remote(queries), self.config.timeouts.router_s, "embedder")
-            out = []
-            for query, vector in zip(queries, np.asarray(vectors), strict=True):
-                decision = self.hybrid_router.route_embedding(query, vector, threshold if threshold is not None else self.thresholds.get("hybrid"))
-                out.append(self.route_only_item(query, Routing("hybrid", self.model_for(bool(decision.use_large)), decision_info("hybrid", decision))))
-            return out
+            return await self.route_only_hybrid_batch(queries, threshold)
         params = SamplingParams(max_tokens=self.config.limits.default_max_tokens)
         routings = await asyncio.gather(*[
             self.route(kind, q, [{"role": "user", "content": q}], params, threshold) for q in queries
         ])
         return [self.route_only_item(q, r) for q, r in zip(queries, routings, strict=True)]
 
+    async def route_only_hybrid_batch(self, queries: list[str], threshold: float | None) -> list[dict[str, Any]]:
+        router = self.hybrid_router
+        assert router is not None and self.embedder is not None
+        if threshold is None:
+            threshold = self.thresholds.get("hybrid")
+        with router_step("embedder"):
+            vectors = await with_timeout(self.embedder.embed.remote(queries), self.config.timeouts.router_s, "embedder")
+        with router_step("hybrid MLP"):
+            decisions = [router.route_embedding(q, v, threshold)
+                         for q, v in zip(queries, np.asarray(vectors, dtype=np.float32), strict=True)]
+        return [self.route_only_item(q, Routing("hybrid", self.model_for(bool(d.use_large)), decision_info("hybrid", d)))
+                for q, d in zip(queries, decisions, strict=True)]
+
     def route_only_item(self, query: str, routing: Routing) -> dict[str, Any]:
         item = {"query": query, "model": self.served_name(routing.model_key), "model_key": routing.model_key, **routing.info}
         if routing.answer is not None:
             item["small_answer"] = routing.answer["completions"][0]["text"]
         return item
+
+
+# --- answer models ------------------------------------------------------------------------------------------
+@dataclass
+class OpenStream:
+    """A token stream whose first delta has arrived (so the model is known to work)."""
+
+    model_key: str
+    first: str | None  # None: the model finished without a token
+    rest: Any | None  # the remote generator after ``first``; None when there is nothing more
+
+
+class Answers:
+    """Calls the answer models: one retry on the other model for infrastructure failures, timeouts on every
+    wait, clean HTTP errors otherwise."""
+
+    def __init__(self, config: AppConfig, handles: dict[str, Any]) -> None:
+        self.config = config
+        self.handles = handles
+
+    def candidates(self, model_key: str) -> list[str]:
+        small, large = self.config.small_model, self.config.large_model
+        other = {small: large, large: small}.get(model_key)
+        return [model_key] if other is None else [model_key, other]
+
+    async def generate(self, routing: Routing, messages: Messages, params: SamplingParams) -> dict[str, Any]:
+        """The answer: AutoMix's kept answer, else the routed model's, else the other model's."""
+        if routing.answer is not None and params.n == 1:
+            return routing.answer
+        failures: list[str] = []
+        for key in self.candidates(routing.model_key):
+            try:
+                call = self.handles[key].generate.remote(messages, params.model_dump())
+                result = await with_timeout(call, self.config.timeouts.answer_s, f"answer model {key}")
+            except Exception as exc:  # noqa: BLE001 - classified right away: retry, 400, or 500
+                failures.append(self.transient_or_raise(key, exc))
+                continue
+            note_retry(routing, key)
+            return result
+        raise unavailable(failures)
+
+    async def open_stream(self, routing: Routing, messages: Messages, params: SamplingParams) -> OpenStream:
+        """Start streaming and wait for the first delta, so a dead model is a 503 (or a retry), not a
+        200 stream that breaks after its head chunk."""
+        if routing.answer is not None:
+            return OpenStream(routing.model_key, routing.answer["completions"][0]["text"], None)
+        failures: list[str] = []
+        for key in self.candidates(routing.model_key):
+            stream = None
+            try:
+                stream = self.handles[key].options(stream=True).stream.remote(messages, params.model_dump())
+                first = await with_timeout(next_or_none(stream), self.config.timeouts.answer_s,
+                                           f"answer model {key} (first token)")
+            except Exception as exc:  # noqa: BLE001 - classified right away: retry, 400, or 500
+                cancel_quietly(stream)
+                failures.append(self.transient_or_raise(key, exc))
+                continue
+            note_retry(routing, key)
+            return OpenStream(key, first, None if first is None else stream)
+        raise unavailable(failures)
+
+    async def deltas(self, opened: OpenStream) -> AsyncIterator[str]:
+        """Every delta of an open stream; a model silent for ``timeouts.answer_s`` raises ``StepTimeout``."""
+        if opened.first is not None:
+            yield opened.first
+        if opened.rest is None:
+            return
+        timeout = self.config.timeouts.answer_s
+        finished = False
+        try:
+            while True:
+                delta = await with_timeout(next_or_none(opened.rest), timeout,
+                                           f"answer model {opened.model_key} (next token)")
+                if delta is None:
+                    finished = True
+                    return
+                yield delta
+        finally:
+            if not finished:  # timed out, failed, or the client went away: stop the model generating
+                cancel_quietly(opened.rest)
+
+    async def usage(self, model_key: str, messages: Messages, text: str) -> dict[str, int]:
+        return await with_timeout(self.handles[model_key].usage.remote(messages, text),
+                                  self.config.timeouts.answer_s, f"answer model {model_key} (token count)")
+
+    @staticmethod
+    def transient_or_raise(model_key: str, exc: Exception) -> str:
+        """A one-line note of an infrastructure failure (worth a retry); any other failure ends the request."""
+        if isinstance(exc, ApiError):
+            raise exc
+        cause = root_cause(exc)
+        if is_transient(exc):
+            log_event("answer_model_unavailable", model=model_key, error=f"{type(cause).__name__}: {cause}"[:500])
+            return f"{model_key}: {type(cause).__name__}"
+        message = client_error_message(exc)
+        if message is not None:
+            raise ApiError(400, f"answer model {model_key!r} rejected the request: {message}") from exc
+        log_event("answer_model_error", model=model_key, error=f"{type(cause).__name__}: {cause}"[:500])
+        raise ApiError(500, f"answer model {model_key!r} failed ({type(cause).__name__})", kind="server_error",
+                       code="model_error") from exc
+
+
+def note_retry(routing: Routing, model_key: str) -> None:
+    if model_key != routing.model_key:
+        routing.info["retried_on"] = model_key
+        routing.info["reason"] += f"; {routing.model_key!r} failed, answered by {model_key!r}"
+        routing.model_key = model_key
+
+
+def unavailable(failures: list[str]) -> ApiError:
+    return ApiError(503, "answer models unavailable: " + " | ".join(failures), kind="server_error",
+                    code="model_unavailable", headers=dict(RETRY_AFTER))
+
+
+async def next_or_none(stream: Any) -> Any | None:
+    try:
+        return await stream.__anext__()
+    except StopAsyncIteration:
+        return None
+
+
+def cancel_quietly(stream: Any) -> None:
+    cancel = getattr(stream, "cancel", None)
+    if callable(cancel):
+        try:
+            cancel()
+        except Exception:  # noqa: BLE001, S110 - cancelling a broken stream must not mask the real error
+            pass

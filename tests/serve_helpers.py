@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,18 +37,79 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_serve(args: dict[str, Any], port: int, num_cpus: int = 4, name: str = "llmrouter") -> str:
-    """Start Ray and the app on ``port``; returns the base URL. Caller shuts down with ``stop_serve``."""
+def app_config(args: dict[str, Any], name: str = "llmrouter",
+               user_configs: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A Serve config (the layout of ``serve_config.yaml``) for the app, with ``user_config`` per deployment."""
+    application: dict[str, Any] = {
+        "name": name, "route_prefix": "/", "import_path": "serve_app.app:build_app", "args": args,
+        "runtime_env": {"env_vars": {"LLMROUTER_HOME": str(ROOT)}},
+    }
+    if user_configs:
+        application["deployments"] = [{"name": d, "user_config": u} for d, u in user_configs.items()]
+    return {"applications": [application]}
+
+
+def deploy_config(args: dict[str, Any], user_configs: dict[str, dict[str, Any]] | None = None,
+                  name: str = "llmrouter", timeout_s: float = 600) -> None:
+    """Deploy (or redeploy) the app from a config, as ``serve deploy`` / ``serve run config.yaml`` do.
+
+    A redeploy that changes only ``user_config`` is a lightweight update: Serve calls ``reconfigure`` on
+    the running replicas instead of replacing them (``serve.run`` from Python would restart every replica,
+    since it gives each deployment a new random version).
+    """
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeDeploySchema
+
+    config = ServeDeploySchema.model_validate(app_config(args, name, user_configs))
+    _get_global_client().deploy_apps(config)
+    wait_until_running(name, timeout_s)
+
+
+def wait_until_running(name: str, timeout_s: float) -> None:
+    from ray import serve
+
+    deadline = time.time() + timeout_s
+    status: Any = None
+    while time.time() < deadline:
+        status = serve.status().applications.get(name)
+        if status is not None and status.status == "RUNNING":
+            return
+        if status is not None and status.status == "DEPLOY_FAILED":
+            break
+        time.sleep(1)
+    details = None if status is None else (status.status, status.message,
+                                           {d: (s.status, s.message) for d, s in status.deployments.items()})
+    raise RuntimeError(f"application {name!r} is not running: {details}")
+
+
+def start_serve(args: dict[str, Any], port: int, num_cpus: int = 4, name: str = "llmrouter",
+                declarative: bool = False) -> str:
+    """Start Ray and the app on ``port``; returns the base URL. Caller shuts down with ``stop_serve``.
+
+    ``declarative=True`` deploys from a Serve config (``deploy_config``), so ``deploy_config`` can later
+    hot-swap a ``user_config``; otherwise ``serve.run`` with the built application.
+    """
     import ray
     from ray import serve
 
     from serve_app.app import build_app
 
-    application = build_app(args)
+    application = build_app(args)  # validates the config before Ray starts, in both modes
     ray.init(num_cpus=num_cpus, log_to_driver=False, include_dashboard=False, ignore_reinit_error=True)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(application, name=name, route_prefix="/")
+    if declarative:
+        deploy_config(args, name=name)
+    else:
+        serve.run(application, name=name, route_prefix="/")
     return f"http://127.0.0.1:{port}"
+
+
+def serve_log_text() -> str:
+    """Everything the Serve replicas and proxies of this Ray session have logged so far."""
+    import ray
+
+    logs = Path(ray._private.worker._global_node.get_logs_dir_path()) / "serve"
+    return "\n".join(p.read_text(errors="replace") for p in sorted(logs.glob("*.log")))
 
 
 def stop_serve() -> None:

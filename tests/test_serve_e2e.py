@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
-
-from serve_helpers import ROOT, default_app_args, free_port, missing_prerequisites, start_serve, stop_serve
+from serve_helpers import (
+    ROOT,
+    default_app_args,
+    deploy_config,
+    free_port,
+    missing_prerequisites,
+    start_serve,
+    stop_serve,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -24,7 +33,8 @@ def base_url() -> Iterator[str]:
     missing = missing_prerequisites()
     if missing:
         pytest.skip(f"run `bash scripts/setup.sh` first; missing: {missing}")
-    url = start_serve(default_app_args(), free_port())
+    # Deployed from a Serve config, like `serve run serve_config.yaml`, so a test can hot-swap user_config.
+    url = start_serve(default_app_args(), free_port(), declarative=True)
     try:
         yield url
     finally:
@@ -43,7 +53,8 @@ def chat(client: httpx.Client, model: str, content: str = QUERY, **extra: Any) -
 
 
 def test_health_models_and_openapi(client: httpx.Client) -> None:
-    assert client.get("/healthz").json()["status"] == "ok"
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok" and health["replica"]
     ids = {m["id"] for m in client.get("/v1/models").json()["data"]}
     assert {f"router-{r}" for r in ROUTERS} | SERVED <= ids
     schema = client.get("/openapi.json").json()
@@ -165,6 +176,9 @@ def test_streamed_text_equals_plain_text_when_greedy(client: httpx.Client) -> No
         ({"model": "router-hybrid", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}, 400, "temperature"),
         ({"model": "router-hybrid", "messages": [{"role": "user", "content": "hi"}], "bogus": 1}, 400, "bogus"),
         ({"model": "router-hybrid", "messages": [{"role": "user", "content": "x" * 20000}]}, 400, "characters"),
+        ({"model": "router-hybrid", "messages": [{"role": "user", "content": "hi"}], "seed": 2**64}, 400, "seed"),
+        ({"model": "router-policy:0.4", "messages": [{"role": "user", "content": "hi"}]}, 400, "takes no threshold"),
+        ({"model": "router-hybrid:share=1.5", "messages": [{"role": "user", "content": "hi"}]}, 400, "within"),
     ],
 )
 def test_bad_requests_get_clear_openai_errors(client: httpx.Client, body: dict, status: int, needle: str) -> None:
@@ -178,6 +192,82 @@ def test_oversized_body_is_rejected(client: httpx.Client) -> None:
     response = client.post("/v1/chat/completions", content=b"{" + b" " * 2_000_000 + b"}",
                            headers={"content-type": "application/json"})
     assert response.status_code == 413
+
+
+def test_oversized_chunked_body_is_rejected(client: httpx.Client) -> None:
+    def chunks() -> Iterator[bytes]:  # no Content-Length: only counting the bytes received catches it
+        yield b'{"model": "router-hybrid", "messages": [{"role": "user", "content": "'
+        for _ in range(32):
+            yield b"x" * 65536
+        yield b'"}]}'
+
+    response = client.post("/v1/chat/completions", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "body_too_large"
+
+
+def test_route_batch_caps_each_query_not_their_total(client: httpx.Client) -> None:
+    cap = default_app_args()["limits"].get("max_prompt_chars", 16000)
+    under = ["word " * ((cap - 10) // 5)] * 3  # about 3x the cap in total, each under it
+    batch = client.post("/v1/route", json={"model": "router-hybrid", "queries": under})
+    assert batch.status_code == 200, batch.text
+    assert len(batch.json()["data"]) == 3
+    over = client.post("/v1/route", json={"model": "router-hybrid", "queries": ["hi", "x" * (cap + 1)]})
+    assert over.status_code == 400 and over.json()["error"]["param"] == "queries.1"
+
+
+def test_large_share_in_the_model_field(client: httpx.Client) -> None:
+    from routers.evaluation.calibrate import threshold_for_large_share
+    from routers.hybrid.router import HybridLLMRouter
+
+    reference = getattr(HybridLLMRouter.load(ROOT / "artifacts/hybrid_llm"), "reference_scores", lambda: None)()
+    response = client.post("/v1/route", json={"model": "router-hybrid:share=0.3", "query": QUERY})
+    if reference is None or len(reference) == 0:  # the artifact keeps no score distribution
+        assert response.status_code == 400 and "reference score distribution" in response.json()["error"]["message"]
+        return
+    item = response.json()["data"][0]
+    assert item["threshold"] == pytest.approx(threshold_for_large_share(reference, 0.3))
+    assert item["large_share"] == 0.3 and item["use_large"] == (item["score"] < item["threshold"])
+
+
+def test_hot_swap_of_the_ingress_user_config_without_restart(client: httpx.Client, base_url: str) -> None:
+    """Redeploy with a changed Ingress user_config (as `serve deploy` does): the new threshold applies on the
+    same replica with no failed request, and dropping the override reverts it."""
+    def decision() -> dict[str, Any]:
+        return client.post("/v1/route", json={"model": "router-hybrid", "query": QUERY}).json()["data"][0]
+
+    def wait_for_threshold(expected: float) -> dict[str, Any]:
+        deadline = time.time() + 120
+        while (current := decision())["threshold"] != pytest.approx(expected) and time.time() < deadline:
+            time.sleep(0.5)
+        return current
+
+    original = decision()
+    replica = client.get("/healthz").json()["replica"]
+    assert replica and original["threshold"] != pytest.approx(0.123)
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def keep_routing() -> None:  # traffic during both redeploys: none of it may fail
+        with httpx.Client(base_url=base_url, timeout=120) as own:
+            while not stop.is_set():
+                statuses.append(own.post("/v1/route", json={"model": "router-hybrid", "query": QUERY}).status_code)
+                time.sleep(0.05)
+
+    traffic = threading.Thread(target=keep_routing)
+    traffic.start()
+    args = default_app_args()
+    try:
+        artifact = {"artifact": "artifacts/hybrid_llm"}  # relative: resolved against LLMROUTER_HOME
+        deploy_config(args, {"Ingress": {"routers": {"hybrid": {**artifact, "threshold": 0.123}}}})
+        assert wait_for_threshold(0.123)["threshold"] == pytest.approx(0.123)
+        deploy_config(args, {"Ingress": {"routers": {"hybrid": artifact}}})  # threshold override removed
+        assert wait_for_threshold(original["threshold"])["threshold"] == pytest.approx(original["threshold"])
+    finally:
+        stop.set()
+        traffic.join()
+    assert client.get("/healthz").json()["replica"] == replica  # reconfigured in place, not restarted
+    assert statuses and set(statuses) == {200}, statuses
 
 
 def test_request_id_is_echoed_and_chat_page_served(client: httpx.Client) -> None:

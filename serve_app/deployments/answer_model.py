@@ -42,7 +42,12 @@ class AnswerModelDeployment:
         self._generate_batched.set_max_batch_size(batching.max_batch_size)
         self._generate_batched.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
 
-    def reconfigure(self, user_config: dict[str, Any]) -> None:
+    def reconfigure(self, user_config: dict[str, Any] | None) -> None:
+        """``user_config: {batching: {...}}``; any other key is an error (never silently ignored)."""
+        user_config = user_config or {}
+        unknown = sorted(set(user_config) - {"batching"})
+        if unknown:
+            raise ValueError(f"AnswerModel-{self.name} user_config: unknown key(s) {unknown}; allowed: ['batching']")
         if "batching" in user_config:
             self.apply_batching(BatchingSettings.model_validate(user_config["batching"]))
 

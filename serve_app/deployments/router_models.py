@@ -3,45 +3,104 @@
 Each replica loads the router artifact (JSON + safetensors) and its router model, and answers
 ``route(query)`` with the router's own decision steps, so the served decision is the library's decision.
 Concurrent queries are batched into one generate call.
+
+``user_config`` (hot swap): ``artifact``, ``batching`` and, for the policy router, ``policy_map``; merged
+onto the arguments the replica started with (so removing a key reverts it), paths relative to
+``LLMROUTER_HOME``; other keys are rejected. A new router model replaces the old one only after the old
+one is released (GPU memory); queries arriving during that swap fail over to the ingress's fallback model.
 """
 
 from __future__ import annotations
 
+import gc
 from abc import ABC, abstractmethod
-from pathlib import Path
 from typing import Any
 
 from ray import serve
 
 from routers.base import RouteDecision, Router
+from routers.config import resolve_path
 from routers.engines import Generator, GeneratorConfig, build_generator
+from routers.errors import ConfigError
 from routers.registry import router_class
 from serve_app.config import BatchingSettings
+
+DEFAULT_BATCHING = {"max_batch_size": 8}
+
+
+def existing_path(path: str, what: str) -> str:
+    """``path`` made absolute the way the app config does it (relative to ``LLMROUTER_HOME``), checked."""
+    resolved = resolve_path(path)
+    if not resolved.exists():
+        raise ConfigError(f"{what}: {path!r} does not exist (looked at {resolved})")
+    return str(resolved.resolve())
+
+
+def release_engine(engine: Generator | None) -> None:
+    """Free a router model before its successor loads: on a GPU both rarely fit at once."""
+    if engine is None:
+        return
+    for name in ("shutdown", "close"):
+        method = getattr(engine, name, None)
+        if callable(method):
+            method()
+            break
+    del engine
+    gc.collect()
+    try:
+        import torch
+    except ImportError:
+        return
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 class _RouterModel(ABC):
     router_name: str
+    deployment_name: str
+    #: keys this deployment's user_config may set (anything else is an error, never ignored)
+    user_config_keys: frozenset[str] = frozenset({"artifact", "batching"})
 
     def __init__(self, artifact: str, engine: dict[str, Any] | None, batching: dict[str, Any] | None = None,
                  policy_map: str | None = None) -> None:
         self.engine_override = dict(engine or {})
         self.generator: Generator | None = None
         self.generator_config: GeneratorConfig | None = None
-        self.load(artifact, policy_map)
-        self.apply_batching(BatchingSettings.model_validate(batching or {"max_batch_size": 8}))
+        self.artifact: str | None = None
+        self.policy_map: str | None = None
+        # What the app was started with; user_config overrides merge onto this, so removing one reverts it.
+        self.base = {"artifact": artifact, "policy_map": policy_map, "batching": batching or DEFAULT_BATCHING}
+        self.load(*self.paths(self.base))
+        self.apply_batching(BatchingSettings.model_validate(self.base["batching"]))
 
     # --- loading / hot swap --------------------------------------------------------------------
+    def paths(self, settings: dict[str, Any]) -> tuple[str, str | None]:
+        artifact = existing_path(settings["artifact"], f"{self.deployment_name}.artifact")
+        policy_map = settings.get("policy_map")
+        return artifact, None if policy_map is None else existing_path(policy_map, f"{self.deployment_name}.policy_map")
+
     def load(self, artifact: str, policy_map: str | None) -> None:
-        router = router_class(self.router_name).load(Path(artifact))
+        router = router_class(self.router_name).load(artifact)
         if policy_map is not None and hasattr(router, "reload_policy_map"):
             router.reload_policy_map(policy_map)
         wanted = self.engine_config(router, artifact)
         if self.generator is None or wanted != self.generator_config:
-            self.generator = build_generator(wanted)
-            self.generator_config = wanted
+            self.swap_engine(wanted)
         router.bind_engines(generators={"router": self.generator})
         self.router: Router = router
         self.artifact = artifact
+        self.policy_map = policy_map
+
+    def swap_engine(self, wanted: GeneratorConfig) -> None:
+        """Drop every reference to the old engine (the old router holds one too) and free it, then build
+        the new one."""
+        old, self.generator, self.generator_config = self.generator, None, None
+        if hasattr(self, "router"):
+            del self.router
+        release_engine(old)
+        del old
+        self.generator = build_generator(wanted)
+        self.generator_config = wanted
 
     def engine_config(self, router: Router, artifact: str) -> GeneratorConfig:
         """The artifact's own router-model engine with the config's overrides (backend, TP size) on top."""
@@ -51,14 +110,29 @@ class _RouterModel(ABC):
         base = default.model_dump() if default is not None else {}
         return GeneratorConfig.model_validate({**base, **self.engine_override})
 
-    def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """Swap the router artifact / policy map without restarting the app."""
-        artifact = user_config.get("artifact", self.artifact)
-        policy_map = user_config.get("policy_map")
-        if artifact != self.artifact or policy_map is not None:
+    def reconfigure(self, user_config: dict[str, Any] | None) -> None:
+        """Swap the router artifact / policy map / batching without restarting the app."""
+        user_config = user_config or {}
+        unknown = sorted(set(user_config) - self.user_config_keys)
+        if unknown:
+            raise ValueError(f"{self.deployment_name} user_config: unknown key(s) {unknown}; "
+                             f"allowed: {sorted(self.user_config_keys)}")
+        settings = {**self.base, **user_config}
+        artifact, policy_map = self.paths(settings)
+        # A policy_map in user_config is re-read even under the same path: editing the file is the point.
+        if artifact != self.artifact or policy_map != self.policy_map or "policy_map" in user_config:
+            self.load_or_restore(artifact, policy_map)
+        self.apply_batching(BatchingSettings.model_validate(settings["batching"]))
+
+    def load_or_restore(self, artifact: str, policy_map: str | None) -> None:
+        """Load the new artifact; if that fails, reload the previous one so the replica keeps serving it."""
+        previous = (self.artifact, self.policy_map)
+        try:
             self.load(artifact, policy_map)
-        if "batching" in user_config:
-            self.apply_batching(BatchingSettings.model_validate(user_config["batching"]))
+        except Exception:
+            if previous[0] is not None:
+                self.load(previous[0], previous[1])
+            raise
 
     def apply_batching(self, batching: BatchingSettings) -> None:
         self._route_batched.set_max_batch_size(batching.max_batch_size)
@@ -71,14 +145,16 @@ class _RouterModel(ABC):
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def _route_batched(self, items: list[tuple[str, float | None]]) -> list[RouteDecision]:
-        assert self.generator is not None
-        router = self.router
+        router, generator = self.router, self.generator  # a hot swap mid-batch must not mix the two
+        assert generator is not None
         prompts = [router.router_prompt(query) for query, _ in items]  # type: ignore[attr-defined]
-        results = await self.generator.agenerate(prompts, router.router_params())  # type: ignore[attr-defined]
-        return [await self.decide(query, threshold, result.text) for (query, threshold), result in zip(items, results, strict=True)]
+        results = await generator.agenerate(prompts, router.router_params())  # type: ignore[attr-defined]
+        return [await self.decide(router, generator, query, threshold, result.text)
+                for (query, threshold), result in zip(items, results, strict=True)]
 
     @abstractmethod
-    async def decide(self, query: str, threshold: float | None, generated: str) -> RouteDecision:
+    async def decide(self, router: Any, generator: Generator, query: str, threshold: float | None,
+                     generated: str) -> RouteDecision:
         """Turn the router model's generated text into the library's decision."""
 
     def info(self) -> dict[str, Any]:
@@ -90,11 +166,11 @@ class CausalLMRouterDeployment(_RouterModel):
     """Generates the best model's name; also scores both names so a threshold can override the argmax."""
 
     router_name = "causallm_router"
+    deployment_name = "CausalLMRouter"
 
-    async def decide(self, query: str, threshold: float | None, generated: str) -> RouteDecision:
-        assert self.generator is not None
-        router = self.router
-        logprobs = await self.generator.asequence_logprobs(
+    async def decide(self, router: Any, generator: Generator, query: str, threshold: float | None,
+                     generated: str) -> RouteDecision:
+        logprobs = await generator.asequence_logprobs(
             router.router_prompt(query), router.candidate_continuations()  # type: ignore[attr-defined]
         )
         score = router.score_from_logprobs(logprobs)  # type: ignore[attr-defined]
@@ -106,6 +182,9 @@ class PolicyRouterDeployment(_RouterModel):
     """Emits a policy label; the editable policy map turns it into a model."""
 
     router_name = "policy_router"
+    deployment_name = "PolicyRouter"
+    user_config_keys = frozenset({"artifact", "policy_map", "batching"})
 
-    async def decide(self, query: str, threshold: float | None, generated: str) -> RouteDecision:
-        return self.router.decide_from_generation(query, generated)  # type: ignore[attr-defined]
+    async def decide(self, router: Any, generator: Generator, query: str, threshold: float | None,
+                     generated: str) -> RouteDecision:
+        return router.decide_from_generation(query, generated)  # type: ignore[no-any-return]

@@ -1,0 +1,540 @@
+"""Fast tests of the ingress pieces, without Ray Serve: the ASGI guard (auth before the body, body cap,
+catch-all 500, logs), the model field, the request/response models, router-step failures, answer-model
+retries and streaming, hot-swap config merging and the metrics bookkeeping."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from fastapi import FastAPI
+from pydantic import BaseModel, ValidationError
+from ray import exceptions as ray_errors
+
+from routers.engines import SamplingParams
+from routers.evaluation.calibrate import threshold_for_large_share
+from serve_app.api import MAX_SEED, ApiError, ChatCompletionRequest, RouterChoice, parse_model_field
+from serve_app.config import AppConfig
+from serve_app.ingress import (
+    GuardSettings,
+    IngressGuard,
+    RouterIngress,
+    check_ingress_user_config,
+    install_error_handlers,
+    merged_config,
+)
+from serve_app.observability import RouterMetrics
+from serve_app.pipelines import (
+    Answers,
+    Pipelines,
+    RouterUnavailable,
+    Routing,
+    StepTimeout,
+    client_error_message,
+    is_transient,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = "sk-unit-0123456789abcdef"
+HYBRID_ARTIFACT = ROOT / "artifacts/hybrid_llm"
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+# --- the ASGI guard ------------------------------------------------------------------------------------------
+class Echo(BaseModel):
+    text: str
+
+
+class FakeCounter:
+    """Records what RouterMetrics adds, per (metric, sorted tags)."""
+
+    def __init__(self, name: str, **_: Any) -> None:
+        self.name = name
+        self.totals: Counter = Counter()
+
+    def inc(self, value: float = 1.0, tags: dict[str, str] | None = None) -> None:
+        assert value > 0, "Ray counters reject increments <= 0"
+        self.totals[tuple(sorted((tags or {}).items()))] += value
+
+    def observe(self, value: float, tags: dict[str, str] | None = None) -> None:
+        self.totals[tuple(sorted((tags or {}).items()))] += 1
+
+    def total(self, **tags: str) -> float:
+        return sum(v for k, v in self.totals.items() if set(tags.items()) <= set(k))
+
+
+def fake_metrics() -> RouterMetrics:
+    return RouterMetrics(counter=FakeCounter, histogram=FakeCounter)
+
+
+@pytest.fixture
+def guarded() -> tuple[FastAPI, GuardSettings, list[str]]:
+    """A small app behind the real guard and error handlers; the list records which bodies were parsed."""
+    parsed: list[str] = []
+    app = FastAPI()
+    install_error_handlers(app)
+    settings = GuardSettings(api_keys=[KEY.encode()], max_body_bytes=2048, metrics=fake_metrics())
+    app.add_middleware(IngressGuard, settings=settings)
+
+    @app.post("/v1/echo")
+    async def echo(body: Echo) -> dict[str, str]:
+        parsed.append(body.text)
+        return {"text": body.text}
+
+    @app.get("/v1/boom")
+    async def boom() -> None:
+        raise RuntimeError("secret internal detail /etc/passwd")
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app, settings, parsed
+
+
+def call(app: FastAPI, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.request(method, path, **kwargs)
+
+    return run(go())
+
+
+@pytest.fixture
+def serve_logs() -> Iterator[list[str]]:
+    """Everything logged on the ``ray.serve`` logger (the ingress's structured logs) during the test."""
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(self.format(record))
+
+    handler = Keep(level=logging.DEBUG)
+    handler.setFormatter(logging.Formatter("%(message)s %(exc_text)s"))
+    logger = logging.getLogger("ray.serve")
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+
+def test_unauthenticated_callers_get_401_before_the_body_is_read(guarded: Any) -> None:
+    app, settings, parsed = guarded
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}):
+        invalid = call(app, "POST", "/v1/echo", json={"nope": 1}, headers=headers)
+        assert invalid.status_code == 401, invalid.text
+        assert invalid.json()["error"]["type"] == "authentication_error"
+        assert "nope" not in invalid.text and "text" not in invalid.text  # no schema details
+    valid_body = call(app, "POST", "/v1/echo", json={"text": "hi"}, headers={"Authorization": "Bearer nope"})
+    assert valid_body.status_code == 401 and parsed == []
+    assert call(app, "POST", "/v1/echo", json={"nope": 1}, headers={"Authorization": f"Bearer {KEY}"}).status_code == 400
+    assert call(app, "POST", "/v1/echo", json={"text": "hi"}, headers={"Authorization": f"Bearer {KEY}"}).json() == {"text": "hi"}
+    assert call(app, "GET", "/healthz").status_code == 200  # health stays open
+    assert settings.metrics.requests.total(status="401") == 4  # type: ignore[union-attr]
+
+
+def test_chunked_body_over_the_limit_is_413(guarded: Any) -> None:
+    app, _, parsed = guarded
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"text": "'
+        for _ in range(10):
+            yield b"x" * 500
+        yield b'"}'
+
+    auth = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    response = call(app, "POST", "/v1/echo", content=chunks(), headers=auth)
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "body_too_large"
+    assert parsed == []
+
+    async def small() -> AsyncIterator[bytes]:
+        yield b'{"text": '
+        yield b'"fits"}'
+
+    assert call(app, "POST", "/v1/echo", content=small(), headers=auth).json() == {"text": "fits"}
+    declared = call(app, "POST", "/v1/echo", content=b"{" + b" " * 4000 + b"}", headers=auth)
+    assert declared.status_code == 413
+
+
+def test_unexpected_exceptions_are_clean_500s_logged_with_the_request_id(guarded: Any, serve_logs: list[str]) -> None:
+    app, settings, _ = guarded
+    response = call(app, "GET", "/v1/boom", headers={"Authorization": f"Bearer {KEY}", "X-Request-ID": "req-42"})
+    assert response.status_code == 500
+    error = response.json()["error"]
+    assert error["type"] == "server_error" and "req-42" in error["message"]
+    assert "secret" not in response.text and "Traceback" not in response.text and "RuntimeError" not in response.text
+    logged = "\n".join(serve_logs)
+    assert "req-42" in logged and "secret internal detail" in logged  # the details go to the log only
+    assert settings.metrics.requests.total(status="500") == 1  # type: ignore[union-attr]
+
+
+def test_api_keys_never_reach_the_logs(guarded: Any, serve_logs: list[str]) -> None:
+    app, _, _ = guarded
+    for key in (KEY, KEY + "x", "wrong"):
+        call(app, "POST", "/v1/echo", json={"text": "hi"}, headers={"Authorization": f"Bearer {key}"})
+        call(app, "GET", "/v1/boom", headers={"Authorization": f"Bearer {key}"})
+    logged = "\n".join(serve_logs)
+    assert "http_request" in logged  # the requests were logged ...
+    assert KEY not in logged  # ... without the key
+
+
+# --- the model field and request models ------------------------------------------------------------------
+ROUTERS = ["hybrid", "automix", "causal", "policy", "smallest", "largest", "random"]
+
+
+def parse(model: str) -> RouterChoice:
+    return parse_model_field(model, ROUTERS, {"small-model": "small"})
+
+
+def test_model_field_threshold_share_and_routers_without_a_threshold() -> None:
+    assert parse("router-hybrid:0.4") == RouterChoice(kind="hybrid", threshold=0.4)
+    assert parse("router-hybrid:share=0.3") == RouterChoice(kind="hybrid", large_share=0.3)
+    assert parse("router-random:share=1") == RouterChoice(kind="random", large_share=1.0)
+    for bad, needle in (("router-hybrid:share=1.5", "within [0, 1]"), ("router-hybrid:share=-0.1", "within"),
+                        ("router-hybrid:share=nan", "within"), ("router-hybrid:share=x", "not a number"),
+                        ("router-policy:0.4", "takes no threshold"), ("router-policy:share=0.2", "takes no large-model share"),
+                        ("router-smallest:0.5", "takes no threshold")):
+        with pytest.raises(ApiError) as caught:
+            parse(bad)
+        assert caught.value.status == 400 and needle in caught.value.message, (bad, caught.value.message)
+
+
+def test_seed_is_bounded_to_int64() -> None:
+    base = {"model": "router-hybrid", "messages": [{"role": "user", "content": "hi"}]}
+    assert ChatCompletionRequest.model_validate({**base, "seed": MAX_SEED}).seed == 2**63 - 1
+    for seed in (2**63, 2**64, -1):
+        with pytest.raises(ValidationError, match="seed"):
+            ChatCompletionRequest.model_validate({**base, "seed": seed})
+
+
+# --- router steps: any failure is RouterUnavailable (the ingress then falls back) --------------------------
+def config(**extra: Any) -> AppConfig:
+    data = {"models": {"small": {"engine": {"model": "org/small"}}, "large": {"engine": {"model": "org/large"}}},
+            "routers": {"hybrid": None, "automix": None}, "default_router": "smallest",
+            "timeouts": {"router_s": 1.0, "answer_s": 0.3}, **extra}
+    return AppConfig.model_validate(data)
+
+
+class Remote:
+    """A deployment method: ``.remote(...)`` returns an awaitable, like a DeploymentResponse."""
+
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+        self.calls = 0
+
+    def remote(self, *args: Any) -> Any:
+        self.calls += 1
+        return self.fn(*args)
+
+
+async def value(result: Any, delay: float = 0.0) -> Any:
+    await asyncio.sleep(delay)
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+class Handle:
+    def __init__(self, **methods: Any) -> None:
+        for name, fn in methods.items():
+            setattr(self, name, Remote(fn))
+
+    def options(self, **_: Any) -> Handle:
+        return self
+
+
+@pytest.mark.skipif(not (HYBRID_ARTIFACT / "router.json").exists(), reason="hybrid artifact not shipped")
+def test_hybrid_dimension_mismatch_is_router_unavailable() -> None:
+    from routers.hybrid.router import HybridLLMRouter
+
+    pipelines = Pipelines(config(), {}, None, None, None)
+    pipelines.hybrid_router = HybridLLMRouter.load(HYBRID_ARTIFACT)
+    pipelines.embedder = Handle(embed_one=lambda q: value(np.zeros(7, dtype=np.float32)),
+                                embed=lambda qs: value(np.zeros((len(qs), 7), dtype=np.float32)))
+    with pytest.raises(RouterUnavailable, match="hybrid MLP"):
+        run(pipelines.route("hybrid", "hi", [], SamplingParams()))
+    with pytest.raises(RouterUnavailable, match="hybrid MLP"):
+        run(pipelines.route_only("hybrid", ["a", "b"], None))
+
+
+def test_batch_embed_failure_is_router_unavailable() -> None:
+    pipelines = Pipelines(config(), {}, None, None, None)
+    pipelines.hybrid_router = object()
+    pipelines.embedder = Handle(embed=lambda qs: value(ray_errors.ActorDiedError()))
+    with pytest.raises(RouterUnavailable, match="embedder failed: ActorDiedError"):
+        run(pipelines.route_only("hybrid", ["a", "b"], None))
+
+
+def test_generative_router_junk_decision_is_router_unavailable() -> None:
+    pipelines = Pipelines(config(), {}, None, None, None)
+    pipelines.causal = Handle(route=lambda q, t: value({"not": "a decision"}))
+    with pytest.raises(RouterUnavailable, match="causal router failed: ValidationError"):
+        run(pipelines.route("causal", "hi", [], SamplingParams()))
+
+
+def test_automix_decision_failure_is_router_unavailable() -> None:
+    class BrokenAutomix:
+        def answer_prompt(self, query: str) -> str:
+            return query
+
+        def verification_request(self, query: str, text: str) -> tuple[str, SamplingParams]:
+            return "verify", SamplingParams(n=2)
+
+        def verification_score(self, query: str, text: str, samples: list[str]) -> float:
+            raise ZeroDivisionError("no votes")
+
+    completion = {"prompt_tokens": 3, "completions": [{"text": "4", "finish_reason": "stop", "completion_tokens": 1}]}
+    small = Handle(generate=lambda m, p: value(completion))
+    pipelines = Pipelines(config(), {"small": small, "large": small}, None, None, None)
+    pipelines.automix_router = BrokenAutomix()
+    with pytest.raises(RouterUnavailable, match="AutoMix decision failed: ZeroDivisionError"):
+        run(pipelines.route("automix", "2+2?", [{"role": "user", "content": "2+2?"}], SamplingParams()))
+
+
+def test_large_share_uses_the_routers_reference_scores() -> None:
+    class WithReference:
+        def reference_scores(self) -> list[float]:
+            return list(np.linspace(0.0, 1.0, 101))
+
+    pipelines = Pipelines(config(), {}, None, None, None)
+    pipelines.hybrid_router = WithReference()
+    assert pipelines.threshold_for_share("hybrid", 0.3) == pytest.approx(threshold_for_large_share(np.linspace(0, 1, 101), 0.3))
+    assert pipelines.threshold_for_share("random", 0.25) == 0.25
+    pipelines.automix_router = object()  # an artifact without a score distribution
+    with pytest.raises(ApiError) as caught:
+        pipelines.threshold_for_share("automix", 0.3)
+    assert caught.value.status == 400 and "reference score distribution" in caught.value.message
+
+
+# --- answer models: retry only what is transient ----------------------------------------------------------
+ANSWER = {"prompt_tokens": 2, "completions": [{"text": "blue", "finish_reason": "stop", "completion_tokens": 1}]}
+
+
+class Stream:
+    """A remote token stream: ``items`` (an exception item is raised), ``delays`` before each."""
+
+    def __init__(self, items: list[Any], delays: list[float] | None = None) -> None:
+        self.items = list(items)
+        self.delays = list(delays or [0.0] * len(items))
+        self.cancelled = False
+
+    def __aiter__(self) -> Stream:
+        return self
+
+    async def __anext__(self) -> str:
+        if not self.items:
+            raise StopAsyncIteration
+        await asyncio.sleep(self.delays.pop(0) if self.delays else 0.0)
+        item = self.items.pop(0)
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+def model(generate: Any = ANSWER, stream: Stream | None = None) -> Handle:
+    return Handle(generate=lambda m, p: value(generate), stream=lambda m, p: stream,
+                  usage=lambda m, t: value({"prompt_tokens": 2, "completion_tokens": len(t)}))
+
+
+def routing(model_key: str = "small") -> Routing:
+    return Routing("hybrid", model_key, {"router": "hybrid", "reason": "test", "fallback": False})
+
+
+def remote_error(cause: Exception) -> Exception:
+    return ray_errors.RayTaskError("generate", "Traceback (most recent call last): ...", cause).as_instanceof_cause()
+
+
+def test_error_classification() -> None:
+    assert is_transient(ray_errors.ActorDiedError()) and is_transient(StepTimeout("slow"))
+    assert is_transient(remote_error(ray_errors.ActorUnavailableError("gone", None)))
+    assert not is_transient(remote_error(ValueError("Seed must be between 0 and 2**64 - 1")))
+    assert client_error_message(remote_error(ValueError("bad seed"))) == "bad seed"
+    assert client_error_message(remote_error(RuntimeError("boom"))) is None
+
+
+def test_transient_failure_is_retried_on_the_other_model() -> None:
+    small, large = model(ray_errors.ActorDiedError()), model()
+    answers = Answers(config(), {"small": small, "large": large})
+    chosen = routing("small")
+    assert run(answers.generate(chosen, [], SamplingParams())) == ANSWER
+    assert chosen.model_key == "large" and chosen.info["retried_on"] == "large"
+
+
+def test_bad_parameters_are_400_and_not_retried() -> None:
+    small, large = model(remote_error(ValueError("Seed must be between 0 and 2**64 - 1"))), model()
+    with pytest.raises(ApiError) as caught:
+        run(Answers(config(), {"small": small, "large": large}).generate(routing(), [], SamplingParams()))
+    assert caught.value.status == 400 and "Seed must be" in caught.value.message
+    assert "Traceback" not in caught.value.message
+    assert large.generate.calls == 0  # type: ignore[attr-defined]
+
+
+def test_model_bug_is_500_and_not_retried() -> None:
+    small, large = model(remote_error(KeyError("oops"))), model()
+    with pytest.raises(ApiError) as caught:
+        run(Answers(config(), {"small": small, "large": large}).generate(routing(), [], SamplingParams()))
+    assert caught.value.status == 500 and caught.value.kind == "server_error"
+    assert large.generate.calls == 0  # type: ignore[attr-defined]
+
+
+def test_both_models_down_is_503_with_retry_after() -> None:
+    handles = {"small": model(ray_errors.ActorDiedError()), "large": model(StepTimeout("slow"))}
+    with pytest.raises(ApiError) as caught:
+        run(Answers(config(), handles).generate(routing(), [], SamplingParams()))
+    assert caught.value.status == 503 and caught.value.headers["Retry-After"]
+
+
+def test_stream_waits_for_the_first_token_and_retries_a_dead_model() -> None:
+    dead = Stream([ray_errors.ActorUnavailableError("replica gone", None)])
+    alive = Stream(["Hel", "lo"])
+    answers = Answers(config(), {"small": model(stream=dead), "large": model(stream=alive)})
+    chosen = routing("small")
+    opened = run(answers.open_stream(chosen, [], SamplingParams()))
+    assert opened.model_key == chosen.model_key == "large" and opened.first == "Hel" and dead.cancelled
+
+    async def collect() -> list[str]:
+        return [d async for d in answers.deltas(opened)]
+
+    assert run(collect()) == ["Hel", "lo"]
+
+
+def test_stream_first_token_timeout_then_503() -> None:
+    slow = {k: model(stream=Stream(["late"], delays=[5.0])) for k in ("small", "large")}
+    with pytest.raises(ApiError) as caught:
+        run(Answers(config(), slow).open_stream(routing(), [], SamplingParams()))
+    assert caught.value.status == 503 and "Retry-After" in caught.value.headers
+
+
+def test_stream_chunk_timeout_sends_an_error_event_then_done() -> None:
+    stalls = Stream(["one", "two"], delays=[0.0, 5.0])
+    answers = Answers(config(), {"small": model(stream=stalls), "large": model()})
+    ingress = plain_ingress()
+    ingress.answers = answers
+    chosen = routing("small")
+    opened = run(answers.open_stream(chosen, [], SamplingParams()))
+
+    async def collect() -> list[str]:
+        return [e async for e in ingress.stream_chunks(chosen, opened, [], SamplingParams(max_tokens=4), 0.0, False, "r1")]
+
+    events = run(collect())
+    assert events[-1] == "data: [DONE]\n\n"
+    error = json.loads(events[-2].removeprefix("data: "))["error"]
+    assert error["type"] == "server_error" and "StepTimeout" in error["message"]
+    assert json.loads(events[1].removeprefix("data: "))["choices"][0]["delta"]["content"] == "one"
+    assert stalls.cancelled
+    assert ingress.metrics.requests.total(status="stream_error") == 1
+
+
+# --- the ingress itself, outside Serve ------------------------------------------------------------------------
+def plain_ingress(**extra: Any) -> Any:
+    """The ingress class without Serve's wrapper (its methods are the real ones), with fake metrics."""
+    cls = RouterIngress.func_or_class.__mro__[1]
+    assert cls.__name__ == "RouterIngress"
+    ingress = cls(config(**extra).model_dump(), {"small": model(), "large": model()})
+    ingress.metrics = fake_metrics()
+    return ingress
+
+
+def test_route_only_caps_each_query_not_their_sum() -> None:
+    ingress = plain_ingress(limits={"max_prompt_chars": 100})
+    ingress.check_queries(["x" * 90] * 5, batched=True)  # 450 characters in all: fine
+    with pytest.raises(ApiError) as caught:
+        ingress.check_queries(["x" * 10, "x" * 101], batched=True)
+    assert caught.value.status == 400 and caught.value.param == "queries.1"
+
+
+@pytest.mark.skipif(not (HYBRID_ARTIFACT / "router.json").exists(), reason="hybrid artifact not shipped")
+def test_hot_swap_merges_onto_the_start_config_and_rejects_what_it_cannot_apply() -> None:
+    base = config(routers={"hybrid": {"artifact": str(HYBRID_ARTIFACT)}, "automix": None,
+                           "causal": {"artifact": str(HYBRID_ARTIFACT)}},
+                  embedder={"engine": {"model": "org/all-minilm-l6-v2"}}, default_router="hybrid")
+    swapped = merged_config(base, {"routers": {"hybrid": {"threshold": 0.9}}})
+    assert swapped.routers.hybrid.threshold == 0.9
+    assert merged_config(base, {}).routers.hybrid.threshold is None  # dropping the override reverts it
+    relative = merged_config(base, {"routers": {"hybrid": {"artifact": "artifacts/hybrid_llm"}}})
+    assert Path(relative.routers.hybrid.artifact).is_absolute()
+    for bad, needle in (({"routers": {"causal": {"artifact": "x"}}}, "CausalLMRouter deployment"),
+                        ({"routers": {"policy": {"policy_map": "x"}}}, "PolicyRouter deployment"),
+                        ({"routers": {"policy": {"threshold": 0.5}}}, "takes no threshold"),
+                        ({"routers": {"hybrid": {"thresold": 0.2}}}, "unknown key"),
+                        ({"limits": {}}, "takes only 'routers'")):
+        with pytest.raises(ValueError, match=needle):
+            check_ingress_user_config(bad)
+    with pytest.raises(ValueError, match="not enabled"):
+        merged_config(base, {"routers": {"automix": {"threshold": 0.5}}})
+
+
+# --- metrics bookkeeping -------------------------------------------------------------------------------------
+def test_metrics_keep_cost_and_baseline_so_negative_savings_count() -> None:
+    metrics = fake_metrics()
+    metrics.record("automix", "large", {"use_large": True, "escalated": True, "cost": 3.0, "cost_saved": -1.0}, 0.2)
+    metrics.record("hybrid", "small", {"use_large": False, "cost": 1.0, "cost_saved": 4.0}, 0.01)
+    metrics.record("hybrid", "large", {"fallback": True, "use_large": True, "cost": 0.0, "cost_saved": 0.0}, None)
+    metrics.record_error("hybrid", "small", 503)
+    metrics.record_error(None, None, 401)
+    saved = metrics.cost_baseline.total() - metrics.cost.total()
+    assert saved == pytest.approx(-1.0 + 4.0)  # the escalation's overspend is subtracted, not dropped
+    assert metrics.cost_baseline.total(router="automix") == pytest.approx(2.0)
+    assert metrics.requests.total(status="ok") == 2 and metrics.requests.total(status="fallback") == 1
+    assert metrics.requests.total(status="503", router="hybrid") == 1
+    assert metrics.requests.total(status="401", router="none") == 1
+    assert metrics.fallbacks.total() == 1 and metrics.escalations.total(router="automix") == 1
+    assert metrics.decisions.total(decision="fallback") == 1 and metrics.decisions.total(decision="small") == 1
+
+
+# --- the load benchmark's bookkeeping ------------------------------------------------------------------------
+def test_load_bench_accounts_for_every_request() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("load_bench", ROOT / "bench/load_bench.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules["load_bench"] = bench  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(bench)
+
+    def reply(request: httpx.Request) -> httpx.Response:
+        content = json.loads(request.content)["messages"][0]["content"]
+        if content == "html":
+            return httpx.Response(200, text="<html>proxy error</html>")
+        if content == "drop":
+            raise httpx.ConnectError("refused", request=request)
+        if content == "busy":
+            return httpx.Response(503, json={"error": {"message": "busy"}})
+        return httpx.Response(200, json={"model": "small-model"})
+
+    tally = bench.Tally(planned=6)
+
+    async def go() -> None:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(reply), base_url="http://test") as client:
+            for content in ("ok", "html", "drop", "busy", "ok"):
+                tally.sent += 1
+                await bench.send_one(client, {"messages": [{"role": "user", "content": content}]}, tally)
+
+    run(go())
+    assert tally.statuses == Counter({"200": 2, "200-not-json": 1, "503": 1})
+    assert tally.client_errors == Counter({"ConnectError": 1})
+    assert (tally.responses, tally.not_sent, tally.lost) == (4, 1, 0)
+    assert len(tally.latencies) == 2 and tally.routed["small-model"] == 2
+    tally.sent += 1  # one more sent with no outcome recorded: that one is lost, not hidden
+    assert tally.lost == 1 and tally.not_sent == 0
