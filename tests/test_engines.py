@@ -285,6 +285,23 @@ def test_cached_embedder_hits_and_misses(tmp_path: Path) -> None:
     assert cache.embed([]).shape == (0, 4)
 
 
+def test_cached_embedder_keeps_vectors_of_different_settings_apart(tmp_path: Path) -> None:
+    """Pooling or max_length change the vectors: a cache file must never serve another setting's."""
+    def configured(**settings: Any) -> CountingEmbedder:
+        inner = CountingEmbedder()
+        inner.config = EmbedderConfig(model="models/counting", **settings)  # type: ignore[attr-defined]
+        return inner
+
+    mean = CachedEmbedder(configured(pooling="mean", max_length=256), tmp_path)
+    mean.embed(["aa", "b"])
+    cls = CachedEmbedder(configured(pooling="cls", max_length=256), tmp_path)
+    assert len(cls) == 0 and cls.path != mean.path
+    longer = CachedEmbedder(configured(pooling="mean", max_length=512), tmp_path)
+    assert len(longer) == 0 and longer.path not in (mean.path, cls.path)
+    same_on_another_device = CachedEmbedder(configured(pooling="mean", max_length=256, num_threads=1), tmp_path)
+    assert same_on_another_device.path == mean.path and len(same_on_another_device) == 2
+
+
 def test_lookup_embedder() -> None:
     lookup = LookupEmbedder(["x", "y"], np.eye(2, dtype=np.float32), "m")
     assert lookup.embed(["y"]).tolist() == [[0.0, 1.0]]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+
+import numpy as np
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -171,6 +173,9 @@ def test_causal_lm_job_trains_with_two_ddp_workers_resumes_from_ray_checkpoints_
     assert ray_train["checkpoint"].startswith(str(tmp_path / "run/ray_results/causal_lm/"))
     assert not (tmp_path / "run/checkpoint").exists()  # nothing on one node's local disk
     router = CausalLMRouter.load(tmp_path / "artifact")
+    reference = router.reference_scores()  # stored for target-share routing (router-causal:share=0.3)
+    assert reference is not None and router.reference_count == 48
+    assert np.all(np.diff(np.asarray(reference)) >= 0) and 0.0 <= float(reference[0]) <= float(reference[-1]) <= 1.0
     router.bind_engines(generators={"router": build_generator(router.default_engine_config("router"))})
     result = router.route_single("What is 2 + 2?")
     assert result["model_name"] in router.llm_data

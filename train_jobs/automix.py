@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from routers.automix.router import AutomixRouter, replace_outcome
+from routers.automix.router import AutomixRouter, outcome_record, replace_outcome
 from routers.config import build_router, load_config_file, resolve_path
-from routers.data import ModelOutcome, QueryExample, RoutingDataset
+from routers.data import QueryExample, RoutingDataset
 from routers.engines import GeneratorConfig, build_generator
 from routers.errors import ConfigError
 from routers.oracle.pipeline import ResumableJsonlWriter
@@ -132,20 +132,7 @@ def sample_records(example: QueryExample, small: str) -> list[dict[str, Any]]:
     """LLMRouter JSONL lines of one query (the format ``write_verification_samples`` writes), the small
     model's last: its line, carrying the samples, is what marks the query as done."""
     models = [m for m in example.outcomes if m != small] + ([small] if small in example.outcomes else [])
-    return [_outcome_record(example, model, example.outcomes[model]) for model in models]
-
-
-def _outcome_record(example: QueryExample, model: str, outcome: ModelOutcome) -> dict[str, Any]:
-    record: dict[str, Any] = {"task_name": example.task_name, "query": example.query,
-                              "ground_truth": example.ground_truth, "metric": example.metric,
-                              "model_name": model, "performance": outcome.performance, "response": outcome.response}
-    for key in ("token_num", "cost", "p_ver"):
-        if getattr(outcome, key) is not None:
-            record[key] = getattr(outcome, key)
-    for key in ("verifier_votes", "sampled_answers"):
-        if getattr(outcome, key) is not None:
-            record[key] = list(getattr(outcome, key))
-    return record
+    return [outcome_record(example, model, example.outcomes[model]) for model in models]
 
 
 def apply_saved_samples(router: AutomixRouter, data: RoutingDataset, records: Sequence[dict[str, Any]]) -> RoutingDataset:

@@ -39,6 +39,7 @@ from routers.causal_lm.training import (
     training_fingerprint,
 )
 from routers.config import build_router, load_config_file, resolve_path
+from routers.data import RoutingDataset
 from routers.errors import ConfigError
 from routers.progress import log
 from train_jobs.common import (
@@ -123,6 +124,7 @@ def train_causal_lm_job(config: CausalLMJobConfig) -> dict[str, Any]:
         raise ConfigError(f"{config.router_config}: model_path.save_model_path is required")
     saved = router.save(resolve_path(save_to))
     merged = ensure_merged(saved)
+    record_reference_scores(saved, data)
     summary: dict[str, Any] = {"router": "causallm_router", "train": router.train_metrics, "saved_to": str(saved),
                                "merged_model": str(merged), "workers": workers,
                                "ray_train": {"path": result.path, "checkpoint": result.checkpoint.path,
@@ -138,6 +140,20 @@ def train_causal_lm_job(config: CausalLMJobConfig) -> dict[str, Any]:
         summary["test"] = report.to_dict()
     write_json(out / "metrics.json", summary)
     return summary
+
+
+# Enough queries for stable percentiles of the score, few enough to score in seconds on a CPU.
+REFERENCE_QUERIES = 256
+
+
+def record_reference_scores(saved: Path, train: RoutingDataset) -> None:
+    """Store the trained router's score quantiles on (a seeded sample of) its training queries in the
+    artifact, so the Serve app can turn a target large-model share into a threshold."""
+    router = CausalLMRouter.load(saved)
+    rng = np.random.default_rng(0)
+    picked = sorted(rng.choice(len(train), size=min(REFERENCE_QUERIES, len(train)), replace=False).tolist())
+    router.record_reference_scores(router.dataset_scores(train.subset(picked)))
+    router.save(saved)
 
 
 def main(argv: list[str] | None = None) -> int:

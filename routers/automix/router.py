@@ -459,6 +459,26 @@ def replace_outcome(example: QueryExample, model: str, **update: Any) -> QueryEx
     return example.model_copy(update={"outcomes": {**example.outcomes, model: outcome}})
 
 
+def outcome_record(example: QueryExample, model: str, outcome: ModelOutcome) -> dict[str, Any]:
+    """One LLMRouter JSONL line (one query, one model) carrying the verification fields."""
+    record: dict[str, Any] = {
+        "task_name": example.task_name,
+        "query": example.query,
+        "ground_truth": example.ground_truth,
+        "metric": example.metric,
+        "model_name": model,
+        "performance": outcome.performance,
+        "response": outcome.response,
+    }
+    for key in ("token_num", "cost", "p_ver"):
+        if getattr(outcome, key) is not None:
+            record[key] = getattr(outcome, key)
+    for key in ("verifier_votes", "sampled_answers"):
+        if getattr(outcome, key) is not None:
+            record[key] = list(getattr(outcome, key))
+    return record
+
+
 def write_verification_samples(data: RoutingDataset, path: str | Path) -> Path:
     """Write ``data`` in LLMRouter's JSONL form (one line per query and model), carrying the verification
     fields, so a later fit reads them instead of sampling again."""
@@ -467,21 +487,5 @@ def write_verification_samples(data: RoutingDataset, path: str | Path) -> Path:
     with path.open("w", encoding="utf-8") as handle:
         for ex in data.examples:
             for model, outcome in ex.outcomes.items():
-                record: dict[str, Any] = {
-                    "task_name": ex.task_name,
-                    "query": ex.query,
-                    "ground_truth": ex.ground_truth,
-                    "metric": ex.metric,
-                    "model_name": model,
-                    "performance": outcome.performance,
-                    "response": outcome.response,
-                }
-                for key in ("token_num", "cost", "p_ver"):
-                    if getattr(outcome, key) is not None:
-                        record[key] = getattr(outcome, key)
-                if outcome.verifier_votes is not None:
-                    record["verifier_votes"] = list(outcome.verifier_votes)
-                if outcome.sampled_answers is not None:
-                    record["sampled_answers"] = list(outcome.sampled_answers)
-                handle.write(json.dumps(record) + "\n")
+                handle.write(json.dumps(outcome_record(ex, model, outcome)) + "\n")
     return path

@@ -1,12 +1,14 @@
 """A disk cache in front of an embedder, so re-evaluating or re-training never re-embeds a query.
 
-One safetensors file per embedding model: ``keys`` (sha256 of each text, uint8 [n, 32]) and
+One safetensors file per embedding model and settings (pooling, max_length, normalisation change the
+vectors, so they are part of the file name): ``keys`` (sha256 of each text, uint8 [n, 32]) and
 ``vectors`` (float32 [n, dim]). JSON/safetensors only, like every artifact here.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import threading
 from collections.abc import Sequence
@@ -24,13 +26,27 @@ def _digest(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8")).digest()
 
 
+# Settings that do not change a vector (where and how fast it is computed) stay out of the cache key.
+_RUNTIME_ONLY = frozenset({"device", "num_threads", "max_batch_size", "dtype"})
+
+
+def settings_tag(embedder: Embedder) -> str:
+    """A short hash of the embedder's vector-shaping settings ('' for embedders without a config)."""
+    config = getattr(embedder, "config", None)
+    if config is None or not hasattr(config, "model_dump"):
+        return ""
+    shaping = {k: v for k, v in config.model_dump(mode="json").items() if k not in _RUNTIME_ONLY and k != "model"}
+    return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:10]
+
+
 class CachedEmbedder(Embedder):
     def __init__(self, inner: Embedder, cache_dir: str | Path, chunk_size: int = 256) -> None:
         self.inner = inner
         self.dim = inner.dim
         self.model_name = inner.model_name
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(inner.model_name).name or inner.model_name)
-        self.path = Path(cache_dir) / f"{slug}-{self.dim}.safetensors"
+        tag = settings_tag(inner)
+        self.path = Path(cache_dir) / f"{slug}-{self.dim}{'-' + tag if tag else ''}.safetensors"
         self.chunk_size = chunk_size
         self._lock = threading.Lock()
         self._table: dict[bytes, np.ndarray] = {}
