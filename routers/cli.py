@@ -7,6 +7,7 @@
                        --test data/routing/mmlu_test.jsonl.gz --llm-data data/routing/llm_candidates.json \\
                        --plot curves.png --json [--budget 0.5]
     llmrouter setup-models --models-dir models
+    llmrouter reference-scores --router hybrid_llm --config configs/routers/hybrid_llm.yaml [--queries 2000]
 """
 
 from __future__ import annotations
@@ -132,6 +133,32 @@ def cmd_infer(args: argparse.Namespace) -> int:
         log(f"wrote {len(results)} results to {args.output}")
     else:
         print(json.dumps(results[0] if args.query is not None else results, indent=2, default=float))
+    return 0
+
+
+def cmd_reference_scores(args: argparse.Namespace) -> int:
+    """Add the training-score quantiles to a trained artifact (target-share routing needs them) without
+    refitting: artifacts fit before routers recorded them, or fit by a job that did not."""
+    import numpy as np
+
+    config = load_config_file(args.config)
+    router = load_router(config, args.router)
+    directory = config.model_path.load_model_path
+    if not directory:
+        raise ConfigError(f"{args.config}: model_path.load_model_path names no artifact to update")
+    pair = router.require_pair()
+    train = config.dataset("train").complete_for([pair.small, pair.large])
+    if args.queries is not None and args.queries < len(train):
+        picked = np.random.default_rng(args.seed).choice(len(train), size=args.queries, replace=False)
+        train = train.subset(sorted(picked.tolist()))
+    bind_engines(router, config, set(router.training_engine_roles()) | set(router.evaluation_engine_roles()))
+    router.record_reference_scores(router.dataset_scores(train))
+    if router.reference_scores() is None:
+        raise ConfigError(f"router {router.name!r} produced no finite scores on the training data")
+    saved = router.save(resolve_path(directory))
+    quantiles = router.reference_scores()
+    log(f"{saved}: reference scores from {router.reference_count} training queries "
+        f"(median {float(quantiles[50]):.4f}, 10th-90th percentile {float(quantiles[10]):.4f}-{float(quantiles[90]):.4f})")
     return 0
 
 
@@ -269,6 +296,14 @@ def build_parser(extend: Callable[[Any, argparse.ArgumentParser], None] | None =
     evaluate.add_argument("--plot", help="write the cost-quality curves to this PNG")
     evaluate.add_argument("--json", action="store_true", help="one JSON object per router")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    reference = sub.add_parser("reference-scores", parents=[common],
+                               help="store a trained artifact's score quantiles on its training data (for target shares)")
+    reference.add_argument("--router")
+    reference.add_argument("--config", required=True, help="the router config (data_path, model_path.load_model_path)")
+    reference.add_argument("--queries", type=int, help="score a seeded sample of this many training queries")
+    reference.add_argument("--seed", type=int, default=0)
+    reference.set_defaults(func=cmd_reference_scores)
 
     setup = sub.add_parser("setup-models", parents=[common], help="convert the PyPI model packages to local safetensors directories")
     setup.add_argument("--models-dir", default="models")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -48,3 +50,18 @@ def assert_no_unsafe_weights(directory: str | Path) -> None:
             f"{directory} contains pickle-based weight files {unsafe}; convert them to safetensors "
             "(they can execute code when loaded)"
         )
+
+
+def copy_checkpoint_files(source: str | Path, names: Sequence[str], target: str | Path) -> Path:
+    """Copy ``names`` from a checkpoint directory into a fresh ``target``: only what an artifact needs
+    (the adapter), never the optimizer state or anything else a checkpoint may hold."""
+    source, target = Path(source), Path(target)
+    missing = [n for n in names if not (source / n).exists()]
+    if missing:
+        raise ArtifactError(f"checkpoint {source} lacks {missing}")
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    for name in names:
+        shutil.copyfile(source / name, target / name)
+    return target

@@ -9,7 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import yaml
 
 from routers import cli
 from routers.errors import EngineError
@@ -125,3 +127,28 @@ def test_setup_models_is_a_no_op_when_built(models_dir: Path) -> None:
         except EngineError as exc:  # the PyPI package is not installed in this environment
             pytest.skip(f"{model.package} not installed: {exc}")
         assert built, f"{model.name} is stale or missing; llmrouter setup-models would rebuild it"
+
+
+@pytest.mark.slow
+def test_reference_scores_adds_the_training_score_quantiles_to_an_old_artifact(
+        tmp_path: Path, llm_data_path: Path, models_dir: Path) -> None:
+    """An artifact without quantiles (fit before routers stored them) gets the ones a fresh fit would store."""
+    samples = Path(__file__).resolve().parents[1] / "artifacts" / "automix" / "verification_samples.jsonl"
+    artifact = tmp_path / "automix"
+    config = tmp_path / "automix.yaml"
+    config.write_text(yaml.safe_dump({
+        "router": "automix",
+        "data_path": {"routing_data_train": str(samples), "llm_data": str(llm_data_path)},
+        "model_path": {"save_model_path": str(artifact), "load_model_path": str(artifact)},
+        "hparam": {"routing_method": "Threshold", "num_samples": 4, "num_bins": 5},
+        # the saved votes make sampling unnecessary; the small model is only loaded
+        "engines": {"small": {"model": str(models_dir / "smollm2-135m-instruct")}},
+    }))
+    assert cli.main(["train", "--config", str(config), "--quiet"]) == 0
+    manifest = json.loads((artifact / "router.json").read_text())
+    from_fit = manifest.pop("reference_scores")
+    (artifact / "router.json").write_text(json.dumps(manifest))  # as an artifact from before quantiles
+    assert cli.main(["reference-scores", "--config", str(config), "--quiet"]) == 0
+    added = json.loads((artifact / "router.json").read_text())["reference_scores"]
+    assert added["count"] == from_fit["count"] == 96
+    assert np.allclose(added["quantiles"], from_fit["quantiles"])

@@ -42,9 +42,9 @@ from routers.config import build_router, load_config_file, resolve_path
 from routers.data import RoutingDataset
 from routers.errors import ConfigError
 from routers.progress import log
+from routers.safe_io import copy_checkpoint_files
 from train_jobs.common import (
     JobConfig,
-    copy_files,
     init_ray,
     report_to_ray,
     run_job,
@@ -84,7 +84,7 @@ def export_adapter(result: Any, fingerprint: str, total_steps: int, adapter_dir:
                                        "and settings; refusing to ship its adapter")
         if int(position.get("step", -1)) < total_steps:
             raise RuntimeError(f"{result.checkpoint.path}: training stopped at step {position.get('step')} of {total_steps}")
-        copy_files(Path(directory), [ADAPTER_CONFIG, ADAPTER_WEIGHTS], adapter_dir)
+        copy_checkpoint_files(Path(directory), [ADAPTER_CONFIG, ADAPTER_WEIGHTS], adapter_dir)
     return position
 
 

@@ -215,18 +215,3 @@ def report_to_ray(metrics: dict[str, float], checkpoint_dir: Path | None) -> Non
 
     checkpoint = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir is not None else None
     ray.train.report(metrics, checkpoint=checkpoint)
-
-
-def copy_files(source: Path, names: list[str], target: Path) -> Path:
-    """Copy ``names`` from a checkpoint into a fresh ``target`` (only what the artifact needs)."""
-    import shutil
-
-    missing = [n for n in names if not (source / n).exists()]
-    if missing:
-        raise RuntimeError(f"checkpoint {source} lacks {missing}")
-    if target.exists():
-        shutil.rmtree(target)
-    target.mkdir(parents=True)
-    for name in names:
-        shutil.copyfile(source / name, target / name)
-    return target

@@ -38,9 +38,9 @@ from routers.policy.training import (
     train_policy_router,
 )
 from routers.progress import log
+from routers.safe_io import copy_checkpoint_files
 from train_jobs.common import (
     JobConfig,
-    copy_files,
     init_ray,
     report_to_ray,
     run_job,
@@ -77,7 +77,7 @@ def export_adapter(result: Any, fingerprints: dict[str, str], adapter_dir: Path)
         if state.get("fingerprints") != fingerprints or not (state.get("sft_done") and state.get("dpo_done")):
             raise RuntimeError(f"{result.checkpoint.path}: the last checkpoint is not this run's finished training; "
                                "refusing to ship its adapter")
-        copy_files(Path(directory) / FINAL_ADAPTER_SUBDIR, list(ADAPTER_FILES), adapter_dir)
+        copy_checkpoint_files(Path(directory) / FINAL_ADAPTER_SUBDIR, list(ADAPTER_FILES), adapter_dir)
     return state
 
 

@@ -48,6 +48,7 @@ from routers.causal_lm.training import (
 from routers.engines import resolve_model_path
 from routers.errors import ArtifactError, ConfigError
 from routers.progress import log
+from routers.safe_io import copy_checkpoint_files
 
 # Called on every rank at every logged step and at stage ends, in step with the other ranks (it may be a
 # collective such as ``ray.train.report``); the directory is a complete checkpoint on rank 0 when one is
@@ -377,7 +378,7 @@ def train_policy_router(config: PolicyTrainConfig, sft: Sequence[dict[str, str]]
         # Everything was done by the run that wrote the checkpoint: hand its adapter back.
         run.sft_done = run.dpo_done = True
         if run.is_main:
-            _copy_adapter(plan.source / FINAL_ADAPTER_SUBDIR, final)
+            copy_checkpoint_files(plan.source / FINAL_ADAPTER_SUBDIR, ADAPTER_FILES, final)
     else:
         model = _train_stages(config, sft, dpo, plan, run)
         if run.is_main:
@@ -408,7 +409,7 @@ def _train_stages(config: PolicyTrainConfig, sft: Sequence[dict[str, str]], dpo:
     if run.is_main:
         run.sft_adapter = run.scratch / "sft_adapter"
         if plan.sft_done:
-            _copy_adapter(plan.source / SFT_ADAPTER_SUBDIR, run.sft_adapter)  # type: ignore[operator]
+            copy_checkpoint_files(plan.source / SFT_ADAPTER_SUBDIR, ADAPTER_FILES, run.sft_adapter)  # type: ignore[operator]
         else:
             save_adapter(model, run.sft_adapter)
     if dpo:
@@ -462,18 +463,6 @@ def _train(trainer: Any, resume_dir: Path | None) -> tuple[float, float, int]:
     started = time.perf_counter()
     out = trainer.train(resume_from_checkpoint=str(resume_dir) if resume_dir is not None else None)
     return time.perf_counter() - started, float(out.metrics.get("train_samples_per_second", 0.0)), resumed
-
-
-def _copy_adapter(source: Path, target: Path) -> Path:
-    missing = [name for name in ADAPTER_FILES if not (source / name).exists()]
-    if missing:
-        raise ArtifactError(f"{source}: checkpoint adapter lacks {missing}")
-    if target.exists():
-        shutil.rmtree(target)
-    target.mkdir(parents=True)
-    for name in ADAPTER_FILES:
-        shutil.copyfile(source / name, target / name)
-    return target
 
 
 def _frozen_copy_of(peft_model: Any) -> Any:
