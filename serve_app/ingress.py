@@ -472,9 +472,9 @@ class RouterIngress:
                 raise ApiError(400, f"{where} has {len(text)} characters, over the cap of {cap}", param=where,
                                code="context_length_exceeded")
 
-    def threshold_for(self, choice: RouterChoice) -> float | None:
+    async def threshold_for(self, choice: RouterChoice) -> float | None:
         if choice.large_share is not None:
-            return self.pipelines.threshold_for_share(choice.kind, choice.large_share)
+            return await self.pipelines.threshold_for_share(choice.kind, choice.large_share)
         return choice.threshold
 
     # --- routing with fallback -------------------------------------------------------------------------
@@ -488,7 +488,7 @@ class RouterIngress:
             return Routing("direct", choice.direct_model, info), 0.0
         if choice.kind == "automix" and params.n > 1:
             raise ApiError(400, "router-automix answers with n=1 (it verifies one small-model answer)", param="n")
-        threshold = self.threshold_for(choice)
+        threshold = await self.threshold_for(choice)
         try:
             routing = await self.pipelines.route(choice.kind, query, messages, params, threshold)
         except RouterUnavailable as exc:
@@ -586,7 +586,7 @@ class RouterIngress:
         if len(texts) > self.config.limits.max_batch_route:
             raise ApiError(400, f"{len(texts)} queries is over the cap of {self.config.limits.max_batch_route}", param="queries")
         self.check_queries(texts, batched=body.queries is not None)
-        threshold = self.threshold_for(choice)
+        threshold = await self.threshold_for(choice)
         try:
             decisions = await self.pipelines.route_only(choice.kind, texts, threshold)
         except RouterUnavailable as exc:

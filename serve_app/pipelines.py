@@ -190,29 +190,47 @@ class Pipelines:
         return self.config.models[model_key].public_name()
 
     # --- target large-model share -> threshold ----------------------------------------------------------
-    def threshold_for_share(self, kind: str, share: float) -> float:
+    async def threshold_for_share(self, kind: str, share: float) -> float:
         """The threshold that sends ``share`` of the router's reference queries to the large model."""
         if kind == "random":
             return share  # the random router's threshold is its large share already
-        scores = self.reference_scores(kind)
+        scores = await self.reference_scores(kind)
         if scores is None:
             raise ApiError(400, f"router {kind!r} has no reference score distribution in its artifact, so a "
                            f"large-model share cannot be turned into a threshold; give a threshold instead "
-                           f"(router-{kind}:0.5)", param="model")
+                           f"(router-{kind}:0.5), or add one with `llmrouter reference-scores`", param="model")
         return threshold_for_large_share(scores, share)
 
-    def reference_scores(self, kind: str) -> Any | None:
+    async def reference_scores(self, kind: str) -> Any | None:
         """The router's score distribution on its reference (training) queries, if its artifact stores one.
 
         Passed on as the router returns it: a quantile summary is a marked array that
-        ``threshold_for_large_share`` interpolates instead of counting.
+        ``threshold_for_large_share`` interpolates instead of counting. The causal-LM router lives in its
+        own deployment, which may be hot-swapped, so its quantiles are asked for each time (no cache).
         """
+        if kind == "causal":
+            return await self.causal_reference_scores()
         if kind not in self.reference:
             router = {"hybrid": self.hybrid_router, "automix": self.automix_router}.get(kind)
             method = getattr(router, "reference_scores", None)
             scores = method() if callable(method) else None
             self.reference[kind] = scores if scores is not None and len(scores) > 0 else None
         return self.reference[kind]
+
+    async def causal_reference_scores(self) -> Any | None:
+        if self.causal is None:
+            return None
+        try:
+            quantiles = await with_timeout(self.causal.reference_quantiles.remote(), self.config.timeouts.router_s,
+                                           "causal router")
+        except Exception as exc:
+            raise ApiError(503, f"router 'causal' is unavailable: {type(exc).__name__}", kind="server_error",
+                           code="router_unavailable", headers={"Retry-After": "5"}) from exc
+        if not quantiles:
+            return None
+        from routers.evaluation.quantiles import ScoreQuantiles
+
+        return ScoreQuantiles.from_values(np.asarray(quantiles, dtype=np.float64))
 
     # --- dispatch ----------------------------------------------------------------------------------
     async def route(self, kind: str, query: str, messages: Messages, params: SamplingParams,

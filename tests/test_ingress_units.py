@@ -316,12 +316,33 @@ def test_large_share_uses_the_routers_reference_scores() -> None:
 
     pipelines = Pipelines(config(), {}, None, None, None)
     pipelines.hybrid_router = WithReference()
-    assert pipelines.threshold_for_share("hybrid", 0.3) == pytest.approx(threshold_for_large_share(np.linspace(0, 1, 101), 0.3))
-    assert pipelines.threshold_for_share("random", 0.25) == 0.25
+    assert run(pipelines.threshold_for_share("hybrid", 0.3)) == pytest.approx(
+        threshold_for_large_share(np.linspace(0, 1, 101), 0.3))
+    assert run(pipelines.threshold_for_share("random", 0.25)) == 0.25
     pipelines.automix_router = object()  # an artifact without a score distribution
     with pytest.raises(ApiError) as caught:
-        pipelines.threshold_for_share("automix", 0.3)
+        run(pipelines.threshold_for_share("automix", 0.3))
     assert caught.value.status == 400 and "reference score distribution" in caught.value.message
+
+
+def test_causal_large_share_asks_the_router_deployment_for_its_quantiles() -> None:
+    """The causal router lives in its own (hot-swappable) deployment: its quantiles come from there."""
+    quantiles = list(np.linspace(0.0, 1.0, 101) ** 2)
+    causal = Handle(reference_quantiles=lambda: value(quantiles))
+    pipelines = Pipelines(config(routers={"hybrid": None, "automix": None,
+                                          "causal": {"artifact": "artifacts/causallm_router"}}),
+                          {}, None, causal, None)
+    from routers.evaluation.quantiles import ScoreQuantiles
+
+    expected = threshold_for_large_share(ScoreQuantiles.from_values(np.asarray(quantiles)), 0.3)
+    assert run(pipelines.threshold_for_share("causal", 0.3)) == pytest.approx(expected)
+    assert 0.0 < expected < 1.0
+    run(pipelines.threshold_for_share("causal", 0.5))
+    assert causal.reference_quantiles.calls == 2  # not cached: a hot swap may change the artifact
+    no_quantiles = Pipelines(pipelines.config, {}, None, Handle(reference_quantiles=lambda: value(None)), None)
+    with pytest.raises(ApiError) as caught:
+        run(no_quantiles.threshold_for_share("causal", 0.3))
+    assert caught.value.status == 400 and "llmrouter reference-scores" in caught.value.message
 
 
 # --- answer models: retry only what is transient ----------------------------------------------------------

@@ -216,15 +216,16 @@ def test_route_batch_caps_each_query_not_their_total(client: httpx.Client) -> No
     assert over.status_code == 400 and over.json()["error"]["param"] == "queries.1"
 
 
-def test_large_share_in_the_model_field(client: httpx.Client) -> None:
+@pytest.mark.parametrize(("router", "artifact"), [("hybrid", "hybrid_llm"), ("causal", "causallm_router")])
+def test_large_share_in_the_model_field(client: httpx.Client, router: str, artifact: str) -> None:
+    """router-X:share=0.3 routes with the threshold that sends 30% of the artifact's training queries large."""
     from routers.evaluation.calibrate import threshold_for_large_share
-    from routers.hybrid.router import HybridLLMRouter
+    from routers.registry import router_class
 
-    reference = getattr(HybridLLMRouter.load(ROOT / "artifacts/hybrid_llm"), "reference_scores", lambda: None)()
-    response = client.post("/v1/route", json={"model": "router-hybrid:share=0.3", "query": QUERY})
-    if reference is None or len(reference) == 0:  # the artifact keeps no score distribution
-        assert response.status_code == 400 and "reference score distribution" in response.json()["error"]["message"]
-        return
+    reference = router_class(artifact).load(ROOT / "artifacts" / artifact).reference_scores()
+    assert reference is not None, f"the shipped {artifact} artifact stores its training-score quantiles"
+    response = client.post("/v1/route", json={"model": f"router-{router}:share=0.3", "query": QUERY})
+    assert response.status_code == 200, response.text
     item = response.json()["data"][0]
     assert item["threshold"] == pytest.approx(threshold_for_large_share(reference, 0.3))
     assert item["large_share"] == 0.3 and item["use_large"] == (item["score"] < item["threshold"])

@@ -168,6 +168,11 @@ class CausalLMRouterDeployment(_RouterModel):
     router_name = "causallm_router"
     deployment_name = "CausalLMRouter"
 
+    def reference_quantiles(self) -> list[float] | None:
+        """The artifact's training-score quantiles (for ``router-causal:share=``), None if it has none."""
+        scores = self.router.reference_scores()
+        return None if scores is None else [float(v) for v in scores]
+
     async def decide(self, router: Any, generator: Generator, query: str, threshold: float | None,
                      generated: str) -> RouteDecision:
         logprobs = await generator.asequence_logprobs(
