@@ -31,16 +31,16 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from routers.base import Router  # noqa: E402
-from routers.cli import DEFAULT_EMBEDDER, EMBEDDING_CACHE_DIR, format_table  # noqa: E402
-from routers.config import load_config_file  # noqa: E402
-from routers.data import RoutingDataset, load_llm_data  # noqa: E402
-from routers.engines import EmbedderConfig, build_embedder  # noqa: E402
-from routers.engines.cache import CachedEmbedder  # noqa: E402
-from routers.evaluation import evaluate_router, evaluate_routers  # noqa: E402
-from routers.evaluation.plot import plot_curves  # noqa: E402
-from routers.progress import log, set_quiet  # noqa: E402
-from routers.registry import canonical_name, router_class  # noqa: E402
+from routers.base import Router
+from routers.cli import DEFAULT_EMBEDDER, EMBEDDING_CACHE_DIR, format_table
+from routers.config import load_config_file
+from routers.data import RoutingDataset, load_llm_data
+from routers.engines import EmbedderConfig, build_embedder
+from routers.engines.cache import CachedEmbedder
+from routers.evaluation import evaluate_router, evaluate_routers
+from routers.evaluation.plot import plot_curves
+from routers.progress import log, set_quiet
+from routers.registry import canonical_name, router_class
 
 DATA = ROOT / "data" / "routing"
 DEFAULT_ROUTERS = "hybrid_llm,random,smallest_llm,largest_llm,oracle"

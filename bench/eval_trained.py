@@ -31,7 +31,7 @@ def main() -> int:
 
     from routers.cli import format_table
     from routers.data import RoutingDataset, load_llm_data
-    from routers.engines import EmbedderConfig, build_embedder
+    from routers.engines import build_embedder
     from routers.engines.cache import CachedEmbedder
     from routers.evaluation import evaluate_routers
     from routers.evaluation.plot import plot_curves

@@ -27,7 +27,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from serve_helpers import default_app_args, free_port, missing_prerequisites, start_serve, stop_serve  # noqa: E402
+from serve_helpers import default_app_args, free_port, missing_prerequisites, start_serve, stop_serve
 
 PROMPTS = [
     "What is the capital of Italy?", "What is 9 times 7?", "Name a noble gas.", "Who painted the Mona Lisa?",

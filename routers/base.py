@@ -146,7 +146,7 @@ class Router(ABC):
         t = self.config.router_threshold
         return self.default_threshold if t is None else t
 
-    def with_threshold(self, threshold: float) -> "Router":
+    def with_threshold(self, threshold: float) -> Router:
         """Set the routing threshold in place (e.g. from ``calibrate``); returns self."""
         self.config = self.config.model_copy(update={"router_threshold": float(threshold)})
         return self
@@ -154,7 +154,7 @@ class Router(ABC):
     # --- engines -------------------------------------------------------------------------------
     def bind_engines(
         self, embedder: Embedder | None = None, generators: Mapping[str, Generator] | None = None
-    ) -> "Router":
+    ) -> Router:
         """Attach local engines so ``route_single`` can run the whole pipeline in-process."""
         if embedder is not None:
             self.embedder = embedder
@@ -265,7 +265,7 @@ class Router(ABC):
         """Per-query use_large decisions when they are not ``score < threshold`` (generative routers)."""
         return None
 
-    def cost_model(self, data: RoutingDataset) -> "CostModel":
+    def cost_model(self, data: RoutingDataset) -> CostModel:
         """Per-query costs of the two paths on ``data``: USD from ``llm_data`` prices when known.
 
         Without prices, relative units (small 1, large 50, the AutoMix paper's ratio) so curves still plot.
@@ -360,7 +360,7 @@ class Router(ABC):
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path, **overrides: Any) -> "Router":
+    def load(cls, directory: str | Path, **overrides: Any) -> Router:
         """Load a saved router. Reads JSON and safetensors only: loading can never run code."""
         directory = Path(directory)
         payload = read_artifact_manifest(directory)

@@ -41,7 +41,7 @@ def canonical_name(name: str) -> str:
     return key
 
 
-def router_class(name: str) -> type["Router"]:
+def router_class(name: str) -> type[Router]:
     module_name, class_name = _ROUTERS[canonical_name(name)].split(":")
     return getattr(import_module(module_name), class_name)
 

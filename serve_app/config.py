@@ -42,7 +42,7 @@ class DeploymentSettings(Strict):
     graceful_shutdown_timeout_s: float | None = None
 
     @model_validator(mode="after")
-    def _replicas_or_autoscaling(self) -> "DeploymentSettings":
+    def _replicas_or_autoscaling(self) -> DeploymentSettings:
         if self.autoscaling_config is not None and isinstance(self.num_replicas, int):
             # Serve rejects both; an autoscaling block means the replica count is Serve's to choose.
             self.num_replicas = None
@@ -132,7 +132,7 @@ class Limits(Strict):
     max_batch_route: int = Field(default=256, ge=1, description="queries per /v1/route call")
 
     @model_validator(mode="after")
-    def _default_within_cap(self) -> "Limits":
+    def _default_within_cap(self) -> Limits:
         if self.default_max_tokens > self.max_tokens:
             raise ValueError("default_max_tokens must not exceed max_tokens")
         return self
@@ -181,7 +181,7 @@ class AppConfig(Strict):
         return models
 
     @model_validator(mode="after")
-    def _consistent(self) -> "AppConfig":
+    def _consistent(self) -> AppConfig:
         for key in ("small_model", "large_model", "fallback_model"):
             name = getattr(self, key)
             if name is not None and name not in self.models:
@@ -203,7 +203,7 @@ class AppConfig(Strict):
         return names
 
     # --- path resolution -----------------------------------------------------------------------
-    def resolved(self) -> "AppConfig":
+    def resolved(self) -> AppConfig:
         """A copy with every local path absolute, after checking each one exists."""
         data = self.model_copy(deep=True)
         for key, spec in data.models.items():

@@ -195,7 +195,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
-def tiny_train_config(base: Path, **overrides: object) -> "object":
+def tiny_train_config(base: Path, **overrides: object) -> object:
     from routers.causal_lm.training import CausalLMTrainConfig
 
     settings = dict(base_model=str(base), lora_r=4, lora_alpha=8, lora_dropout=0.0, learning_rate=2e-2,

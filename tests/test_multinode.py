@@ -22,7 +22,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from serve_helpers import ROOT, default_app_args, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import concurrent.futures as futures
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from concurrent import futures
 from typing import Any
 
 import httpx

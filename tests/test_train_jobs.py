@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-
-import numpy as np
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 

@@ -3,7 +3,13 @@
 from routers.causal_lm.labels import ROUTER_PROMPT, SFTExample, best_llm, best_llm_labels, router_prompt
 from routers.causal_lm.parsing import ParseResult, parse_llm_name
 from routers.causal_lm.router import CausalLMConfig, CausalLMRouter, ensure_merged
-from routers.causal_lm.training import CausalLMTrainConfig, TrainResult, merge_lora, save_adapter, train_causal_lm
+from routers.causal_lm.training import (
+    CausalLMTrainConfig,
+    TrainResult,
+    merge_lora,
+    save_adapter,
+    train_causal_lm,
+)
 
 __all__ = [
     "ROUTER_PROMPT",

@@ -88,7 +88,7 @@ class RoutingDataset:
         paths: str | Path | Iterable[str | Path],
         llm_data: dict[str, LLMCandidate] | None = None,
         on_duplicate: DuplicatePolicy = "first",
-    ) -> "RoutingDataset":
+    ) -> RoutingDataset:
         if isinstance(paths, (str, Path)):
             paths = [paths]
         examples: list[QueryExample] = []
@@ -141,7 +141,7 @@ class RoutingDataset:
             text += f"; {skipped} left out (missing outcomes per model: {missing})"
         return text
 
-    def complete_for(self, models: Sequence[str], warn: bool = True) -> "RoutingDataset":
+    def complete_for(self, models: Sequence[str], warn: bool = True) -> RoutingDataset:
         """Only the queries every one of ``models`` answered (a router needs both sides to learn).
 
         Left-out queries are never dropped silently: with ``warn`` an ``IncompleteDataWarning`` gives
@@ -195,7 +195,7 @@ class RoutingDataset:
             costs[i] = candidate.call_cost(input_tokens, output_tokens)
         return costs
 
-    def split(self, test_fraction: float, seed: int = 0) -> tuple["RoutingDataset", "RoutingDataset"]:
+    def split(self, test_fraction: float, seed: int = 0) -> tuple[RoutingDataset, RoutingDataset]:
         """Random split by query (for choosing hyperparameters without touching the test file)."""
         if not 0.0 < test_fraction < 1.0:
             raise ValueError("test_fraction must be in (0, 1)")
@@ -206,8 +206,8 @@ class RoutingDataset:
         second = [self.examples[i] for i in sorted(order[cut:])]
         return RoutingDataset(first, self.llm_data), RoutingDataset(second, self.llm_data)
 
-    def subset(self, indices: Iterable[int]) -> "RoutingDataset":
+    def subset(self, indices: Iterable[int]) -> RoutingDataset:
         return RoutingDataset([self.examples[i] for i in indices], self.llm_data)
 
-    def head(self, n: int) -> "RoutingDataset":
+    def head(self, n: int) -> RoutingDataset:
         return RoutingDataset(self.examples[:n], self.llm_data, self.reports)

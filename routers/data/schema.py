@@ -161,7 +161,7 @@ _SIZE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmbt]?)\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1.0, "k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}
 
 
-def parse_model_size(size: str | float | int | None) -> float | None:
+def parse_model_size(size: str | float | None) -> float | None:
     """'46.7B' -> 4.67e10 parameters; None stays None (GPT-4's size is not published)."""
     if size is None:
         return None

@@ -295,7 +295,7 @@ class TransformersEmbedder(Embedder):
         self._lock = threading.Lock()
 
     @classmethod
-    def from_model(cls, model: torch.nn.Module, tokenizer: Any, config: EmbedderConfig) -> "TransformersEmbedder":
+    def from_model(cls, model: torch.nn.Module, tokenizer: Any, config: EmbedderConfig) -> TransformersEmbedder:
         """Wrap an already-built model (tests build a tiny random Longformer this way)."""
         self = cls.__new__(cls)
         self.config, self.model_name = config, config.model

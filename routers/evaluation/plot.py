@@ -8,9 +8,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # headless: servers and CI have no display
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from routers.evaluation.metrics import Curve, Report  # noqa: E402
+from routers.evaluation.metrics import Curve, Report
 
 
 def plot_curves(results: Sequence[tuple[Report, Curve]], path: str | Path, title: str = "") -> Path:

@@ -82,7 +82,7 @@ class MLPWeights:
         save_arrays(path, {k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()})
 
     @classmethod
-    def load(cls, path: Path, activation: str, n_layers: int) -> "MLPWeights":
+    def load(cls, path: Path, activation: str, n_layers: int) -> MLPWeights:
         if activation not in ACTIVATIONS:
             raise ArtifactError(f"{path}: unknown activation {activation!r}")
         arrays = load_arrays(path)

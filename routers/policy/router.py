@@ -24,7 +24,13 @@ from routers.config import resolve_path
 from routers.data import RoutingDataset
 from routers.engines import Generator, GeneratorConfig, SamplingParams
 from routers.errors import ArtifactError, ConfigError
-from routers.policy.datasets import balanced, dpo_pairs, oracle_records_from_routing, sft_examples, split_by_query
+from routers.policy.datasets import (
+    balanced,
+    dpo_pairs,
+    oracle_records_from_routing,
+    sft_examples,
+    split_by_query,
+)
 from routers.policy.matrix import PolicyLabel
 from routers.policy.policy_map import DEFAULT_POLICY_MAP, PolicyMap, load_policy_map
 from routers.policy.prompts import parse_policy, router_prompt
