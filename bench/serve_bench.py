@@ -62,9 +62,16 @@ def router_overhead(client: httpx.Client, kinds: list[str], queries: list[str], 
     results: dict[str, Any] = {}
     for kind in kinds:
         routed, direct, added, decided = [], [], [], []
-        for query in queries:
-            t_routed, body = timed_chat(client, f"router-{kind}", query, max_tokens)
-            t_direct, _ = timed_chat(client, body["model"], query, max_tokens)
+        for i, query in enumerate(queries):
+            # An untimed routed call learns the chosen model; then the two timed calls alternate their order,
+            # so neither side always runs second (warmer caches, or after a noisy neighbour's burst).
+            _, first = timed_chat(client, f"router-{kind}", query, max_tokens)
+            if i % 2 == 0:
+                t_routed, body = timed_chat(client, f"router-{kind}", query, max_tokens)
+                t_direct, _ = timed_chat(client, first["model"], query, max_tokens)
+            else:
+                t_direct, _ = timed_chat(client, first["model"], query, max_tokens)
+                t_routed, body = timed_chat(client, f"router-{kind}", query, max_tokens)
             routed.append(t_routed)
             direct.append(t_direct)
             added.append(t_routed - t_direct)

@@ -168,9 +168,10 @@ class TransformersGenerator(Generator):
     def _generate_batch(self, prompts: Sequence[str], params: SamplingParams) -> list[GenerationResult]:
         encoded = self._encode(prompts)
         prompt_len = encoded["input_ids"].shape[1]
-        if params.seed is not None:
-            torch.manual_seed(params.seed)
         with self._lock, torch.inference_mode():
+            # seeded under the lock: another request's generate must not draw from this seed's stream
+            if params.seed is not None:
+                torch.manual_seed(params.seed)
             output = self.model.generate(**encoded, **self._generate_kwargs(params))
         new_tokens = output[:, prompt_len:]
         prompt_lengths = encoded["attention_mask"].sum(dim=1).tolist()
@@ -215,6 +216,8 @@ class TransformersGenerator(Generator):
         def run() -> None:
             try:
                 with self._lock, torch.inference_mode():
+                    if params.seed is not None:  # under the lock, as in _generate_batch
+                        torch.manual_seed(params.seed)
                     self.model.generate(
                         **encoded, **kwargs, streamer=streamer, stopping_criteria=StoppingCriteriaList([cancel])
                     )
@@ -222,8 +225,6 @@ class TransformersGenerator(Generator):
                 errors.append(exc)
                 streamer.end()
 
-        if params.seed is not None:
-            torch.manual_seed(params.seed)
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
         stop_filter = StopStringFilter(params.stop)
