@@ -62,6 +62,7 @@ def router_overhead(client: httpx.Client, kinds: list[str], queries: list[str], 
     results: dict[str, Any] = {}
     for kind in kinds:
         routed, direct, added, decided = [], [], [], []
+        mismatched = 0
         for i, query in enumerate(queries):
             # An untimed routed call learns the chosen model; then the two timed calls alternate their order,
             # so neither side always runs second (warmer caches, or after a noisy neighbour's burst).
@@ -72,16 +73,19 @@ def router_overhead(client: httpx.Client, kinds: list[str], queries: list[str], 
             else:
                 t_direct, _ = timed_chat(client, first["model"], query, max_tokens)
                 t_routed, body = timed_chat(client, f"router-{kind}", query, max_tokens)
+            decided.append(body["routing"]["router_latency_ms"] / 1000)
+            if body["model"] != first["model"]:
+                mismatched += 1  # a random draw chose the other model: the pair compares two models
+                continue
             routed.append(t_routed)
             direct.append(t_direct)
             added.append(t_routed - t_direct)
-            decided.append(body["routing"]["router_latency_ms"] / 1000)
         results[kind] = {
             "routed_p50_s": pct(routed, 50), "routed_p95_s": pct(routed, 95),
             "direct_p50_s": pct(direct, 50), "direct_p95_s": pct(direct, 95),
             "added_p50_s": pct(added, 50), "added_p95_s": pct(added, 95),
             "decision_p50_s": pct(decided, 50), "decision_p95_s": pct(decided, 95),
-            "n": len(queries),
+            "n": len(queries), "pairs": len(added), "pairs_with_another_model": mismatched,
         }
     return results
 
@@ -165,10 +169,11 @@ def main() -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
     print(f"\nrouter overhead (s), {args.queries} queries, max_tokens={args.max_tokens}:")
-    print(f"{'router':10} {'routed p50':>10} {'p95':>7} {'direct p50':>10} {'p95':>7} {'added p50':>9} {'p95':>7} {'decide p50':>10}")
+    print(f"{'router':10} {'routed p50':>10} {'p95':>7} {'direct p50':>10} {'p95':>7} {'added p50':>9} {'p95':>7} "
+          f"{'decide p50':>10} {'pairs':>5}")
     for kind, r in overhead.items():
         print(f"{kind:10} {r['routed_p50_s']:10.3f} {r['routed_p95_s']:7.3f} {r['direct_p50_s']:10.3f} {r['direct_p95_s']:7.3f}"
-              f" {r['added_p50_s']:9.3f} {r['added_p95_s']:7.3f} {r['decision_p50_s']:10.3f}")
+              f" {r['added_p50_s']:9.3f} {r['added_p95_s']:7.3f} {r['decision_p50_s']:10.3f} {r['pairs']:5d}")
     print(f"\nembedder, {embed['clients']} concurrent clients: batched {embed['batched_req_per_s']:.1f} req/s vs "
           f"unbatched {embed['unbatched_req_per_s']:.1f} req/s ({embed['speedup']:.2f}x)")
     print(f"AutoMix verification, N={verify['samples']}: one call {verify['one_call_s']:.3f}s vs "
