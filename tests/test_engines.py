@@ -298,8 +298,20 @@ def test_cached_embedder_keeps_vectors_of_different_settings_apart(tmp_path: Pat
     assert len(cls) == 0 and cls.path != mean.path
     longer = CachedEmbedder(configured(pooling="mean", max_length=512), tmp_path)
     assert len(longer) == 0 and longer.path not in (mean.path, cls.path)
-    same_on_another_device = CachedEmbedder(configured(pooling="mean", max_length=256, num_threads=1), tmp_path)
-    assert same_on_another_device.path == mean.path and len(same_on_another_device) == 2
+    more_threads = CachedEmbedder(configured(pooling="mean", max_length=256, num_threads=1), tmp_path)
+    assert more_threads.path == mean.path and len(more_threads) == 2  # throughput settings share the file
+
+
+def test_the_training_job_and_the_cli_share_one_cache_file(tmp_path: Path) -> None:
+    """train_jobs.hybrid (Ray Data) and llmrouter evaluate (CachedEmbedder) read and write the same file."""
+    from routers.engines.cache import cache_path, read_cache
+
+    inner = CountingEmbedder()
+    inner.config = EmbedderConfig(model="models/counting", max_length=128)  # type: ignore[attr-defined]
+    cache = CachedEmbedder(inner, tmp_path)
+    cache.embed(["aa", "b"])
+    path = cache_path(tmp_path, EmbedderConfig(model="models/counting", max_length=128, max_batch_size=64))
+    assert cache.path == path and len(read_cache(path)) == 2
 
 
 def test_lookup_embedder() -> None:

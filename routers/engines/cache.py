@@ -13,30 +13,65 @@ import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from routers.engines.base import Embedder
+from routers.engines.base import Embedder, EmbedderConfig
 from routers.errors import EngineError
 from routers.progress import progress_bar
 from routers.safe_io import load_arrays, save_arrays
 
 
-def _digest(text: str) -> bytes:
+def text_key(text: str) -> bytes:
+    """The cache key of one text: its sha256."""
     return hashlib.sha256(text.encode("utf-8")).digest()
 
 
-# Settings that do not change a vector (where and how fast it is computed) stay out of the cache key.
-_RUNTIME_ONLY = frozenset({"device", "num_threads", "max_batch_size", "dtype"})
+# Settings that change throughput, not the vectors, stay out of the file name.
+NOT_IN_CACHE_KEY = frozenset({"max_batch_size", "num_threads"})
 
 
-def settings_tag(embedder: Embedder) -> str:
-    """A short hash of the embedder's vector-shaping settings ('' for embedders without a config)."""
-    config = getattr(embedder, "config", None)
-    if config is None or not hasattr(config, "model_dump"):
-        return ""
-    shaping = {k: v for k, v in config.model_dump(mode="json").items() if k not in _RUNTIME_ONLY and k != "model"}
-    return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:10]
+def _model_identity(model: str) -> dict[str, Any]:
+    """A local model by directory name + config + weight sizes (the same model elsewhere still hits)."""
+    path = Path(model)
+    if not path.is_dir():
+        return {"name": model}
+    config = path / "config.json"
+    return {"name": path.name,
+            "config": hashlib.sha256(config.read_bytes()).hexdigest() if config.exists() else None,
+            "weights": sorted((p.name, p.stat().st_size) for p in path.glob("*.safetensors"))}
+
+
+def _slug(model: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(model).name or model)
+
+
+def cache_path(cache_dir: str | Path, engine: EmbedderConfig) -> Path:
+    """The cache file of one embedder configuration: every setting that changes the vectors (model
+    identity, pooling, normalisation, max length, dtype, device) is hashed into its name, so another
+    configuration never reads these vectors."""
+    settings = engine.model_dump(mode="json", exclude=set(NOT_IN_CACHE_KEY))
+    settings["model"] = _model_identity(engine.model)
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+    return Path(cache_dir) / f"{_slug(engine.model)}-{digest}.safetensors"
+
+
+def read_cache(path: Path) -> dict[bytes, np.ndarray]:
+    if not path.exists():
+        return {}
+    arrays = load_arrays(path)
+    return {key.tobytes(): vector for key, vector in zip(arrays["keys"], arrays["vectors"], strict=True)}
+
+
+def write_cache(path: Path, table: dict[bytes, np.ndarray]) -> None:
+    """Written to a temp file and renamed, so a crash never leaves a half-written cache."""
+    keys = np.frombuffer(b"".join(table), dtype=np.uint8).reshape(-1, 32)
+    vectors = np.stack(list(table.values())).astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.stem}.tmp.safetensors")
+    save_arrays(staging, {"keys": keys, "vectors": vectors})
+    staging.replace(path)
 
 
 class CachedEmbedder(Embedder):
@@ -44,22 +79,18 @@ class CachedEmbedder(Embedder):
         self.inner = inner
         self.dim = inner.dim
         self.model_name = inner.model_name
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(inner.model_name).name or inner.model_name)
-        tag = settings_tag(inner)
-        self.path = Path(cache_dir) / f"{slug}-{self.dim}{'-' + tag if tag else ''}.safetensors"
+        config = getattr(inner, "config", None)
+        self.path = (cache_path(cache_dir, config) if isinstance(config, EmbedderConfig)
+                     else Path(cache_dir) / f"{_slug(inner.model_name)}-{self.dim}.safetensors")
         self.chunk_size = chunk_size
         self._lock = threading.Lock()
-        self._table: dict[bytes, np.ndarray] = {}
-        if self.path.exists():
-            arrays = load_arrays(self.path)
-            for key, vector in zip(arrays["keys"], arrays["vectors"]):
-                self._table[key.tobytes()] = vector
+        self._table: dict[bytes, np.ndarray] = read_cache(self.path)
 
     def __len__(self) -> int:
         return len(self._table)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        keys = [_digest(t) for t in texts]
+        keys = [text_key(t) for t in texts]
         missing = list(dict.fromkeys(i for i, k in enumerate(keys) if k not in self._table))
         unique_missing: dict[bytes, int] = {}
         for i in missing:
@@ -82,11 +113,8 @@ class CachedEmbedder(Embedder):
         with self._lock:
             if not self._table:
                 return
-            keys = np.frombuffer(b"".join(self._table), dtype=np.uint8).reshape(-1, 32)
-            vectors = np.stack(list(self._table.values())).astype(np.float32)
-        tmp = self.path.with_suffix(".tmp.safetensors")
-        save_arrays(tmp, {"keys": keys, "vectors": vectors})
-        tmp.replace(self.path)
+            table = dict(self._table)
+        write_cache(self.path, table)
 
 
 class LookupEmbedder(Embedder):
@@ -101,12 +129,12 @@ class LookupEmbedder(Embedder):
             raise ValueError(f"{len(texts)} texts but {len(vectors)} vectors")
         self.dim = int(vectors.shape[1])
         self.model_name = model_name
-        self._table = {_digest(t): np.asarray(v, dtype=np.float32) for t, v in zip(texts, vectors)}
+        self._table = {text_key(t): np.asarray(v, dtype=np.float32) for t, v in zip(texts, vectors)}
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         try:
-            rows = [self._table[_digest(t)] for t in texts]
+            rows = [self._table[text_key(t)] for t in texts]
         except KeyError:
-            missing = next(t for t in texts if _digest(t) not in self._table)
+            missing = next(t for t in texts if text_key(t) not in self._table)
             raise EngineError(f"no precomputed embedding for query {missing[:80]!r}") from None
         return np.stack(rows) if rows else np.zeros((0, self.dim), np.float32)
