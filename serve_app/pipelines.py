@@ -137,15 +137,24 @@ def client_error_message(exc: BaseException) -> str | None:
     return None
 
 
-def decision_info(router: str, decision: RouteDecision) -> dict[str, Any]:
+def decision_info(router: str, decision: RouteDecision, served: str) -> dict[str, Any]:
+    """The routing object's fields from a library decision, for an answer from the model served as ``served``.
+
+    A router artifact names the models of the data it was trained on (say Mixtral and GPT-4), while the app
+    serves its own pair under other names: the reason names the served model, and ``decision_model`` keeps
+    the artifact's name for the side it chose.
+    """
     extra = decision.extra
+    reason = decision.reason
+    if decision.model_name and decision.model_name != served:
+        reason = reason.replace(decision.model_name, f"{served} (the artifact's {decision.model_name})")
     return {
         "router": router,
         "decision_model": decision.model_name,
         "use_large": decision.use_large,
         "score": decision.score,
         "threshold": decision.threshold,
-        "reason": decision.reason,
+        "reason": reason,
         "verification_score": extra.get("verification_score"),
         "escalated": extra.get("route_to_llm") if router == "automix" else None,
         "policy": extra.get("policy"),
@@ -188,6 +197,10 @@ class Pipelines:
 
     def served_name(self, model_key: str) -> str:
         return self.config.models[model_key].public_name()
+
+    def routing_for_decision(self, kind: str, decision: RouteDecision) -> Routing:
+        model_key = self.model_for(bool(decision.use_large))
+        return Routing(kind, model_key, decision_info(kind, decision, self.served_name(model_key)))
 
     # --- target large-model share -> threshold ----------------------------------------------------------
     async def threshold_for_share(self, kind: str, share: float) -> float:
@@ -266,7 +279,7 @@ class Pipelines:
             vector = await with_timeout(self.embedder.embed_one.remote(query), self.config.timeouts.router_s, "embedder")
         with router_step("hybrid MLP"):  # e.g. an embedder whose dimension the artifact was not trained on
             decision = router.route_embedding(query, np.asarray(vector, dtype=np.float32), threshold)
-        return Routing("hybrid", self.model_for(bool(decision.use_large)), decision_info("hybrid", decision))
+        return self.routing_for_decision("hybrid", decision)
 
     # --- AutoMix: small answers, verifies itself N times in one call, policy decides -------------
     async def route_automix(self, query: str, messages: Messages, params: SamplingParams,
@@ -297,11 +310,12 @@ class Pipelines:
                 ModelCall(small_key, samples["prompt_tokens"],
                           sum(c["completion_tokens"] for c in samples["completions"]), "verification"),
             ]
-        info = decision_info("automix", decision)
-        info["escalated"] = bool(decision.use_large)
-        info["verification_samples"] = len(sampled)
-        use_large = bool(decision.use_large)
-        return Routing("automix", self.model_for(use_large), info, answer=None if use_large else answer, calls=calls)
+        routing = self.routing_for_decision("automix", decision)
+        routing.info["escalated"] = bool(decision.use_large)
+        routing.info["verification_samples"] = len(sampled)
+        routing.answer = None if decision.use_large else answer
+        routing.calls = calls
+        return routing
 
     # --- router models: generated model name / policy ----------------------------------------------
     async def route_generative(self, kind: str, query: str, threshold: float | None) -> Routing:
@@ -312,9 +326,9 @@ class Pipelines:
             raw = await with_timeout(handle.route.remote(query, threshold), self.config.timeouts.router_s,
                                      f"{kind} router")
             decision = RouteDecision.model_validate(raw)  # a replica on another code version may send junk
-        info = decision_info(kind, decision)
-        info["generated"] = decision.extra.get("generated")
-        return Routing(kind, self.model_for(bool(decision.use_large)), info)
+        routing = self.routing_for_decision(kind, decision)
+        routing.info["generated"] = decision.extra.get("generated")
+        return routing
 
     # --- route-only ----------------------------------------------------------------------------------
     async def route_only(self, kind: str, queries: list[str], threshold: float | None) -> list[dict[str, Any]]:
@@ -337,8 +351,7 @@ class Pipelines:
         with router_step("hybrid MLP"):
             decisions = [router.route_embedding(q, v, threshold)
                          for q, v in zip(queries, np.asarray(vectors, dtype=np.float32), strict=True)]
-        return [self.route_only_item(q, Routing("hybrid", self.model_for(bool(d.use_large)), decision_info("hybrid", d)))
-                for q, d in zip(queries, decisions, strict=True)]
+        return [self.route_only_item(q, self.routing_for_decision("hybrid", d)) for q, d in zip(queries, decisions, strict=True)]
 
     def route_only_item(self, query: str, routing: Routing) -> dict[str, Any]:
         item = {"query": query, "model": self.served_name(routing.model_key), "model_key": routing.model_key, **routing.info}

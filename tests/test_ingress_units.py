@@ -559,3 +559,18 @@ def test_load_bench_accounts_for_every_request() -> None:
     assert len(tally.latencies) == 2 and tally.routed["small-model"] == 2
     tally.sent += 1  # one more sent with no outcome recorded: that one is lost, not hidden
     assert tally.lost == 1 and tally.not_sent == 0
+
+
+def test_the_reason_names_the_served_model_and_keeps_the_artifacts_name() -> None:
+    """Artifacts name their training data's models; users must read which served model answered."""
+    from routers.base import RouteDecision
+    from serve_app.pipelines import decision_info
+
+    decision = RouteDecision(query="q", model_name="mistralai/Mixtral-8x7B-Instruct-v0.1", use_large=False,
+                             reason="router model wrote policy Standard_Query -> policy map -> "
+                                    "mistralai/Mixtral-8x7B-Instruct-v0.1", extra={"policy": "Standard_Query"})
+    info = decision_info("policy", decision, "smollm2-135m-instruct")
+    assert info["reason"].endswith("-> smollm2-135m-instruct (the artifact's mistralai/Mixtral-8x7B-Instruct-v0.1)")
+    assert info["decision_model"] == "mistralai/Mixtral-8x7B-Instruct-v0.1" and info["policy"] == "Standard_Query"
+    same = decision_info("policy", decision, "mistralai/Mixtral-8x7B-Instruct-v0.1")
+    assert same["reason"] == decision.reason
