@@ -12,6 +12,7 @@ The ``model`` field picks the router, RouteLLM-style:
   number is the share of queries sent to the large model;
 - ``router-hybrid:share=0.3``: the threshold that sends 30% of queries to the large model, taken from the
   router's reference score distribution (``reference_scores()``; a router without one answers 400);
+- ``router`` (optionally ``router:0.4`` / ``router:share=0.3``): the app's ``default_router``;
 - an answer model by name to bypass routing.
 
 ``router-smallest``, ``router-largest`` and ``router-policy`` take neither a threshold nor a share.
@@ -27,6 +28,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ROUTER_MODEL_PREFIX = "router-"
+DEFAULT_ROUTER_MODEL = "router"  # the app's default_router, for clients that want "whatever routes best here"
 _ROUTER_MODEL = re.compile(r"^router-(?P<kind>[a-z_]+)(?::(?P<arg>[^:]+))?$")
 SHARE_PREFIX = "share="
 # torch.manual_seed and the engines take an unsigned 64-bit seed at most; int64 keeps every back end happy.
@@ -181,11 +183,14 @@ class RouterChoice(BaseModel):
     direct_model: str | None = None
 
 
-def parse_model_field(model: str, routers: list[str], models: dict[str, str]) -> RouterChoice:
-    """``router-hybrid``, ``router-hybrid:0.4`` (threshold), ``router-hybrid:share=0.3`` (large share), or an
-    answer model's name."""
+def parse_model_field(model: str, routers: list[str], models: dict[str, str],
+                      default_router: str | None = None) -> RouterChoice:
+    """``router-hybrid``, ``router-hybrid:0.4`` (threshold), ``router-hybrid:share=0.3`` (large share),
+    ``router`` / ``router:...`` (``default_router``), or an answer model's name."""
     if model in models:
         return RouterChoice(kind="direct", direct_model=models[model])
+    if default_router is not None and (model == DEFAULT_ROUTER_MODEL or model.startswith(DEFAULT_ROUTER_MODEL + ":")):
+        model = ROUTER_MODEL_PREFIX + default_router + model[len(DEFAULT_ROUTER_MODEL):]
     match = _ROUTER_MODEL.match(model)
     if not match:
         raise ApiError(404, f"unknown model {model!r}; use one of {available_models(routers, models)}",
@@ -216,8 +221,9 @@ def _unit_number(text: str, what: str, model: str) -> float:
     return value
 
 
-def available_models(routers: list[str], models: dict[str, str]) -> list[str]:
-    return [ROUTER_MODEL_PREFIX + r for r in routers] + sorted(models)
+def available_models(routers: list[str], models: dict[str, str], default_router: str | None = None) -> list[str]:
+    default = [DEFAULT_ROUTER_MODEL] if default_router is not None else []
+    return default + [ROUTER_MODEL_PREFIX + r for r in routers] + sorted(models)
 
 
 def completion_id(prefix: str = "chatcmpl") -> str:

@@ -164,7 +164,7 @@ class AppConfig(Strict):
     large_model: str = "large"
     embedder: EmbedderSpec | None = None
     routers: RoutersSpec = Field(default_factory=RoutersSpec)
-    default_router: str = "hybrid"
+    default_router: str = Field(default="hybrid", description="the router behind model 'router' (clients that name none)")
     fallback_model: str | None = Field(default="large", description="answer model used when a router fails")
     random_large_share: float = Field(default=0.5, ge=0.0, le=1.0)
     limits: Limits = Field(default_factory=Limits)

@@ -436,7 +436,7 @@ class RouterIngress:
 
     # --- request translation ------------------------------------------------------------------------
     def choose(self, model: str, request: Request) -> RouterChoice:
-        choice = parse_model_field(model, self.config.enabled_routers(), self.model_names)
+        choice = parse_model_field(model, self.config.enabled_routers(), self.model_names, self.config.default_router)
         remember(request, router=choice.kind if choice.kind != "direct" else "direct")
         return choice
 
@@ -528,7 +528,8 @@ class RouterIngress:
 
     @app.get("/v1/models", response_model=ModelList, responses=ERROR_RESPONSES)
     async def models(self) -> dict[str, Any]:
-        names = available_models(self.config.enabled_routers(), {self.config.models[k].public_name(): k for k in self.config.models})
+        names = available_models(self.config.enabled_routers(), {self.config.models[k].public_name(): k for k in self.config.models},
+                                 self.config.default_router)
         return {"object": "list", "data": [{"id": n, "object": "model", "created": 0, "owned_by": "llmrouter"} for n in names]}
 
     @app.post("/v1/chat/completions", response_model=ChatCompletionResponse, responses=STREAMING_RESPONSES)

@@ -102,6 +102,15 @@ def test_model_field_parsing(model: str, kind: str, threshold: float | None, dir
     assert (choice.kind, choice.threshold, choice.direct_model) == (kind, threshold, direct)
 
 
+def test_model_router_is_the_default_router() -> None:
+    assert parse_model_field("router", ROUTERS, MODELS, "hybrid").kind == "hybrid"
+    choice = parse_model_field("router:share=0.2", ROUTERS, MODELS, "automix")
+    assert (choice.kind, choice.large_share) == ("automix", 0.2)
+    assert parse_model_field("router:0.4", ROUTERS, MODELS, "hybrid").threshold == 0.4
+    with pytest.raises(ApiError):  # without a default router, 'router' is not a model
+        parse_model_field("router", ROUTERS, MODELS)
+
+
 @pytest.mark.parametrize(
     ("model", "status"),
     [("router-hybrid:abc", 400), ("router-hybrid:1.01", 400), ("router-hybrid:-0.1", 400), ("router-causal", 404),

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import yaml
 from serve_helpers import (
     ROOT,
     default_app_args,
@@ -59,6 +60,14 @@ def test_health_models_and_openapi(client: httpx.Client) -> None:
     assert {f"router-{r}" for r in ROUTERS} | SERVED <= ids
     schema = client.get("/openapi.json").json()
     assert "/v1/chat/completions" in schema["paths"] and "/v1/route" in schema["paths"]
+
+
+def test_model_router_answers_with_the_default_router(client: httpx.Client) -> None:
+    default = yaml.safe_load((ROOT / "serve_config.yaml").read_text())["applications"][0]["args"]["default_router"]
+    assert "router" in {m["id"] for m in client.get("/v1/models").json()["data"]}
+    response = chat(client, "router")
+    assert response.status_code == 200, response.text
+    assert response.json()["routing"]["router"] == default
 
 
 @pytest.mark.parametrize("router", ROUTERS)
