@@ -139,8 +139,11 @@ class Limits(Strict):
 
 
 class Timeouts(Strict):
-    router_s: float = Field(default=30.0, gt=0)
-    answer_s: float = Field(default=300.0, gt=0)
+    """Per-call limits; a step over its limit falls back (routers), retries or answers 503 (models)."""
+
+    router_s: float = Field(default=30.0, gt=0, description="one router step (embedder, router model, ...)")
+    answer_s: float = Field(default=300.0, gt=0, description="a whole answer, or a stream's first token")
+    stream_chunk_s: float = Field(default=60.0, gt=0, description="the gap between two streamed tokens")
 
 
 class AuthSettings(Strict):

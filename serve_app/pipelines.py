@@ -420,12 +420,12 @@ class Answers:
         raise unavailable(failures)
 
     async def deltas(self, opened: OpenStream) -> AsyncIterator[str]:
-        """Every delta of an open stream; a model silent for ``timeouts.answer_s`` raises ``StepTimeout``."""
+        """Every delta of an open stream; a model silent for ``timeouts.stream_chunk_s`` raises ``StepTimeout``."""
         if opened.first is not None:
             yield opened.first
         if opened.rest is None:
             return
-        timeout = self.config.timeouts.answer_s
+        timeout = self.config.timeouts.stream_chunk_s
         finished = False
         try:
             while True:

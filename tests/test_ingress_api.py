@@ -37,7 +37,7 @@ def app_args() -> dict[str, Any]:
                    "large": {"engine": {"model": "org/large"}, "input_price": 10.0, "output_price": 30.0}},
         "embedder": {"engine": {"model": "org/all-minilm-l6-v2"}},
         "routers": {"hybrid": {"artifact": str(HYBRID_ARTIFACT)}, "automix": None},
-        "timeouts": {"router_s": 1.0, "answer_s": 0.5},
+        "timeouts": {"router_s": 1.0, "answer_s": 0.5, "stream_chunk_s": 0.5},
         "auth": {"api_keys": [], "api_keys_env": None},
     }
 

@@ -229,7 +229,7 @@ def test_seed_is_bounded_to_int64() -> None:
 def config(**extra: Any) -> AppConfig:
     data = {"models": {"small": {"engine": {"model": "org/small"}}, "large": {"engine": {"model": "org/large"}}},
             "routers": {"hybrid": None, "automix": None}, "default_router": "smallest",
-            "timeouts": {"router_s": 1.0, "answer_s": 0.3}, **extra}
+            "timeouts": {"router_s": 1.0, "answer_s": 0.3, "stream_chunk_s": 0.3}, **extra}
     return AppConfig.model_validate(data)
 
 
