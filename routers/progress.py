@@ -28,8 +28,9 @@ def progress(iterable: Iterable[T], desc: str, total: int | None = None, unit: s
     return iter(tqdm(iterable, desc=desc, total=total, unit=unit, disable=_quiet, file=sys.stderr, leave=False))
 
 
-def progress_bar(desc: str, total: int, unit: str = "it") -> tqdm:
-    return tqdm(desc=desc, total=total, unit=unit, disable=_quiet, file=sys.stderr, leave=False)
+def progress_bar(desc: str, total: int, unit: str = "it", enabled: bool = True) -> tqdm:
+    """A bar for a long step; ``enabled=False`` (a caller's own verbosity switch) or quiet mode hides it."""
+    return tqdm(desc=desc, total=total, unit=unit, disable=_quiet or not enabled, file=sys.stderr, leave=False)
 
 
 def log(message: str) -> None:

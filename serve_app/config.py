@@ -217,10 +217,10 @@ class AppConfig(Strict):
             spec = getattr(data.routers, kind)
             if spec is None:
                 continue
-            spec.artifact = _existing(spec.artifact, f"routers.{kind}.artifact")
+            spec.artifact = existing_path(spec.artifact, f"routers.{kind}.artifact")
             if isinstance(spec, GenerativeRouterSpec):
                 if spec.policy_map:
-                    spec.policy_map = _existing(spec.policy_map, f"routers.{kind}.policy_map")
+                    spec.policy_map = existing_path(spec.policy_map, f"routers.{kind}.policy_map")
                 if spec.engine is not None and "model" in spec.engine:
                     spec.engine["model"] = _local_model(spec.engine["model"], f"routers.{kind}.engine.model",
                                                         spec.engine.get("backend", "transformers"))
@@ -263,7 +263,8 @@ def check_hybrid_embedder(artifact: Path, embedder: EmbedderConfig) -> None:
                        "queries are truncated differently", embedder.max_length, trained["max_length"])
 
 
-def _existing(path: str, key: str) -> str:
+def existing_path(path: str, key: str) -> str:
+    """``path`` made absolute (relative paths against ``LLMROUTER_HOME``), or a ConfigError naming ``key``."""
     resolved = resolve_path(path)
     if not resolved.exists():
         raise ConfigError(f"{key}: {path!r} does not exist (looked at {resolved}); run `bash scripts/setup.sh` first?")

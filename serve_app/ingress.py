@@ -57,7 +57,15 @@ from serve_app.api import (
 )
 from serve_app.config import AppConfig, AuthSettings
 from serve_app.observability import RouterMetrics, log_event
-from serve_app.pipelines import Answers, ModelCall, OpenStream, Pipelines, RouterUnavailable, Routing
+from serve_app.pipelines import (
+    Answers,
+    ModelCall,
+    OpenStream,
+    Pipelines,
+    RouterUnavailable,
+    Routing,
+    router_unavailable,
+)
 
 REQUEST_ID_HEADER = "X-Request-ID"
 PROTECTED_PREFIX = "/v1/"
@@ -500,8 +508,7 @@ class RouterIngress:
     def fallback_routing(self, kind: str, why: str) -> Routing:
         model = self.config.fallback_model
         if model is None:
-            raise ApiError(503, f"router {kind!r} is unavailable: {why}", kind="server_error",
-                           code="router_unavailable", headers={"Retry-After": "5"})
+            raise router_unavailable(kind, why)
         log_event("router_fallback", router=kind, reason=why, model=model)
         info = {"router": kind, "fallback": True, "use_large": model == self.config.large_model,
                 "reason": f"router failed ({why}); answered by fallback model {model!r}",
@@ -542,10 +549,7 @@ class RouterIngress:
         remember(request, model=routing.model_key)
         if body.stream:
             return await self.streaming_response(routing, messages, params, latency, body, request, text=False)
-        result = await self.answers.generate(routing, messages, params)
-        remember(request, model=routing.model_key)  # a retry may have moved it
-        usage = self.usage(result)
-        info = self.finish_routing(routing, ModelCall(routing.model_key, usage["prompt_tokens"], usage["completion_tokens"], "final"), latency)
+        result, usage, info = await self.answer(routing, messages, params, latency, request)
         return {
             "id": completion_id(), "object": "chat.completion", "created": now(), "model": info["model"],
             "choices": [{"index": i, "message": {"role": "assistant", "content": c["text"]},
@@ -566,10 +570,7 @@ class RouterIngress:
         remember(request, model=routing.model_key)
         if body.stream:
             return await self.streaming_response(routing, messages, params, latency, body, request, text=True)
-        result = await self.answers.generate(routing, messages, params)
-        remember(request, model=routing.model_key)
-        usage = self.usage(result)
-        info = self.finish_routing(routing, ModelCall(routing.model_key, usage["prompt_tokens"], usage["completion_tokens"], "final"), latency)
+        result, usage, info = await self.answer(routing, messages, params, latency, request)
         return {
             "id": completion_id("cmpl"), "object": "text_completion", "created": now(), "model": info["model"],
             "choices": [{"index": i, "text": c["text"], "finish_reason": c["finish_reason"], "logprobs": None}
@@ -591,8 +592,7 @@ class RouterIngress:
         try:
             decisions = await self.pipelines.route_only(choice.kind, texts, threshold)
         except RouterUnavailable as exc:
-            raise ApiError(503, f"router {choice.kind!r} unavailable: {exc}", kind="server_error",
-                           code="router_unavailable", headers={"Retry-After": "5"}) from exc
+            raise router_unavailable(choice.kind, str(exc)) from exc
         if choice.large_share is not None:
             for decision in decisions:
                 decision["large_share"] = choice.large_share
@@ -604,6 +604,15 @@ class RouterIngress:
         return HTMLResponse(page)
 
     # --- helpers ----------------------------------------------------------------------------------------
+    async def answer(self, routing: Routing, messages: list[dict[str, str]], params: SamplingParams, latency: float,
+                     request: Request) -> tuple[dict[str, Any], dict[str, int], dict[str, Any]]:
+        """A non-streamed answer: the model's result, its usage and the finished routing object."""
+        result = await self.answers.generate(routing, messages, params)
+        remember(request, model=routing.model_key)  # a retry may have moved it
+        usage = self.usage(result)
+        final = ModelCall(routing.model_key, usage["prompt_tokens"], usage["completion_tokens"], "final")
+        return result, usage, self.finish_routing(routing, final, latency)
+
     @staticmethod
     def usage(result: dict[str, Any]) -> dict[str, int]:
         completion_tokens = sum(c["completion_tokens"] for c in result["completions"])

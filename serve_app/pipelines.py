@@ -237,8 +237,7 @@ class Pipelines:
             quantiles = await with_timeout(self.causal.reference_quantiles.remote(), self.config.timeouts.router_s,
                                            "causal router")
         except Exception as exc:
-            raise ApiError(503, f"router 'causal' is unavailable: {type(exc).__name__}", kind="server_error",
-                           code="router_unavailable", headers={"Retry-After": "5"}) from exc
+            raise router_unavailable("causal", type(exc).__name__) from exc
         if not quantiles:
             return None
         from routers.evaluation.quantiles import ScoreQuantiles
@@ -470,6 +469,12 @@ def note_retry(routing: Routing, model_key: str) -> None:
 def unavailable(failures: list[str]) -> ApiError:
     return ApiError(503, "answer models unavailable: " + " | ".join(failures), kind="server_error",
                     code="model_unavailable", headers=dict(RETRY_AFTER))
+
+
+def router_unavailable(kind: str, why: str) -> ApiError:
+    """The 503 for a router that failed where no fallback model can answer instead."""
+    return ApiError(503, f"router {kind!r} is unavailable: {why}", kind="server_error",
+                    code="router_unavailable", headers=dict(RETRY_AFTER))
 
 
 async def next_or_none(stream: Any) -> Any | None:

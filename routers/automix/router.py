@@ -22,10 +22,10 @@ a per-call threshold overrides it). Costs are the cascade's, in the config's rel
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 from pydantic import AliasChoices, Field, field_validator
@@ -52,27 +52,13 @@ from routers.errors import ConfigError
 from routers.progress import log, progress_bar
 
 if TYPE_CHECKING:
+    from tqdm import tqdm
+
     from routers.engines import GenerationResult
     from routers.evaluation.metrics import CostModel
 
 Method = Literal["Threshold", "POMDP", "SelfConsistency"]
 R = TypeVar("R")
-
-
-class ProgressBar(Protocol):
-    def update(self, n: int = 1) -> Any: ...
-
-    def close(self) -> Any: ...
-
-
-class _SilentBar:
-    """Stands in for a progress bar when ``verbose`` is off."""
-
-    def update(self, n: int = 1) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
 
 
 class AutomixConfig(RouterConfig):
@@ -168,28 +154,23 @@ class AutomixRouter(Router):
     def engine_device(self) -> str | None:
         return self.config.device
 
-    def progress(self, desc: str, total: int) -> ProgressBar:
-        return progress_bar(desc, total=total, unit="query") if self.config.verbose else _SilentBar()
-
-    def map_chunks(self, work: Callable[[list[int]], R], chunks: Sequence[list[int]], bar: ProgressBar) -> list[R]:
+    def map_chunks(self, work: Callable[[list[int]], R], chunks: Sequence[list[int]], bar: tqdm) -> list[R]:
         """``work`` on every chunk of query indices, up to ``max_workers`` at once, results in chunk order.
 
         Threads, not processes: the work is waiting on an engine (a remote deployment, vLLM, an API), and a
         local transformers engine serialises its forward passes anyway.
         """
+        def collect(outputs: Iterable[R]) -> list[R]:
+            results = []
+            for chunk, output in zip(chunks, outputs):
+                results.append(output)
+                bar.update(len(chunk))
+            return results
+
         if self.config.max_workers == 1 or len(chunks) < 2:
-            results = []
-            for chunk in chunks:
-                results.append(work(chunk))
-                bar.update(len(chunk))
-            return results
+            return collect(map(work, chunks))
         with ThreadPoolExecutor(max_workers=self.config.max_workers) as pool:
-            futures = [pool.submit(work, chunk) for chunk in chunks]
-            results = []
-            for chunk, future in zip(chunks, futures):
-                results.append(future.result())
-                bar.update(len(chunk))
-            return results
+            return collect(pool.map(work, chunks))
 
     def training_engine_roles(self) -> frozenset[str]:
         """Without the data at hand, assume it lacks verification fields (the shipped data does);
@@ -376,7 +357,7 @@ class AutomixRouter(Router):
             return generate_chat(generator, [prompt for prompt, _ in requests], requests[0][1])
 
         chunks = self.chunks(todo)
-        bar = self.progress("automix: sampling verifications", len(todo))
+        bar = progress_bar("automix: sampling verifications", len(todo), unit="query", enabled=self.config.verbose)
         for chunk, results in zip(chunks, self.map_chunks(sample, chunks, bar)):
             for i, result in zip(chunk, results):
                 examples[i] = self._with_samples(examples[i], small_name, [c.text for c in result.completions], tallies)
@@ -397,7 +378,7 @@ class AutomixRouter(Router):
             return generate_chat(generator, [self.answer_prompt(examples[i].query) for i in chunk], self.answer_params())
 
         chunks = self.chunks(unanswered)
-        for chunk, results in zip(chunks, self.map_chunks(answer, chunks, _SilentBar())):
+        for chunk, results in zip(chunks, self.map_chunks(answer, chunks, progress_bar("", len(unanswered), enabled=False))):
             for i, result in zip(chunk, results):
                 examples[i] = replace_outcome(examples[i], small, response=result.text)
 
@@ -440,11 +421,6 @@ class AutomixRouter(Router):
 
 def user(content: str) -> dict[str, str]:
     return {"role": "user", "content": content}
-
-
-def generate_one(generator: Generator, content: str, params: SamplingParams) -> GenerationResult:
-    """One chat-formatted prompt through ``generator``; returns its GenerationResult."""
-    return generate_chat(generator, [content], params)[0]
 
 
 def generate_chat(generator: Generator, contents: Sequence[str], params: SamplingParams) -> list[GenerationResult]:

@@ -19,21 +19,11 @@ from typing import Any
 from ray import serve
 
 from routers.base import RouteDecision, Router
-from routers.config import resolve_path
 from routers.engines import Generator, GeneratorConfig, build_generator
-from routers.errors import ConfigError
 from routers.registry import router_class
-from serve_app.config import BatchingSettings
+from serve_app.config import BatchingSettings, existing_path
 
 DEFAULT_BATCHING = {"max_batch_size": 8}
-
-
-def existing_path(path: str, what: str) -> str:
-    """``path`` made absolute the way the app config does it (relative to ``LLMROUTER_HOME``), checked."""
-    resolved = resolve_path(path)
-    if not resolved.exists():
-        raise ConfigError(f"{what}: {path!r} does not exist (looked at {resolved})")
-    return str(resolved.resolve())
 
 
 def release_engine(engine: Generator | None) -> None:
