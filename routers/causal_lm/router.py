@@ -379,7 +379,7 @@ class CausalLMRouter(Router):
         batch_logprobs = getattr(generator, "batch_sequence_logprobs", None)
         size = self.config.score_batch_size
         # A bar only for work that spans several passes: routing one query should not flash one.
-        bar = progress_bar("causal-LM scores", total=len(prompts), unit="query") if len(prompts) > size else None
+        bar = progress_bar("causal-LM scores", total=len(prompts), unit="query", enabled=len(prompts) > size)
         for start in range(0, len(prompts), size):
             chunk = prompts[start : start + size]
             if batch_logprobs is not None:
@@ -389,10 +389,8 @@ class CausalLMRouter(Router):
             else:
                 for offset, prompt in enumerate(chunk):
                     out[start + offset] = generator.sequence_logprobs(prompt, continuations)
-            if bar is not None:
-                bar.update(len(chunk))
-        if bar is not None:
-            bar.close()
+            bar.update(len(chunk))
+        bar.close()
         return out
 
     def dataset_scores(self, data: RoutingDataset) -> np.ndarray:

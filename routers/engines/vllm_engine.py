@@ -111,6 +111,9 @@ class VLLMGenerator(Generator):
         )
         return list(encoded.input_ids)
 
+    def generation_request(self, prompt: str) -> Any:
+        return self.tokens_prompt(self.encode_prompt(prompt))
+
     def continuation_ids(self, continuation: str) -> list[int]:
         return list(self.tokenizer(continuation, add_special_tokens=False).input_ids)
 
@@ -171,14 +174,14 @@ class VLLMGenerator(Generator):
         if self.engine is None:
             return await asyncio.to_thread(self.generate, prompts, params)
         sampling = self._sampling(params)
-        requests = [self.tokens_prompt(self.encode_prompt(p)) for p in prompts]
+        requests = [self.generation_request(p) for p in prompts]
         outputs = await asyncio.gather(*(self._agenerate_one(r, sampling) for r in requests))
         return [self._result(o) for o in outputs]
 
     def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[GenerationResult]:
         params = self.with_default_stop(params)
         if self.llm is not None:
-            requests = [self.tokens_prompt(self.encode_prompt(p)) for p in prompts]
+            requests = [self.generation_request(p) for p in prompts]
             outputs = self.llm.generate(requests, self._sampling(params), use_tqdm=False)
             return [self._result(o) for o in outputs]
         return self._run(self.agenerate(prompts, params))
@@ -193,7 +196,7 @@ class VLLMGenerator(Generator):
 
         sampling = self._sampling(params, output_kind=RequestOutputKind.DELTA)
         stop_filter = StopStringFilter(params.stop)  # vLLM already stops; this only guards partial matches
-        request = self.tokens_prompt(self.encode_prompt(prompt))
+        request = self.generation_request(prompt)
         async for output in self.engine.generate(request, sampling, request_id=uuid.uuid4().hex):
             ready = stop_filter.push(output.outputs[0].text)
             if ready:
@@ -220,10 +223,7 @@ class VLLMGenerator(Generator):
     async def asequence_logprobs(self, prompt: str, continuations: Sequence[str]) -> list[float]:
         if self.engine is None:
             return await asyncio.to_thread(self.sequence_logprobs, prompt, continuations)
-        requests, prompt_len = self.scoring_requests(prompt, continuations)
-        sampling = self.scoring_params()
-        outputs = await asyncio.gather(*(self._agenerate_one(r, sampling) for r in requests))
-        return [self._sum_prompt_logprobs(o, prompt_len) for o in outputs]
+        return (await self._abatch_sequence_logprobs([prompt], continuations))[0]
 
     def sequence_logprobs(self, prompt: str, continuations: Sequence[str]) -> list[float]:
         return self.batch_sequence_logprobs([prompt], continuations)[0]
