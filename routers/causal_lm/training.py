@@ -42,7 +42,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from routers.causal_lm.labels import SFTExample
-from routers.engines import resolve_model_path
+from routers.engines import model_identity, resolve_model_path
 from routers.errors import ArtifactError
 from routers.progress import log, progress_bar
 from routers.safe_io import assert_no_unsafe_weights
@@ -112,23 +112,6 @@ ReportCallback = Callable[[dict[str, float], Path | None], None]
 # --- fingerprints ----------------------------------------------------------------------------------
 def stable_hash(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode("utf-8")).hexdigest()
-
-
-def model_identity(model: str) -> dict[str, Any]:
-    """The base model as a fingerprint sees it: its name, its config and its weight files' sizes.
-
-    The directory *name*, not the full path: the same model mounted elsewhere (another node, a moved
-    checkout) is the same model, while replaced weights under the same name are not.
-    """
-    path = Path(model)
-    if not path.is_dir():
-        return {"name": model}
-    config = path / "config.json"
-    return {
-        "name": path.name,
-        "config": hashlib.sha256(config.read_bytes()).hexdigest() if config.exists() else None,
-        "weights": sorted((p.name, p.stat().st_size) for p in path.glob("*.safetensors")),
-    }
 
 
 def training_fingerprint(config: CausalLMTrainConfig, examples: Sequence[SFTExample], world_size: int = 1) -> str:

@@ -10,6 +10,7 @@ from routers.engines.base import (
     Generator,
     GeneratorConfig,
     SamplingParams,
+    model_identity,
     resolve_model_path,
 )
 
@@ -40,5 +41,6 @@ __all__ = [
     "SamplingParams",
     "build_embedder",
     "build_generator",
+    "model_identity",
     "resolve_model_path",
 ]

@@ -7,12 +7,13 @@ Routers and Serve deployments only talk to these two classes, so the same pipeli
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -38,6 +39,23 @@ def resolve_model_path(model: str) -> str:
     if candidate.exists() or model.startswith(("./", "../", "models/", "artifacts/")):
         return str(candidate.resolve())
     return model
+
+
+def model_identity(model: str) -> dict[str, Any]:
+    """A model as fingerprints and caches see it: its name, its config and its weight files' sizes.
+
+    The directory *name*, not the full path: the same model mounted elsewhere (another node, a moved
+    checkout) is the same model, while replaced weights under the same name are not.
+    """
+    path = Path(model)
+    if not path.is_dir():
+        return {"name": model}
+    config = path / "config.json"
+    return {
+        "name": path.name,
+        "config": hashlib.sha256(config.read_bytes()).hexdigest() if config.exists() else None,
+        "weights": sorted((p.name, p.stat().st_size) for p in path.glob("*.safetensors")),
+    }
 
 
 class SamplingParams(BaseModel):

@@ -13,11 +13,10 @@ import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from routers.engines.base import Embedder, EmbedderConfig
+from routers.engines.base import Embedder, EmbedderConfig, model_identity
 from routers.errors import EngineError
 from routers.progress import progress_bar
 from routers.safe_io import load_arrays, save_arrays
@@ -32,17 +31,6 @@ def text_key(text: str) -> bytes:
 NOT_IN_CACHE_KEY = frozenset({"max_batch_size", "num_threads"})
 
 
-def _model_identity(model: str) -> dict[str, Any]:
-    """A local model by directory name + config + weight sizes (the same model elsewhere still hits)."""
-    path = Path(model)
-    if not path.is_dir():
-        return {"name": model}
-    config = path / "config.json"
-    return {"name": path.name,
-            "config": hashlib.sha256(config.read_bytes()).hexdigest() if config.exists() else None,
-            "weights": sorted((p.name, p.stat().st_size) for p in path.glob("*.safetensors"))}
-
-
 def _slug(model: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(model).name or model)
 
@@ -52,7 +40,7 @@ def cache_path(cache_dir: str | Path, engine: EmbedderConfig) -> Path:
     identity, pooling, normalisation, max length, dtype, device) is hashed into its name, so another
     configuration never reads these vectors."""
     settings = engine.model_dump(mode="json", exclude=set(NOT_IN_CACHE_KEY))
-    settings["model"] = _model_identity(engine.model)
+    settings["model"] = model_identity(engine.model)
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode("utf-8")).hexdigest()[:16]
     return Path(cache_dir) / f"{_slug(engine.model)}-{digest}.safetensors"
 

@@ -42,10 +42,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from routers.causal_lm.training import (
     StaleCheckpointError,
     distributed_info,
-    model_identity,
     stable_hash,
 )
-from routers.engines import resolve_model_path
+from routers.engines import model_identity, resolve_model_path
 from routers.errors import ArtifactError, ConfigError
 from routers.progress import log
 from routers.safe_io import copy_checkpoint_files
