@@ -124,7 +124,8 @@ def train_causal_lm_job(config: CausalLMJobConfig) -> dict[str, Any]:
         raise ConfigError(f"{config.router_config}: model_path.save_model_path is required")
     saved = router.save(resolve_path(save_to))
     merged = ensure_merged(saved)
-    record_reference_scores(saved, data)
+    loaded = CausalLMRouter.load(saved)  # one load of the merged router model, for the scores and the test
+    record_reference_scores(loaded, saved, data)
     summary: dict[str, Any] = {"router": "causallm_router", "train": router.train_metrics, "saved_to": str(saved),
                                "merged_model": str(merged), "workers": workers,
                                "ray_train": {"path": result.path, "checkpoint": result.checkpoint.path,
@@ -132,7 +133,6 @@ def train_causal_lm_job(config: CausalLMJobConfig) -> dict[str, Any]:
     if router_cfg.data_path.routing_data_test and config.eval_queries:
         from routers.evaluation import evaluate_router
 
-        loaded = CausalLMRouter.load(saved)
         test = router_cfg.dataset("test").complete_for([pair.small, pair.large])
         rng = np.random.default_rng(0)
         subset = test.subset(sorted(rng.choice(len(test), size=min(config.eval_queries, len(test)), replace=False).tolist()))
@@ -146,10 +146,9 @@ def train_causal_lm_job(config: CausalLMJobConfig) -> dict[str, Any]:
 REFERENCE_QUERIES = 256
 
 
-def record_reference_scores(saved: Path, train: RoutingDataset) -> None:
+def record_reference_scores(router: CausalLMRouter, saved: Path, train: RoutingDataset) -> None:
     """Store the trained router's score quantiles on (a seeded sample of) its training queries in the
     artifact, so the Serve app can turn a target large-model share into a threshold."""
-    router = CausalLMRouter.load(saved)
     rng = np.random.default_rng(0)
     picked = sorted(rng.choice(len(train), size=min(REFERENCE_QUERIES, len(train)), replace=False).tolist())
     router.record_reference_scores(router.dataset_scores(train.subset(picked)))
