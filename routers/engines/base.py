@@ -26,6 +26,22 @@ PLAIN_PROMPT = "Question: {question}\nAnswer:"
 PLAIN_STOP = ("\nQuestion:", "\n\n\n")
 
 
+def render_plain_chat(messages: Sequence[dict[str, str]]) -> str:
+    """OpenAI messages -> the Q/A completion prompt base models follow."""
+    parts: list[str] = []
+    for message in messages:
+        role, content = message["role"], message["content"]
+        if role == "system":
+            parts.append(content.strip())
+        elif role == "user":
+            parts.append(PLAIN_PROMPT.format(question=content.strip()))
+        elif role == "assistant":
+            parts[-1:] = [f"{parts[-1]} {content.strip()}"] if parts else [content.strip()]
+    if not parts or not parts[-1].endswith("Answer:"):
+        parts.append("Answer:")
+    return "\n".join(parts)
+
+
 def resolve_model_path(model: str) -> str:
     """A relative local path is taken from ``LLMROUTER_HOME`` (default: the working directory).
 
@@ -135,6 +151,19 @@ class GeneratorConfig(EngineConfigBase):
     max_model_len: int | None = Field(default=None, ge=64)
     enforce_eager: bool = False
     async_engine: bool = Field(default=True, description="vLLM: AsyncLLMEngine (serving) instead of LLM (batch jobs)")
+    kv_cache_space_gb: int | None = Field(
+        default=None, ge=1, description="vLLM on CPU: KV-cache size in GB (VLLM_CPU_KVCACHE_SPACE); unset = vLLM's"
+    )
+    cpu_threads_bind: str | None = Field(
+        default=None,
+        description="vLLM on CPU: cores per tensor-parallel rank, '|'-separated (VLLM_CPU_OMP_THREADS_BIND, "
+        "e.g. '0|1'); unset = this process's cores split evenly over the ranks",
+    )
+    distributed_executor_backend: Literal["auto", "ray", "mp"] = Field(
+        default="auto",
+        description="vLLM tensor-parallel shards: 'ray' workers in the replica's placement group, 'mp' local "
+        "processes; 'auto' = ray on GPUs, mp on CPUs (vLLM's CPU platform refuses Ray)",
+    )
 
 
 class Embedder(ABC):
@@ -175,6 +204,9 @@ class Generator(ABC):
     @abstractmethod
     def chat_prompt(self, messages: Sequence[dict[str, str]]) -> str:
         """Render OpenAI-style messages into this model's prompt text."""
+
+    def shutdown(self) -> None:
+        """Release the model (engine processes, GPU memory); engines without any keep the default."""
 
     def default_stop(self) -> list[str]:
         return list(PLAIN_STOP) if self.prompt_format == "plain" else []

