@@ -6,6 +6,7 @@ still hanging when the run was cut off; a non-zero ``lost`` fails the run).
 
     python bench/load_bench.py [--clients 64] [--requests 256] [--max-seconds 240] [--model router-hybrid]
 
+Also reports, per transformers answer model, how many requests each engine call carried (``answer_batching``).
 Writes bench/out/load_bench.json.
 """
 
@@ -121,11 +122,27 @@ async def run_load(url: str, model: str, clients: int, total: int, max_seconds: 
     }
 
 
+def answer_batch_stats(app_args: dict[str, Any]) -> dict[str, Any]:
+    """Per transformers answer model: requests per engine call (mean, histogram) and seconds per call."""
+    from ray import serve
+
+    stats: dict[str, Any] = {}
+    for key, spec in app_args["models"].items():
+        if spec.get("engine", {}).get("backend", "transformers") == "transformers":
+            handle = serve.get_deployment_handle(f"AnswerModel-{key}", "llmrouter")
+            stats[key] = handle.batch_stats.remote().result()
+    return stats
+
+
 def summary(report: dict[str, Any]) -> str:
     errors = sum(report["client_errors"].values())
+    batching = "; ".join(f"{key}: {s['calls']} engine calls, mean batch {s['mean_batch_size']:.2f}"
+                         for key, s in report.get("answer_batching", {}).items() if s["calls"])
     return (f"planned {report['requests_planned']} = {report['responses']} responses "
             f"({report['ok']} ok, {report['error_responses']} errors) + {errors} client errors "
-            f"+ {report['not_sent']} not sent (deadline) + {report['lost']} lost")
+            f"+ {report['not_sent']} not sent (deadline) + {report['lost']} lost\n"
+            f"{report['throughput_req_per_s']:.2f} req/s, p50 {report['p50_s'] or 0:.2f} s, "
+            f"p99 {report['p99_s'] or 0:.2f} s; {batching or 'no engine calls recorded'}")
 
 
 def main() -> int:
@@ -148,6 +165,7 @@ def main() -> int:
     url = start_serve(app_args, free_port())
     try:
         report = asyncio.run(run_load(url, args.model, args.clients, args.requests, args.max_seconds, args.max_tokens))
+        report["answer_batching"] = answer_batch_stats(app_args)
     finally:
         stop_serve()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

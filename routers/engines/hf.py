@@ -19,7 +19,6 @@ from transformers import (
 )
 
 from routers.engines.base import (
-    PLAIN_PROMPT,
     Completion,
     Embedder,
     EmbedderConfig,
@@ -28,6 +27,7 @@ from routers.engines.base import (
     GeneratorConfig,
     SamplingParams,
     StopStringFilter,
+    render_plain_chat,
     truncate_at_stop,
 )
 from routers.errors import ArtifactError, EngineError
@@ -63,22 +63,6 @@ def _load_tokenizer(path: str) -> Any:
         raise EngineError(f"cannot load tokenizer from {path!r}: {exc}") from exc
 
 
-def render_plain_chat(messages: Sequence[dict[str, str]]) -> str:
-    """OpenAI messages -> the Q/A completion prompt base models follow."""
-    parts: list[str] = []
-    for message in messages:
-        role, content = message["role"], message["content"]
-        if role == "system":
-            parts.append(content.strip())
-        elif role == "user":
-            parts.append(PLAIN_PROMPT.format(question=content.strip()))
-        elif role == "assistant":
-            parts[-1:] = [f"{parts[-1]} {content.strip()}"] if parts else [content.strip()]
-    if not parts or not parts[-1].endswith("Answer:"):
-        parts.append("Answer:")
-    return "\n".join(parts)
-
-
 class _Cancel(StoppingCriteria):
     """Lets a streaming consumer stop generation early (a stop string was seen, or the client left)."""
 
@@ -87,6 +71,37 @@ class _Cancel(StoppingCriteria):
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         return torch.full((input_ids.shape[0],), self.cancelled, dtype=torch.bool, device=input_ids.device)
+
+
+class _StopOnStrings(StoppingCriteria):
+    """Ends each row once its new text contains a stop string; the text is cut at the stop afterwards.
+
+    Used instead of ``generate(stop_strings=...)``: transformers builds a ``StopStringCriteria`` on every
+    call, and its scan of the vocabulary (262k tokens for Gemma) costs ~3 s of pure Python per call, every
+    call (its cache key is the vocabulary in ``get_vocab()`` order, which differs from call to call). Here a
+    step costs one ``batch_decode`` of a short tail of the unfinished rows.
+    """
+
+    def __init__(self, tokenizer: Any, stops: Sequence[str], prompt_len: int) -> None:
+        self.tokenizer = tokenizer
+        self.stops = [s for s in stops if s]
+        self.prompt_len = prompt_len
+        # Enough tokens to hold the longest stop string even when each character is several byte tokens,
+        # and never starting at the stop's first token (some decoders drop a leading space there).
+        self.window = 4 * max((len(s) for s in self.stops), default=0) + 8
+        self.done: torch.Tensor | None = None
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        if self.done is None:
+            self.done = torch.zeros(input_ids.shape[0], dtype=torch.bool)
+        rows = (~self.done).nonzero().flatten().tolist()
+        if rows and self.stops:
+            start = max(self.prompt_len, input_ids.shape[1] - self.window)
+            tails = self.tokenizer.batch_decode(input_ids[rows, start:].tolist(), skip_special_tokens=True)
+            for row, text in zip(rows, tails, strict=True):
+                if any(stop in text for stop in self.stops):
+                    self.done[row] = True
+        return self.done.to(input_ids.device)
 
 
 class TransformersGenerator(Generator):
@@ -152,8 +167,6 @@ class TransformersGenerator(Generator):
         else:
             # Greedy: clear sampling defaults some generation_config.json files carry.
             kwargs.update(temperature=None, top_p=None, top_k=None)
-        if params.stop:
-            kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
         return kwargs
 
     # --- generation ----------------------------------------------------------------------------
@@ -168,11 +181,14 @@ class TransformersGenerator(Generator):
     def _generate_batch(self, prompts: Sequence[str], params: SamplingParams) -> list[GenerationResult]:
         encoded = self._encode(prompts)
         prompt_len = encoded["input_ids"].shape[1]
+        stops = [_StopOnStrings(self.tokenizer, params.stop, prompt_len)] if params.stop else []
         with self._lock, torch.inference_mode():
             # seeded under the lock: another request's generate must not draw from this seed's stream
             if params.seed is not None:
                 torch.manual_seed(params.seed)
-            output = self.model.generate(**encoded, **self._generate_kwargs(params))
+            output = self.model.generate(
+                **encoded, **self._generate_kwargs(params), stopping_criteria=StoppingCriteriaList(stops)
+            )
         new_tokens = output[:, prompt_len:]
         prompt_lengths = encoded["attention_mask"].sum(dim=1).tolist()
         eos_ids = self._eos_ids()
@@ -208,9 +224,7 @@ class TransformersGenerator(Generator):
         encoded = self._encode([prompt])
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         cancel = _Cancel()
-        kwargs = self._generate_kwargs(params)
-        kwargs.pop("stop_strings", None)
-        kwargs.pop("tokenizer", None)
+        kwargs = self._generate_kwargs(params)  # stop strings: the StopStringFilter below, then cancel
         errors: list[BaseException] = []
 
         def run() -> None:
@@ -221,7 +235,7 @@ class TransformersGenerator(Generator):
                     self.model.generate(
                         **encoded, **kwargs, streamer=streamer, stopping_criteria=StoppingCriteriaList([cancel])
                     )
-            except BaseException as exc:  # surfaced to the consumer below
+            except BaseException as exc:  # noqa: BLE001 - surfaced to the consumer below
                 errors.append(exc)
                 streamer.end()
 
