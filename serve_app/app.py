@@ -3,8 +3,8 @@
 Deployment graph::
 
     Ingress ──┬── Embedder            (Hybrid: embed -> MLP in the ingress)
-              ├── AnswerModel:small   (answers; AutoMix answer + N verification samples in one call)
-              ├── AnswerModel:large
+              ├── AnswerModel-small   (answers; AutoMix answer + N verification samples in one call)
+              ├── AnswerModel-large   (backend vllm: a Ray Serve LLM LLMServer; else our transformers deployment)
               ├── CausalLMRouter      (generates the best model's name)
               └── PolicyRouter        (policy label -> policy map -> model)
 """
@@ -16,9 +16,10 @@ from typing import Any
 
 from ray.serve import Application
 
-from serve_app.config import AppConfig, DeploymentSettings, parse_app_config
+from serve_app.config import AnswerModelSpec, AppConfig, DeploymentSettings, parse_app_config
 from serve_app.deployments.answer_model import AnswerModelDeployment
 from serve_app.deployments.embedder import EmbedderDeployment
+from serve_app.deployments.llm_server import build_llm_server
 from serve_app.deployments.router_models import CausalLMRouterDeployment, PolicyRouterDeployment
 from serve_app.ingress import RouterIngress
 
@@ -40,13 +41,17 @@ def _options(settings: DeploymentSettings, name: str, user_config: dict[str, Any
     return options
 
 
+def answer_model_app(key: str, spec: AnswerModelSpec) -> Application:
+    """vLLM answer models are Ray Serve LLM ``LLMServer`` deployments; transformers ones our AnswerModel."""
+    if spec.engine.backend == "vllm":
+        return build_llm_server(key, spec)
+    return AnswerModelDeployment.options(**_options(spec.deployment, f"AnswerModel-{key}")).bind(
+        key, spec.public_name(), spec.engine.model_dump(), spec.batching.model_dump())
+
+
 def build_app(args: dict[str, Any] | AppConfig) -> Application:
     config = parse_app_config(args).resolved()
-    answer = {
-        key: AnswerModelDeployment.options(**_options(spec.deployment, f"AnswerModel-{key}")).bind(
-            key, spec.public_name(), spec.engine.model_dump(), spec.batching.model_dump())
-        for key, spec in config.models.items()
-    }
+    answer = {key: answer_model_app(key, spec) for key, spec in config.models.items()}
     embedder = None
     if config.embedder is not None and config.routers.hybrid is not None:
         spec = config.embedder

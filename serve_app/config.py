@@ -69,6 +69,15 @@ class AnswerModelSpec(Strict):
     deployment: DeploymentSettings = Field(default_factory=DeploymentSettings)
     batching: BatchingSettings = Field(default_factory=lambda: BatchingSettings(max_batch_size=8))
 
+    @model_validator(mode="after")
+    def _vllm_gpus_in_bundles(self) -> AnswerModelSpec:
+        # Ray Serve LLM adds the replica actor's resources to the engine's first bundle: a GPU asked for in
+        # ray_actor_options would be reserved twice and never used.
+        if self.engine.backend == "vllm" and float(self.deployment.ray_actor_options.get("num_gpus", 0) or 0) > 0:
+            raise ValueError("a vLLM answer model takes its GPUs from deployment.placement_group_bundles "
+                             "(one {GPU: 1} per tensor-parallel rank), not ray_actor_options.num_gpus")
+        return self
+
     def public_name(self) -> str:
         return self.served_name or Path(self.engine.model.rstrip("/")).name
 

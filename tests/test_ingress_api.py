@@ -19,6 +19,7 @@ from ray import exceptions as ray_errors
 
 from serve_app import ingress as ingress_module
 from serve_app.api import ChatCompletionResponse, RouteResponse
+from tests.serve_helpers import as_clients
 from tests.test_ingress_units import ANSWER, Handle, Stream, fake_metrics, remote_error, value
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,7 +116,7 @@ def test_a_router_step_that_raises_falls_back(ingress: Any) -> None:
 
 def test_bad_sampling_parameters_from_the_model_are_400_not_503(ingress: Any) -> None:
     rejecting = answer_model(remote_error(ValueError("Seed must be between 0 and 2**64 - 1")))
-    ingress.answers.handles = {"small": rejecting, "large": rejecting}
+    ingress.answers.clients = as_clients({"small": rejecting, "large": rejecting})
     response = chat("router-smallest", seed=7)
     assert response.status_code == 400, response.text
     assert "Seed must be" in response.json()["error"]["message"] and "Traceback" not in response.text
@@ -125,7 +126,7 @@ def test_bad_sampling_parameters_from_the_model_are_400_not_503(ingress: Any) ->
 
 def test_stream_from_a_dead_model_is_retried_before_the_head_chunk(ingress: Any) -> None:
     dead = answer_model(stream=Stream([ray_errors.ActorDiedError()]))
-    ingress.answers.handles = {"small": dead, "large": answer_model(stream=Stream(["Bl", "ue"]))}
+    ingress.answers.clients = as_clients({"small": dead, "large": answer_model(stream=Stream(["Bl", "ue"]))})
     response = chat("router-smallest", stream=True)
     assert response.status_code == 200
     chunks = events(response)
@@ -136,7 +137,7 @@ def test_stream_from_a_dead_model_is_retried_before_the_head_chunk(ingress: Any)
 
 def test_stream_with_both_models_down_is_a_503_not_a_200_stream(ingress: Any) -> None:
     down = {k: answer_model(stream=Stream([ray_errors.ActorDiedError()])) for k in ("small", "large")}
-    ingress.answers.handles = down
+    ingress.answers.clients = as_clients(down)
     response = chat("router-smallest", stream=True)
     assert response.status_code == 503
     assert response.headers["retry-after"] and response.json()["error"]["code"] == "model_unavailable"
@@ -144,7 +145,7 @@ def test_stream_with_both_models_down_is_a_503_not_a_200_stream(ingress: Any) ->
 
 def test_stream_that_stalls_mid_way_ends_with_an_error_event_then_done(ingress: Any) -> None:
     stalls = Stream(["Bl", "ue"], delays=[0.0, 5.0])
-    ingress.answers.handles = {"small": answer_model(stream=stalls), "large": answer_model()}
+    ingress.answers.clients = as_clients({"small": answer_model(stream=stalls), "large": answer_model()})
     response = chat("router-smallest", stream=True)
     assert response.status_code == 200
     chunks = events(response)

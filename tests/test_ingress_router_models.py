@@ -19,7 +19,7 @@ class FakeEngine:
         self.events = events
         events.append(f"build {config.model}")
 
-    def close(self) -> None:
+    def shutdown(self) -> None:  # Generator.shutdown: the engine's processes and memory are released
         self.events.append(f"close {self.config.model}")
 
 

@@ -42,6 +42,7 @@ from serve_app.pipelines import (
     client_error_message,
     is_transient,
 )
+from tests.serve_helpers import as_clients
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "sk-unit-0123456789abcdef"
@@ -303,7 +304,7 @@ def test_automix_decision_failure_is_router_unavailable() -> None:
 
     completion = {"prompt_tokens": 3, "completions": [{"text": "4", "finish_reason": "stop", "completion_tokens": 1}]}
     small = Handle(generate=lambda m, p: value(completion))
-    pipelines = Pipelines(config(), {"small": small, "large": small}, None, None, None)
+    pipelines = Pipelines(config(), as_clients({"small": small, "large": small}), None, None, None)
     pipelines.automix_router = BrokenAutomix()
     with pytest.raises(RouterUnavailable, match="AutoMix decision failed: ZeroDivisionError"):
         run(pipelines.route("automix", "2+2?", [{"role": "user", "content": "2+2?"}], SamplingParams()))
@@ -396,7 +397,7 @@ def test_error_classification() -> None:
 
 def test_transient_failure_is_retried_on_the_other_model() -> None:
     small, large = model(ray_errors.ActorDiedError()), model()
-    answers = Answers(config(), {"small": small, "large": large})
+    answers = Answers(config(), as_clients({"small": small, "large": large}))
     chosen = routing("small")
     assert run(answers.generate(chosen, [], SamplingParams())) == ANSWER
     assert chosen.model_key == "large" and chosen.info["retried_on"] == "large"
@@ -405,7 +406,7 @@ def test_transient_failure_is_retried_on_the_other_model() -> None:
 def test_bad_parameters_are_400_and_not_retried() -> None:
     small, large = model(remote_error(ValueError("Seed must be between 0 and 2**64 - 1"))), model()
     with pytest.raises(ApiError) as caught:
-        run(Answers(config(), {"small": small, "large": large}).generate(routing(), [], SamplingParams()))
+        run(Answers(config(), as_clients({"small": small, "large": large})).generate(routing(), [], SamplingParams()))
     assert caught.value.status == 400 and "Seed must be" in caught.value.message
     assert "Traceback" not in caught.value.message
     assert large.generate.calls == 0  # type: ignore[attr-defined]
@@ -414,7 +415,7 @@ def test_bad_parameters_are_400_and_not_retried() -> None:
 def test_model_bug_is_500_and_not_retried() -> None:
     small, large = model(remote_error(KeyError("oops"))), model()
     with pytest.raises(ApiError) as caught:
-        run(Answers(config(), {"small": small, "large": large}).generate(routing(), [], SamplingParams()))
+        run(Answers(config(), as_clients({"small": small, "large": large})).generate(routing(), [], SamplingParams()))
     assert caught.value.status == 500 and caught.value.kind == "server_error"
     assert large.generate.calls == 0  # type: ignore[attr-defined]
 
@@ -422,14 +423,14 @@ def test_model_bug_is_500_and_not_retried() -> None:
 def test_both_models_down_is_503_with_retry_after() -> None:
     handles = {"small": model(ray_errors.ActorDiedError()), "large": model(StepTimeout("slow"))}
     with pytest.raises(ApiError) as caught:
-        run(Answers(config(), handles).generate(routing(), [], SamplingParams()))
+        run(Answers(config(), as_clients(handles)).generate(routing(), [], SamplingParams()))
     assert caught.value.status == 503 and caught.value.headers["Retry-After"]
 
 
 def test_stream_waits_for_the_first_token_and_retries_a_dead_model() -> None:
     dead = Stream([ray_errors.ActorUnavailableError("replica gone", None)])
     alive = Stream(["Hel", "lo"])
-    answers = Answers(config(), {"small": model(stream=dead), "large": model(stream=alive)})
+    answers = Answers(config(), as_clients({"small": model(stream=dead), "large": model(stream=alive)}))
     chosen = routing("small")
     opened = run(answers.open_stream(chosen, [], SamplingParams()))
     assert opened.model_key == chosen.model_key == "large" and opened.first == "Hel" and dead.cancelled
@@ -443,13 +444,13 @@ def test_stream_waits_for_the_first_token_and_retries_a_dead_model() -> None:
 def test_stream_first_token_timeout_then_503() -> None:
     slow = {k: model(stream=Stream(["late"], delays=[5.0])) for k in ("small", "large")}
     with pytest.raises(ApiError) as caught:
-        run(Answers(config(), slow).open_stream(routing(), [], SamplingParams()))
+        run(Answers(config(), as_clients(slow)).open_stream(routing(), [], SamplingParams()))
     assert caught.value.status == 503 and "Retry-After" in caught.value.headers
 
 
 def test_stream_chunk_timeout_sends_an_error_event_then_done() -> None:
     stalls = Stream(["one", "two"], delays=[0.0, 5.0])
-    answers = Answers(config(), {"small": model(stream=stalls), "large": model()})
+    answers = Answers(config(), as_clients({"small": model(stream=stalls), "large": model()}))
     ingress = plain_ingress()
     ingress.answers = answers
     chosen = routing("small")

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
+from tests.conftest import vllm_available
 from tests.test_policy import LARGE, SMALL, dataset, tiny_gemma  # noqa: F401  (the policy tests' tiny Gemma and data)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,8 +145,9 @@ def test_causal_lm_job_trains_with_two_ddp_workers_resumes_from_ray_checkpoints_
     tokenizer = AutoTokenizer.from_pretrained(str(SMOLLM))
     base = tmp_path / "tiny-llama"
     LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=256, eos_token_id=tokenizer.eos_token_id,
+        # head size 32: the smallest vLLM's CPU attention takes, so the job's artifact is served by vLLM below
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, max_position_embeddings=256, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)).save_pretrained(str(base))
     tokenizer.save_pretrained(str(base))
     train, test = tiny_routing_files(tmp_path, "mmlu_train.jsonl.gz", 48, 8)
@@ -175,9 +177,11 @@ def test_causal_lm_job_trains_with_two_ddp_workers_resumes_from_ray_checkpoints_
     reference = router.reference_scores()  # stored for target-share routing (router-causal:share=0.3)
     assert reference is not None and router.reference_count == 48
     assert np.all(np.diff(np.asarray(reference)) >= 0) and 0.0 <= float(reference[0]) <= float(reference[-1]) <= 1.0
-    router.bind_engines(generators={"router": build_generator(router.default_engine_config("router"))})
+    hf_config = router.default_engine_config("router")
+    router.bind_engines(generators={"router": build_generator(hf_config)})
     result = router.route_single("What is 2 + 2?")
     assert result["model_name"] in router.llm_data
+    assert_vllm_serves_the_artifact(router, hf_config, ["What is 2 + 2?", "Name the largest planet."])
 
     # Data or settings changed: the job's check finds the latest checkpoint stale and moves the run aside,
     # so the next fit starts from scratch (the library test covers the fresh start itself).
@@ -191,6 +195,30 @@ def test_causal_lm_job_trains_with_two_ddp_workers_resumes_from_ray_checkpoints_
     moved = set_aside_stale_run(storage, "causal_lm", lambda d: checkpoint_matches(d, "other data"))
     assert moved is not None and ".stale-" in moved and latest_ray_checkpoint(moved) is not None
     assert latest_ray_checkpoint(f"{storage}/causal_lm") is None
+
+
+def assert_vllm_serves_the_artifact(router: Any, hf_config: Any, queries: list[str]) -> None:
+    """Train -> serve: vLLM loads the job's merged safetensors as they are and decides as transformers does."""
+    if not vllm_available():
+        return
+    from routers.engines import build_generator
+
+    hf = router.router_generator()
+    prompts = [router.router_prompt(q) for q in queries]
+    names = router.candidate_continuations()
+    want_scores = [hf.sequence_logprobs(p, names) for p in prompts]
+    want_text = [r.text for r in hf.generate(prompts, router.router_params())]
+    vllm = build_generator(hf_config.model_copy(update={
+        "backend": "vllm", "device": "cpu", "dtype": "float32", "enforce_eager": True, "async_engine": False,
+        "max_model_len": 256, "kv_cache_memory_gb": 0.125}))
+    try:
+        assert vllm.model_name == hf_config.model and Path(hf_config.model, "model.safetensors").exists()
+        got_scores = vllm.batch_sequence_logprobs(prompts, names)
+        for got, want in zip(got_scores, want_scores, strict=True):
+            assert got == pytest.approx(want, abs=0.05, rel=0.01)
+        assert [r.text for r in vllm.generate(prompts, router.router_params())] == want_text
+    finally:
+        vllm.shutdown()
 
 
 def test_policy_job_runs_sft_then_dpo_on_two_ddp_workers_and_serves(

