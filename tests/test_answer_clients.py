@@ -1,0 +1,178 @@
+"""The ingress's client for Ray Serve LLM answer models: the OpenAI requests it sends an LLMServer handle, and
+how it reads responses, streams and errors back (a recording stand-in for the handle; the real LLMServer is
+tests/test_serve_vllm_e2e.py's)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from routers.engines import SamplingParams
+from routers.engines.base import PLAIN_STOP
+from routers.errors import EngineError
+from serve_app.answer_clients import LLMServerAnswerClient, LLMServerStream
+from serve_app.config import AnswerModelSpec, AppConfig
+from serve_app.pipelines import Pipelines
+
+ROOT = Path(__file__).resolve().parents[1]
+AUTOMIX = ROOT / "artifacts/automix"
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+class Response:
+    """What a streaming handle call returns: an async iterator with ``cancel``."""
+
+    def __init__(self, items: list[Any]) -> None:
+        self.items = list(items)
+        self.cancelled = False
+
+    def __aiter__(self) -> Response:
+        return self
+
+    async def __anext__(self) -> Any:
+        if not self.items:
+            raise StopAsyncIteration
+        return self.items.pop(0)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class FakeLLMServer:
+    """Records each request; answers with ``reply(method, request)``."""
+
+    def __init__(self, reply: Any) -> None:
+        self.reply = reply
+        self.requests: list[tuple[str, Any]] = []
+
+    def options(self, **_: Any) -> FakeLLMServer:
+        return self
+
+    def __getattr__(self, method: str) -> Any:
+        server = self
+
+        class Method:
+            @staticmethod
+            def remote(request: Any) -> Response:
+                server.requests.append((method, request))
+                return Response(server.reply(method, request))
+
+        return Method()
+
+
+def chat_response(request: Any, texts: list[str]) -> Any:
+    from ray.serve.llm.openai_api_models import ChatCompletionResponse
+
+    choices = [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop",
+                "token_ids": list(range(len(t.split())))} for i, t in enumerate(texts)]
+    return ChatCompletionResponse.model_validate({
+        "id": "x", "created": 0, "model": request.model, "choices": choices,
+        "usage": {"prompt_tokens": 11, "completion_tokens": sum(len(t.split()) for t in texts), "total_tokens": 0}})
+
+
+def spec(model: str = "org/chat-model") -> AnswerModelSpec:
+    return AnswerModelSpec.model_validate({"engine": {"backend": "vllm", "model": model}, "served_name": "m"})
+
+
+@pytest.mark.skipif(not (AUTOMIX / "router.json").exists(), reason="automix artifact not shipped")
+def test_automix_sends_one_request_with_n_verdicts() -> None:
+    from routers.automix.router import AutomixRouter
+
+    samples = AutomixRouter.load(AUTOMIX).config.num_samples
+
+    def reply(method: str, request: Any) -> list[Any]:
+        return [chat_response(request, ["42"] if request.n == 1 else ["Yes"] * request.n)]
+
+    server = FakeLLMServer(reply)
+    config = AppConfig.model_validate({
+        "models": {"small": {"engine": {"backend": "vllm", "model": "org/small"}},
+                   "large": {"engine": {"backend": "vllm", "model": "org/large"}}},
+        "routers": {"hybrid": None, "automix": {"artifact": str(AUTOMIX)}}, "default_router": "automix"})
+    clients = {key: LLMServerAnswerClient(server, config.models[key]) for key in config.models}
+    pipelines = Pipelines(config, clients, None, None, None)
+    query = "What is 12 + 30?"
+    routing = run(pipelines.route_automix(query, [{"role": "user", "content": query}],
+                                          SamplingParams(max_tokens=8), None))
+    assert [(method, request.n) for method, request in server.requests] == [("chat", 1), ("chat", samples)]
+    assert routing.info["verification_samples"] == samples and routing.info["verification_score"] == 1.0
+    verify = server.requests[1][1]
+    assert verify.model == "small" and verify.return_token_ids is True and not verify.stream
+    assert routing.calls[1].completion_tokens == samples  # one token per verdict, per completion
+
+
+def test_a_chat_result_keeps_every_completion_and_its_token_count() -> None:
+    server = FakeLLMServer(lambda method, request: [chat_response(request, ["a b", "c"])])
+    result = run(LLMServerAnswerClient(server, spec()).generate(
+        [{"role": "user", "content": "hi"}], SamplingParams(n=2, temperature=0.5, seed=3, stop=["\n"])))
+    assert result == {"model": "m", "prompt_tokens": 11, "completions": [
+        {"text": "a b", "finish_reason": "stop", "completion_tokens": 2},
+        {"text": "c", "finish_reason": "stop", "completion_tokens": 1}]}
+    (_, request), = server.requests
+    assert (request.n, request.temperature, request.seed, request.stop) == (2, 0.5, 3, ["\n"])
+
+
+def test_a_base_model_without_chat_template_gets_the_plain_prompt_and_stops(tmp_path: Path) -> None:
+    from ray.serve.llm.openai_api_models import CompletionResponse
+
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<s>"}))
+
+    def reply(method: str, request: Any) -> list[Any]:
+        return [CompletionResponse.model_validate({
+            "id": "x", "created": 0, "model": "m", "choices": [{"index": 0, "text": " Paris", "finish_reason": "stop",
+                                                                "token_ids": [5]}],
+            "usage": {"prompt_tokens": 7, "completion_tokens": 1, "total_tokens": 8}})]
+
+    server = FakeLLMServer(reply)
+    client = LLMServerAnswerClient(server, spec(str(tmp_path)))
+    result = run(client.generate([{"role": "user", "content": "Capital of France?"}], SamplingParams(stop=["."])))
+    (method, request), = server.requests
+    assert method == "completions" and request.prompt == "Question: Capital of France?\nAnswer:"
+    assert request.stop == [".", *PLAIN_STOP] and result["completions"][0]["text"] == " Paris"
+
+
+def test_streams_yield_deltas_and_keep_vllms_token_counts() -> None:
+    def sse(data: Any) -> str:
+        return f"data: {json.dumps(data)}\n\n"
+
+    chunks = [
+        [sse({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}),
+         sse({"choices": [{"index": 0, "delta": {"content": "Bl"}}]})],
+        [sse({"choices": [{"index": 0, "delta": {"content": "ue"}, "finish_reason": "stop"}]}),
+         sse({"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}}),
+         "data: [DONE]\n\n"],
+    ]
+    server = FakeLLMServer(lambda method, request: chunks)
+    client = LLMServerAnswerClient(server, spec())
+    stream = client.stream([{"role": "user", "content": "colour?"}], SamplingParams(n=3))
+
+    async def collect() -> list[str]:
+        return [delta async for delta in stream]
+
+    assert run(collect()) == ["Bl", "ue"]
+    (_, request), = server.requests
+    assert request.stream and request.n == 1 and request.stream_options.include_usage
+    assert run(client.usage([], "Blue", stream)) == {"prompt_tokens": 9, "completion_tokens": 2}
+
+
+def test_vllm_errors_become_400s_for_the_request_and_engine_errors_otherwise() -> None:
+    from ray.llm._internal.serve.core.configs.openai_api_models import ErrorInfo, ErrorResponse
+
+    def failing(code: int) -> Any:
+        error = ErrorResponse(error=ErrorInfo(message=f"boom {code}", type="BadRequestError", code=code))
+        return FakeLLMServer(lambda method, request: [error])
+
+    messages = [{"role": "user", "content": "hi"}]
+    with pytest.raises(ValueError, match="boom 400"):
+        run(LLMServerAnswerClient(failing(400), spec()).generate(messages, SamplingParams()))
+    with pytest.raises(EngineError, match="boom 500"):
+        run(LLMServerAnswerClient(failing(500), spec()).generate(messages, SamplingParams()))
+    in_stream = LLMServerStream(Response([['data: {"error": {"message": "too long", "code": 400}}\n\n']]), chat=True)
+    with pytest.raises(ValueError, match="too long"):
+        run(in_stream.__anext__())
