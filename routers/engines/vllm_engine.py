@@ -249,6 +249,13 @@ class VLLMGenerator(Generator):
 
         return asyncio.run_coroutine_threadsafe(produce(), self._home())
 
+    @staticmethod
+    def _delta_or_end(kind: str, item: Any) -> str | None:
+        """One item the pump handed over: a delta, None at the end, or the stream's error raised."""
+        if kind == "error":
+            raise item
+        return None if kind == "end" else item
+
     async def astream(self, prompt: str, params: SamplingParams) -> AsyncIterator[str]:
         params = self.with_default_stop(params.model_copy(update={"n": 1}))
         if self.engine is None:
@@ -259,13 +266,8 @@ class VLLMGenerator(Generator):
         items: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         producer = self._pump_stream(prompt, params, lambda item: loop.call_soon_threadsafe(items.put_nowait, item))
         try:
-            while True:
-                kind, item = await items.get()
-                if kind == "end":
-                    return
-                if kind == "error":
-                    raise item
-                yield item
+            while (delta := self._delta_or_end(*await items.get())) is not None:
+                yield delta
         finally:
             producer.cancel()
 
@@ -278,13 +280,8 @@ class VLLMGenerator(Generator):
         items: queue.Queue[tuple[str, Any]] = queue.Queue()
         producer = self._pump_stream(prompt, params, items.put)
         try:
-            while True:
-                kind, item = items.get()
-                if kind == "end":
-                    return
-                if kind == "error":
-                    raise item
-                yield item
+            while (delta := self._delta_or_end(*items.get())) is not None:
+                yield delta
         finally:
             producer.cancel()
 
