@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
 
-from routers.engines.base import PLAIN_STOP, PromptFormat, SamplingParams, render_plain_chat
+from routers.engines.base import PLAIN_STOP, SamplingParams, render_plain_chat
 from routers.errors import EngineError
 from serve_app.config import AnswerModelSpec
 
@@ -65,12 +65,6 @@ def has_chat_template(model: str) -> bool:
         return True
     config = path / "tokenizer_config.json"
     return config.exists() and bool(json.loads(config.read_text()).get("chat_template"))
-
-
-def prompt_format_of(spec: AnswerModelSpec) -> PromptFormat:
-    if spec.engine.prompt_format != "auto":
-        return spec.engine.prompt_format
-    return "chat" if has_chat_template(spec.engine.model) else "plain"
 
 
 def raise_error(code: int | None, message: str) -> None:
@@ -145,7 +139,7 @@ class LLMServerAnswerClient(AnswerClient):
     def __init__(self, handle: Any, spec: AnswerModelSpec) -> None:
         self.handle = handle
         self.model_id = spec.public_name()
-        self.prompt_format = prompt_format_of(spec)
+        self.prompt_format = spec.engine.resolved_prompt_format(has_chat_template(spec.engine.model))
 
     def request(self, messages: Messages, params: SamplingParams, stream: bool = False) -> Any:
         from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest
@@ -167,10 +161,7 @@ class LLMServerAnswerClient(AnswerClient):
         handle = self.handle.options(stream=True)
         return handle.chat if self.prompt_format == "chat" else handle.completions
 
-    def generate(self, messages: Messages, params: SamplingParams) -> Awaitable[dict[str, Any]]:
-        return self._generate(messages, params)
-
-    async def _generate(self, messages: Messages, params: SamplingParams) -> dict[str, Any]:
+    async def generate(self, messages: Messages, params: SamplingParams) -> dict[str, Any]:
         response = self.method().remote(self.request(messages, params))
         try:
             async for item in response:
@@ -198,10 +189,7 @@ class LLMServerAnswerClient(AnswerClient):
         request = self.request(messages, params.model_copy(update={"n": 1}), stream=True)
         return LLMServerStream(self.method().remote(request), chat=self.prompt_format == "chat")
 
-    def usage(self, messages: Messages, completion: str, stream: Any) -> Awaitable[dict[str, int]]:
-        return self._usage(stream)
-
-    async def _usage(self, stream: LLMServerStream | None) -> dict[str, int]:
+    async def usage(self, messages: Messages, completion: str, stream: LLMServerStream | None) -> dict[str, int]:
         if stream is None or stream.usage is None:
             raise EngineError("LLMServer stream ended without its token counts")
         return stream.usage

@@ -17,6 +17,7 @@ from routers.errors import EngineError
 from serve_app.answer_clients import LLMServerAnswerClient, LLMServerStream
 from serve_app.config import AnswerModelSpec, AppConfig
 from serve_app.pipelines import Pipelines
+from tests.test_ingress_units import Stream
 
 ROOT = Path(__file__).resolve().parents[1]
 AUTOMIX = ROOT / "artifacts/automix"
@@ -24,25 +25,6 @@ AUTOMIX = ROOT / "artifacts/automix"
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
-
-
-class Response:
-    """What a streaming handle call returns: an async iterator with ``cancel``."""
-
-    def __init__(self, items: list[Any]) -> None:
-        self.items = list(items)
-        self.cancelled = False
-
-    def __aiter__(self) -> Response:
-        return self
-
-    async def __anext__(self) -> Any:
-        if not self.items:
-            raise StopAsyncIteration
-        return self.items.pop(0)
-
-    def cancel(self) -> None:
-        self.cancelled = True
 
 
 class FakeLLMServer:
@@ -60,9 +42,9 @@ class FakeLLMServer:
 
         class Method:
             @staticmethod
-            def remote(request: Any) -> Response:
+            def remote(request: Any) -> Stream:
                 server.requests.append((method, request))
-                return Response(server.reply(method, request))
+                return Stream(server.reply(method, request))
 
         return Method()
 
@@ -173,6 +155,6 @@ def test_vllm_errors_become_400s_for_the_request_and_engine_errors_otherwise() -
         run(LLMServerAnswerClient(failing(400), spec()).generate(messages, SamplingParams()))
     with pytest.raises(EngineError, match="boom 500"):
         run(LLMServerAnswerClient(failing(500), spec()).generate(messages, SamplingParams()))
-    in_stream = LLMServerStream(Response([['data: {"error": {"message": "too long", "code": 400}}\n\n']]), chat=True)
+    in_stream = LLMServerStream(Stream([['data: {"error": {"message": "too long", "code": 400}}\n\n']]), chat=True)
     with pytest.raises(ValueError, match="too long"):
         run(in_stream.__anext__())

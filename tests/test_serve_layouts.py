@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Settings that say which weights run where and how big, not which code runs them.
 DEVICE_SETTINGS = {
     "model", "served_name", "artifact", "dtype", "device", "tensor_parallel_size", "max_model_len",
-    "max_batch_size", "max_num_batched_tokens", "gpu_memory_utilization", "kv_cache_memory_gb",
+    "max_batch_size", "gpu_memory_utilization", "kv_cache_memory_gb",
     "cpu_threads_bind", "enforce_eager", "num_threads", "max_length", "pooling", "global_attention_first_token",
     "ray_actor_options", "placement_group_bundles", "placement_group_strategy", "autoscaling_config",
     "num_replicas", "max_ongoing_requests", "max_queued_requests", "batching", "input_price", "output_price",

@@ -149,10 +149,6 @@ class GeneratorConfig(EngineConfigBase):
     tensor_parallel_size: int = Field(default=1, ge=1)
     gpu_memory_utilization: float = Field(default=0.85, gt=0.0, le=1.0)
     max_model_len: int | None = Field(default=None, ge=64)
-    max_num_batched_tokens: int | None = Field(
-        default=None, ge=16, description="vLLM: tokens one engine step may hold (prefill chunk size); the memory "
-        "an engine reserves grows with it"
-    )
     enforce_eager: bool = False
     async_engine: bool = Field(default=True, description="vLLM: AsyncLLMEngine (serving) instead of LLM (batch jobs)")
     kv_cache_memory_gb: float | None = Field(
@@ -169,6 +165,12 @@ class GeneratorConfig(EngineConfigBase):
         description="vLLM tensor-parallel shards: 'ray' workers in the replica's placement group, 'mp' local "
         "processes; 'auto' = ray on GPUs, mp on CPUs (vLLM's CPU platform refuses Ray)",
     )
+
+    def resolved_prompt_format(self, has_chat_template: bool) -> PromptFormat:
+        """``prompt_format`` with ``auto`` decided: the chat template where the model has one."""
+        if self.prompt_format != "auto":
+            return self.prompt_format
+        return "chat" if has_chat_template else "plain"
 
 
 class Embedder(ABC):

@@ -126,11 +126,7 @@ class TransformersGenerator(Generator):
         except Exception as exc:
             raise EngineError(f"cannot load causal LM from {path!r}: {exc}") from exc
         self.model.eval()
-        has_template = bool(getattr(self.tokenizer, "chat_template", None))
-        if config.prompt_format == "auto":
-            self.prompt_format = "chat" if has_template else "plain"
-        else:
-            self.prompt_format = config.prompt_format
+        self.prompt_format = config.resolved_prompt_format(bool(getattr(self.tokenizer, "chat_template", None)))
         # One forward pass at a time: torch already uses every core for one batch, and the
         # Serve batching layer above groups concurrent requests.
         self._lock = threading.Lock()

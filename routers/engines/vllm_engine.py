@@ -66,10 +66,8 @@ class VLLMGenerator(Generator):
         self._output_kind = RequestOutputKind
         from vllm.platforms import current_platform
 
-        self.on_cpu = bool(current_platform.is_cpu())
-        engine_args, env = engine_arguments(config, path, self.on_cpu)
+        engine_args, env = engine_arguments(config, path, on_cpu=bool(current_platform.is_cpu()))
         os.environ.update(env)
-        self.engine_args = engine_args
         self._loop: asyncio.AbstractEventLoop | None = None
         if config.async_engine:
             from vllm.engine.arg_utils import AsyncEngineArgs
@@ -90,11 +88,7 @@ class VLLMGenerator(Generator):
         # Long prompts keep their end, where the question and the answer cue are (as the transformers engine).
         # vLLM never truncates here (it gets token ids), so this setting is ours alone.
         self.tokenizer.truncation_side = "left"
-        has_template = bool(getattr(self.tokenizer, "chat_template", None))
-        if config.prompt_format == "auto":
-            self.prompt_format = "chat" if has_template else "plain"
-        else:
-            self.prompt_format = config.prompt_format
+        self.prompt_format = config.resolved_prompt_format(bool(getattr(self.tokenizer, "chat_template", None)))
 
     # --- prompts -------------------------------------------------------------------------------
     def chat_prompt(self, messages: Sequence[dict[str, str]]) -> str:

@@ -78,8 +78,6 @@ def engine_arguments(config: GeneratorConfig, path: str, on_cpu: bool) -> tuple[
         args["gpu_memory_utilization"] = config.gpu_memory_utilization
     if config.max_model_len:
         args["max_model_len"] = config.max_model_len
-    if config.max_num_batched_tokens is not None:
-        args["max_num_batched_tokens"] = config.max_num_batched_tokens
     if config.kv_cache_memory_gb is not None:
         # below vLLM's CPU default (4 GiB, or the whole-GB VLLM_CPU_KVCACHE_SPACE): a 2-core machine serves
         # four engines at once in 24 GB only with a few hundred MB each
