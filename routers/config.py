@@ -23,7 +23,6 @@ Relative paths resolve against ``LLMROUTER_HOME`` (default: the working director
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -34,17 +33,11 @@ from routers.base import Router
 from routers.data import LLMCandidate, RoutingDataset, load_llm_data
 from routers.engines import EmbedderConfig, GeneratorConfig
 from routers.errors import ConfigError
+from routers.paths import resolve_path
 from routers.registry import canonical_name, router_class
 
 # Router keys the seeds put at the top level of the YAML rather than under hparam.
 TOP_LEVEL_ROUTER_KEYS = ("router_mode", "router_tau", "router_threshold")
-
-
-def resolve_path(path: str | Path) -> Path:
-    path = Path(path).expanduser()
-    if path.is_absolute():
-        return path
-    return Path(os.environ.get("LLMROUTER_HOME", os.getcwd())) / path
 
 
 class DataPaths(BaseModel):

@@ -14,9 +14,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from routers.config import resolve_path
 from routers.engines import EmbedderConfig, GeneratorConfig
 from routers.errors import ConfigError
+from routers.paths import resolve_model_path, resolve_path
 
 LOGGER = logging.getLogger(__name__)
 ROUTER_KINDS = ("hybrid", "automix", "causal", "policy")
@@ -219,9 +219,9 @@ class AppConfig(Strict):
         """A copy with every local path absolute, after checking each one exists."""
         data = self.model_copy(deep=True)
         for key, spec in data.models.items():
-            spec.engine.model = _local_model(spec.engine.model, f"models.{key}.engine.model", spec.engine.backend)
+            spec.engine.model = resolve_model_path(spec.engine.model, f"models.{key}.engine.model")
         if data.embedder is not None:
-            data.embedder.engine.model = _local_model(data.embedder.engine.model, "embedder.engine.model", "transformers")
+            data.embedder.engine.model = resolve_model_path(data.embedder.engine.model, "embedder.engine.model")
         for kind in ROUTER_KINDS:
             spec = getattr(data.routers, kind)
             if spec is None:
@@ -231,8 +231,7 @@ class AppConfig(Strict):
                 if spec.policy_map:
                     spec.policy_map = existing_path(spec.policy_map, f"routers.{kind}.policy_map")
                 if spec.engine is not None and "model" in spec.engine:
-                    spec.engine["model"] = _local_model(spec.engine["model"], f"routers.{kind}.engine.model",
-                                                        spec.engine.get("backend", "transformers"))
+                    spec.engine["model"] = resolve_model_path(spec.engine["model"], f"routers.{kind}.engine.model")
         if data.routers.hybrid is not None and data.embedder is not None:
             check_hybrid_embedder(Path(data.routers.hybrid.artifact), data.embedder.engine)
         return data
@@ -278,17 +277,6 @@ def existing_path(path: str, key: str) -> str:
     if not resolved.exists():
         raise ConfigError(f"{key}: {path!r} does not exist (looked at {resolved}); run `bash scripts/setup.sh` first?")
     return str(resolved.resolve())
-
-
-def _local_model(model: str, key: str, backend: str = "transformers") -> str:
-    """Local directories must exist; anything else (``org/name``) is a hub id a GPU cluster can fetch."""
-    resolved = resolve_path(model)
-    if resolved.exists():
-        return str(resolved.resolve())
-    looks_local = model.startswith(("/", "./", "../", "models/", "artifacts/", "~")) or model.count("/") != 1
-    if not looks_local:
-        return model
-    raise ConfigError(f"{key}: model directory {model!r} does not exist (looked at {resolved}); run `bash scripts/setup.sh`?")
 
 
 def parse_app_config(args: dict[str, Any] | AppConfig) -> AppConfig:

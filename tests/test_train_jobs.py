@@ -9,15 +9,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-import yaml
 
 from tests.conftest import vllm_available
+from tests.job_helpers import DATA, MINILM, SMOLLM, save_tiny_router_lm, tiny_routing_files, write_yaml
 from tests.test_policy import LARGE, SMALL, dataset, tiny_gemma  # noqa: F401  (the policy tests' tiny Gemma and data)
-
-ROOT = Path(__file__).resolve().parents[1]
-SMOLLM = ROOT / "models/smollm2-135m-instruct"
-MINILM = ROOT / "models/all-minilm-l6-v2"
-DATA = ROOT / "data/routing"
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -29,27 +24,6 @@ def ray_cluster() -> Iterator[None]:
     ray.init(num_cpus=2, log_to_driver=False, include_dashboard=False, ignore_reinit_error=True)
     yield
     ray.shutdown()
-
-
-def write_yaml(path: Path, payload: dict[str, Any]) -> Path:
-    path.write_text(yaml.safe_dump(payload))
-    return path
-
-
-def tiny_routing_files(tmp_path: Path, source: str, n_train: int, n_test: int) -> tuple[str, str]:
-    """The first queries of a shipped routing file (both models' lines), as small train/test files."""
-    import gzip
-
-    with gzip.open(DATA / source, "rt") as handle:
-        lines = [line for line in handle.read().split("\n") if line.strip()]
-    by_query: dict[str, list[str]] = {}
-    for line in lines:
-        by_query.setdefault(json.loads(line)["query"], []).append(line)
-    groups = [g for g in by_query.values() if len(g) == 2]
-    train, test = tmp_path / "train.jsonl", tmp_path / "test.jsonl"
-    train.write_text("\n".join(line for g in groups[:n_train] for line in g) + "\n")
-    test.write_text("\n".join(line for g in groups[n_train:n_train + n_test] for line in g) + "\n")
-    return str(train), str(test)
 
 
 def router_yaml(tmp_path: Path, router: str, train: str, test: str | None, hparam: dict[str, Any],
@@ -136,20 +110,11 @@ def test_automix_job_samples_on_two_actors_and_refits_from_saved_samples(tmp_pat
 def test_causal_lm_job_trains_with_two_ddp_workers_resumes_from_ray_checkpoints_and_serves(
         tmp_path: Path, ray_cluster: None) -> None:
     require(SMOLLM)
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
     from routers.causal_lm.router import CausalLMRouter
     from routers.engines import build_generator
     from train_jobs.causal_lm import main
 
-    tokenizer = AutoTokenizer.from_pretrained(str(SMOLLM))
-    base = tmp_path / "tiny-llama"
-    LlamaForCausalLM(LlamaConfig(
-        # head size 32: the smallest vLLM's CPU attention takes, so the job's artifact is served by vLLM below
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=1, max_position_embeddings=256, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)).save_pretrained(str(base))
-    tokenizer.save_pretrained(str(base))
+    base = save_tiny_router_lm(tmp_path / "tiny-llama")
     train, test = tiny_routing_files(tmp_path, "mmlu_train.jsonl.gz", 48, 8)
     hparam = {"base_model": str(base), "learning_rate": 0.01, "batch_size": 4, "max_length": 48, "max_steps": 4,
               "num_epochs": 4, "lora_r": 4, "lora_alpha": 8, "max_new_tokens": 8, "balance_labels": False,

@@ -26,13 +26,14 @@ import numpy as np
 from pydantic import Field
 
 from routers.automix.router import AutomixRouter, outcome_record, replace_outcome
-from routers.config import build_router, load_config_file, resolve_path
+from routers.config import build_router, load_config_file
 from routers.data import QueryExample, RoutingDataset
 from routers.engines import GeneratorConfig, build_generator
 from routers.errors import ConfigError
 from routers.oracle.pipeline import ResumableJsonlWriter
+from routers.paths import resolve_model_path, resolve_path
 from routers.progress import log
-from train_jobs.common import JobConfig, RaySettings, init_ray, run_job, write_json
+from train_jobs.common import JobConfig, RaySettings, config_file, init_ray, run_job, write_json
 
 
 class AutomixJobConfig(JobConfig):
@@ -183,7 +184,7 @@ def sample_resumably(router: AutomixRouter, train: RoutingDataset, engine: Gener
 
 
 def train_automix(config: AutomixJobConfig) -> dict[str, Any]:
-    router_cfg = load_config_file(resolve_path(config.router_config))
+    router_cfg = load_config_file(config_file(config.router_config))
     if config.train_data:
         router_cfg.data_path.routing_data_train = list(config.train_data)
     router = build_router(router_cfg, "automix")
@@ -200,7 +201,7 @@ def train_automix(config: AutomixJobConfig) -> dict[str, Any]:
         engine = router_cfg.engines.small
         if engine is None:
             raise ConfigError(f"{config.router_config}: engines.small is needed to sample verifications")
-        engine = engine.model_copy(update={"model": str(resolve_path(engine.model))})
+        engine = engine.model_copy(update={"model": resolve_model_path(engine.model, f"{config.router_config}: engines.small.model")})
         train, summary["sampling"] = sample_resumably(router, train, engine, config.ray, out / SAMPLES_FILE)
         summary["samples_file"] = str(out / SAMPLES_FILE)
     summary["train"] = router.fit(train)

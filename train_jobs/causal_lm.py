@@ -38,13 +38,15 @@ from routers.causal_lm.training import (
     train_causal_lm,
     training_fingerprint,
 )
-from routers.config import build_router, load_config_file, resolve_path
+from routers.config import build_router, load_config_file
 from routers.data import RoutingDataset
 from routers.errors import ConfigError
+from routers.paths import resolve_model_path, resolve_path
 from routers.progress import log
 from routers.safe_io import copy_checkpoint_files
 from train_jobs.common import (
     JobConfig,
+    config_file,
     init_ray,
     report_to_ray,
     run_job,
@@ -89,7 +91,7 @@ def export_adapter(result: Any, fingerprint: str, total_steps: int, adapter_dir:
 
 
 def train_causal_lm_job(config: CausalLMJobConfig) -> dict[str, Any]:
-    router_cfg = load_config_file(resolve_path(config.router_config))
+    router_cfg = load_config_file(config_file(config.router_config))
     router = build_router(router_cfg, "causallm_router")
     assert isinstance(router, CausalLMRouter)
     train = router_cfg.dataset("train")
@@ -99,8 +101,8 @@ def train_causal_lm_job(config: CausalLMJobConfig) -> dict[str, Any]:
     out = config.output_path()
     # No checkpoint_dir: checkpoints go through Ray Train's storage, never a path on one node's disk.
     train_config = router.train_config().model_copy(update={
-        "base_model": str(resolve_path(router.config.base_model)), "checkpoint_every": config.checkpoint_every,
-        "num_threads": max(1, int(config.ray.cpus_per_worker))})
+        "base_model": resolve_model_path(router.config.base_model, f"{config.router_config}: hparam.base_model"),
+        "checkpoint_every": config.checkpoint_every, "num_threads": max(1, int(config.ray.cpus_per_worker))})
     workers = config.ray.num_workers
     fingerprint = training_fingerprint(train_config, examples, workers)
     adapter_dir = out / "adapter"

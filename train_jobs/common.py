@@ -3,12 +3,18 @@
 A job runs the same way locally (``python -m train_jobs.<job> --config ...``) and on a cluster
 (``ray job submit --working-dir . -- python -m train_jobs.<job> --config ...``): ``ray.init()`` joins the
 cluster named by ``RAY_ADDRESS`` when the job was submitted, and starts a local one otherwise.
+
+A submitted job runs in Ray's temporary copy of the uploaded working directory. Its config files come
+from that copy (they are what was submitted); data, models and outputs resolve against ``LLMROUTER_HOME``
+(``routers.paths``), which such a job must have, because the copy lacks the git-ignored ``models/`` and is
+deleted with the Ray session.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -18,8 +24,8 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from routers.config import resolve_path
-from routers.errors import RouterError
+from routers.errors import ConfigError, RouterError
+from routers.paths import HOME_ENV, resolve_path
 from routers.progress import log, set_quiet
 
 C = TypeVar("C", bound=BaseModel)
@@ -61,8 +67,64 @@ class JobConfig(BaseModel):
         return path
 
 
+def config_file(path: str | Path) -> Path:
+    """A config file named in a job: relative to the working directory (a submitted job's uploaded copy),
+    else to ``LLMROUTER_HOME``."""
+    path = Path(path).expanduser()
+    if path.is_absolute() or path.exists():
+        return path
+    return resolve_path(path)
+
+
+def ray_working_dir_copy() -> Path | None:
+    """The directory of Ray's copy of an uploaded ``working_dir`` when this process is a job's driver there."""
+    job_config = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if not job_config:
+        return None
+    try:
+        runtime_env = json.loads(job_config).get("runtime_env") or {}
+    except (ValueError, AttributeError):
+        return None
+    return Path.cwd() if runtime_env.get("working_dir") else None
+
+
+def require_home_outside_ray_copy() -> None:
+    """Refuse to start a submitted job whose relative paths would resolve inside Ray's temporary copy.
+
+    Inside it the git-ignored models are missing (the job would die in a Ray actor with a loader's
+    traceback) and whatever the job wrote would be deleted with the Ray session.
+    """
+    copy = ray_working_dir_copy()
+    if copy is None:
+        return
+    home = os.environ.get(HOME_ENV)
+    if home and not Path(home).resolve().is_relative_to(copy.resolve()):
+        return
+    raise ConfigError(
+        f"this job runs in Ray's temporary copy of the uploaded working directory ({copy}): it lacks the "
+        f"git-ignored models/ and is deleted with the Ray session, so relative paths must not resolve there. "
+        f"Set {HOME_ENV} to the checkout (or a volume every node mounts): `export {HOME_ENV}=$PWD` before "
+        f"`ray start --head`, or submit with --runtime-env-json "
+        f"'{{\"env_vars\": {{\"{HOME_ENV}\": \"/path/to/ray-llm-router\"}}}}'")
+
+
+def router_error_in(exc: BaseException) -> RouterError | None:
+    """The RouterError behind ``exc``: raised here, or inside a Ray task or actor and re-raised by Ray."""
+    from ray.exceptions import RayTaskError
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, RouterError):
+            return current
+        seen.add(id(current))
+        cause = current.cause if isinstance(current, RayTaskError) else None
+        current = cause or current.__cause__  # explicit chains only: not an error met while handling another
+    return None
+
+
 def load_job_config(path: str | Path, model: type[C]) -> C:
-    path = Path(path)
+    path = config_file(path)
     if not path.exists():
         raise RouterError(f"config file {path} does not exist")
     try:
@@ -106,10 +168,14 @@ def run_job(name: str, config_model: type[C], body: Callable[[C], dict[str, Any]
     set_quiet(args.quiet)
     started = time.time()
     try:
+        require_home_outside_ray_copy()
         config = load_job_config(args.config, config_model)
         summary = body(config)
-    except RouterError as exc:
-        print(f"train_jobs.{name}: error: {exc}", file=sys.stderr)
+    except Exception as exc:
+        error = router_error_in(exc)
+        if error is None:
+            raise
+        print(f"train_jobs.{name}: error: {error}", file=sys.stderr)
         return 2
     summary["wall_time_s"] = round(time.time() - started, 2)
     log(f"train_jobs.{name} finished in {summary['wall_time_s']}s")

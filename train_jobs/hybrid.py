@@ -15,14 +15,15 @@ from typing import Any
 
 from pydantic import Field
 
-from routers.config import build_router, load_config_file, resolve_path
+from routers.config import build_router, load_config_file
 from routers.engines import EmbedderConfig
 from routers.errors import ConfigError
 from routers.evaluation import evaluate_routers
 from routers.evaluation.plot import plot_curves
+from routers.paths import resolve_model_path, resolve_path
 from routers.progress import log
 from routers.registry import router_class
-from train_jobs.common import JobConfig, run_job, write_json
+from train_jobs.common import JobConfig, config_file, run_job, write_json
 from train_jobs.embeddings import embed_with_cache
 
 
@@ -33,11 +34,13 @@ class HybridJobConfig(JobConfig):
 
 
 def train_hybrid(config: HybridJobConfig) -> dict[str, Any]:
-    router_cfg = load_config_file(resolve_path(config.router_config))
+    router_cfg = load_config_file(config_file(config.router_config))
     router = build_router(router_cfg, "hybrid_llm")
     train = router_cfg.dataset("train")
     test = router_cfg.dataset("test") if router_cfg.data_path.routing_data_test else None
     embedder_cfg: EmbedderConfig = router_cfg.engines.embedder or router.default_embedder_config()  # type: ignore[attr-defined]
+    embedder_cfg = embedder_cfg.model_copy(update={
+        "model": resolve_model_path(embedder_cfg.model, f"{config.router_config}: engines.embedder.model")})
     texts = train.queries + (test.queries if test is not None else [])
     out = config.output_path()
     cache_dir = resolve_path(config.embedding_cache_dir) if config.embedding_cache_dir else out / "embedding_cache"

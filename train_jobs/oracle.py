@@ -23,7 +23,6 @@ from typing import Any
 
 from pydantic import Field
 
-from routers.config import resolve_path
 from routers.engines import GeneratorConfig, SamplingParams, build_generator
 from routers.oracle import (
     BenchmarkItem,
@@ -34,6 +33,7 @@ from routers.oracle import (
     summarize,
 )
 from routers.oracle.pipeline import display_name, require_auto_scorable
+from routers.paths import resolve_model_path, resolve_path
 from routers.progress import log
 from train_jobs.common import JobConfig, init_ray, run_job, write_json
 
@@ -72,11 +72,10 @@ class OracleWorker:
         return shard_index, records, time.perf_counter() - started
 
 
-def with_local_model(engine: GeneratorConfig) -> dict[str, Any]:
-    """Engine config for an actor: local model directories as absolute paths (actors may run elsewhere)."""
-    path = resolve_path(engine.model)
-    model = str(path) if path.exists() else engine.model
-    return engine.model_copy(update={"model": model}).model_dump()
+def with_local_model(engine: GeneratorConfig, key: str) -> dict[str, Any]:
+    """Engine config for an actor: local model directories as absolute paths (actors may run elsewhere),
+    checked here so a missing one fails before any actor starts."""
+    return engine.model_copy(update={"model": resolve_model_path(engine.model, key)}).model_dump()
 
 
 def shards(items: list[BenchmarkItem], size: int) -> list[list[BenchmarkItem]]:
@@ -91,8 +90,8 @@ def generate_on_actors(config: OracleJobConfig, pending: list[BenchmarkItem], ou
     parts = shards(pending, settings.batch_size)
     worker_cls = ray.remote(num_cpus=settings.cpus_per_worker,
                             num_gpus=settings.gpus_per_worker if settings.use_gpu else 0)(OracleWorker)
-    engines = [with_local_model(config.medium), with_local_model(config.large),
-               with_local_model(config.judge) if config.judge else None]
+    engines = [with_local_model(config.medium, "medium.model"), with_local_model(config.large, "large.model"),
+               with_local_model(config.judge, "judge.model") if config.judge else None]
     actors = [worker_cls.remote(*engines, config.judge_seed, config.answer_max_tokens, settings.batch_size)
               for _ in range(min(settings.num_workers, len(parts)))]
     load_started = time.perf_counter()

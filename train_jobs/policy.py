@@ -24,8 +24,9 @@ from typing import Any
 
 from pydantic import Field
 
-from routers.config import build_router, load_config_file, resolve_path
+from routers.config import build_router, load_config_file
 from routers.errors import ConfigError
+from routers.paths import resolve_model_path, resolve_path
 from routers.policy.datasets import balanced, dpo_pairs, read_oracle_records, sft_examples, split_by_query
 from routers.policy.router import PolicyRouter
 from routers.policy.training import (
@@ -41,6 +42,7 @@ from routers.progress import log
 from routers.safe_io import copy_checkpoint_files
 from train_jobs.common import (
     JobConfig,
+    config_file,
     init_ray,
     report_to_ray,
     run_job,
@@ -82,7 +84,7 @@ def export_adapter(result: Any, fingerprints: dict[str, str], adapter_dir: Path)
 
 
 def train_policy(config: PolicyJobConfig) -> dict[str, Any]:
-    router_cfg = load_config_file(resolve_path(config.router_config))
+    router_cfg = load_config_file(config_file(config.router_config))
     router = build_router(router_cfg, "policy_router")
     assert isinstance(router, PolicyRouter)
     if config.oracle_data:
@@ -93,8 +95,9 @@ def train_policy(config: PolicyJobConfig) -> dict[str, Any]:
         router.resolve_pair()
     else:
         sft, dpo, held_out = router.training_sets(router_cfg.dataset("train"))
-    train_config = router.train_config().model_copy(update={"num_threads": max(1, int(config.ray.cpus_per_worker)),
-                                                            "save_steps": config.save_steps})
+    train_config = router.train_config().model_copy(update={
+        "base_model": resolve_model_path(router.config.base_model, f"{config.router_config}: hparam.base_model"),
+        "num_threads": max(1, int(config.ray.cpus_per_worker)), "save_steps": config.save_steps})
     fingerprints = stage_fingerprints(train_config, sft, dpo, config.ray.num_workers)
     out = config.output_path()
     init_ray(config.ray)

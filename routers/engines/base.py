@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +16,9 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from routers.errors import ConfigError, EngineError
+from routers.paths import resolve_model_path
 
 PromptFormat = Literal["chat", "plain"]
 
@@ -40,21 +42,6 @@ def render_plain_chat(messages: Sequence[dict[str, str]]) -> str:
     if not parts or not parts[-1].endswith("Answer:"):
         parts.append("Answer:")
     return "\n".join(parts)
-
-
-def resolve_model_path(model: str) -> str:
-    """A relative local path is taken from ``LLMROUTER_HOME`` (default: the working directory).
-
-    Anything that is not an existing local path is returned unchanged, as a hub id for GPU clusters.
-    """
-    path = Path(model).expanduser()
-    if path.is_absolute():
-        return str(path)
-    base = Path(os.environ.get("LLMROUTER_HOME", os.getcwd()))
-    candidate = base / path
-    if candidate.exists() or model.startswith(("./", "../", "models/", "artifacts/")):
-        return str(candidate.resolve())
-    return model
 
 
 def model_identity(model: str) -> dict[str, Any]:
@@ -124,7 +111,10 @@ class EngineConfigBase(BaseModel):
         return value
 
     def resolved_model(self) -> str:
-        return resolve_model_path(self.model)
+        try:
+            return resolve_model_path(self.model)
+        except ConfigError as exc:
+            raise EngineError(f"cannot load model: {exc}") from exc
 
 
 class EmbedderConfig(EngineConfigBase):

@@ -1,0 +1,49 @@
+"""Where relative paths point: one home for data, models, artifacts and run outputs.
+
+Relative paths in every config resolve against ``LLMROUTER_HOME`` (default: the working directory). A Ray
+job runs in Ray's temporary copy of the uploaded working directory, which leaves out git-ignored folders
+(``models/``, ``runs/``) and is deleted with the Ray session; setting ``LLMROUTER_HOME`` to the checkout
+(or a volume every node mounts) keeps the job's inputs found and its outputs durable.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from routers.errors import ConfigError
+
+HOME_ENV = "LLMROUTER_HOME"
+LOCAL_PREFIXES = ("/", "./", "../", "models/", "artifacts/", "~")
+
+
+def home() -> Path:
+    return Path(os.environ.get(HOME_ENV, os.getcwd()))
+
+
+def resolve_path(path: str | Path) -> Path:
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else home() / path
+
+
+def model_looks_local(model: str) -> bool:
+    """A model reference that must be a directory here; anything else (``org/name``) is a hub id."""
+    return model.startswith(LOCAL_PREFIXES) or model.count("/") != 1
+
+
+def resolve_model_path(model: str, key: str | None = None) -> str:
+    """A local model directory as an absolute path, or a hub id unchanged.
+
+    A local-looking reference that does not exist is a ConfigError naming ``key`` and the directory looked
+    at, raised where the config is read rather than as a loader's stack trace inside a Ray actor.
+    """
+    resolved = resolve_path(model)
+    if resolved.exists():
+        return str(resolved.resolve())
+    if not model_looks_local(model):
+        return model
+    base = os.environ.get(HOME_ENV)
+    relative_to = f"{HOME_ENV}={base}" if base else f"the working directory {os.getcwd()} ({HOME_ENV} is not set)"
+    where = f"{key}: " if key else ""
+    raise ConfigError(f"{where}model directory {model!r} does not exist (looked at {resolved}; relative paths "
+                      f"resolve against {relative_to}); the local models are built by `bash scripts/setup.sh`")

@@ -1,0 +1,50 @@
+"""Tiny real inputs for the training-job tests: routing files cut from the shipped data, YAML, a tiny LM."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOLLM = ROOT / "models/smollm2-135m-instruct"
+MINILM = ROOT / "models/all-minilm-l6-v2"
+DATA = ROOT / "data/routing"
+
+
+def write_yaml(path: Path, payload: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(payload))
+    return path
+
+
+def tiny_routing_files(tmp_path: Path, source: str, n_train: int, n_test: int) -> tuple[str, str]:
+    """The first queries of a shipped routing file (both models' lines), as small train/test files."""
+    with gzip.open(DATA / source, "rt") as handle:
+        lines = [line for line in handle.read().split("\n") if line.strip()]
+    by_query: dict[str, list[str]] = {}
+    for line in lines:
+        by_query.setdefault(json.loads(line)["query"], []).append(line)
+    groups = [g for g in by_query.values() if len(g) == 2]
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    train, test = tmp_path / "train.jsonl", tmp_path / "test.jsonl"
+    train.write_text("\n".join(line for g in groups[:n_train] for line in g) + "\n")
+    test.write_text("\n".join(line for g in groups[n_train:n_train + n_test] for line in g) + "\n")
+    return str(train), str(test)
+
+
+def save_tiny_router_lm(path: Path) -> Path:
+    """A 2-layer random Llama with SmolLM2's tokenizer: a causal-LM router base that trains in seconds."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(str(SMOLLM))
+    LlamaForCausalLM(LlamaConfig(
+        # head size 32: the smallest vLLM's CPU attention takes, so the job's artifact can be served by vLLM
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, max_position_embeddings=256, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)).save_pretrained(str(path))
+    tokenizer.save_pretrained(str(path))
+    return path
