@@ -229,6 +229,43 @@ def test_cluster_shape_ports_probes_and_resources(path: Path) -> None:
         assert env["LLMROUTER_HOME"]["value"] == container["workingDir"]
 
 
+RAY_TOKEN_SECRET = "llmrouter-ray-token"
+
+
+def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+@pytest.mark.parametrize("path", ALL_FILES, ids=lambda p: p.name)
+def test_ray_token_auth_is_on_with_the_token_from_a_secret(path: Path) -> None:
+    """The head exposes the dashboard and job API on the pod network (dashboard-host 0.0.0.0), and the job
+    API runs arbitrary code by design (CVE-2023-48022, "ShadowRay"): it is only acceptable behind a token."""
+    manifest = load(path)
+    assert cluster_spec(manifest)["authOptions"] == {"mode": "token", "secretName": RAY_TOKEN_SECRET}
+    text = path.read_text()
+    assert "RAY_AUTH_MODE, value: disabled" not in text and "enableK8sTokenAuth" not in text
+    for group, container in ray_containers(manifest).items():
+        env = env_of(container)
+        # KubeRay injects both from authOptions; a literal value would put the token in the manifest
+        assert "RAY_AUTH_TOKEN" not in env and env.get("RAY_AUTH_MODE", {}).get("value", "token") == "token", group
+
+
+@pytest.mark.parametrize("path", RAYJOB_FILES, ids=lambda p: p.name)
+def test_rayjob_submitter_sends_the_token_from_the_same_secret(path: Path) -> None:
+    submitter = load(path)["spec"]["submitterPodTemplate"]["spec"]["containers"][0]
+    env = env_of(submitter)
+    assert env["RAY_AUTH_MODE"]["value"] == "token"
+    assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": RAY_TOKEN_SECRET, "key": "auth_token"}
+    assert "value" not in env["RAY_AUTH_TOKEN"]
+
+
+def test_cluster_readme_creates_the_token_secret_and_reaches_the_job_api_with_it() -> None:
+    readme = (CLUSTER / "README.md").read_text()
+    assert f"kubectl create secret generic {RAY_TOKEN_SECRET} --from-literal=auth_token=" in readme
+    assert "kubectl port-forward svc/" in readme and "RAY_AUTH_MODE=token" in readme
+    assert f"kubectl get secret {RAY_TOKEN_SECRET} -o jsonpath='{{.data.auth_token}}' | base64 -d" in readme
+
+
 # --- RayService ------------------------------------------------------------------------------------
 def test_serve_config_is_the_gpu_layout_verbatim() -> None:
     assert serve_config() == yaml.safe_load((ROOT / "configs" / "serve_gpu.yaml").read_text())
