@@ -201,7 +201,8 @@ def train_automix(config: AutomixJobConfig) -> dict[str, Any]:
         engine = router_cfg.engines.small
         if engine is None:
             raise ConfigError(f"{config.router_config}: engines.small is needed to sample verifications")
-        engine = engine.model_copy(update={"model": resolve_model_path(engine.model, f"{config.router_config}: engines.small.model")})
+        model = resolve_model_path(engine.model, f"{config.router_config}: engines.small.model")
+        engine = engine.model_copy(update={"model": model})
         train, summary["sampling"] = sample_resumably(router, train, engine, config.ray, out / SAMPLES_FILE)
         summary["samples_file"] = str(out / SAMPLES_FILE)
     summary["train"] = router.fit(train)
