@@ -16,6 +16,9 @@ _ROUTERS: dict[str, str] = {
     "automix": "routers.automix.router:AutomixRouter",
     "causallm_router": "routers.causal_lm.router:CausalLMRouter",
     "policy_router": "routers.policy.router:PolicyRouter",
+    "knn": "routers.knn.router:KNNRouter",
+    "mf": "routers.mf.router:MatrixFactorizationRouter",
+    "sw_ranking": "routers.sw_ranking.router:SWRankingRouter",
     "smallest_llm": "routers.baselines:SmallestLLMRouter",
     "largest_llm": "routers.baselines:LargestLLMRouter",
     "random": "routers.baselines:RandomRouter",
@@ -27,6 +30,8 @@ ALIASES: dict[str, str] = {
     "causal": "causallm_router",
     "causal_lm": "causallm_router",
     "policy": "policy_router",
+    "matrix_factorization": "mf",
+    "similarity_weighted": "sw_ranking",
     "smallest": "smallest_llm",
     "largest": "largest_llm",
 }

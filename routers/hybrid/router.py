@@ -18,28 +18,23 @@ artifacts written before ``threshold_rule`` existed always used the calibrated o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, field_validator
 
-from routers.base import QueryLike, RouteDecision, Router, RouterConfig, query_text, read_artifact_manifest
+from routers.base import read_artifact_manifest
 from routers.data import RoutingDataset
-from routers.engines import EmbedderConfig
-from routers.errors import ArtifactError, ConfigError
-from routers.evaluation.calibrate import threshold_for_large_share
-from routers.hybrid.labels import make_labels, quality_gap
+from routers.embedding import EmbeddingRouter, EmbeddingRouterConfig
+from routers.errors import ArtifactError
+from routers.hybrid.labels import make_labels
 from routers.hybrid.mlp import MLPWeights, fit_mlp, squash_scores
-from routers.progress import progress_bar
 
 MLP_FILE = "mlp.safetensors"
-DEFAULT_EMBEDDER = "models/all-minilm-l6-v2"
-EMBED_CHUNK = 256
 
 
-class HybridConfig(RouterConfig):
+class HybridConfig(EmbeddingRouterConfig):
     """Hybrid settings; defaults are the seed's (deterministic labels, threshold 0.5, MLP [128, 64], relu,
     adam, 300 iterations).
 
@@ -64,7 +59,6 @@ class HybridConfig(RouterConfig):
     alpha: float = Field(default=1e-4, ge=0.0, description="L2 penalty (MLPRegressor's default)")
     learning_rate_init: float = Field(default=1e-3, gt=0.0)
     early_stopping: bool = Field(default=False, description="hold out 10% of train and stop when it stops improving")
-    embedder: EmbedderConfig | None = None
 
     @field_validator("hidden_layer_sizes", mode="before")
     @classmethod
@@ -81,113 +75,47 @@ class HybridConfig(RouterConfig):
         return value
 
 
-class HybridLLMRouter(Router):
+class HybridLLMRouter(EmbeddingRouter):
     name = "hybrid_llm"
     Config = HybridConfig
     score_key = "router_score"
-    engine_roles = frozenset({"embedder"})
+    display_name = "Hybrid"
     config: HybridConfig
 
     def __init__(self, config: Any = None, llm_data: Any = None) -> None:
         super().__init__(config, llm_data)
         self.mlp: MLPWeights | None = None
-        self.calibrated_threshold: float | None = None
         self.t_star: float | None = None
-        self.train_metrics: dict[str, Any] = {}
-
-    # --- config ----------------------------------------------------------------------------------
-    @property
-    def threshold(self) -> float:
-        if self.config.router_threshold is not None:
-            return self.config.router_threshold
-        if self.config.threshold_rule == "oracle_share" and self.calibrated_threshold is not None:
-            return self.calibrated_threshold
-        return self.default_threshold
-
-    def training_engine_roles(self) -> frozenset[str]:
-        return frozenset({"embedder"})
-
-    def default_embedder_config(self) -> EmbedderConfig:
-        return self.config.embedder or EmbedderConfig(model=DEFAULT_EMBEDDER)
-
-    def require_embedder(self) -> Any:
-        if self.embedder is None:
-            raise ConfigError("the Hybrid router needs an embedder; bind one with bind_engines(embedder=...)")
-        return self.embedder
-
-    def embed_queries(self, queries: list[str], desc: str) -> np.ndarray:
-        """Embed in chunks so a long training set shows progress (and stays within memory)."""
-        embedder = self.require_embedder()
-        bar = progress_bar(desc, total=len(queries), unit="query")
-        chunks = []
-        for start in range(0, len(queries), EMBED_CHUNK):
-            chunk = queries[start : start + EMBED_CHUNK]
-            chunks.append(np.asarray(embedder.embed(chunk), dtype=np.float64))
-            bar.update(len(chunk))
-        bar.close()
-        return np.concatenate(chunks) if chunks else np.zeros((0, 0))
 
     # --- learning --------------------------------------------------------------------------------
     def fit(self, train: RoutingDataset) -> dict[str, Any]:
-        pair = self.resolve_pair(train)
-        data = train.complete_for([pair.small, pair.large])
-        if len(data) < 10:
-            raise ConfigError(f"the Hybrid router needs at least 10 queries with both models' results, got {len(data)}")
-        x = self.embed_queries(data.queries, "hybrid_llm: embedding train queries")
-        quality = data.performance_matrix([pair.small, pair.large])
-        gap = quality_gap(quality[:, 0], quality[:, 1])
+        training = self.embedded_training_set(train)
+        x, gap = training.embeddings, training.gap
         labels, self.t_star = make_labels(gap, self.config.router_mode, self.config.router_tau, self.config.t_star)
         c = self.config
         self.mlp, fit_info = fit_mlp(x, labels, tuple(c.hidden_layer_sizes), c.activation, c.solver, c.max_iter, c.alpha,
                                      c.learning_rate_init, c.early_stopping, c.seed)
         scores = self.score_embeddings(x)
-        # Default operating point: escalate the share of queries the oracle escalates (module docstring).
-        oracle_large_share = float(np.mean(gap < 0))
-        self.calibrated_threshold = threshold_for_large_share(scores, oracle_large_share)
-        self.record_reference_scores(scores)
-        self.fitted = True
+        calibration = self.calibrate_on_training_scores(scores, gap)
         self.train_metrics = {
-            "n_train": len(data), "mode": c.router_mode, "t_star": self.t_star,
-            "label_mean": float(np.mean(labels)), "oracle_large_share": oracle_large_share,
+            "n_train": len(training.data), "mode": c.router_mode, "t_star": self.t_star,
+            "label_mean": float(np.mean(labels)), "oracle_large_share": calibration["oracle_large_share"],
             "calibrated_threshold": self.calibrated_threshold, "threshold": self.threshold,
             "train_mse": float(np.mean((scores - labels) ** 2)), **fit_info,
         }
         return dict(self.train_metrics)
 
     # --- scoring -----------------------------------------------------------------------------------
-    def score_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
-        """Small-suitability of each embedding, in [0, 1]."""
+    def embedding_dim(self) -> int:
         if self.mlp is None:
             self.require_fitted()
             raise ArtifactError("the Hybrid router has no MLP weights")
-        embeddings = np.asarray(embeddings, dtype=np.float64)
-        if embeddings.ndim == 1:
-            embeddings = embeddings[None, :]
-        if embeddings.shape[1] != self.mlp.input_dim:
-            raise ConfigError(
-                f"embedding size {embeddings.shape[1]} does not match the router's {self.mlp.input_dim}: "
-                "serve it with the embedder it was trained with")
+        return self.mlp.input_dim
+
+    def score_matrix(self, embeddings: np.ndarray) -> np.ndarray:
+        """Small-suitability of each embedding, in [0, 1]."""
+        assert self.mlp is not None
         return squash_scores(self.mlp.predict(embeddings))
-
-    def dataset_scores(self, data: RoutingDataset) -> np.ndarray:
-        return self.score_embeddings(self.embed_queries(data.queries, "hybrid_llm: embedding queries"))
-
-    def route_embedding(self, query: str, embedding: np.ndarray, threshold: float | None = None) -> RouteDecision:
-        """Decide for one query whose embedding was computed elsewhere (the Serve embedder deployment)."""
-        embedding = np.asarray(embedding)
-        if embedding.ndim != 1 and not (embedding.ndim == 2 and embedding.shape[0] == 1):
-            raise ConfigError(f"route_embedding takes one embedding, got shape {embedding.shape}")
-        score = float(self.score_embeddings(embedding.reshape(1, -1))[0])
-        return self.decide(query, score, threshold)
-
-    def route_single(self, query: QueryLike) -> dict[str, Any]:
-        return self.route_queries([query])[0]
-
-    def route_queries(self, queries: Sequence[QueryLike]) -> list[dict[str, Any]]:
-        """One embedder call for all queries, then each query's decision."""
-        texts = [query_text(q) for q in queries]
-        embeddings = self.require_embedder().embed(texts)
-        return [self.route_embedding(t, e).to_dict(self.score_key) for t, e in zip(texts, embeddings)]
 
     # --- artifacts -----------------------------------------------------------------------------------
     @classmethod
@@ -205,9 +133,7 @@ class HybridLLMRouter(Router):
         assert self.mlp is not None
         return {
             "mlp_file": MLP_FILE, "n_layers": len(self.mlp.weights), "activation": self.mlp.activation,
-            "embedding_dim": self.mlp.input_dim, "calibrated_threshold": self.calibrated_threshold,
-            "t_star": self.t_star, "embedder": self.default_embedder_config().model_dump(mode="json"),
-            "train_metrics": self.train_metrics,
+            "embedding_dim": self.mlp.input_dim, "t_star": self.t_star, **self.embedding_state(),
         }
 
     def save_tensors(self, directory: Path) -> None:
@@ -221,8 +147,5 @@ class HybridLLMRouter(Router):
         self.mlp = MLPWeights.load(path, state["activation"], int(state["n_layers"]))
         if self.mlp.input_dim != int(state["embedding_dim"]):
             raise ArtifactError(f"{path}: weights expect {self.mlp.input_dim}-d embeddings, manifest says {state['embedding_dim']}")
-        self.calibrated_threshold = state.get("calibrated_threshold")
         self.t_star = state.get("t_star")
-        self.train_metrics = dict(state.get("train_metrics", {}))
-        if self.config.embedder is None and state.get("embedder"):
-            self.config = self.config.model_copy(update={"embedder": EmbedderConfig.model_validate(state["embedder"])})
+        self.load_embedding_state(state)

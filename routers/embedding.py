@@ -1,0 +1,307 @@
+"""What every router that decides from the query embedding shares (Hybrid LLM, kNN, MF, SW ranking).
+
+Such a router embeds the query with the bound embedder and maps the vector to the small-suitability
+score; nothing else about a query matters to it. This module holds that plumbing once:
+
+* the engines: an embedder, bound with ``bind_engines(embedder=...)``, and its default config;
+* the training set: the queries both models answered, their embeddings (one embedder call per chunk,
+  with a progress bar) and the quality gap ``q_small - q_large`` of each;
+* scoring: ``score_embeddings`` checks the embedding size against the fitted router and calls the
+  router's ``score_matrix``; ``dataset_scores`` and ``route_queries`` (one embedder call for the whole
+  batch) build on it, and ``route_embedding`` decides for a vector computed elsewhere (the Serve
+  embedder deployment);
+* the default threshold: ``threshold_rule: fixed`` (the router's own break-even point) or
+  ``oracle_share`` (the threshold calibrated at fit time to escalate the share of training queries the
+  oracle escalates), and the training-score quantiles (``reference_scores``);
+* the artifact fields every embedding router writes (the embedder it was trained with, the calibrated
+  threshold), and ``EmbeddingBank``: training embeddings + per-query targets in safetensors, with the
+  chunked cosine similarities the memory-based routers (kNN, SW ranking) score from.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import Field
+
+from routers.base import QueryLike, RouteDecision, Router, RouterConfig, query_text
+from routers.data import RoutingDataset
+from routers.engines import Embedder, EmbedderConfig
+from routers.errors import ArtifactError, ConfigError
+from routers.evaluation.calibrate import threshold_for_large_share
+from routers.progress import progress_bar
+from routers.safe_io import load_arrays, save_arrays
+
+DEFAULT_EMBEDDER = "models/all-minilm-l6-v2"
+EMBED_CHUNK = 256
+#: rows of the query-by-bank similarity matrix computed at once (keeps memory at ~chunk x bank floats)
+SIMILARITY_CHUNK = 512
+MIN_TRAIN_QUERIES = 10
+
+EmbeddingDtype = Literal["float16", "float32"]
+
+
+class EmbeddingRouterConfig(RouterConfig):
+    """Settings every embedding router has: how the default threshold is chosen, and the embedder.
+
+    The default rule is ``oracle_share``: on skewed data a break-even threshold sends almost everything
+    one way (on the shipped data the large model wins 4x as often as the small one, so nearly every
+    query's expected gap is negative and ``fixed`` escalates ~100% of queries). Hybrid keeps the seed's
+    ``fixed``.
+    """
+
+    threshold_rule: Literal["fixed", "oracle_share"] = Field(
+        default="oracle_share",
+        description="with router_threshold unset: 'fixed' = the router's break-even point; 'oracle_share' = "
+        "the threshold calibrated on train to escalate the oracle's share of queries",
+    )
+    embedder: EmbedderConfig | None = None
+
+
+@dataclass
+class EmbeddedTrainingSet:
+    """The queries a router can learn from (both models' outcomes known), embedded."""
+
+    data: RoutingDataset
+    embeddings: np.ndarray
+    #: q_small - q_large per query: > 0 the small model won, 0 a tie, < 0 the large model won
+    gap: np.ndarray
+
+
+def win_outcomes(gap: np.ndarray, tie_credit: float) -> np.ndarray:
+    """The small model's result in a small-vs-large battle: 1 won, 0 lost, ``tie_credit`` tied.
+
+    RouteLLM's Bradley-Terry fit counts a tie as half a win for each side (``tie_credit`` 0.5); 1.0
+    counts it as the small model being good enough (Hybrid's deterministic label).
+    """
+    gap = np.asarray(gap, dtype=np.float64)
+    return np.where(gap > 0, 1.0, np.where(gap < 0, 0.0, tie_credit))
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (zero rows stay zero), so a dot product is a cosine similarity."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norms > 0, norms, 1.0)
+
+
+class EmbeddingRouter(Router):
+    """Base of the routers whose score is a function of the query embedding alone."""
+
+    Config: ClassVar[type[RouterConfig]] = EmbeddingRouterConfig
+    engine_roles = frozenset({"embedder"})
+    #: how error messages name the router ("the Hybrid router needs an embedder")
+    display_name: ClassVar[str] = "embedding"
+    config: EmbeddingRouterConfig
+
+    def __init__(self, config: Any = None, llm_data: Any = None) -> None:
+        super().__init__(config, llm_data)
+        self.calibrated_threshold: float | None = None
+        self.train_metrics: dict[str, Any] = {}
+
+    # --- config ----------------------------------------------------------------------------------
+    @property
+    def threshold(self) -> float:
+        if self.config.router_threshold is not None:
+            return self.config.router_threshold
+        if self.config.threshold_rule == "oracle_share" and self.calibrated_threshold is not None:
+            return self.calibrated_threshold
+        return self.fixed_threshold()
+
+    def fixed_threshold(self) -> float:
+        """The threshold of ``threshold_rule: fixed``: where the score says the two models break even."""
+        return self.default_threshold
+
+    # --- engines ---------------------------------------------------------------------------------
+    def training_engine_roles(self) -> frozenset[str]:
+        return frozenset({"embedder"})
+
+    def default_embedder_config(self) -> EmbedderConfig:
+        return self.config.embedder or EmbedderConfig(model=DEFAULT_EMBEDDER)
+
+    def require_embedder(self) -> Embedder:
+        if self.embedder is None:
+            raise ConfigError(f"the {self.display_name} router needs an embedder; bind one with bind_engines(embedder=...)")
+        return self.embedder
+
+    def embed_queries(self, queries: list[str], desc: str) -> np.ndarray:
+        """Embed in chunks so a long training set shows progress (and stays within memory)."""
+        embedder = self.require_embedder()
+        bar = progress_bar(desc, total=len(queries), unit="query")
+        chunks = []
+        for start in range(0, len(queries), EMBED_CHUNK):
+            chunk = queries[start : start + EMBED_CHUNK]
+            chunks.append(np.asarray(embedder.embed(chunk), dtype=np.float64))
+            bar.update(len(chunk))
+        bar.close()
+        return np.concatenate(chunks) if chunks else np.zeros((0, 0))
+
+    # --- learning --------------------------------------------------------------------------------
+    def embedded_training_set(self, train: RoutingDataset) -> EmbeddedTrainingSet:
+        """Resolve the model pair, keep the queries both models answered, embed them, take the gaps."""
+        pair = self.resolve_pair(train)
+        data = train.complete_for([pair.small, pair.large])
+        if len(data) < MIN_TRAIN_QUERIES:
+            raise ConfigError(f"the {self.display_name} router needs at least {MIN_TRAIN_QUERIES} queries with "
+                              f"both models' results, got {len(data)}")
+        embeddings = self.embed_queries(data.queries, f"{self.name}: embedding train queries")
+        quality = data.performance_matrix([pair.small, pair.large])
+        return EmbeddedTrainingSet(data, embeddings, quality[:, 0] - quality[:, 1])
+
+    def calibrate_on_training_scores(self, scores: np.ndarray, gap: np.ndarray) -> dict[str, Any]:
+        """Calibrate the ``oracle_share`` threshold, keep the score quantiles, mark the router fitted."""
+        # Default operating point: escalate the share of queries the oracle escalates (module docstring).
+        oracle_large_share = float(np.mean(gap < 0))
+        self.calibrated_threshold = threshold_for_large_share(scores, oracle_large_share)
+        self.record_reference_scores(scores)
+        self.fitted = True
+        return {"oracle_large_share": oracle_large_share, "calibrated_threshold": self.calibrated_threshold,
+                "threshold": self.threshold}
+
+    # --- scoring ---------------------------------------------------------------------------------
+    @abstractmethod
+    def embedding_dim(self) -> int:
+        """Size of the embeddings the fitted router scores (raises when it has no learned state)."""
+
+    @abstractmethod
+    def score_matrix(self, embeddings: np.ndarray) -> np.ndarray:
+        """Small-suitability of each row of a (n, embedding_dim) float64 matrix."""
+
+    def score_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
+        """Small-suitability of each embedding (one vector or a matrix of them)."""
+        expected = self.embedding_dim()
+        embeddings = np.asarray(embeddings, dtype=np.float64)
+        if embeddings.ndim == 1:
+            embeddings = embeddings[None, :]
+        if embeddings.shape[1] != expected:
+            raise ConfigError(
+                f"embedding size {embeddings.shape[1]} does not match the router's {expected}: "
+                "serve it with the embedder it was trained with")
+        return self.score_matrix(embeddings)
+
+    def dataset_scores(self, data: RoutingDataset) -> np.ndarray:
+        return self.score_embeddings(self.embed_queries(data.queries, f"{self.name}: embedding queries"))
+
+    def route_embedding(self, query: str, embedding: np.ndarray, threshold: float | None = None) -> RouteDecision:
+        """Decide for one query whose embedding was computed elsewhere (the Serve embedder deployment)."""
+        embedding = np.asarray(embedding)
+        if embedding.ndim != 1 and not (embedding.ndim == 2 and embedding.shape[0] == 1):
+            raise ConfigError(f"route_embedding takes one embedding, got shape {embedding.shape}")
+        score = float(self.score_embeddings(embedding.reshape(1, -1))[0])
+        return self.decide(query, score, threshold)
+
+    def route_single(self, query: QueryLike) -> dict[str, Any]:
+        return self.route_queries([query])[0]
+
+    def route_queries(self, queries: Sequence[QueryLike]) -> list[dict[str, Any]]:
+        """One embedder call for all queries, then each query's decision."""
+        texts = [query_text(q) for q in queries]
+        embeddings = self.require_embedder().embed(texts)
+        return [self.route_embedding(t, e).to_dict(self.score_key) for t, e in zip(texts, embeddings)]
+
+    # --- artifacts -------------------------------------------------------------------------------
+    def embedding_state(self) -> dict[str, Any]:
+        """Manifest fields every embedding router saves: the embedder it was trained with, the
+        calibrated threshold and the training metrics."""
+        return {"calibrated_threshold": self.calibrated_threshold,
+                "embedder": self.default_embedder_config().model_dump(mode="json"),
+                "train_metrics": self.train_metrics}
+
+    def load_embedding_state(self, state: dict[str, Any]) -> None:
+        self.calibrated_threshold = state.get("calibrated_threshold")
+        self.train_metrics = dict(state.get("train_metrics", {}))
+        if self.config.embedder is None and state.get("embedder"):
+            self.config = self.config.model_copy(update={"embedder": EmbedderConfig.model_validate(state["embedder"])})
+
+
+@dataclass
+class EmbeddingBank:
+    """The training queries' unit-norm embeddings and one target per query, for memory-based routers.
+
+    Stored as safetensors (``embeddings`` in float16 or float32, ``targets`` in float32); similarities
+    are computed in float32 whatever the stored precision.
+    """
+
+    embeddings: np.ndarray
+    targets: np.ndarray
+
+    @classmethod
+    def build(cls, embeddings: np.ndarray, targets: np.ndarray, dtype: EmbeddingDtype) -> EmbeddingBank:
+        if len(embeddings) != len(targets):
+            raise ValueError(f"{len(embeddings)} embeddings but {len(targets)} targets")
+        return cls(unit_rows(embeddings).astype(dtype), np.asarray(targets, dtype=np.float32))
+
+    @property
+    def dim(self) -> int:
+        return int(self.embeddings.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.embeddings)
+
+    def similarity_chunks(self, queries: np.ndarray, leave_self_out: bool = False) -> Iterator[tuple[slice, np.ndarray]]:
+        """Cosine similarities of query rows to every bank row, ``SIMILARITY_CHUNK`` query rows at a time.
+
+        ``leave_self_out`` scores the bank's own queries (``queries`` is the bank): each query's own row
+        is set to -inf, so training scores are what a new query like it would get, not a lookup of its label.
+        """
+        bank = self.embeddings.astype(np.float32)
+        queries = unit_rows(queries)
+        for start in range(0, len(queries), SIMILARITY_CHUNK):
+            rows = slice(start, min(start + SIMILARITY_CHUNK, len(queries)))
+            sims = queries[rows] @ bank.T
+            if leave_self_out:
+                own = np.arange(rows.start, rows.stop)
+                sims[own - rows.start, own] = -np.inf
+            yield rows, sims
+
+    def save(self, path: Path) -> None:
+        save_arrays(path, {"embeddings": self.embeddings, "targets": self.targets})
+
+    @classmethod
+    def load(cls, path: Path, dim: int, size: int) -> EmbeddingBank:
+        arrays = load_arrays(path)
+        try:
+            embeddings, targets = arrays["embeddings"], arrays["targets"]
+        except KeyError as exc:
+            raise ArtifactError(f"{path}: missing tensor {exc}") from exc
+        if embeddings.shape != (size, dim) or targets.shape != (size,):
+            raise ArtifactError(f"{path}: expected {size} embeddings of size {dim} and {size} targets, "
+                                f"got {embeddings.shape} and {targets.shape}")
+        return cls(embeddings, targets.astype(np.float32))
+
+
+class EmbeddingBankRouter(EmbeddingRouter):
+    """An embedding router whose learned state is an ``EmbeddingBank`` (kNN, SW ranking): it keeps the
+    bank, checks it is there before scoring, and saves it as ``bank_file`` next to ``router.json``."""
+
+    bank_file: ClassVar[str] = "bank.safetensors"
+
+    def __init__(self, config: Any = None, llm_data: Any = None) -> None:
+        super().__init__(config, llm_data)
+        self.bank: EmbeddingBank | None = None
+
+    def require_bank(self) -> EmbeddingBank:
+        if self.bank is None:
+            self.require_fitted()
+            raise ArtifactError(f"the {self.display_name} router has no training embeddings")
+        return self.bank
+
+    def embedding_dim(self) -> int:
+        return self.require_bank().dim
+
+    def state(self) -> dict[str, Any]:
+        bank = self.require_bank()
+        return {"bank_file": self.bank_file, "embedding_dim": bank.dim, "n_train": len(bank), **self.embedding_state()}
+
+    def save_tensors(self, directory: Path) -> None:
+        self.require_bank().save(directory / self.bank_file)
+
+    def load_state(self, state: dict[str, Any], directory: Path) -> None:
+        self.bank = EmbeddingBank.load(directory / state.get("bank_file", self.bank_file),
+                                       int(state["embedding_dim"]), int(state["n_train"]))
+        self.load_embedding_state(state)
