@@ -6,6 +6,8 @@
     llmrouter evaluate --router hybrid_llm,random,oracle --train data/routing/mmlu_train.jsonl.gz \\
                        --test data/routing/mmlu_test.jsonl.gz --llm-data data/routing/llm_candidates.json \\
                        --plot curves.png --json [--budget 0.5]
+    llmrouter evaluate --router hybrid_llm,random,oracle --config configs/routers/hybrid_llm.yaml \\
+                       --leave-domains-out 5 [--bootstrap 1000] [--grid '[{"alpha": 1.0}, {"alpha": 10.0}]']
     llmrouter setup-models --models-dir models
     llmrouter reference-scores --router hybrid_llm --config configs/routers/hybrid_llm.yaml [--queries 2000]
 """
@@ -16,7 +18,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,8 @@ from routers.config import RouterFileConfig, build_router, load_config_file, loa
 from routers.data import RoutingDataset, load_llm_data, read_queries
 from routers.engines import EmbedderConfig, GeneratorConfig, SamplingParams, build_embedder, build_generator
 from routers.errors import ConfigError, RouterError
+from routers.evaluation.bootstrap import DEFAULT_RESAMPLES, MetricInterval
+from routers.evaluation.generalisation import DEFAULT_INNER_FOLDS, GeneralisationResult, RouterFactory
 from routers.evaluation.metrics import DEFAULT_BUDGET_FRACTION
 from routers.progress import log, progress, set_quiet
 from routers.registry import canonical_name, router_class
@@ -167,12 +171,19 @@ def _load_split(paths: str, llm_data_path: str | None) -> RoutingDataset:
     return RoutingDataset.from_files([resolve_path(p) for p in paths.split(",")], llm_data)
 
 
+def config_params(config: RouterFileConfig, key: str) -> dict[str, Any]:
+    """The config's hparams for router ``key``: a config names one router, whose params they are."""
+    return config.router_params() if (config.router is None or canonical_name(config.router) == key) else {}
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from routers.evaluation import calibrate, evaluate_router
     from routers.evaluation.plot import plot_curves
 
     config = load_config_file(args.config) if args.config else RouterFileConfig()
     llm_data_path = args.llm_data or config.data_path.llm_data
+    if args.leave_domains_out is not None or args.bootstrap is not None:
+        return evaluate_with_intervals(args, config, llm_data_path)
     # Without --train/--test, the config's data_path splits (the files the router was trained with).
     train = _load_split(args.train, llm_data_path) if args.train else config.dataset("train")
     test = _load_split(args.test, llm_data_path) if args.test else config.dataset("test")
@@ -188,8 +199,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             directory = next(v for k, v in trained_dirs.items() if canonical_name(k) == key)
             router = router_class(key).load(resolve_path(directory))
         else:
-            params = config.router_params() if (config.router is None or canonical_name(config.router) == key) else {}
-            router = router_class(key)(params, train.llm_data or config.llm_candidates())
+            router = router_class(key)(config_params(config, key), train.llm_data or config.llm_candidates())
         bind_engines(router, config, set(router.evaluation_engine_roles()))
         if not router.fitted or key not in {canonical_name(k) for k in trained_dirs}:
             router.fit(train)
@@ -236,6 +246,125 @@ def format_table(reports: Sequence[Any]) -> str:
     return "\n".join(rows)
 
 
+# --- evaluate with bootstrap intervals (in-domain or leave-domains-out) ------------------------------
+def router_factory(key: str, config: RouterFileConfig, llm_data: dict[str, Any]) -> RouterFactory:
+    """Builds router ``key`` with the config's params updated by one grid point. Engines are built once
+    and shared by every fit (loading the embedder and its cache per fold would dominate the run)."""
+    base = config_params(config, key)
+    probe = router_class(key)(base, llm_data)
+    bind_engines(probe, config, set(probe.training_engine_roles()) | set(probe.evaluation_engine_roles()))
+
+    def make(params: Mapping[str, Any]) -> Router:
+        router = router_class(key)({**base, **params}, llm_data)
+        return router.bind_engines(embedder=probe.embedder, generators=probe.generators)
+
+    return make
+
+
+def optional_test_split(args: argparse.Namespace, config: RouterFileConfig,
+                        llm_data_path: str | None) -> RoutingDataset | None:
+    if args.test:
+        return _load_split(args.test, llm_data_path)
+    return config.dataset("test") if config.data_path.routing_data_test else None
+
+
+def reject_interval_conflicts(args: argparse.Namespace) -> None:
+    if args.plot:
+        raise ConfigError("--plot draws one split's curves; it does not combine with "
+                          "--leave-domains-out/--bootstrap")
+    if args.target_large_share is not None:
+        raise ConfigError("--target-large-share sets an operating point; the interval figures (APGR, CPT, "
+                          "Q@budget) are threshold-free, so it does not combine with "
+                          "--leave-domains-out/--bootstrap")
+    if args.leave_domains_out is not None and args.load:
+        raise ConfigError("--load evaluates an artifact fitted on every domain; --leave-domains-out must "
+                          "fit per fold")
+
+
+def evaluate_with_intervals(args: argparse.Namespace, config: RouterFileConfig,
+                            llm_data_path: str | None) -> int:
+    """``--leave-domains-out K`` / ``--bootstrap N``: figures with percentile bootstrap intervals."""
+    from routers.evaluation import Protocol, evaluate_fitted, in_domain, leave_domains_out
+    from routers.evaluation.generalisation import task_groups
+
+    reject_interval_conflicts(args)
+    train = _load_split(args.train, llm_data_path) if args.train else config.dataset("train")
+    test = optional_test_split(args, config, llm_data_path)
+    llm_data = train.llm_data or config.llm_candidates()
+    # Every query is evaluated once, by a router that never saw its domain, so the test split may join.
+    pool = train if test is None else RoutingDataset(train.examples + test.examples, llm_data)
+    if args.leave_domains_out is None and test is None:
+        raise ConfigError("in-domain --bootstrap needs a test split: give --test "
+                          "(or use --leave-domains-out)")
+    if args.leave_domains_out is not None and len(task_groups(pool)) < args.leave_domains_out:
+        raise ConfigError(f"--leave-domains-out {args.leave_domains_out}: the data has only "
+                          f"{len(task_groups(pool))} task_name groups")
+    protocol = Protocol(n_resamples=DEFAULT_RESAMPLES if args.bootstrap is None else args.bootstrap,
+                        seed=args.seed, budget_fraction=args.budget, inner_folds=args.inner_folds)
+    trained_dirs = {canonical_name(k): v for k, v in (item.split("=", 1) for item in args.load or [])}
+    results = []
+    for name in progress([n for n in args.router.split(",") if n], desc="routers", unit="router"):
+        key = canonical_name(name)
+        if key in trained_dirs:
+            router = router_class(key).load(resolve_path(trained_dirs[key]))
+            bind_engines(router, config, set(router.evaluation_engine_roles()))
+            assert test is not None  # --load is rejected with --leave-domains-out
+            results.append(evaluate_fitted(router, test, protocol))
+            continue
+        make = router_factory(key, config, llm_data)
+        grid = args.grid if router_class(key).trainable else None
+        if args.leave_domains_out is not None:
+            results.append(leave_domains_out(make, pool, args.leave_domains_out, grid, protocol))
+        else:
+            assert test is not None
+            results.append(in_domain(make, train, test, grid, protocol))
+    if args.json:
+        for result in results:
+            print(result.model_dump_json())
+    else:
+        print(format_interval_table(results))
+    return 0
+
+
+def format_interval(interval: MetricInterval) -> str:
+    if interval.value is None:
+        return "-"
+    if interval.low is None or interval.high is None:
+        return f"{interval.value:.3f}"
+    return f"{interval.value:.3f} [{interval.low:.3f}, {interval.high:.3f}]"
+
+
+INTERVAL_COLUMNS = (("APGR", "apgr"), ("CPT50", "cpt_50"), ("CPT80", "cpt_80"), ("CPT95", "cpt_95"),
+                    ("Q@budget", "quality_at_budget"))
+MODE_LABELS = {"in_domain": "seen", "leave_domains_out": "unseen"}
+
+
+def format_interval_table(results: Sequence[GeneralisationResult]) -> str:
+    """``format_table``'s figures with their intervals, one row per (router, mode)."""
+    header = (f"{'router':<16}{'domains':<9}{'n':>6}{'folds':>6}"
+              + "".join(f"{title:>23}" for title, _ in INTERVAL_COLUMNS))
+    rows = [header, "-" * len(header)]
+    for r in results:
+        cells = "".join(f"{format_interval(r.metrics[key]):>23}" for _, key in INTERVAL_COLUMNS)
+        rows.append(f"{r.router:<16}{MODE_LABELS[r.mode]:<9}{r.n_queries:>6}{r.n_folds:>6}{cells}")
+    if results:
+        first = results[0]
+        rows.append(
+            f"[low, high]: {first.confidence:.0%} percentile bootstrap over queries "
+            f"({first.n_resamples} resamples); Q@budget = best quality at <= {first.budget_fraction:.0%} "
+            "of the always-large cost per query")
+        rows.append("unseen: leave-domains-out by task_name, pooled out-of-fold predictions; "
+                    "seen: the test split")
+        # One line per distinct query set: routers of one mode usually score the same queries.
+        references = {f"{MODE_LABELS[r.mode]} ({r.n_queries} queries): small alone {r.quality_small:.3f}, "
+                      f"large alone {r.quality_large:.3f}, oracle {r.quality_oracle:.3f}": None
+                      for r in results}
+        rows.extend(references)
+        if any(r.expectation for r in results):
+            rows.append("random: APGR and CPT(p) are its expectation (0.5 and p), not one seeded draw")
+    return "\n".join(rows)
+
+
 def cmd_setup_models(args: argparse.Namespace) -> int:
     from routers.engines.local_models import LOCAL_MODELS, materialize
 
@@ -254,6 +383,29 @@ def _budget_fraction(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError("--budget is a fraction of the always-large cost, in [0, 1]")
     return value
+
+
+def _at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _param_grid(text: str) -> list[dict[str, Any]]:
+    try:
+        grid = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"--grid is not valid JSON: {exc.msg}") from None
+    if not isinstance(grid, list) or not grid or not all(isinstance(point, dict) for point in grid):
+        raise argparse.ArgumentTypeError("--grid must be a non-empty JSON list of param objects")
+    return grid
 
 
 def build_parser(extend: Callable[[Any, argparse.ArgumentParser], None] | None = None) -> argparse.ArgumentParser:
@@ -295,6 +447,26 @@ def build_parser(extend: Callable[[Any, argparse.ArgumentParser], None] | None =
     )
     evaluate.add_argument("--plot", help="write the cost-quality curves to this PNG")
     evaluate.add_argument("--json", action="store_true", help="one JSON object per router")
+    evaluate.add_argument(
+        "--leave-domains-out", type=_at_least(2), metavar="K",
+        help="unseen-domain evaluation: deal the task_name groups (each MMLU subject, GSM8K) of train+test "
+        "merged into K folds; fit on K-1, evaluate on the held-out domains, pool the K folds. The test split "
+        "is merged in (each query is still evaluated once, by a router that never saw its domain)",
+    )
+    evaluate.add_argument(
+        "--bootstrap", type=_at_least(0), metavar="N",
+        help=f"query resamples for the 95%% percentile intervals (default {DEFAULT_RESAMPLES} with "
+        "--leave-domains-out; given alone: in-domain --train -> --test figures with intervals; 0: none)",
+    )
+    evaluate.add_argument(
+        "--grid", type=_param_grid, metavar="JSON",
+        help="JSON list of param dicts for the trainable routers (baselines ignore it), chosen per fit by "
+        "APGR over an inner group k-fold of the training domains only; "
+        "e.g. '[{\"alpha\": 1}, {\"alpha\": 10}]'",
+    )
+    evaluate.add_argument("--inner-folds", type=_at_least(2), default=DEFAULT_INNER_FOLDS, metavar="K",
+                          help=f"inner group folds that score --grid (default {DEFAULT_INNER_FOLDS})")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the folds and the bootstrap resamples")
     evaluate.set_defaults(func=cmd_evaluate)
 
     reference = sub.add_parser("reference-scores", parents=[common],

@@ -1,7 +1,16 @@
-"""Calibration and evaluation: threshold sweeps, AUC, APGR, CPT, IBC, and plots."""
+"""Calibration and evaluation: threshold sweeps, AUC, APGR, CPT, IBC, leave-domains-out, and plots."""
 
+from routers.evaluation.bootstrap import MetricInterval, bootstrap_metrics
 from routers.evaluation.calibrate import calibrate, threshold_for_large_share
 from routers.evaluation.evaluate import evaluate_router, evaluate_routers
+from routers.evaluation.generalisation import (
+    GeneralisationResult,
+    Protocol,
+    evaluate_fitted,
+    group_folds,
+    in_domain,
+    leave_domains_out,
+)
 from routers.evaluation.metrics import (
     CostModel,
     Curve,
@@ -20,17 +29,25 @@ from routers.evaluation.quantiles import ScoreQuantiles, threshold_from_quantile
 __all__ = [
     "CostModel",
     "Curve",
+    "GeneralisationResult",
+    "MetricInterval",
+    "Protocol",
     "Report",
     "ScoreQuantiles",
     "apgr",
+    "bootstrap_metrics",
     "calibrate",
     "cost_quality_curve",
     "cpt",
     "delta_ibc",
+    "evaluate_fitted",
     "evaluate_router",
     "evaluate_routers",
     "evaluate_scores",
+    "group_folds",
     "ibc",
+    "in_domain",
+    "leave_domains_out",
     "pgr",
     "quality_at_budget",
     "threshold_for_large_share",

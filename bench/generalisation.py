@@ -1,0 +1,175 @@
+"""Routing quality on seen vs unseen domains, with 95% bootstrap intervals.
+
+    python bench/generalisation.py                        # 5 folds, 1000 resamples, every query
+    python bench/generalisation.py --queries 3000         # a seeded subsample, for a quick look
+    python bench/generalisation.py --tune                 # choose Hybrid's hparams inside each fit
+
+Two figures per router, side by side:
+
+* **seen**: fit on the shipped train files (MMLU + GSM8K), evaluate on the test files. Their MMLU subjects
+  are the same, so this is how a router does on domains it was trained on.
+* **unseen**: train + test merged, the task_name groups (each MMLU subject, GSM8K) dealt into ``--folds``
+  folds; each fold is scored by a router fitted on the others and the out-of-fold predictions pooled
+  (``routers.evaluation.generalisation``).
+
+APGR, CPT(50/80/95%) and quality at half the always-large cost, each with a 95% percentile bootstrap
+interval over queries. ``random`` reports its expectation (APGR 0.5, CPT(p) = p). Routers: ``hybrid_llm``
+(the shipped config's hparams, or ``--tune``'s choice), ``random``, ``oracle`` and every trainable router
+of the registry that needs only an embedder, with its default hparams.
+
+Query embeddings come from the disk cache of ``bench/eval_routers.py`` (``.cache/embeddings``, the
+shipped config's embedder settings), so a run after ``eval_routers.py`` embeds nothing. Writes
+``bench/out/generalisation.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np
+
+from bench.eval_routers import cached_embedder, load_split
+from routers.base import Router
+from routers.cli import MODE_LABELS, format_interval_table
+from routers.config import load_config_file
+from routers.data import RoutingDataset
+from routers.engines.cache import CachedEmbedder
+from routers.errors import RouterError
+from routers.evaluation import GeneralisationResult, Protocol, in_domain, leave_domains_out
+from routers.evaluation.generalisation import DEFAULT_INNER_FOLDS, RouterFactory
+from routers.progress import log, set_quiet
+from routers.registry import canonical_name, router_class, router_names
+
+BASE_ROUTERS = ("hybrid_llm", "random", "oracle")
+# --tune: the two knobs eval_routers.py found to matter most (MLP width, L2 penalty), on the config's
+# labels and epochs; 4 points keep 5 outer x 3 inner folds to minutes on a CPU.
+HYBRID_TUNING_GRID: list[dict[str, Any]] = [
+    {"hidden_layer_sizes": hidden, "alpha": alpha} for hidden in ([16], [64]) for alpha in (1.0, 10.0)
+]
+
+
+def engine_roles(name: str, llm_data: dict[str, Any]) -> frozenset[str]:
+    probe = router_class(name)({}, llm_data)
+    return probe.training_engine_roles() | probe.evaluation_engine_roles()
+
+
+def embedding_only_routers(llm_data: dict[str, Any]) -> list[str]:
+    """Trainable registry routers whose fit and scoring need nothing but the query embedder."""
+    names = []
+    for name in router_names():
+        if name in BASE_ROUTERS:
+            continue
+        try:
+            roles = engine_roles(name, llm_data)
+        except (RouterError, ImportError) as exc:  # a router another change is still adding
+            log(f"skipping {name}: {exc}")
+            continue
+        if router_class(name).trainable and roles == {"embedder"}:
+            names.append(name)
+    return names
+
+
+def subsample(train: RoutingDataset, test: RoutingDataset, n: int | None,
+              seed: int) -> tuple[RoutingDataset, RoutingDataset]:
+    """A seeded ``n``-query sample of train + test, each query kept in its own split."""
+    total = len(train) + len(test)
+    if n is None or n >= total:
+        return train, test
+    picked = np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))
+    return (train.subset(picked[picked < len(train)].tolist()),
+            test.subset((picked[picked >= len(train)] - len(train)).tolist()))
+
+
+def factory(name: str, params: dict[str, Any], llm_data: dict[str, Any],
+            embedder: CachedEmbedder) -> RouterFactory:
+    def make(grid_point: Any) -> Router:
+        router = router_class(name)({**params, **grid_point}, llm_data)
+        return router.bind_engines(embedder=embedder)
+
+    return make
+
+
+def run_router(name: str, make: RouterFactory, train: RoutingDataset, test: RoutingDataset, folds: int,
+               grid: list[dict[str, Any]] | None, protocol: Protocol) -> list[GeneralisationResult]:
+    started = time.time()
+    seen = in_domain(make, train, test, grid, protocol)
+    pool = RoutingDataset(train.examples + test.examples, train.llm_data)
+    unseen = leave_domains_out(make, pool, folds, grid, protocol)
+    log(f"{name}: seen APGR {seen.metrics['apgr'].value:.3f}, unseen {unseen.metrics['apgr'].value:.3f} "
+        f"({time.time() - started:.1f}s)")
+    return [seen, unseen]
+
+
+def reproduce_command(argv: list[str]) -> str:
+    return " ".join([".venv/bin/python", "bench/generalisation.py", *map(shlex.quote, argv)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--folds", type=int, default=5, help="leave-domains-out folds over task_name groups")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="query resamples per interval")
+    parser.add_argument("--queries", type=int, help="a seeded subsample of this many train+test queries")
+    parser.add_argument("--routers",
+                        help=f"comma-separated (default: {','.join(BASE_ROUTERS)} + embedding-only ones)")
+    parser.add_argument("--tune", action="store_true",
+                        help=f"choose Hybrid's hparams per fit from {len(HYBRID_TUNING_GRID)} points "
+                        "by inner group folds")
+    parser.add_argument("--inner-folds", type=int, default=DEFAULT_INNER_FOLDS)
+    parser.add_argument("--config", type=Path, default=ROOT / "configs/routers/hybrid_llm.yaml",
+                        help="Hybrid config: embedder settings and hparams")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench/out")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    set_quiet(args.quiet)
+    started = time.time()
+
+    train, test = subsample(load_split("train", False), load_split("test", False), args.queries, args.seed)
+    llm_data = dict(train.llm_data)
+    names = ([canonical_name(n) for n in args.routers.split(",") if n] if args.routers
+             else [*BASE_ROUTERS, *embedding_only_routers(llm_data)])
+    embedder = cached_embedder(args.config)
+    if any("embedder" in engine_roles(name, llm_data) for name in names):
+        # Once up front: every fold then reads its vectors from memory.
+        log(f"train {len(train)} / test {len(test)} queries; embedding (cached in {embedder.path})")
+        embedder.embed(train.queries + test.queries)
+    hybrid_params = {**load_config_file(args.config).router_params(), "seed": args.seed}
+    protocol = Protocol(n_resamples=args.bootstrap, seed=args.seed, inner_folds=args.inner_folds)
+
+    results: list[GeneralisationResult] = []
+    for name in names:
+        params = hybrid_params if name == "hybrid_llm" else {"seed": args.seed}
+        grid = HYBRID_TUNING_GRID if (args.tune and name == "hybrid_llm") else None
+        results.extend(run_router(name, factory(name, params, llm_data, embedder), train, test, args.folds,
+                                  grid, protocol))
+
+    print(format_interval_table(results))
+    print(f"reproduce: {reproduce_command(sys.argv[1:] if argv is None else argv)}")
+    wall = time.time() - started
+    print(f"wall time {wall:.0f}s")
+    args.out.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "command": reproduce_command(sys.argv[1:] if argv is None else argv),
+        "embedder": embedder.model_name, "n_train": len(train), "n_test": len(test), "folds": args.folds,
+        "hybrid_params": hybrid_params, "tuning_grid": HYBRID_TUNING_GRID if args.tune else None,
+        "wall_seconds": round(wall, 1),
+        "results": [{"domains": MODE_LABELS[r.mode], **r.model_dump()} for r in results],
+    }
+    (args.out / "generalisation.json").write_text(json.dumps(summary, indent=2, default=float))
+    log(f"wrote {args.out / 'generalisation.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
