@@ -19,7 +19,8 @@ of the registry that needs only an embedder, with its default hparams.
 
 Query embeddings come from the disk cache of ``bench/eval_routers.py`` (``.cache/embeddings``, the
 shipped config's embedder settings), so a run after ``eval_routers.py`` embeds nothing. Writes
-``bench/out/generalisation.json``.
+``bench/out/generalisation.json`` and both modes' cost-quality curves side by side,
+``bench/out/generalisation.png`` (``--plot`` elsewhere; ``bench/generalisation.png`` is one full run's).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from routers.engines.cache import CachedEmbedder
 from routers.errors import RouterError
 from routers.evaluation import GeneralisationResult, Protocol, in_domain, leave_domains_out
 from routers.evaluation.generalisation import DEFAULT_INNER_FOLDS, RouterFactory
+from routers.evaluation.plot import plot_generalisation
 from routers.progress import log, set_quiet
 from routers.registry import canonical_name, router_class, router_names
 
@@ -130,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="Hybrid config: embedder settings and hparams")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "bench/out")
+    parser.add_argument("--plot", type=Path,
+                        help="the seen / unseen cost-quality curves' PNG (default: OUT/generalisation.png)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     set_quiet(args.quiet)
@@ -168,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     (args.out / "generalisation.json").write_text(json.dumps(summary, indent=2, default=float))
     log(f"wrote {args.out / 'generalisation.json'}")
+    log(f"wrote {plot_generalisation(results, args.plot or args.out / 'generalisation.png')}")
     return 0
 
 

@@ -7,7 +7,8 @@
                        --test data/routing/mmlu_test.jsonl.gz --llm-data data/routing/llm_candidates.json \\
                        --plot curves.png --json [--budget 0.5]
     llmrouter evaluate --router hybrid_llm,random,oracle --config configs/routers/hybrid_llm.yaml \\
-                       --leave-domains-out 5 [--bootstrap 1000] [--grid '[{"alpha": 1.0}, {"alpha": 10.0}]']
+                       --leave-domains-out 5 [--bootstrap 1000] [--grid '[{"alpha": 1.0}, {"alpha": 10.0}]'] \\
+                       [--plot unseen.png]
     llmrouter setup-models --models-dir models
     llmrouter reference-scores --router hybrid_llm --config configs/routers/hybrid_llm.yaml [--queries 2000]
 """
@@ -269,9 +270,6 @@ def optional_test_split(args: argparse.Namespace, config: RouterFileConfig,
 
 
 def reject_interval_conflicts(args: argparse.Namespace) -> None:
-    if args.plot:
-        raise ConfigError("--plot draws one split's curves; it does not combine with "
-                          "--leave-domains-out/--bootstrap")
     if args.target_large_share is not None:
         raise ConfigError("--target-large-share sets an operating point; the interval figures (APGR, CPT, "
                           "Q@budget) are threshold-free, so it does not combine with "
@@ -318,6 +316,10 @@ def evaluate_with_intervals(args: argparse.Namespace, config: RouterFileConfig,
         else:
             assert test is not None
             results.append(in_domain(make, train, test, grid, protocol))
+    if args.plot:
+        from routers.evaluation.plot import plot_generalisation
+
+        log(f"wrote {plot_generalisation(results, args.plot)}")
     if args.json:
         for result in results:
             print(result.model_dump_json())

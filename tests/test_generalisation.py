@@ -278,3 +278,49 @@ def test_cli_without_the_new_flags_keeps_the_plain_table(capsys, routing_files) 
     assert cli.main(evaluate_argv(routing_files)) == 0
     out = capsys.readouterr().out
     assert "AUC" in out and not INTERVAL.search(out)
+
+
+# --- the plot -----------------------------------------------------------------------------------------
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_png(path: Path) -> None:
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE and len(data) > 5_000
+
+
+def test_results_keep_the_pooled_curve_out_of_their_dumps() -> None:
+    data = domain_dataset(SIZES)
+    sign, _ = recording_factory(SignRouter)
+    coin, _ = recording_factory(RandomRouter)
+    learned, random_ = (leave_domains_out(make, data, 3, protocol=FAST) for make in (sign, coin))
+    assert learned.curve is not None and learned.curve.large_share[[0, -1]].tolist() == [0.0, 1.0]
+    assert "curve" not in learned.model_dump() and "curve" not in learned.model_dump_json()
+    # The random router's curve is its expectation, the straight line from small alone to large alone.
+    assert random_.curve is not None
+    assert np.allclose(np.diff(random_.curve.quality, 2), 0.0)
+    assert random_.curve.quality[[0, -1]].tolist() == pytest.approx([random_.quality_small,
+                                                                      random_.quality_large])
+    assert learned == learned.model_copy() and learned != random_  # == compares curves by value
+
+
+def test_plot_generalisation_draws_a_panel_per_mode(tmp_path: Path) -> None:
+    from routers.evaluation.plot import generalisation_panels, plot_generalisation
+
+    data = domain_dataset(SIZES, noise=0.2)
+    train, test = data.split(0.3, seed=1)
+    results = []
+    for cls in (SignRouter, RandomRouter, OracleRouter):
+        make, _ = recording_factory(cls)
+        results += [in_domain(make, train, test, protocol=FAST), leave_domains_out(make, data, 3, protocol=FAST)]
+    panels = generalisation_panels(results)
+    assert [[r.mode for r in panel] for panel in panels] == [["in_domain"] * 3, ["leave_domains_out"] * 3]
+    assert_png(plot_generalisation(results, tmp_path / "out" / "both.png"))
+
+
+def test_cli_leave_domains_out_writes_a_plot(capsys, routing_files, tmp_path: Path) -> None:
+    plot = tmp_path / "x.png"
+    argv = evaluate_argv(routing_files, "--leave-domains-out", "2", "--bootstrap", "50", "--plot", str(plot))
+    assert cli.main(argv) == 0
+    assert_png(plot)
+    assert "oracle" in capsys.readouterr().out  # the table is still printed

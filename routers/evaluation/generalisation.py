@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from routers.base import Router
 from routers.baselines import RandomRouter
@@ -200,6 +200,22 @@ def metrics_for(router: Router) -> Callable[[Predictions, float], MetricValues]:
     return random_router_metrics if isinstance(router, RandomRouter) else curve_metrics
 
 
+def pooled_curve(router: Router, predictions: Predictions) -> Curve:
+    """The curve the point figures were read from (for plots): the random router's is its expectation."""
+    if isinstance(router, RandomRouter):
+        return random_mix_curve(predictions)
+    _, curve = evaluate_scores("pooled", predictions.scores, None, predictions.small, predictions.large,
+                               predictions.cost_model(), use_large=predictions.use_large)
+    return curve
+
+
+def same_curve(a: Curve | None, b: Curve | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return all(np.array_equal(getattr(a, name), getattr(b, name))
+               for name in ("large_share", "quality", "cost", "thresholds"))
+
+
 # --- results ---------------------------------------------------------------------------------------
 class FoldRecord(BaseModel):
     """One outer fit: which domains it held out, the params chosen without them, and the time it took."""
@@ -220,7 +236,8 @@ class FoldRecord(BaseModel):
 class GeneralisationResult(BaseModel):
     """One router's figures with bootstrap intervals, in-domain or on held-out domains."""
 
-    model_config = ConfigDict(frozen=True)
+    # arbitrary types: ``curve`` holds numpy arrays
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
     router: str
     mode: Mode
@@ -238,10 +255,20 @@ class GeneralisationResult(BaseModel):
     folds: list[FoldRecord]
     fit_seconds: float
     eval_seconds: float
+    #: the pooled predictions' cost-quality curve, for plots; left out of dumps (n + 1 points per router)
+    curve: Curve | None = Field(default=None, exclude=True, repr=False)
 
     @property
     def chosen_params(self) -> list[dict[str, Any]]:
         return [fold.params for fold in self.folds]
+
+    def __eq__(self, other: object) -> bool:
+        # pydantic's == would compare the curves' arrays with numpy's elementwise ==, which raises
+        if not isinstance(other, GeneralisationResult):
+            return NotImplemented
+        return self.model_dump() == other.model_dump() and same_curve(self.curve, other.curve)
+
+    __hash__ = None  # type: ignore[assignment]  # dict fields: never hashable
 
 
 @dataclass(frozen=True)
@@ -270,6 +297,7 @@ def summarise(router: Router, mode: Mode, predictions: Predictions, folds: list[
         budget_fraction=protocol.budget_fraction, folds=folds,
         fit_seconds=round(sum(f.tune_seconds + f.fit_seconds for f in folds), 3),
         eval_seconds=round(sum(f.eval_seconds for f in folds), 3),
+        curve=pooled_curve(router, predictions),
     )
 
 
