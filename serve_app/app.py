@@ -2,7 +2,7 @@
 
 Deployment graph::
 
-    Ingress ──┬── Embedder            (Hybrid: embed -> MLP in the ingress)
+    Ingress ──┬── Embedder            (Hybrid, kNN, MF, SW ranking: embed -> library score in the ingress)
               ├── AnswerModel-small   (answers; AutoMix answer + N verification samples in one call)
               ├── AnswerModel-large   (backend vllm: a Ray Serve LLM LLMServer; else our transformers deployment)
               ├── CausalLMRouter      (generates the best model's name)
@@ -53,7 +53,7 @@ def build_app(args: dict[str, Any] | AppConfig) -> Application:
     config = parse_app_config(args).resolved()
     answer = {key: answer_model_app(key, spec) for key, spec in config.models.items()}
     embedder = None
-    if config.embedder is not None and config.routers.hybrid is not None:
+    if config.embedder is not None and config.routers.embedding_routers():
         spec = config.embedder
         embedder = EmbedderDeployment.options(**_options(spec.deployment, "Embedder")).bind(
             spec.engine.model_dump(), spec.batching.model_dump())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,7 +20,34 @@ from routers.errors import ConfigError
 from routers.paths import resolve_model_path, resolve_path
 
 LOGGER = logging.getLogger(__name__)
-ROUTER_KINDS = ("hybrid", "automix", "causal", "policy")
+
+
+@dataclass(frozen=True)
+class EmbeddingKind:
+    """A served router that decides from the query embedding alone (a ``routers.embedding.EmbeddingRouter``):
+    the ingress embeds with the Embedder deployment and the library router scores the vector."""
+
+    #: the library router's name in ``routers.registry``
+    registry_name: str
+    #: what scores the embedding, as messages name it ("the MLP was trained on ...", "hybrid MLP failed")
+    scorer: str
+    #: how to retrain the artifact with another embedder (the hint of the embedder-mismatch error)
+    retrain: str
+
+
+def retrain_with_cli(router: str) -> str:
+    return f"llmrouter train --router {router} --config configs/routers/{router}.yaml (with engines.embedder set to it)"
+
+
+#: serve kind (``router-<kind>``) -> library router; the one list the config, pipelines and hot swap read
+EMBEDDING_ROUTER_KINDS: dict[str, EmbeddingKind] = {
+    "hybrid": EmbeddingKind("hybrid_llm", "MLP",
+                            "python -m train_jobs.hybrid --config <a train config whose router config names it>"),
+    "knn": EmbeddingKind("knn", "kNN bank", retrain_with_cli("knn")),
+    "mf": EmbeddingKind("mf", "MF model", retrain_with_cli("mf")),
+    "sw_ranking": EmbeddingKind("sw_ranking", "SW-ranking bank", retrain_with_cli("sw_ranking")),
+}
+ROUTER_KINDS = (*EMBEDDING_ROUTER_KINDS, "automix", "causal", "policy")
 BASELINE_KINDS = ("smallest", "largest", "random")
 
 
@@ -91,9 +119,18 @@ class EmbedderSpec(Strict):
     batching: BatchingSettings = Field(default_factory=lambda: BatchingSettings(max_batch_size=32, batch_wait_timeout_s=0.005))
 
 
-class HybridSpec(Strict):
-    artifact: str = "artifacts/hybrid_llm"
+class EmbeddingRouterSpec(Strict):
+    """A router of ``EMBEDDING_ROUTER_KINDS``: its artifact (``save`` output of the library router) and an
+    optional threshold (unset: the artifact's own)."""
+
+    artifact: str
     threshold: float | None = None
+
+
+class HybridSpec(EmbeddingRouterSpec):
+    """The Hybrid router is on by default, with the shipped artifact."""
+
+    artifact: str = "artifacts/hybrid_llm"
 
 
 class AutomixSpec(Strict):
@@ -127,6 +164,13 @@ class RoutersSpec(Strict):
     automix: AutomixSpec | None = Field(default_factory=AutomixSpec)
     causal: GenerativeRouterSpec | None = None
     policy: GenerativeRouterSpec | None = None
+    knn: EmbeddingRouterSpec | None = None
+    mf: EmbeddingRouterSpec | None = None
+    sw_ranking: EmbeddingRouterSpec | None = None
+
+    def embedding_routers(self) -> dict[str, EmbeddingRouterSpec]:
+        """The enabled routers of ``EMBEDDING_ROUTER_KINDS``, by kind."""
+        return {kind: spec for kind in EMBEDDING_ROUTER_KINDS if (spec := getattr(self, kind)) is not None}
 
 
 class Limits(Strict):
@@ -198,8 +242,9 @@ class AppConfig(Strict):
             name = getattr(self, key)
             if name is not None and name not in self.models:
                 raise ValueError(f"{key} {name!r} is not one of models: {sorted(self.models)}")
-        if self.routers.hybrid is not None and self.embedder is None:
-            raise ValueError("routers.hybrid needs an 'embedder' section")
+        for kind in self.routers.embedding_routers():
+            if self.embedder is None:
+                raise ValueError(f"routers.{kind} needs an 'embedder' section")
         if self.default_router not in self.enabled_routers():
             raise ValueError(f"default_router {self.default_router!r} is not enabled: {self.enabled_routers()}")
         return self
@@ -232,43 +277,67 @@ class AppConfig(Strict):
                     spec.policy_map = existing_path(spec.policy_map, f"routers.{kind}.policy_map")
                 if spec.engine is not None and "model" in spec.engine:
                     spec.engine["model"] = resolve_model_path(spec.engine["model"], f"routers.{kind}.engine.model")
-        if data.routers.hybrid is not None and data.embedder is not None:
-            check_hybrid_embedder(Path(data.routers.hybrid.artifact), data.embedder.engine)
+        if data.embedder is not None:
+            for kind, spec in data.routers.embedding_routers().items():
+                check_artifact_router(kind, Path(spec.artifact))
+                check_embedder_matches(kind, Path(spec.artifact), data.embedder.engine)
         return data
 
 
-def check_hybrid_embedder(artifact: Path, embedder: EmbedderConfig) -> None:
-    """The Hybrid MLP only means something on the embeddings it was trained on.
+def check_artifact_router(kind: str, artifact: Path) -> None:
+    """The artifact holds the library router the kind serves (an MF artifact under routers.knn would
+    otherwise fail only when the ingress replica loads it)."""
+    key = f"routers.{kind}.artifact"
+    expected = EMBEDDING_ROUTER_KINDS[kind].registry_name
+    found = artifact_manifest(artifact, key).get("router")
+    if found != expected:
+        raise ConfigError(f"{key}: {artifact} holds a {found!r} router, not {expected!r}")
 
-    A Longformer embedder in front of a MiniLM-trained MLP would either crash on the first request
+
+def check_hybrid_embedder(artifact: Path, embedder: EmbedderConfig) -> None:
+    """``check_embedder_matches`` for the Hybrid artifact."""
+    check_embedder_matches("hybrid", artifact, embedder)
+
+
+def check_embedder_matches(kind: str, artifact: Path, embedder: EmbedderConfig) -> None:
+    """An embedding router (the Hybrid MLP, the MF model, a kNN bank) only means something on the
+    embeddings it was trained on.
+
+    A Longformer embedder in front of a MiniLM-trained router would either crash on the first request
     (768-d vs 384-d) or, worse, route on garbage; so the embedder's model and pooling must match the
     artifact's record. A different ``max_length`` only changes how long queries are truncated: warned.
     """
-    manifest = artifact / "router.json"
-    try:
-        trained = (json.loads(manifest.read_text()).get("state") or {}).get("embedder")
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"routers.hybrid.artifact: cannot read {manifest}: {exc}") from exc
+    key = f"routers.{kind}.artifact"
+    scorer = EMBEDDING_ROUTER_KINDS[kind].scorer
+    trained = (artifact_manifest(artifact, key).get("state") or {}).get("embedder")
     if not trained:
         return  # older artifacts did not record their embedder; the dimension check at load time remains
     trained_model = Path(str(trained.get("model", "")).rstrip("/")).name
     served_model = Path(embedder.model.rstrip("/")).name
     problems = []
     if trained_model != served_model:
-        problems.append(f"model {served_model!r} but the MLP was trained on {trained_model!r} embeddings")
-    for key in ("pooling", "normalize"):
-        if key in trained and trained[key] != getattr(embedder, key):
-            problems.append(f"{key} {getattr(embedder, key)!r} but the MLP was trained with {trained[key]!r}")
+        problems.append(f"model {served_model!r} but the {scorer} was trained on {trained_model!r} embeddings")
+    for field in ("pooling", "normalize"):
+        if field in trained and trained[field] != getattr(embedder, field):
+            problems.append(f"{field} {getattr(embedder, field)!r} but the {scorer} was trained with {trained[field]!r}")
     if problems:
         raise ConfigError(
-            "embedder.engine does not match routers.hybrid.artifact (" + str(artifact) + "): "
-            + "; ".join(problems)
+            f"embedder.engine does not match {key} ({artifact}): " + "; ".join(problems)
             + ". Serve the embedder the artifact was trained with, or retrain the artifact with this "
-            "embedder: python -m train_jobs.hybrid --config <a train config whose router config names it>"
+            f"embedder: {EMBEDDING_ROUTER_KINDS[kind].retrain}"
         )
     if "max_length" in trained and trained["max_length"] != embedder.max_length:
-        LOGGER.warning("embedder max_length %s differs from the %s the Hybrid MLP was trained with; long "
-                       "queries are truncated differently", embedder.max_length, trained["max_length"])
+        LOGGER.warning("embedder max_length %s differs from the %s the %s %s was trained with; long "
+                       "queries are truncated differently", embedder.max_length, trained["max_length"], kind, scorer)
+
+
+def artifact_manifest(artifact: Path, key: str) -> dict[str, Any]:
+    """A router artifact's ``router.json``, or a ConfigError naming ``key``."""
+    manifest = artifact / "router.json"
+    try:
+        return json.loads(manifest.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{key}: cannot read {manifest}: {exc}") from exc
 
 
 def existing_path(path: str, key: str) -> str:

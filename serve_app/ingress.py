@@ -10,7 +10,8 @@ body size cap, then the route. Unexpected exceptions become an OpenAI-style 500 
 the traceback goes to the replica log only.
 
 Hot swap: the Ingress ``user_config`` is ``{routers: {hybrid: {artifact, threshold}, automix: {artifact,
-threshold}, causal: {threshold}}}``, merged onto the config the app was started with, so dropping a key
+threshold}, causal: {threshold}}}`` (every embedding router, ``knn`` / ``mf`` / ``sw_ranking``, takes what
+``hybrid`` takes), merged onto the config the app was started with, so dropping a key
 reverts it (deploy ``user_config: {}`` to drop them all: Serve does not call ``reconfigure`` when
 ``user_config`` is removed). Router-model artifacts and the policy map belong to the ``user_config`` of the
 ``CausalLMRouter`` / ``PolicyRouter`` deployments; the ingress rejects them rather than ignore them.
@@ -56,7 +57,7 @@ from serve_app.api import (
     now,
     parse_model_field,
 )
-from serve_app.config import AppConfig, AuthSettings
+from serve_app.config import EMBEDDING_ROUTER_KINDS, AppConfig, AuthSettings
 from serve_app.observability import RouterMetrics, log_event
 from serve_app.pipelines import (
     Answers,
@@ -364,8 +365,9 @@ def remember(request: Request, **fields: str) -> None:
 
 
 # --- hot swap: what the Ingress user_config may hold -------------------------------------------------------
-INGRESS_ROUTER_KEYS = {"hybrid": {"artifact", "threshold"}, "automix": {"artifact", "threshold"},
-                       "causal": {"threshold"}, "policy": set()}
+# Routers that score in the ingress (the embedding routers, AutoMix) swap their artifacts here too.
+INGRESS_ROUTER_KEYS = {**{kind: {"artifact", "threshold"} for kind in EMBEDDING_ROUTER_KINDS},
+                       "automix": {"artifact", "threshold"}, "causal": {"threshold"}, "policy": set()}
 ROUTER_DEPLOYMENTS = {"causal": "CausalLMRouter", "policy": "PolicyRouter"}
 
 

@@ -1,7 +1,7 @@
 """The routing pipelines the ingress runs, composed over deployment handles, and the answer-model calls.
 
 Each pipeline turns a query into a ``Routing``: which answer model to call and why. The steps are the
-router library's own (``route_embedding``, ``verification_request`` / ``verification_score`` /
+router library's own (``route_embedding`` for every embedding router, ``verification_request`` / ``verification_score`` /
 ``decide_from_score``, the router deployments' ``route``), only spread over remote deployments.
 
 Failure policy, in one place:
@@ -29,12 +29,14 @@ from ray import exceptions as ray_errors
 from ray.serve import exceptions as serve_errors
 
 from routers.base import RouteDecision
+from routers.embedding import EmbeddingRouter
 from routers.engines import SamplingParams
+from routers.errors import ConfigError
 from routers.evaluation.calibrate import threshold_for_large_share
 from routers.registry import router_class
 from serve_app.answer_clients import AnswerClient
 from serve_app.api import ApiError
-from serve_app.config import AppConfig
+from serve_app.config import EMBEDDING_ROUTER_KINDS, ROUTER_KINDS, AppConfig, EmbeddingRouterSpec
 from serve_app.observability import log_event
 
 T = TypeVar("T")
@@ -163,8 +165,19 @@ def decision_info(router: str, decision: RouteDecision, served: str) -> dict[str
     }
 
 
+def load_embedding_router(kind: str, spec: EmbeddingRouterSpec) -> EmbeddingRouter:
+    """The library router of an ``EMBEDDING_ROUTER_KINDS`` kind, loaded from its artifact.
+
+    It scores in the ingress process (a few matrix products on one vector): only the embedder is remote.
+    """
+    router = router_class(EMBEDDING_ROUTER_KINDS[kind].registry_name).load(spec.artifact)
+    if not isinstance(router, EmbeddingRouter):  # a registry entry that stopped deciding from embeddings
+        raise ConfigError(f"routers.{kind}: {type(router).__name__} does not route from query embeddings")
+    return router
+
+
 class Pipelines:
-    """Holds the handles and the in-ingress routers (the Hybrid MLP, the AutoMix policy)."""
+    """Holds the handles and the in-ingress routers (the embedding routers, the AutoMix policy)."""
 
     def __init__(self, config: AppConfig, answer: dict[str, AnswerClient], embedder: Any | None, causal: Any | None,
                  policy: Any | None) -> None:
@@ -173,7 +186,8 @@ class Pipelines:
         self.embedder = embedder
         self.causal = causal
         self.policy = policy
-        self.hybrid_router: Any | None = None
+        #: kind -> library router, for the enabled kinds of ``EMBEDDING_ROUTER_KINDS``
+        self.embedding_routers: dict[str, EmbeddingRouter] = {}
         self.automix_router: Any | None = None
         self.thresholds: dict[str, float | None] = {}
         self.reference: dict[str, Any | None] = {}
@@ -184,14 +198,26 @@ class Pipelines:
     def load_routers(self, config: AppConfig) -> None:
         """Load every artifact first, then swap all at once: a bad artifact leaves the old routers serving."""
         routers = config.routers
-        hybrid = router_class("hybrid_llm").load(routers.hybrid.artifact) if routers.hybrid is not None else None
+        embedding = {kind: load_embedding_router(kind, spec) for kind, spec in routers.embedding_routers().items()}
         automix = router_class("automix").load(routers.automix.artifact) if routers.automix is not None else None
         thresholds = {kind: None if getattr(routers, kind) is None else getattr(routers, kind).threshold
-                      for kind in ("hybrid", "automix", "causal", "policy")}
-        self.hybrid_router, self.automix_router = hybrid, automix
+                      for kind in ROUTER_KINDS}
+        self.embedding_routers, self.automix_router = embedding, automix
         self.thresholds = thresholds
         self.reference = {}
         self.config = config
+
+    @property
+    def hybrid_router(self) -> EmbeddingRouter | None:
+        """The Hybrid router, by the name tools and tests have always reached it by."""
+        return self.embedding_routers.get("hybrid")
+
+    @hybrid_router.setter
+    def hybrid_router(self, router: EmbeddingRouter | None) -> None:
+        if router is None:
+            self.embedding_routers.pop("hybrid", None)
+        else:
+            self.embedding_routers["hybrid"] = router
 
     def model_for(self, use_large: bool) -> str:
         return self.config.large_model if use_large else self.config.small_model
@@ -225,7 +251,7 @@ class Pipelines:
         if kind == "causal":
             return await self.causal_reference_scores()
         if kind not in self.reference:
-            router = {"hybrid": self.hybrid_router, "automix": self.automix_router}.get(kind)
+            router = self.automix_router if kind == "automix" else self.embedding_routers.get(kind)
             method = getattr(router, "reference_scores", None)
             scores = method() if callable(method) else None
             self.reference[kind] = scores if scores is not None and len(scores) > 0 else None
@@ -250,8 +276,8 @@ class Pipelines:
                     threshold: float | None = None) -> Routing:
         if threshold is None:
             threshold = self.thresholds.get(kind)
-        if kind == "hybrid":
-            return await self.route_hybrid(query, threshold)
+        if kind in EMBEDDING_ROUTER_KINDS:
+            return await self.route_by_embedding(kind, query, threshold)
         if kind == "automix":
             return await self.route_automix(query, messages, params, threshold)
         if kind in ("causal", "policy"):
@@ -270,16 +296,25 @@ class Pipelines:
                 "verification_score": None, "escalated": None, "policy": None, "fallback": False}
         return Routing(router=kind, model_key=self.model_for(use_large), info=info)
 
-    # --- Hybrid: embed -> MLP score -> small/large ----------------------------------------------
-    async def route_hybrid(self, query: str, threshold: float | None) -> Routing:
-        router = self.hybrid_router
+    # --- embedding routers (Hybrid, kNN, MF, SW ranking): embed -> library score -> small/large --------
+    def embedding_router(self, kind: str) -> EmbeddingRouter:
+        router = self.embedding_routers.get(kind)
         if router is None or self.embedder is None:
-            raise ApiError(404, "router 'hybrid' is not enabled", param="model", code="model_not_found")
+            raise ApiError(404, f"router {kind!r} is not enabled", param="model", code="model_not_found")
+        return router
+
+    @staticmethod
+    def scoring_step(kind: str) -> str:
+        """How a failed scoring step is reported: 'hybrid MLP failed: ...'."""
+        return f"{kind} {EMBEDDING_ROUTER_KINDS[kind].scorer}"
+
+    async def route_by_embedding(self, kind: str, query: str, threshold: float | None) -> Routing:
+        router = self.embedding_router(kind)
         with router_step("embedder"):
             vector = await with_timeout(self.embedder.embed_one.remote(query), self.config.timeouts.router_s, "embedder")
-        with router_step("hybrid MLP"):  # e.g. an embedder whose dimension the artifact was not trained on
+        with router_step(self.scoring_step(kind)):  # e.g. an embedder whose dimension the artifact was not trained on
             decision = router.route_embedding(query, np.asarray(vector, dtype=np.float32), threshold)
-        return self.routing_for_decision("hybrid", decision)
+        return self.routing_for_decision(kind, decision)
 
     # --- AutoMix: small answers, verifies itself N times in one call, policy decides -------------
     async def route_automix(self, query: str, messages: Messages, params: SamplingParams,
@@ -332,26 +367,26 @@ class Pipelines:
 
     # --- route-only ----------------------------------------------------------------------------------
     async def route_only(self, kind: str, queries: list[str], threshold: float | None) -> list[dict[str, Any]]:
-        """Decisions without answers. Hybrid embeds the whole batch in one call."""
-        if kind == "hybrid" and self.hybrid_router is not None and self.embedder is not None and len(queries) > 1:
-            return await self.route_only_hybrid_batch(queries, threshold)
+        """Decisions without answers. An embedding router embeds the whole batch in one call."""
+        if kind in self.embedding_routers and self.embedder is not None and len(queries) > 1:
+            return await self.route_only_embedding_batch(kind, queries, threshold)
         params = SamplingParams(max_tokens=self.config.limits.default_max_tokens)
         routings = await asyncio.gather(*[
             self.route(kind, q, [{"role": "user", "content": q}], params, threshold) for q in queries
         ])
         return [self.route_only_item(q, r) for q, r in zip(queries, routings, strict=True)]
 
-    async def route_only_hybrid_batch(self, queries: list[str], threshold: float | None) -> list[dict[str, Any]]:
-        router = self.hybrid_router
-        assert router is not None and self.embedder is not None
+    async def route_only_embedding_batch(self, kind: str, queries: list[str],
+                                         threshold: float | None) -> list[dict[str, Any]]:
+        router = self.embedding_router(kind)
         if threshold is None:
-            threshold = self.thresholds.get("hybrid")
+            threshold = self.thresholds.get(kind)
         with router_step("embedder"):
             vectors = await with_timeout(self.embedder.embed.remote(queries), self.config.timeouts.router_s, "embedder")
-        with router_step("hybrid MLP"):
+        with router_step(self.scoring_step(kind)):
             decisions = [router.route_embedding(q, v, threshold)
                          for q, v in zip(queries, np.asarray(vectors, dtype=np.float32), strict=True)]
-        return [self.route_only_item(q, self.routing_for_decision("hybrid", d)) for q, d in zip(queries, decisions, strict=True)]
+        return [self.route_only_item(q, self.routing_for_decision(kind, d)) for q, d in zip(queries, decisions, strict=True)]
 
     def route_only_item(self, query: str, routing: Routing) -> dict[str, Any]:
         item = {"query": query, "model": self.served_name(routing.model_key), "model_key": routing.model_key, **routing.info}

@@ -19,6 +19,7 @@ REQUIRED = [
     "artifacts/automix/router.json",
     "artifacts/causallm_router/router.json",
     "artifacts/policy_router/router.json",
+    "artifacts/mf/router.json",
 ]
 
 

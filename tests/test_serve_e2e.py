@@ -24,7 +24,7 @@ from serve_helpers import (
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-ROUTERS = ["hybrid", "automix", "causal", "policy", "smallest", "largest", "random"]
+ROUTERS = ["hybrid", "mf", "automix", "causal", "policy", "smallest", "largest", "random"]
 QUERY = "What is the capital of France?"
 SERVED = {"smollm2-135m-instruct", "gemma-3-270m"}
 
@@ -100,6 +100,28 @@ def test_hybrid_decision_matches_the_library(client: httpx.Client) -> None:
         assert item["use_large"] == local.use_large
     answered = chat(client, "router-hybrid", queries[1]).json()["routing"]
     assert answered["score"] == pytest.approx(served[1]["score"], abs=1e-4)
+
+
+def test_mf_decision_matches_the_library(client: httpx.Client) -> None:
+    """router-mf is served like Hybrid: the Embedder deployment embeds, the library's MF router decides."""
+    from routers.engines import EmbedderConfig, build_embedder
+    from routers.mf.router import MatrixFactorizationRouter
+
+    router = MatrixFactorizationRouter.load(ROOT / "artifacts/mf")
+    embedder = build_embedder(EmbedderConfig(model=str(ROOT / "models/all-minilm-l6-v2")))
+    queries = [QUERY, "Solve for x: 3x + 7 = 22. Show your reasoning step by step."]
+    response = client.post("/v1/route", json={"model": "router-mf", "queries": queries})
+    assert response.status_code == 200, response.text
+    assert response.json()["router"] == "mf"
+    for query, item in zip(queries, response.json()["data"], strict=True):
+        local = router.route_embedding(query, embedder.embed([query])[0])
+        assert item["router"] == "mf" and item["model"] in SERVED and item["fallback"] is False
+        assert item["score"] == pytest.approx(local.score, abs=1e-4)
+        assert item["threshold"] == pytest.approx(local.threshold) and item["use_large"] == local.use_large
+    answered = chat(client, "router-mf:0.0", queries[1])
+    assert answered.status_code == 200, answered.text
+    routing = answered.json()["routing"]
+    assert routing["router"] == "mf" and routing["model"] == "smollm2-135m-instruct" and routing["threshold"] == 0.0
 
 
 def test_threshold_in_model_name_moves_the_decision(client: httpx.Client) -> None:
@@ -225,7 +247,8 @@ def test_route_batch_caps_each_query_not_their_total(client: httpx.Client) -> No
     assert over.status_code == 400 and over.json()["error"]["param"] == "queries.1"
 
 
-@pytest.mark.parametrize(("router", "artifact"), [("hybrid", "hybrid_llm"), ("causal", "causallm_router")])
+@pytest.mark.parametrize(("router", "artifact"),
+                         [("hybrid", "hybrid_llm"), ("mf", "mf"), ("causal", "causallm_router")])
 def test_large_share_in_the_model_field(client: httpx.Client, router: str, artifact: str) -> None:
     """router-X:share=0.3 routes with the threshold that sends 30% of the artifact's training queries large."""
     from routers.evaluation.calibrate import threshold_for_large_share
