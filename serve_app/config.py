@@ -294,11 +294,6 @@ def check_artifact_router(kind: str, artifact: Path) -> None:
         raise ConfigError(f"{key}: {artifact} holds a {found!r} router, not {expected!r}")
 
 
-def check_hybrid_embedder(artifact: Path, embedder: EmbedderConfig) -> None:
-    """``check_embedder_matches`` for the Hybrid artifact."""
-    check_embedder_matches("hybrid", artifact, embedder)
-
-
 def check_embedder_matches(kind: str, artifact: Path, embedder: EmbedderConfig) -> None:
     """An embedding router (the Hybrid MLP, the MF model, a kNN bank) only means something on the
     embeddings it was trained on.

@@ -207,18 +207,6 @@ class Pipelines:
         self.reference = {}
         self.config = config
 
-    @property
-    def hybrid_router(self) -> EmbeddingRouter | None:
-        """The Hybrid router, by the name tools and tests have always reached it by."""
-        return self.embedding_routers.get("hybrid")
-
-    @hybrid_router.setter
-    def hybrid_router(self, router: EmbeddingRouter | None) -> None:
-        if router is None:
-            self.embedding_routers.pop("hybrid", None)
-        else:
-            self.embedding_routers["hybrid"] = router
-
     def model_for(self, use_large: bool) -> str:
         return self.config.large_model if use_large else self.config.small_model
 

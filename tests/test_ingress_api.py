@@ -62,7 +62,7 @@ def ingress() -> Iterator[Any]:
     instance.metrics = fake_metrics()
     ingress_module.GUARD.metrics = instance.metrics
     # A working embedder unless a test breaks it: the artifact's own input size.
-    dim = instance.pipelines.hybrid_router.mlp.input_dim
+    dim = instance.pipelines.embedding_routers["hybrid"].mlp.input_dim
     instance.pipelines.embedder = Handle(embed_one=lambda q: value(np.full(dim, 0.01, dtype=np.float32)))
     dependency = servable_dependency()
     ingress_module.app.dependency_overrides[dependency] = lambda: instance

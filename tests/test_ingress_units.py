@@ -267,7 +267,7 @@ def test_hybrid_dimension_mismatch_is_router_unavailable() -> None:
     from routers.hybrid.router import HybridLLMRouter
 
     pipelines = Pipelines(config(), {}, None, None, None)
-    pipelines.hybrid_router = HybridLLMRouter.load(HYBRID_ARTIFACT)
+    pipelines.embedding_routers["hybrid"] = HybridLLMRouter.load(HYBRID_ARTIFACT)
     pipelines.embedder = Handle(embed_one=lambda q: value(np.zeros(7, dtype=np.float32)),
                                 embed=lambda qs: value(np.zeros((len(qs), 7), dtype=np.float32)))
     with pytest.raises(RouterUnavailable, match="hybrid MLP"):
@@ -278,7 +278,7 @@ def test_hybrid_dimension_mismatch_is_router_unavailable() -> None:
 
 def test_batch_embed_failure_is_router_unavailable() -> None:
     pipelines = Pipelines(config(), {}, None, None, None)
-    pipelines.hybrid_router = object()
+    pipelines.embedding_routers["hybrid"] = object()
     pipelines.embedder = Handle(embed=lambda qs: value(ray_errors.ActorDiedError()))
     with pytest.raises(RouterUnavailable, match="embedder failed: ActorDiedError"):
         run(pipelines.route_only("hybrid", ["a", "b"], None))
@@ -316,7 +316,7 @@ def test_large_share_uses_the_routers_reference_scores() -> None:
             return list(np.linspace(0.0, 1.0, 101))
 
     pipelines = Pipelines(config(), {}, None, None, None)
-    pipelines.hybrid_router = WithReference()
+    pipelines.embedding_routers["hybrid"] = WithReference()
     assert run(pipelines.threshold_for_share("hybrid", 0.3)) == pytest.approx(
         threshold_for_large_share(np.linspace(0, 1, 101), 0.3))
     assert run(pipelines.threshold_for_share("random", 0.25)) == 0.25

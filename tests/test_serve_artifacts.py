@@ -12,7 +12,7 @@ import yaml
 
 from routers.engines import EmbedderConfig
 from routers.errors import ConfigError
-from serve_app.config import check_hybrid_embedder, parse_app_config
+from serve_app.config import check_embedder_matches, parse_app_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_HYBRID = ROOT / "artifacts" / "hybrid_llm"
@@ -32,7 +32,7 @@ def trained_embedder() -> dict[str, Any]:
 def test_the_shipped_cpu_app_pairs_the_hybrid_artifact_with_its_own_embedder() -> None:
     args = yaml.safe_load((ROOT / "serve_config.yaml").read_text())["applications"][0]["args"]
     served = EmbedderConfig.model_validate(args["embedder"]["engine"])
-    check_hybrid_embedder(SHIPPED_HYBRID, served)  # no error
+    check_embedder_matches("hybrid", SHIPPED_HYBRID, served)  # no error
     trained = trained_embedder()
     assert Path(served.model).name == Path(trained["model"]).name
     assert served.max_length == trained["max_length"]
@@ -48,12 +48,12 @@ def test_a_longformer_embedder_in_front_of_a_minilm_mlp_fails_at_build_time() ->
 def test_a_different_pooling_fails_and_names_the_key() -> None:
     served = EmbedderConfig.model_validate({**trained_embedder(), "pooling": "cls"})
     with pytest.raises(ConfigError, match="pooling 'cls' but the MLP was trained with 'mean'"):
-        check_hybrid_embedder(SHIPPED_HYBRID, served)
+        check_embedder_matches("hybrid", SHIPPED_HYBRID, served)
 
 
 def test_only_max_length_differing_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
     served = EmbedderConfig.model_validate({**trained_embedder(), "max_length": 128})
-    check_hybrid_embedder(SHIPPED_HYBRID, served)
+    check_embedder_matches("hybrid", SHIPPED_HYBRID, served)
     assert "max_length 128 differs" in caplog.text
 
 
@@ -62,4 +62,4 @@ def test_an_unreadable_manifest_is_a_config_error(tmp_path: Path) -> None:
     shutil.copytree(SHIPPED_HYBRID, artifact)
     (artifact / "router.json").write_text("{not json")
     with pytest.raises(ConfigError, match="cannot read"):
-        check_hybrid_embedder(artifact, EmbedderConfig.model_validate(trained_embedder()))
+        check_embedder_matches("hybrid", artifact, EmbedderConfig.model_validate(trained_embedder()))
