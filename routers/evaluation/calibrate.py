@@ -6,6 +6,7 @@ import numpy as np
 
 from routers.base import Router
 from routers.data import RoutingDataset
+from routers.evaluation.metrics import threshold_at_cut
 from routers.evaluation.quantiles import ScoreQuantiles, threshold_from_quantiles
 
 
@@ -25,10 +26,7 @@ def threshold_for_large_share(scores: np.ndarray, target_large_share: float) -> 
     scores = np.sort(np.asarray(scores, dtype=np.float64))
     if len(scores) == 0:
         raise ValueError("cannot calibrate on no queries")
-    k = int(round(target_large_share * len(scores)))
-    if k >= len(scores):
-        return float(np.nextafter(scores[-1], np.inf))
-    return float(scores[k])
+    return threshold_at_cut(scores, round(target_large_share * len(scores)))
 
 
 def calibrate(router: Router, data: RoutingDataset, target_large_share: float) -> float:

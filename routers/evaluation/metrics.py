@@ -95,6 +95,18 @@ class Report:
         return out
 
 
+def cut_points(sorted_scores: np.ndarray) -> np.ndarray:
+    """How many of the lowest-scored queries a threshold can send large: 0, n, and every place the sorted
+    scores change (a threshold cannot separate equal scores)."""
+    n = len(sorted_scores)
+    return np.concatenate([[0], np.nonzero(np.diff(sorted_scores))[0] + 1, [n]])
+
+
+def threshold_at_cut(sorted_scores: np.ndarray, k: int) -> float:
+    """The threshold that sends exactly the ``k`` lowest of ``sorted_scores`` large (``score < threshold``)."""
+    return float(sorted_scores[k]) if k < len(sorted_scores) else float(np.nextafter(sorted_scores[-1], np.inf))
+
+
 def cost_quality_curve(scores: np.ndarray, small: np.ndarray, large: np.ndarray, costs: CostModel) -> Curve:
     """Every operating point a threshold can reach (see module docstring)."""
     scores, small, large = (np.asarray(a, dtype=np.float64) for a in (scores, small, large))
@@ -107,18 +119,15 @@ def cost_quality_curve(scores: np.ndarray, small: np.ndarray, large: np.ndarray,
     small_cost = (costs.small + costs.overhead) * np.ones(n)
     large_cost = costs.per_query(np.ones(n, dtype=bool))
     extra_cost = (large_cost - small_cost)[order]
-    # Only cut between different scores: a threshold cannot separate equal scores.
-    cut_points = np.concatenate([[0], np.nonzero(np.diff(sorted_scores))[0] + 1, [n]])
+    cuts = cut_points(sorted_scores)
     cumulative_gain = np.concatenate([[0.0], np.cumsum(gain)])
     cumulative_cost = np.concatenate([[0.0], np.cumsum(extra_cost)])
     base_quality, base_cost = small.mean(), small_cost.mean()
-    thresholds = np.array(
-        [sorted_scores[k] if k < n else np.nextafter(sorted_scores[-1], np.inf) for k in cut_points]
-    )
+    thresholds = np.array([threshold_at_cut(sorted_scores, int(k)) for k in cuts])
     return Curve(
-        large_share=cut_points / n,
-        quality=base_quality + cumulative_gain[cut_points] / n,
-        cost=base_cost + cumulative_cost[cut_points] / n,
+        large_share=cuts / n,
+        quality=base_quality + cumulative_gain[cuts] / n,
+        cost=base_cost + cumulative_cost[cuts] / n,
         thresholds=thresholds,
     )
 

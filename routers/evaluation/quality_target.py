@@ -13,7 +13,7 @@ traffic (new domains, a new prompt style, a changed small model): the ratio can 
 target, and by how much is measured by ``bench/quality_target.py`` on held-out domains. Recalibrate on
 labelled samples of your own traffic.
 
-The search runs over the thresholds a router can realise (cuts between distinct scores, as in
+The search runs over the thresholds a router can realise (``metrics.cut_points``, the cuts of
 ``metrics.cost_quality_curve``); every resample is evaluated at the same score cuts, with multinomial
 query weights, in O(n) per resample.
 """
@@ -24,6 +24,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from routers.evaluation.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES
+from routers.evaluation.metrics import cut_points, threshold_at_cut
 
 
 class QualityThreshold(BaseModel):
@@ -42,12 +43,6 @@ class QualityThreshold(BaseModel):
     n_queries: int
     #: False when even always-large cannot meet the target bound (then threshold routes everything large)
     met: bool
-
-
-def _cut_points(sorted_scores: np.ndarray) -> np.ndarray:
-    """Numbers of lowest-scored queries a threshold can send large (it cannot split equal scores)."""
-    n = len(sorted_scores)
-    return np.concatenate([[0], np.nonzero(np.diff(sorted_scores))[0] + 1, [n]])
 
 
 def _ratios_at_cuts(weights: np.ndarray, small: np.ndarray, large: np.ndarray, cuts: np.ndarray) -> np.ndarray:
@@ -74,7 +69,7 @@ def threshold_for_quality(scores: np.ndarray, small: np.ndarray, large: np.ndarr
         raise ValueError("scores, small and large need one value per calibration query")
     order = np.argsort(scores, kind="stable")
     sorted_scores, small, large = scores[order], small[order], large[order]
-    cuts = _cut_points(sorted_scores)
+    cuts = cut_points(sorted_scores)
     point = _ratios_at_cuts(np.ones(n), small, large, cuts)
     rng = np.random.default_rng(seed)
     draws = np.stack([_ratios_at_cuts(rng.multinomial(n, np.full(n, 1.0 / n)).astype(np.float64), small, large, cuts)
@@ -83,7 +78,7 @@ def threshold_for_quality(scores: np.ndarray, small: np.ndarray, large: np.ndarr
     meeting = np.nonzero(lower >= target_ratio)[0]
     chosen = int(meeting[0]) if len(meeting) else len(cuts) - 1
     k = int(cuts[chosen])
-    threshold = float(sorted_scores[k]) if k < n else float(np.nextafter(sorted_scores[-1], np.inf))
+    threshold = threshold_at_cut(sorted_scores, k)
     return QualityThreshold(threshold=threshold, target_ratio=target_ratio, confidence=confidence,
                             ratio=float(point[chosen]), ratio_lower_bound=float(lower[chosen]),
                             large_share=k / n, n_queries=n, met=bool(len(meeting)))
