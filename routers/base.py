@@ -38,6 +38,7 @@ from routers.errors import ArtifactError, ConfigError, NotFittedError
 
 if TYPE_CHECKING:
     from routers.evaluation.metrics import CostModel
+    from routers.evaluation.quality_target import QualityCalibration, QualityThreshold
 
 ARTIFACT_FILE = "router.json"
 ARTIFACT_FORMAT_VERSION = 1
@@ -128,6 +129,8 @@ class Router(ABC):
         #: quantiles of the router's scores on its training queries (None: not recorded)
         self.reference_quantiles: np.ndarray | None = None
         self.reference_count = 0
+        #: labelled held-out evidence for quality-targeted thresholds (None: not calibrated)
+        self.quality_calibration: QualityCalibration | None = None
 
     # --- config --------------------------------------------------------------------------------
     @classmethod
@@ -327,6 +330,17 @@ class Router(ABC):
 
         return ScoreQuantiles.from_values(self.reference_quantiles)
 
+    # --- quality-targeted thresholds -------------------------------------------------------------
+    def threshold_for_quality(self, target_ratio: float, confidence: float | None = None) -> QualityThreshold:
+        """The cheapest threshold whose bootstrap lower bound of quality / always-large quality on the
+        artifact's calibration queries is at least ``target_ratio`` (``routers.evaluation.quality_target``)."""
+        if self.quality_calibration is None:
+            raise ConfigError(f"router {self.name!r} has no quality calibration; add one with "
+                              "`llmrouter calibrate-quality` (labelled held-out queries or cross-fitting)")
+        if confidence is None:
+            return self.quality_calibration.threshold(target_ratio)
+        return self.quality_calibration.threshold(target_ratio, confidence)
+
     # --- artifacts -----------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         """JSON-safe learned state (thresholds, policies, file names of tensors)."""
@@ -356,6 +370,9 @@ class Router(ABC):
                 "quantiles": [float(q) for q in self.reference_quantiles],
                 "count": self.reference_count,
             }
+        if self.quality_calibration is not None:
+            self.quality_calibration.save(directory)
+            payload["quality_calibration"] = self.quality_calibration.manifest()
         (directory / ARTIFACT_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True))
         return directory
 
@@ -374,6 +391,7 @@ class Router(ABC):
         try:
             router.load_state(payload.get("state", {}), directory)
             router.load_reference_scores(payload.get("reference_scores"))
+            router.load_quality_calibration(directory, payload.get("quality_calibration"))
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"{directory}: corrupt router state: {exc}") from exc
         router.fitted = True
@@ -388,6 +406,16 @@ class Router(ABC):
         if quantiles.ndim != 1 or len(quantiles) < 2 or not np.all(np.diff(quantiles) >= 0):
             raise ValueError("reference_scores.quantiles must be a non-decreasing list of at least 2 numbers")
         self.reference_quantiles, self.reference_count = quantiles, int(saved.get("count", 0))
+
+
+    def load_quality_calibration(self, directory: Path, manifest: Mapping[str, Any] | None) -> None:
+        """Restore the calibration queries ``save`` wrote; artifacts without one have none (None)."""
+        if manifest is None:
+            self.quality_calibration = None
+            return
+        from routers.evaluation.quality_target import QualityCalibration
+
+        self.quality_calibration = QualityCalibration.load(directory, dict(manifest))
 
 
 def read_artifact_manifest(directory: Path) -> dict[str, Any]:

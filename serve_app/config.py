@@ -206,6 +206,27 @@ class AuthSettings(Strict):
     api_keys_env: str | None = "LLMROUTER_API_KEYS"
 
 
+class ShareCalibration(Strict):
+    """Where ``router-X:share=S`` takes its threshold from.
+
+    ``training``: the router's score quantiles on its training queries (in the artifact). ``traffic``: the
+    scores of the last ``window`` queries this ingress replica routed with that router, once it has seen
+    ``min_scores`` of them (before that, the training quantiles). Traffic keeps the share asked for when the
+    app's queries differ from the training data; each replica keeps its own window (a replica sees a
+    uniform sample of the traffic, so their thresholds agree up to sampling noise), emptied by a hot swap.
+    """
+
+    source: Literal["training", "traffic"] = "training"
+    window: int = Field(default=2000, ge=10, le=1_000_000, description="recent scores kept per router")
+    min_scores: int = Field(default=200, ge=1, description="traffic scores needed before the window is used")
+
+    @model_validator(mode="after")
+    def _min_within_window(self) -> ShareCalibration:
+        if self.min_scores > self.window:
+            raise ValueError(f"min_scores {self.min_scores} must not exceed window {self.window}")
+        return self
+
+
 class IngressSpec(Strict):
     deployment: DeploymentSettings = Field(
         default_factory=lambda: DeploymentSettings(max_ongoing_requests=64, max_queued_requests=256)
@@ -223,6 +244,7 @@ class AppConfig(Strict):
     default_router: str = Field(default="hybrid", description="the router behind model 'router' (clients that name none)")
     fallback_model: str | None = Field(default="large", description="answer model used when a router fails")
     random_large_share: float = Field(default=0.5, ge=0.0, le=1.0)
+    share_calibration: ShareCalibration = Field(default_factory=ShareCalibration)
     limits: Limits = Field(default_factory=Limits)
     timeouts: Timeouts = Field(default_factory=Timeouts)
     auth: AuthSettings = Field(default_factory=AuthSettings)

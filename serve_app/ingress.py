@@ -485,11 +485,6 @@ class RouterIngress:
                 raise ApiError(400, f"{where} has {len(text)} characters, over the cap of {cap}", param=where,
                                code="context_length_exceeded")
 
-    async def threshold_for(self, choice: RouterChoice) -> float | None:
-        if choice.large_share is not None:
-            return await self.pipelines.threshold_for_share(choice.kind, choice.large_share)
-        return choice.threshold
-
     # --- routing with fallback -------------------------------------------------------------------------
     async def routing_for(self, choice: RouterChoice, query: str, messages: list[dict[str, str]],
                           params: SamplingParams) -> tuple[Routing, float]:
@@ -501,13 +496,13 @@ class RouterIngress:
             return Routing("direct", choice.direct_model, info), 0.0
         if choice.kind == "automix" and params.n > 1:
             raise ApiError(400, "router-automix answers with n=1 (it verifies one small-model answer)", param="n")
-        threshold = await self.threshold_for(choice)
+        threshold = await self.pipelines.resolve_threshold(choice)
         try:
-            routing = await self.pipelines.route(choice.kind, query, messages, params, threshold)
+            routing = await self.pipelines.route(choice.kind, query, messages, params, threshold.value)
         except RouterUnavailable as exc:
             routing = self.fallback_routing(choice.kind, str(exc))
-        if choice.large_share is not None and not routing.info.get("fallback"):
-            routing.info["large_share"] = choice.large_share
+        if not routing.info.get("fallback"):
+            routing.info.update(threshold.info)
         return routing, time.perf_counter() - started
 
     def fallback_routing(self, kind: str, why: str) -> Routing:
@@ -593,14 +588,13 @@ class RouterIngress:
         if len(texts) > self.config.limits.max_batch_route:
             raise ApiError(400, f"{len(texts)} queries is over the cap of {self.config.limits.max_batch_route}", param="queries")
         self.check_queries(texts, batched=body.queries is not None)
-        threshold = await self.threshold_for(choice)
+        threshold = await self.pipelines.resolve_threshold(choice)
         try:
-            decisions = await self.pipelines.route_only(choice.kind, texts, threshold)
+            decisions = await self.pipelines.route_only(choice.kind, texts, threshold.value)
         except RouterUnavailable as exc:
             raise router_unavailable(choice.kind, str(exc)) from exc
-        if choice.large_share is not None:
-            for decision in decisions:
-                decision["large_share"] = choice.large_share
+        for decision in decisions:
+            decision.update(threshold.info)
         return {"object": "route", "router": choice.kind, "data": decisions}
 
     @app.get("/chat", response_class=HTMLResponse, include_in_schema=False)

@@ -33,9 +33,11 @@ from routers.embedding import EmbeddingRouter
 from routers.engines import SamplingParams
 from routers.errors import ConfigError
 from routers.evaluation.calibrate import threshold_for_large_share
+from routers.evaluation.quality_target import QualityThreshold
+from routers.evaluation.quantiles import ScoreWindow
 from routers.registry import router_class
 from serve_app.answer_clients import AnswerClient
-from serve_app.api import ApiError
+from serve_app.api import ApiError, RouterChoice
 from serve_app.config import EMBEDDING_ROUTER_KINDS, ROUTER_KINDS, AppConfig, EmbeddingRouterSpec
 from serve_app.observability import log_event
 
@@ -62,6 +64,15 @@ class Routing:
     #: AutoMix keeps the small model's answer when verification accepts it
     answer: dict[str, Any] | None = None
     calls: list[ModelCall] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ResolvedThreshold:
+    """The threshold a request's ``model`` field asks for (None: the router's own) and the routing-object
+    keys that say how it was chosen (``large_share``, ``quality_target``, ``threshold_source``, ...)."""
+
+    value: float | None
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 class RouterUnavailable(Exception):
@@ -191,6 +202,8 @@ class Pipelines:
         self.automix_router: Any | None = None
         self.thresholds: dict[str, float | None] = {}
         self.reference: dict[str, Any | None] = {}
+        #: kind -> the scores of its recent decisions (``share_calibration.source: traffic``)
+        self.traffic: dict[str, ScoreWindow] = {}
         self.rng = random.Random()
         self.load_routers(config)
 
@@ -205,6 +218,7 @@ class Pipelines:
         self.embedding_routers, self.automix_router = embedding, automix
         self.thresholds = thresholds
         self.reference = {}
+        self.traffic = {}  # scores of the old routers say nothing about the new ones
         self.config = config
 
     def model_for(self, use_large: bool) -> str:
@@ -217,17 +231,73 @@ class Pipelines:
         model_key = self.model_for(bool(decision.use_large))
         return Routing(kind, model_key, decision_info(kind, decision, self.served_name(model_key)))
 
-    # --- target large-model share -> threshold ----------------------------------------------------------
+    # --- threshold arguments of the model field: share=, quality= ------------------------------------
+    async def resolve_threshold(self, choice: RouterChoice) -> ResolvedThreshold:
+        """The threshold ``router-X:T`` / ``:share=S`` / ``:quality=Q`` asks for, and how it was chosen."""
+        if choice.large_share is not None:
+            threshold = await self.threshold_for_share(choice.kind, choice.large_share)
+            return ResolvedThreshold(threshold, {"large_share": choice.large_share,
+                                                 "threshold_source": self.share_source(choice.kind)})
+        if choice.quality_target is not None:
+            chosen, source = await self.threshold_for_quality(choice.kind, choice.quality_target)
+            return ResolvedThreshold(chosen.threshold, {
+                "quality_target": choice.quality_target, "quality_lower_bound": chosen.ratio_lower_bound,
+                "quality_target_met": chosen.met, "calibration_large_share": chosen.large_share,
+                "threshold_source": f"quality calibration ({source})"})
+        return ResolvedThreshold(choice.threshold)
+
     async def threshold_for_share(self, kind: str, share: float) -> float:
-        """The threshold that sends ``share`` of the router's reference queries to the large model."""
+        """The threshold that sends ``share`` of the router's reference queries (or, with
+        ``share_calibration.source: traffic``, of its recent traffic) to the large model."""
         if kind == "random":
             return share  # the random router's threshold is its large share already
+        traffic = self.traffic_scores(kind)
+        if traffic is not None:
+            return threshold_for_large_share(traffic, share)
         scores = await self.reference_scores(kind)
         if scores is None:
             raise ApiError(400, f"router {kind!r} has no reference score distribution in its artifact, so a "
                            f"large-model share cannot be turned into a threshold; give a threshold instead "
                            f"(router-{kind}:0.5), or add one with `llmrouter reference-scores`", param="model")
         return threshold_for_large_share(scores, share)
+
+    def traffic_scores(self, kind: str) -> np.ndarray | None:
+        """The recent traffic's scores, when the config asks for them and enough have been seen."""
+        settings = self.config.share_calibration
+        window = self.traffic.get(kind)
+        if settings.source != "traffic" or window is None or len(window) < settings.min_scores:
+            return None
+        return window.scores()
+
+    def share_source(self, kind: str) -> str:
+        if kind == "random":
+            return "random draw"
+        window = self.traffic.get(kind)
+        if self.traffic_scores(kind) is not None and window is not None:
+            return f"traffic: the last {len(window)} scores"
+        return "training score quantiles"
+
+    def record_score(self, kind: str, routing: Routing) -> None:
+        """Keep the score of a decision for traffic-quantile thresholds (``share_calibration``)."""
+        score = routing.info.get("score")
+        if self.config.share_calibration.source != "traffic" or score is None or routing.info.get("fallback"):
+            return
+        if kind not in self.traffic:
+            self.traffic[kind] = ScoreWindow(self.config.share_calibration.window)
+        self.traffic[kind].add(float(score))
+
+    async def threshold_for_quality(self, kind: str, target: float) -> tuple[QualityThreshold, str]:
+        """The quality-targeted threshold from the router's calibration queries, and where they came from."""
+        router = self.automix_router if kind == "automix" else self.embedding_routers.get(kind)
+        calibration = None if router is None else router.quality_calibration
+        if calibration is None:
+            where = ("its artifact has no quality calibration; add one with `llmrouter calibrate-quality`"
+                     if router is not None else "it is not scored in the ingress (no calibration is served for it)")
+            raise ApiError(400, f"router {kind!r} cannot take a quality target: {where}; give a threshold "
+                           f"(router-{kind}:0.5) or a share (router-{kind}:share=0.3) instead", param="model")
+        # The first request for a target runs the bootstrap (~0.1-1 s); off the event loop, then cached.
+        chosen = await asyncio.to_thread(calibration.threshold, target)
+        return chosen, calibration.source
 
     async def reference_scores(self, kind: str) -> Any | None:
         """The router's score distribution on its reference (training) queries, if its artifact stores one.
@@ -262,6 +332,12 @@ class Pipelines:
     # --- dispatch ----------------------------------------------------------------------------------
     async def route(self, kind: str, query: str, messages: Messages, params: SamplingParams,
                     threshold: float | None = None) -> Routing:
+        routing = await self.dispatch(kind, query, messages, params, threshold)
+        self.record_score(kind, routing)
+        return routing
+
+    async def dispatch(self, kind: str, query: str, messages: Messages, params: SamplingParams,
+                       threshold: float | None) -> Routing:
         if threshold is None:
             threshold = self.thresholds.get(kind)
         if kind in EMBEDDING_ROUTER_KINDS:
@@ -374,7 +450,10 @@ class Pipelines:
         with router_step(self.scoring_step(kind)):
             decisions = [router.route_embedding(q, v, threshold)
                          for q, v in zip(queries, np.asarray(vectors, dtype=np.float32), strict=True)]
-        return [self.route_only_item(q, self.routing_for_decision(kind, d)) for q, d in zip(queries, decisions, strict=True)]
+        routings = [self.routing_for_decision(kind, d) for d in decisions]
+        for routing in routings:
+            self.record_score(kind, routing)
+        return [self.route_only_item(q, r) for q, r in zip(queries, routings, strict=True)]
 
     def route_only_item(self, query: str, routing: Routing) -> dict[str, Any]:
         item = {"query": query, "model": self.served_name(routing.model_key), "model_key": routing.model_key, **routing.info}

@@ -13,6 +13,7 @@ from routers.evaluation import (
     threshold_for_large_share,
     threshold_from_quantiles,
 )
+from routers.evaluation.quantiles import ScoreWindow
 
 
 @pytest.mark.parametrize("target", [0.0, 0.1, 0.25, 0.5, 0.8, 1.0])
@@ -62,3 +63,29 @@ def test_quantiles_are_not_treated_as_101_queries() -> None:
         ScoreQuantiles.from_values([0.5, 0.4])
     with pytest.raises(ValueError):
         threshold_from_quantiles(uniform, -0.1)
+
+
+def test_a_score_window_keeps_the_last_scores_and_skips_non_finite_ones() -> None:
+    window = ScoreWindow(4)
+    window.extend([1.0, float("nan"), 2.0, 3.0])
+    assert len(window) == 3 and sorted(window.scores()) == [1.0, 2.0, 3.0]
+    window.extend([4.0, 5.0, 6.0])
+    assert len(window) == window.size == 4
+    assert list(window.scores()) == [3.0, 4.0, 5.0, 6.0]  # oldest first once wrapped
+    with pytest.raises(ValueError, match="at least one"):
+        ScoreWindow(0)
+
+
+def test_a_traffic_window_threshold_holds_the_share_on_the_traffic_not_on_training() -> None:
+    """Training scores centred at 0, traffic shifted to +1: the window's threshold sends 30% of the
+    traffic large where the training quantiles would send almost none."""
+    rng = np.random.default_rng(0)
+    training = ScoreQuantiles.from_values(np.quantile(rng.normal(0, 0.5, 5000), np.linspace(0, 1, 101)))
+    traffic = rng.normal(1.0, 0.5, 3000)
+    window = ScoreWindow(2000)
+    window.extend(traffic)
+    fresh = rng.normal(1.0, 0.5, 5000)
+    from_window = threshold_for_large_share(window.scores(), 0.3)
+    from_training = threshold_for_large_share(training, 0.3)
+    assert np.mean(fresh < from_window) == pytest.approx(0.3, abs=0.03)
+    assert np.mean(fresh < from_training) < 0.1

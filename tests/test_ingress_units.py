@@ -209,10 +209,16 @@ def test_model_field_threshold_share_and_routers_without_a_threshold() -> None:
     assert parse("router-hybrid:0.4") == RouterChoice(kind="hybrid", threshold=0.4)
     assert parse("router-hybrid:share=0.3") == RouterChoice(kind="hybrid", large_share=0.3)
     assert parse("router-random:share=1") == RouterChoice(kind="random", large_share=1.0)
+    assert parse("router-hybrid:quality=0.95") == RouterChoice(kind="hybrid", quality_target=0.95)
+    assert parse("router-automix:quality=1") == RouterChoice(kind="automix", quality_target=1.0)
     for bad, needle in (("router-hybrid:share=1.5", "within [0, 1]"), ("router-hybrid:share=-0.1", "within"),
                         ("router-hybrid:share=nan", "within"), ("router-hybrid:share=x", "not a number"),
                         ("router-policy:0.4", "takes no threshold"), ("router-policy:share=0.2", "takes no large-model share"),
-                        ("router-smallest:0.5", "takes no threshold")):
+                        ("router-smallest:0.5", "takes no threshold"),
+                        ("router-hybrid:quality=0", "above 0"), ("router-hybrid:quality=1.2", "within [0, 1]"),
+                        ("router-hybrid:quality=x", "not a number"),
+                        ("router-policy:quality=0.9", "takes no quality target"),
+                        ("router-random:quality=0.9", "takes no quality target")):
         with pytest.raises(ApiError) as caught:
             parse(bad)
         assert caught.value.status == 400 and needle in caught.value.message, (bad, caught.value.message)

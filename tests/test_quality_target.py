@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from routers.evaluation.quality_target import threshold_for_quality
+from routers import cli
+from routers.base import Router
+from routers.errors import ConfigError
+from routers.evaluation.quality_target import (
+    CALIBRATION_FILE,
+    QualityCalibration,
+    cross_fitted_scores,
+    threshold_for_quality,
+)
+from routers.registry import router_class
+from tests.job_helpers import DATA, MINILM, tiny_routing_files, write_yaml
+from tests.test_embedding_routers import FAST_PARAMS, fitted, two_clusters
 
 
 def informative_queries(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -71,3 +85,75 @@ def test_bad_arguments_are_refused() -> None:
         threshold_for_quality(np.zeros(3), np.zeros(3), np.ones(3), 0.0)
     with pytest.raises(ValueError, match="one value per calibration query"):
         threshold_for_quality(np.zeros(3), np.zeros(2), np.ones(3), 0.9)
+
+
+# --- calibration an artifact carries: save/load, cross-fitting, the CLI ---------------------------------
+def test_a_calibration_survives_the_artifact_round_trip_and_gives_the_same_thresholds(tmp_path: Path) -> None:
+    train, embedder = two_clusters()
+    router = fitted("knn", train, embedder)
+    scores, small, large = informative_queries(500, seed=3)
+    router.quality_calibration = QualityCalibration(scores, small, large, "unit test")
+    expected = router.threshold_for_quality(0.95)
+    loaded = router_class("knn").load(router.save(tmp_path / "knn"))
+    assert (tmp_path / "knn" / CALIBRATION_FILE).exists()
+    assert json.loads((tmp_path / "knn" / "router.json").read_text())["quality_calibration"] == {
+        "file": CALIBRATION_FILE, "n_queries": 500, "source": "unit test"}
+    assert loaded.quality_calibration is not None and loaded.quality_calibration.source == "unit test"
+    assert loaded.threshold_for_quality(0.95) == expected
+    assert expected == threshold_for_quality(scores, small, large, 0.95)
+
+
+def test_a_router_without_calibration_says_how_to_add_one() -> None:
+    train, embedder = two_clusters()
+    with pytest.raises(ConfigError, match="llmrouter calibrate-quality"):
+        fitted("knn", train, embedder).threshold_for_quality(0.9)
+
+
+def test_a_calibration_drops_queries_without_outcomes_and_rejects_mismatched_arrays() -> None:
+    kept = QualityCalibration(np.array([0.1, np.nan, 0.3]), np.array([1.0, 1.0, np.nan]), np.ones(3), "x")
+    assert len(kept) == 1
+    with pytest.raises(ValueError, match="same queries"):
+        QualityCalibration(np.ones(3), np.ones(2), np.ones(3), "x")
+
+
+def test_cross_fitted_scores_come_from_routers_that_never_saw_the_query() -> None:
+    train, embedder = two_clusters()
+
+    def make() -> Router:
+        return router_class("knn")(FAST_PARAMS["knn"], train.llm_data).bind_engines(embedder=embedder)
+
+    scores = cross_fitted_scores(make, train, folds=4, seed=5)
+    assert np.isfinite(scores).all()
+    fold_of = np.random.default_rng(5).permutation(len(train)) % 4
+    held_out = np.nonzero(fold_of == 2)[0]
+    by_hand = make()
+    by_hand.fit(train.subset(np.nonzero(fold_of != 2)[0].tolist()))
+    np.testing.assert_allclose(scores[held_out], by_hand.dataset_scores(train.subset(held_out.tolist())))
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        cross_fitted_scores(make, train, folds=1)
+
+
+@pytest.mark.slow
+def test_calibrate_quality_cli_cross_fits_or_scores_labelled_files(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    train, test = tiny_routing_files(tmp_path, "mmlu_train.jsonl.gz", 60, 40)
+    artifact = tmp_path / "hybrid"
+    config = write_yaml(tmp_path / "hybrid.yaml", {
+        "router": "hybrid_llm",
+        "data_path": {"routing_data_train": train, "llm_data": str(DATA / "llm_candidates.json")},
+        "model_path": {"save_model_path": str(artifact), "load_model_path": str(artifact)},
+        "hparam": {"hidden_layer_sizes": [8], "max_iter": 20},
+        "engines": {"embedder": {"model": str(MINILM)}},
+    })
+    assert cli.main(["train", "--config", str(config), "--quiet"]) == 0
+    capsys.readouterr()
+    assert cli.main(["calibrate-quality", "--config", str(config), "--cross-fit", "3", "--quiet"]) == 0
+    crossed = json.loads(capsys.readouterr().out)
+    assert crossed["n_queries"] == 60 and crossed["source"] == "cross-fit, 3 folds over 60 training queries"
+    assert set(crossed["targets"]) == {"0.9", "0.95", "0.98"}
+    router = router_class("hybrid_llm").load(artifact)
+    assert router.threshold_for_quality(0.9).threshold == pytest.approx(crossed["targets"]["0.9"]["threshold"])
+    assert cli.main(["calibrate-quality", "--config", str(config), "--data", test, "--report-targets", "0.9",
+                     "--quiet"]) == 0
+    labelled = json.loads(capsys.readouterr().out)
+    assert labelled["n_queries"] == 40 and labelled["source"] == f"labelled queries from {test}"
+    assert router_class("hybrid_llm").load(artifact).quality_calibration.source == labelled["source"]

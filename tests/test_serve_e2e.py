@@ -263,6 +263,20 @@ def test_large_share_in_the_model_field(client: httpx.Client, router: str, artif
     assert item["large_share"] == 0.3 and item["use_large"] == (item["score"] < item["threshold"])
 
 
+@pytest.mark.parametrize(("router", "artifact"), [("hybrid", "hybrid_llm"), ("mf", "mf")])
+def test_quality_target_in_the_model_field(client: httpx.Client, router: str, artifact: str) -> None:
+    """router-X:quality=0.95 routes with the threshold chosen on the artifact's calibration queries."""
+    from routers.registry import router_class
+
+    expected = router_class(artifact).load(ROOT / "artifacts" / artifact).threshold_for_quality(0.95)
+    response = client.post("/v1/route", json={"model": f"router-{router}:quality=0.95", "query": QUERY})
+    assert response.status_code == 200, response.text
+    item = response.json()["data"][0]
+    assert item["threshold"] == pytest.approx(expected.threshold)
+    assert item["quality_target"] == 0.95 and item["quality_lower_bound"] == pytest.approx(expected.ratio_lower_bound)
+    assert item["use_large"] == (item["score"] < item["threshold"])
+
+
 def test_hot_swap_of_the_ingress_user_config_without_restart(client: httpx.Client, base_url: str) -> None:
     """Redeploy with a changed Ingress user_config (as `serve deploy` does): the new threshold applies on the
     same replica with no failed request, and dropping the override reverts it."""

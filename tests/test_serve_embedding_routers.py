@@ -207,6 +207,60 @@ def test_large_share_uses_the_artifacts_reference_scores(artifacts: dict[str, Pa
     assert run(pipelines.threshold_for_share(kind, 0.2)) == pytest.approx(threshold_for_large_share(reference, 0.2))
 
 
+# --- quality targets and traffic-quantile shares ---------------------------------------------------------
+def test_a_quality_target_uses_the_artifacts_calibration(artifacts: dict[str, Path]) -> None:
+    """The shipped MF carries cross-fitted calibration queries: router-mf:quality=0.95 routes with the
+    threshold the library picks from them, and says how it was chosen."""
+    expected = loaded(artifacts, "mf").threshold_for_quality(0.95)
+    assert expected.met and 0.0 < expected.large_share < 1.0
+    vector = query_vector(loaded(artifacts, "mf"))
+    pipelines = Pipelines(AppConfig.model_validate(app_args(artifacts)), {}, embedder_returning(vector), None, None)
+    resolved = run(pipelines.resolve_threshold(RouterChoice(kind="mf", quality_target=0.95)))
+    assert resolved.value == expected.threshold
+    assert resolved.info["quality_lower_bound"] == expected.ratio_lower_bound >= 0.95
+    assert resolved.info["quality_target_met"] is True
+    assert resolved.info["threshold_source"].startswith("quality calibration (cross-fit, 5 folds")
+    routing = run(pipelines.route("mf", "q", [], SamplingParams(), resolved.value))
+    assert routing.info["threshold"] == expected.threshold
+
+
+def test_a_quality_target_without_calibration_is_a_400_naming_the_fix(artifacts: dict[str, Path]) -> None:
+    pipelines = Pipelines(AppConfig.model_validate(app_args(artifacts)), {}, None, None, None)
+    with pytest.raises(ApiError) as caught:
+        run(pipelines.resolve_threshold(RouterChoice(kind="knn", quality_target=0.9)))
+    assert caught.value.status == 400 and "llmrouter calibrate-quality" in caught.value.message
+
+
+def test_traffic_shares_take_over_once_the_window_has_enough_scores(artifacts: dict[str, Path]) -> None:
+    config = AppConfig.model_validate(app_args(artifacts, share_calibration={
+        "source": "traffic", "window": 10, "min_scores": 3}))
+    router = loaded(artifacts, "knn")
+    vectors = [query_vector(router, seed) for seed in range(12)]
+    pipelines = Pipelines(config, {}, None, None, None)
+    training = threshold_for_large_share(router.reference_scores(), 0.4)
+    scores = []
+    for vector in vectors[:2]:
+        pipelines.embedder = embedder_returning(vector)
+        scores.append(run(pipelines.route("knn", "q", [], SamplingParams())).info["score"])
+    assert pipelines.share_source("knn") == "training score quantiles"
+    assert run(pipelines.threshold_for_share("knn", 0.4)) == pytest.approx(training)
+    for vector in vectors[2:]:
+        pipelines.embedder = embedder_returning(vector)
+        scores.append(run(pipelines.route_only("knn", ["q"], None))[0]["score"])
+    assert pipelines.share_source("knn") == "traffic: the last 10 scores"
+    assert run(pipelines.threshold_for_share("knn", 0.4)) == pytest.approx(threshold_for_large_share(
+        np.array(scores[-10:]), 0.4))
+    pipelines.load_routers(config)  # a hot swap: the old router's scores say nothing about the new one
+    assert pipelines.share_source("knn") == "training score quantiles"
+
+
+def test_share_calibration_settings_are_validated() -> None:
+    with pytest.raises(ValueError, match="min_scores 50 must not exceed window 20"):
+        AppConfig.model_validate(app_args({"mf": MF_ARTIFACT}, share_calibration={"window": 20, "min_scores": 50}))
+    with pytest.raises(ValueError, match="source"):
+        AppConfig.model_validate(app_args({"mf": MF_ARTIFACT}, share_calibration={"source": "labels"}))
+
+
 def test_an_embedding_of_the_wrong_size_is_router_unavailable(artifacts: dict[str, Path]) -> None:
     pipelines = Pipelines(AppConfig.model_validate(app_args(artifacts)), {},
                           embedder_returning(np.zeros(7, dtype=np.float32)), None, None)
@@ -275,6 +329,15 @@ def test_the_http_api_serves_the_embedding_routers(ingress: Any) -> None:
     assert route.status_code == 200, route.text
     item = route.json()["data"][0]
     assert route.json()["router"] == item["router"] == "mf" and item["large_share"] == 0.2
+    assert item["threshold_source"] == "training score quantiles"
+    quality = request("POST", "/v1/chat/completions", {"model": "router-mf:quality=0.9", "max_tokens": 4,
+                                                       "messages": [{"role": "user", "content": "a question"}]})
+    assert quality.status_code == 200, quality.text
+    routing = quality.json()["routing"]
+    assert routing["quality_target"] == 0.9 and routing["quality_lower_bound"] >= 0.9
+    assert routing["threshold"] == pytest.approx(ingress.pipelines.embedding_routers["mf"].threshold_for_quality(0.9).threshold)
+    uncalibrated = request("POST", "/v1/route", {"model": "router-knn:quality=0.9", "query": "small one"})
+    assert uncalibrated.status_code == 400 and uncalibrated.json()["error"]["param"] == "model"
     assert item["use_large"] == (item["score"] < item["threshold"])
     for kind in ("knn", "sw_ranking"):
         chat = request("POST", "/v1/chat/completions", {"model": f"router-{kind}:0.0", "max_tokens": 4,

@@ -13,6 +13,12 @@ traffic (new domains, a new prompt style, a changed small model): the ratio can 
 target, and by how much is measured by ``bench/quality_target.py`` on held-out domains. Recalibrate on
 labelled samples of your own traffic.
 
+Serving (``router-X:quality=0.95``) needs the labelled evidence at hand: a ``QualityCalibration`` (the
+calibration queries' scores and both models' outcomes, no texts) travels in the artifact as
+``quality_calibration.safetensors``. ``llmrouter calibrate-quality`` writes it from labelled files (a
+sample of the app's own traffic: the distribution the promise is about) or, without them, from
+``cross_fitted_scores`` on the training queries.
+
 The search runs over the thresholds a router can realise (``metrics.cut_points``, the cuts of
 ``metrics.cost_quality_curve``); every resample is evaluated at the same score cuts, with multinomial
 query weights, in O(n) per resample.
@@ -20,11 +26,22 @@ query weights, in O(n) per resample.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from routers.errors import ArtifactError
 from routers.evaluation.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES
 from routers.evaluation.metrics import cut_points, threshold_at_cut
+from routers.progress import progress
+from routers.safe_io import load_arrays, save_arrays
+
+if TYPE_CHECKING:
+    from routers.base import Router
+    from routers.data import RoutingDataset
 
 
 class QualityThreshold(BaseModel):
@@ -82,3 +99,87 @@ def threshold_for_quality(scores: np.ndarray, small: np.ndarray, large: np.ndarr
     return QualityThreshold(threshold=threshold, target_ratio=target_ratio, confidence=confidence,
                             ratio=float(point[chosen]), ratio_lower_bound=float(lower[chosen]),
                             large_share=k / n, n_queries=n, met=bool(len(meeting)))
+
+
+# --- calibration data an artifact carries ------------------------------------------------------------
+#: next to ``router.json``; holds the calibration queries' scores and both models' outcomes (no texts)
+CALIBRATION_FILE = "quality_calibration.safetensors"
+
+
+class QualityCalibration:
+    """Labelled held-out evidence for ``router-X:quality=T``: the router's scores on calibration queries
+    and both models' outcomes there, with the thresholds asked for so far cached by (target, confidence).
+
+    ``source`` says where the evidence came from ("cross-fit, 5 folds over the training queries" or the
+    labelled files a user calibrated on); it is reported with every quality-targeted decision.
+    """
+
+    def __init__(self, scores: np.ndarray, small: np.ndarray, large: np.ndarray, source: str) -> None:
+        scores, small, large = (np.asarray(a, dtype=np.float64).ravel() for a in (scores, small, large))
+        if not len(scores) == len(small) == len(large) or len(scores) == 0:
+            raise ValueError("a quality calibration needs scores and both models' outcomes for the same "
+                             f"queries (got {len(scores)}, {len(small)}, {len(large)})")
+        keep = np.isfinite(scores) & np.isfinite(small) & np.isfinite(large)
+        self.scores, self.small, self.large = scores[keep], small[keep], large[keep]
+        if len(self.scores) == 0:
+            raise ValueError("a quality calibration needs at least one query with a finite score and outcomes")
+        self.source = source
+        self._thresholds: dict[tuple[float, float], QualityThreshold] = {}
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def threshold(self, target_ratio: float, confidence: float = DEFAULT_CONFIDENCE) -> QualityThreshold:
+        """``threshold_for_quality`` on the calibration queries (computed once per target)."""
+        key = (float(target_ratio), float(confidence))
+        if key not in self._thresholds:
+            self._thresholds[key] = threshold_for_quality(self.scores, self.small, self.large, target_ratio,
+                                                          confidence=confidence)
+        return self._thresholds[key]
+
+    def manifest(self) -> dict[str, object]:
+        """What ``router.json`` records about it (the arrays go to ``CALIBRATION_FILE``)."""
+        return {"file": CALIBRATION_FILE, "n_queries": len(self), "source": self.source}
+
+    def save(self, directory: Path) -> None:
+        save_arrays(directory / CALIBRATION_FILE, {"scores": self.scores, "small": self.small, "large": self.large})
+
+    @classmethod
+    def load(cls, directory: Path, manifest: dict[str, object]) -> QualityCalibration:
+        path = directory / str(manifest.get("file", CALIBRATION_FILE))
+        arrays = load_arrays(path)
+        try:
+            scores, small, large = arrays["scores"], arrays["small"], arrays["large"]
+        except KeyError as exc:
+            raise ArtifactError(f"{path}: missing tensor {exc}") from exc
+        return cls(scores, small, large, str(manifest.get("source", "unknown")))
+
+
+def calibration_from_scores(scores: np.ndarray, data: RoutingDataset, small_model: str, large_model: str,
+                            source: str) -> QualityCalibration:
+    """A calibration from a router's scores on labelled queries (both models' outcomes known)."""
+    quality = data.performance_matrix([small_model, large_model])
+    return QualityCalibration(scores, quality[:, 0], quality[:, 1], source)
+
+
+def cross_fitted_scores(make_router: Callable[[], Router], data: RoutingDataset, folds: int,
+                        seed: int = 0) -> np.ndarray:
+    """Each query's score from a router fitted on the other folds (random k-fold over queries).
+
+    This is how the shipped artifacts get calibration evidence without a labelled split of their own:
+    no score comes from a router that saw the query's label. The deployed router is fitted on all the
+    queries, so it is a little better than each fold's router; its quality at a threshold chosen on
+    these scores is, if anything, a little higher than the calibration says.
+    """
+    if folds < 2:
+        raise ValueError("cross-fitting needs at least 2 folds")
+    if len(data) < folds:
+        raise ValueError(f"{len(data)} queries cannot be split into {folds} folds")
+    fold_of = np.random.default_rng(seed).permutation(len(data)) % folds
+    scores = np.full(len(data), np.nan)
+    for k in progress(range(folds), desc="cross-fitting calibration scores", unit="fold"):
+        held_out = np.nonzero(fold_of == k)[0]
+        router = make_router()
+        router.fit(data.subset(np.nonzero(fold_of != k)[0].tolist()))
+        scores[held_out] = router.dataset_scores(data.subset(held_out.tolist()))
+    return scores

@@ -45,3 +45,46 @@ def threshold_from_quantiles(quantiles: np.ndarray | Sequence[float], target_lar
     if target_large_share >= 1.0:
         return float(np.nextafter(values[-1], np.inf))
     return float(np.interp(target_large_share, values.probabilities, np.asarray(values)))
+
+
+class ScoreWindow:
+    """The scores of the last ``size`` routed queries: a target large-model share turned into a threshold
+    on the traffic the app actually gets, with no labels needed.
+
+    A router's training-score quantiles fix the threshold for the *training* distribution; when the
+    traffic is different (new domains score higher, measured in ``bench/quality_target.py``), the same
+    threshold sends a different share of queries large. Quantiles of recent traffic track the share
+    asked for. Scores do not depend on the threshold, so routing with the window's threshold does not
+    feed back into the window.
+    """
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError("a score window holds at least one score")
+        self._values = np.empty(size, dtype=np.float64)
+        self._count = 0
+        self._next = 0
+
+    @property
+    def size(self) -> int:
+        return len(self._values)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def add(self, score: float) -> None:
+        if not np.isfinite(score):
+            return
+        self._values[self._next] = score
+        self._next = (self._next + 1) % self.size
+        self._count = min(self._count + 1, self.size)
+
+    def extend(self, scores: Sequence[float] | np.ndarray) -> None:
+        for score in np.asarray(scores, dtype=np.float64).ravel():
+            self.add(float(score))
+
+    def scores(self) -> np.ndarray:
+        """The window's scores (oldest first once it has wrapped; the order does not matter to quantiles)."""
+        if self._count < self.size:
+            return self._values[: self._count].copy()
+        return np.concatenate([self._values[self._next :], self._values[: self._next]])
