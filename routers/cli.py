@@ -143,16 +143,22 @@ def cmd_infer(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_reference_scores(args: argparse.Namespace) -> int:
-    """Add the training-score quantiles to a trained artifact (target-share routing needs them) without
-    refitting: artifacts fit before routers recorded them, or fit by a job that did not."""
-    import numpy as np
-
+def artifact_to_update(args: argparse.Namespace) -> tuple[RouterFileConfig, Router, str]:
+    """The config, the trained router and the artifact directory a verb that amends an artifact writes to."""
     config = load_config_file(args.config)
     router = load_router(config, args.router)
     directory = config.model_path.load_model_path
     if not directory:
         raise ConfigError(f"{args.config}: model_path.load_model_path names no artifact to update")
+    return config, router, directory
+
+
+def cmd_reference_scores(args: argparse.Namespace) -> int:
+    """Add the training-score quantiles to a trained artifact (target-share routing needs them) without
+    refitting: artifacts fit before routers recorded them, or fit by a job that did not."""
+    import numpy as np
+
+    config, router, directory = artifact_to_update(args)
     pair = router.require_pair()
     train = config.dataset("train").complete_for([pair.small, pair.large])
     if args.queries is not None and args.queries < len(train):
@@ -178,11 +184,7 @@ def cmd_calibrate_quality(args: argparse.Namespace) -> int:
     """
     from routers.evaluation.quality_target import calibration_from_scores, cross_fitted_scores
 
-    config = load_config_file(args.config)
-    router = load_router(config, args.router)
-    directory = config.model_path.load_model_path
-    if not directory:
-        raise ConfigError(f"{args.config}: model_path.load_model_path names no artifact to update")
+    config, router, directory = artifact_to_update(args)
     pair = router.require_pair()
     roles = set(router.training_engine_roles()) | set(router.evaluation_engine_roles())
     if args.data:
