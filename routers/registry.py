@@ -19,6 +19,7 @@ _ROUTERS: dict[str, str] = {
     "knn": "routers.knn.router:KNNRouter",
     "mf": "routers.mf.router:MatrixFactorizationRouter",
     "sw_ranking": "routers.sw_ranking.router:SWRankingRouter",
+    "blend": "routers.blend.router:BlendRouter",
     "smallest_llm": "routers.baselines:SmallestLLMRouter",
     "largest_llm": "routers.baselines:LargestLLMRouter",
     "random": "routers.baselines:RandomRouter",
