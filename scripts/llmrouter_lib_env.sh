@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# A separate venv with ulab-uiuc's LLMRouter (`llmrouter-lib` on PyPI), for bench/llmrouter_lib.py only.
+# It is never a dependency of this project: its own venv, git-ignored, not in pyproject.toml.
+#
+#   bash scripts/llmrouter_lib_env.sh            # creates .venv-llmrouter-lib/ (about 2.1 GB); safe to rerun
+#
+# Environment knobs:
+#   PYTHON=python3.11                 interpreter for the venv (default: the one .venv uses, else python3)
+#   LLMROUTER_LIB_VENV=<dir>          where the venv goes (default: .venv-llmrouter-lib)
+#   TORCH_CPU_INDEX=<url>             where the CPU torch wheel comes from when none is on this machine
+#
+# torch is pinned to this project's CPU build (2.13.0) and installed first, so the lib's `torch>=2.0`
+# never pulls a CUDA wheel from PyPI; scikit-learn is pinned to the version .venv has, so both
+# implementations' MLPRegressor is the same code.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+LIB_VERSION="0.4.0"
+TORCH_VERSION="2.13.0"
+SKLEARN_VERSION="1.9.1"
+TORCH_CPU_INDEX="${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}"
+VENV="${LLMROUTER_LIB_VENV:-.venv-llmrouter-lib}"
+
+say() { printf '\n==> %s\n' "$*"; }
+
+if [ ! -x "$VENV/bin/python" ]; then
+    PY="${PYTHON:-}"
+    if [ -z "$PY" ]; then
+        if [ -x .venv/bin/python ]; then
+            PY="$(.venv/bin/python -c 'import sys; print(sys._base_executable)')"
+        else
+            PY=python3
+        fi
+    fi
+    say "creating $VENV with $PY"
+    "$PY" -m venv "$VENV"
+fi
+VPY="$ROOT/$VENV/bin/python"
+pip_install() { "$VPY" -m pip install --disable-pip-version-check "$@"; }
+
+torch_is_cpu_build() {
+    "$VPY" - "$TORCH_VERSION" <<'PY' 2>/dev/null
+import sys
+import torch
+sys.exit(0 if torch.__version__.split("+")[0] == sys.argv[1] and torch.version.cuda is None else 1)
+PY
+}
+
+# Reads the installed wheel's metadata, so it works before torch's dependencies are installed.
+torch_wheel_is_cpu() {
+    "$VPY" - "$TORCH_VERSION" <<'PY' 2>/dev/null
+import sys
+from importlib.metadata import requires, version
+cuda_deps = [r for r in requires("torch") or [] if r.lower().startswith("nvidia")]
+sys.exit(0 if version("torch").split("+")[0] == sys.argv[1] and not cuda_deps else 1)
+PY
+}
+
+if torch_is_cpu_build; then
+    say "torch $TORCH_VERSION (CPU) already installed"
+else
+    say "installing torch $TORCH_VERSION, CPU build"
+    # A CPU wheel already on this machine (pip's find-links) first, then its pure-Python dependencies
+    # from the usual index; otherwise PyTorch's CPU index. Never plain PyPI's torch: its Linux wheel
+    # depends on the CUDA libraries (several GB).
+    if pip_install --no-index --no-deps "torch==$TORCH_VERSION" >/dev/null 2>&1 && torch_wheel_is_cpu; then
+        pip_install "torch==$TORCH_VERSION"
+    else
+        pip_install "torch==$TORCH_VERSION" --index-url "$TORCH_CPU_INDEX"
+    fi
+    torch_is_cpu_build || { echo "error: the installed torch is not the $TORCH_VERSION CPU build" >&2; exit 1; }
+fi
+
+say "llmrouter-lib $LIB_VERSION"
+pip_install "llmrouter-lib==$LIB_VERSION" "torch==$TORCH_VERSION" "scikit-learn==$SKLEARN_VERSION"
+torch_is_cpu_build || { echo "error: installing llmrouter-lib replaced the CPU torch build" >&2; exit 1; }
+
+say "check"
+LITELLM_LOCAL_MODEL_COST_MAP=True "$VPY" - <<'PY'
+from importlib.metadata import version
+
+from llmrouter.models import HybridLLMRouter, KNNRouter, MLPRouter  # noqa: F401
+
+print("llmrouter-lib", version("llmrouter-lib"), "| torch", version("torch"), "| scikit-learn", version("scikit-learn"))
+PY
