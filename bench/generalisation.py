@@ -15,10 +15,13 @@ Two figures per router, side by side:
 APGR, CPT(50/80/95%) and quality at half the always-large cost, each with a 95% percentile bootstrap
 interval over queries. ``random`` reports its expectation (APGR 0.5, CPT(p) = p). Routers: ``hybrid_llm``
 (the shipped config's hparams, or ``--tune``'s choice), ``random``, ``oracle`` and every trainable router
-of the registry that needs only an embedder, with its default hparams.
+of the registry that needs only an embedder, with its default hparams. Routers that need no engine can be
+named with ``--routers``: ``bert`` (MiniLM fine-tuned end to end, six fine-tunes per run, so not in the
+default set) runs with ``ROUTER_PARAMS``'s CPU-sized settings.
 
 Query embeddings come from the disk cache of ``bench/eval_routers.py`` (``.cache/embeddings``, the
-shipped config's embedder settings), so a run after ``eval_routers.py`` embeds nothing. Writes
+shipped config's embedder settings), so a run after ``eval_routers.py`` embeds nothing; the embedder is
+only loaded when a selected router needs it. Writes
 ``bench/out/generalisation.json`` and both modes' cost-quality curves side by side,
 ``bench/out/generalisation.png`` (``--plot`` elsewhere; ``bench/generalisation.png`` is one full run's).
 """
@@ -58,6 +61,12 @@ BASE_ROUTERS = ("hybrid_llm", "random", "oracle")
 HYBRID_TUNING_GRID: list[dict[str, Any]] = [
     {"hidden_layer_sizes": hidden, "alpha": alpha} for hidden in ([16], [64]) for alpha in (1.0, 10.0)
 ]
+# Settings that differ from a router's defaults here, for the CPU budget of 6 fits (1 seen + 5 folds).
+# bert: its config's recipe on 1500 queries of <= 96 tokens (~94 steps per fit); one torch thread, since
+# two threads on two shared cores measured 5x slower per step than one. Not tuned on any held-out data.
+ROUTER_PARAMS: dict[str, dict[str, Any]] = {
+    "bert": {"max_train_examples": 1500, "max_length": 96, "threads": 1},
+}
 
 
 def engine_roles(name: str, llm_data: dict[str, Any]) -> frozenset[str]:
@@ -93,10 +102,11 @@ def subsample(train: RoutingDataset, test: RoutingDataset, n: int | None,
 
 
 def factory(name: str, params: dict[str, Any], llm_data: dict[str, Any],
-            embedder: CachedEmbedder) -> RouterFactory:
+            embedder: CachedEmbedder | None) -> RouterFactory:
+    """Builds router ``name``; ``embedder`` None for routers that need none (bert carries its own encoder)."""
     def make(grid_point: Any) -> Router:
         router = router_class(name)({**params, **grid_point}, llm_data)
-        return router.bind_engines(embedder=embedder)
+        return router if embedder is None else router.bind_engines(embedder=embedder)
 
     return make
 
@@ -143,8 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     llm_data = dict(train.llm_data)
     names = ([canonical_name(n) for n in args.routers.split(",") if n] if args.routers
              else [*BASE_ROUTERS, *embedding_only_routers(llm_data)])
-    embedder = cached_embedder(args.config)
-    if any("embedder" in engine_roles(name, llm_data) for name in names):
+    needs_embedder = {name: "embedder" in engine_roles(name, llm_data) for name in names}
+    embedder = cached_embedder(args.config) if any(needs_embedder.values()) else None
+    if embedder is not None:
         # Once up front: every fold then reads its vectors from memory.
         log(f"train {len(train)} / test {len(test)} queries; embedding (cached in {embedder.path})")
         embedder.embed(train.queries + test.queries)
@@ -152,11 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     protocol = Protocol(n_resamples=args.bootstrap, seed=args.seed, inner_folds=args.inner_folds)
 
     results: list[GeneralisationResult] = []
+    router_params = {name: hybrid_params if name == "hybrid_llm" else {"seed": args.seed, **ROUTER_PARAMS.get(name, {})}
+                     for name in names}
     for name in names:
-        params = hybrid_params if name == "hybrid_llm" else {"seed": args.seed}
         grid = HYBRID_TUNING_GRID if (args.tune and name == "hybrid_llm") else None
-        results.extend(run_router(name, factory(name, params, llm_data, embedder), train, test, args.folds,
-                                  grid, protocol))
+        make = factory(name, router_params[name], llm_data, embedder if needs_embedder[name] else None)
+        results.extend(run_router(name, make, train, test, args.folds, grid, protocol))
 
     print(format_interval_table(results))
     print(f"reproduce: {reproduce_command(sys.argv[1:] if argv is None else argv)}")
@@ -165,8 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     summary = {
         "command": reproduce_command(sys.argv[1:] if argv is None else argv),
-        "embedder": embedder.model_name, "n_train": len(train), "n_test": len(test), "folds": args.folds,
-        "hybrid_params": hybrid_params, "tuning_grid": HYBRID_TUNING_GRID if args.tune else None,
+        "embedder": None if embedder is None else embedder.model_name, "n_train": len(train),
+        "n_test": len(test), "folds": args.folds, "hybrid_params": hybrid_params, "router_params": router_params,
+        "tuning_grid": HYBRID_TUNING_GRID if args.tune else None,
         "wall_seconds": round(wall, 1),
         "results": [{"domains": MODE_LABELS[r.mode], **r.model_dump()} for r in results],
     }
