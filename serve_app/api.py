@@ -18,7 +18,9 @@ The ``model`` field picks the router, RouteLLM-style:
   an artifact without calibration answers 400);
 - ``router`` (optionally ``router:0.4`` / ``router:share=0.3`` / ``router:quality=0.95``): the app's
   ``default_router``;
-- an answer model by name to bypass routing.
+- an answer model by name to bypass routing;
+- RouteLLM's names, ``router-mf-0.11593`` (``router-<its router>-<its threshold>``), for clients written
+  against RouteLLM's server: see ``routellm_choice``.
 
 ``router-smallest``, ``router-largest`` and ``router-policy`` take neither a threshold nor a share.
 """
@@ -30,11 +32,15 @@ import time
 import uuid
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ROUTER_MODEL_PREFIX = "router-"
 DEFAULT_ROUTER_MODEL = "router"  # the app's default_router, for clients that want "whatever routes best here"
 _ROUTER_MODEL = re.compile(r"^router-(?P<kind>[a-z_]+)(?::(?P<arg>[^:]+))?$")
+_ROUTELLM_MODEL = re.compile(r"^router-(?P<kind>[a-z_]+)-(?P<threshold>[^:]+)$")
+#: RouteLLM's router names -> ours; each scores P(the small model wins / will do), RouteLLM's 1 - win rate
+ROUTELLM_ROUTERS = {"mf": "mf", "sw_ranking": "sw_ranking", "bert": "bert", "causal_llm": "causal", "random": "random"}
 SHARE_PREFIX = "share="
 QUALITY_PREFIX = "quality="
 # torch.manual_seed and the engines take an unsigned 64-bit seed at most; int64 keeps every back end happy.
@@ -188,6 +194,8 @@ class RouterChoice(BaseModel):
     large_share: float | None = None
     #: target quality / always-large quality (``router-X:quality=0.95``)
     quality_target: float | None = None
+    #: the threshold a RouteLLM-style name gave (``router-mf-0.11593``), before mapping onto ``threshold``
+    routellm_threshold: float | None = None
     direct_model: str | None = None
 
 
@@ -200,6 +208,9 @@ def parse_model_field(model: str, routers: list[str], models: dict[str, str],
         return RouterChoice(kind="direct", direct_model=models[model])
     if default_router is not None and (model == DEFAULT_ROUTER_MODEL or model.startswith(DEFAULT_ROUTER_MODEL + ":")):
         model = ROUTER_MODEL_PREFIX + default_router + model[len(DEFAULT_ROUTER_MODEL):]
+    routellm = _ROUTELLM_MODEL.match(model)
+    if routellm:
+        return routellm_choice(routellm["kind"], routellm["threshold"], routers, model)
     match = _ROUTER_MODEL.match(model)
     if not match:
         raise ApiError(404, f"unknown model {model!r}; use one of {available_models(routers, models)}",
@@ -226,6 +237,27 @@ def parse_model_field(model: str, routers: list[str], models: dict[str, str],
     if arg.startswith(SHARE_PREFIX):
         return RouterChoice(kind=kind, large_share=_unit_number(arg[len(SHARE_PREFIX):], "large-model share", model))
     return RouterChoice(kind=kind, threshold=_unit_number(arg, "threshold", model))
+
+
+def routellm_choice(name: str, threshold_text: str, routers: list[str], model: str) -> RouterChoice:
+    """RouteLLM's ``router-<router>-<threshold>``: the strong model iff the router's strong-model win rate
+    is >= the threshold. Our routers score the other side (the small model's win rate / suitability, s),
+    so "strong iff 1 - s >= theta" is "large iff s <= 1 - theta": our threshold is the next float above
+    1 - theta (ours sends large iff s < threshold). ``random``: RouteLLM's win rate is uniform, so theta
+    sends 1 - theta of the queries large, which is our random router's threshold. A threshold calibrated
+    with RouteLLM's own ``calibrate_threshold`` keeps its meaning only for a router trained on the same data;
+    ``router-mf:share=0.5`` is our equivalent of its ``--strong-model-pct 0.5``."""
+    kind = ROUTELLM_ROUTERS.get(name)
+    if kind is None:
+        raise ApiError(404, f"unknown model {model!r}: RouteLLM-style names (router-<router>-<threshold>) are for "
+                       f"its routers {sorted(ROUTELLM_ROUTERS)}; ours take router-{name}:<threshold>",
+                       param="model", code="model_not_found")
+    if kind not in routers:
+        raise ApiError(404, f"RouteLLM router {name!r} (ours: {kind!r}) is not enabled; enabled routers: {routers}",
+                       param="model", code="model_not_found")
+    theta = _unit_number(threshold_text, "RouteLLM threshold", model)
+    ours = 1.0 - theta if kind == "random" else float(np.nextafter(1.0 - theta, np.inf))
+    return RouterChoice(kind=kind, threshold=ours, routellm_threshold=theta)
 
 
 def _unit_number(text: str, what: str, model: str) -> float:

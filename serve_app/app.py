@@ -6,7 +6,8 @@ Deployment graph::
               ├── AnswerModel-small   (answers; AutoMix answer + N verification samples in one call)
               ├── AnswerModel-large   (backend vllm: a Ray Serve LLM LLMServer; else our transformers deployment)
               ├── CausalLMRouter      (generates the best model's name)
-              └── PolicyRouter        (policy label -> policy map -> model)
+              ├── PolicyRouter        (policy label -> policy map -> model)
+              └── BertRouter          (a fine-tuned encoder scores the query; RouteLLM's BERT router)
 """
 
 from __future__ import annotations
@@ -20,7 +21,11 @@ from serve_app.config import AnswerModelSpec, AppConfig, DeploymentSettings, par
 from serve_app.deployments.answer_model import AnswerModelDeployment
 from serve_app.deployments.embedder import EmbedderDeployment
 from serve_app.deployments.llm_server import build_llm_server
-from serve_app.deployments.router_models import CausalLMRouterDeployment, PolicyRouterDeployment
+from serve_app.deployments.router_models import (
+    BertRouterDeployment,
+    CausalLMRouterDeployment,
+    PolicyRouterDeployment,
+)
 from serve_app.ingress import RouterIngress
 
 
@@ -66,5 +71,9 @@ def build_app(args: dict[str, Any] | AppConfig) -> Application:
         spec_p = config.routers.policy
         policy = PolicyRouterDeployment.options(**_options(spec_p.deployment, "PolicyRouter")).bind(
             spec_p.artifact, spec_p.engine, None, spec_p.policy_map)
+    bert = None
+    if config.routers.bert is not None:
+        spec_b = config.routers.bert
+        bert = BertRouterDeployment.options(**_options(spec_b.deployment, "BertRouter")).bind(spec_b.artifact)
     ingress = RouterIngress.options(**_options(config.ingress.deployment, "Ingress"))
-    return ingress.bind(config.model_dump(mode="json"), answer, embedder, causal, policy)
+    return ingress.bind(config.model_dump(mode="json"), answer, embedder, causal, policy, bert)

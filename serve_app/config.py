@@ -46,8 +46,11 @@ EMBEDDING_ROUTER_KINDS: dict[str, EmbeddingKind] = {
     "knn": EmbeddingKind("knn", "kNN bank", retrain_with_cli("knn")),
     "mf": EmbeddingKind("mf", "MF model", retrain_with_cli("mf")),
     "sw_ranking": EmbeddingKind("sw_ranking", "SW-ranking bank", retrain_with_cli("sw_ranking")),
+    "blend": EmbeddingKind("blend", "blend heads", retrain_with_cli("blend")),
 }
-ROUTER_KINDS = (*EMBEDDING_ROUTER_KINDS, "automix", "causal", "policy")
+ROUTER_KINDS = (*EMBEDDING_ROUTER_KINDS, "automix", "causal", "policy", "bert")
+#: routers hosted by a deployment of their own (their model), by serve kind -> deployment name
+ROUTER_DEPLOYMENTS = {"causal": "CausalLMRouter", "policy": "PolicyRouter", "bert": "BertRouter"}
 BASELINE_KINDS = ("smallest", "largest", "random")
 
 
@@ -159,6 +162,14 @@ class GenerativeRouterSpec(Strict):
         return engine
 
 
+class ScoringRouterSpec(Strict):
+    """A router whose own fine-tuned encoder scores the query (RouteLLM's BERT router)."""
+
+    artifact: str
+    deployment: DeploymentSettings = Field(default_factory=DeploymentSettings)
+    threshold: float | None = None
+
+
 class RoutersSpec(Strict):
     hybrid: HybridSpec | None = Field(default_factory=HybridSpec)
     automix: AutomixSpec | None = Field(default_factory=AutomixSpec)
@@ -167,6 +178,8 @@ class RoutersSpec(Strict):
     knn: EmbeddingRouterSpec | None = None
     mf: EmbeddingRouterSpec | None = None
     sw_ranking: EmbeddingRouterSpec | None = None
+    blend: EmbeddingRouterSpec | None = None
+    bert: ScoringRouterSpec | None = None
 
     def embedding_routers(self) -> dict[str, EmbeddingRouterSpec]:
         """The enabled routers of ``EMBEDDING_ROUTER_KINDS``, by kind."""
@@ -299,6 +312,8 @@ class AppConfig(Strict):
                     spec.policy_map = existing_path(spec.policy_map, f"routers.{kind}.policy_map")
                 if spec.engine is not None and "model" in spec.engine:
                     spec.engine["model"] = resolve_model_path(spec.engine["model"], f"routers.{kind}.engine.model")
+        if data.routers.bert is not None:
+            check_artifact_router("bert", Path(data.routers.bert.artifact), expected="bert")
         if data.embedder is not None:
             for kind, spec in data.routers.embedding_routers().items():
                 check_artifact_router(kind, Path(spec.artifact))
@@ -306,11 +321,11 @@ class AppConfig(Strict):
         return data
 
 
-def check_artifact_router(kind: str, artifact: Path) -> None:
+def check_artifact_router(kind: str, artifact: Path, expected: str | None = None) -> None:
     """The artifact holds the library router the kind serves (an MF artifact under routers.knn would
-    otherwise fail only when the ingress replica loads it)."""
+    otherwise fail only when the replica loads it); ``expected`` defaults to the embedding kind's."""
     key = f"routers.{kind}.artifact"
-    expected = EMBEDDING_ROUTER_KINDS[kind].registry_name
+    expected = expected or EMBEDDING_ROUTER_KINDS[kind].registry_name
     found = artifact_manifest(artifact, key).get("router")
     if found != expected:
         raise ConfigError(f"{key}: {artifact} holds a {found!r} router, not {expected!r}")

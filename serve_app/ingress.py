@@ -57,7 +57,7 @@ from serve_app.api import (
     now,
     parse_model_field,
 )
-from serve_app.config import EMBEDDING_ROUTER_KINDS, AppConfig, AuthSettings
+from serve_app.config import EMBEDDING_ROUTER_KINDS, ROUTER_DEPLOYMENTS, AppConfig, AuthSettings
 from serve_app.observability import RouterMetrics, log_event
 from serve_app.pipelines import (
     Answers,
@@ -367,8 +367,8 @@ def remember(request: Request, **fields: str) -> None:
 # --- hot swap: what the Ingress user_config may hold -------------------------------------------------------
 # Routers that score in the ingress (the embedding routers, AutoMix) swap their artifacts here too.
 INGRESS_ROUTER_KEYS = {**{kind: {"artifact", "threshold"} for kind in EMBEDDING_ROUTER_KINDS},
-                       "automix": {"artifact", "threshold"}, "causal": {"threshold"}, "policy": set()}
-ROUTER_DEPLOYMENTS = {"causal": "CausalLMRouter", "policy": "PolicyRouter"}
+                       "automix": {"artifact", "threshold"}, "causal": {"threshold"}, "policy": set(),
+                       "bert": {"threshold"}}
 
 
 def check_ingress_user_config(user_config: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -426,13 +426,13 @@ def make_chunk(meta: dict[str, Any], delta: str | None, finish: str | None = Non
 @serve.ingress(app)
 class RouterIngress:
     def __init__(self, config: dict[str, Any], answer: dict[str, Any], embedder: Any | None = None,
-                 causal: Any | None = None, policy: Any | None = None) -> None:
+                 causal: Any | None = None, policy: Any | None = None, bert: Any | None = None) -> None:
         # The config the app was started with; user_config overrides always merge onto this one.
         self.base_config = AppConfig.model_validate(config)
         self.config = self.base_config
         # vLLM answer models are Ray Serve LLM servers, the others our AnswerModel deployment: one interface.
         clients = {key: answer_client(self.config.models[key], handle) for key, handle in answer.items()}
-        self.pipelines = Pipelines(self.config, clients, embedder, causal, policy)
+        self.pipelines = Pipelines(self.config, clients, embedder, causal, policy, bert)
         self.answers = Answers(self.config, clients)
         self.metrics = RouterMetrics()
         self.model_names = self.config.public_model_names()

@@ -38,7 +38,13 @@ from routers.evaluation.quantiles import ScoreWindow
 from routers.registry import router_class
 from serve_app.answer_clients import AnswerClient
 from serve_app.api import ApiError, RouterChoice
-from serve_app.config import EMBEDDING_ROUTER_KINDS, ROUTER_KINDS, AppConfig, EmbeddingRouterSpec
+from serve_app.config import (
+    EMBEDDING_ROUTER_KINDS,
+    ROUTER_DEPLOYMENTS,
+    ROUTER_KINDS,
+    AppConfig,
+    EmbeddingRouterSpec,
+)
 from serve_app.observability import log_event
 
 T = TypeVar("T")
@@ -191,12 +197,13 @@ class Pipelines:
     """Holds the handles and the in-ingress routers (the embedding routers, the AutoMix policy)."""
 
     def __init__(self, config: AppConfig, answer: dict[str, AnswerClient], embedder: Any | None, causal: Any | None,
-                 policy: Any | None) -> None:
+                 policy: Any | None, bert: Any | None = None) -> None:
         self.config = config
         self.answer = answer
         self.embedder = embedder
         self.causal = causal
         self.policy = policy
+        self.bert = bert
         #: kind -> library router, for the enabled kinds of ``EMBEDDING_ROUTER_KINDS``
         self.embedding_routers: dict[str, EmbeddingRouter] = {}
         self.automix_router: Any | None = None
@@ -244,6 +251,8 @@ class Pipelines:
                 "quality_target": choice.quality_target, "quality_lower_bound": chosen.ratio_lower_bound,
                 "quality_target_met": chosen.met, "calibration_large_share": chosen.large_share,
                 "threshold_source": f"quality calibration ({source})"})
+        if choice.routellm_threshold is not None:
+            return ResolvedThreshold(choice.threshold, {"routellm_threshold": choice.routellm_threshold})
         return ResolvedThreshold(choice.threshold)
 
     async def threshold_for_share(self, kind: str, share: float) -> float:
@@ -306,8 +315,8 @@ class Pipelines:
         ``threshold_for_large_share`` interpolates instead of counting. The causal-LM router lives in its
         own deployment, which may be hot-swapped, so its quantiles are asked for each time (no cache).
         """
-        if kind == "causal":
-            return await self.causal_reference_scores()
+        if kind in ("causal", "bert"):
+            return await self.deployment_reference_scores(kind)
         if kind not in self.reference:
             router = self.automix_router if kind == "automix" else self.embedding_routers.get(kind)
             method = getattr(router, "reference_scores", None)
@@ -315,14 +324,15 @@ class Pipelines:
             self.reference[kind] = scores if scores is not None and len(scores) > 0 else None
         return self.reference[kind]
 
-    async def causal_reference_scores(self) -> Any | None:
-        if self.causal is None:
+    async def deployment_reference_scores(self, kind: str) -> Any | None:
+        handle = self.router_handle(kind)
+        if handle is None:
             return None
         try:
-            quantiles = await with_timeout(self.causal.reference_quantiles.remote(), self.config.timeouts.router_s,
-                                           "causal router")
+            quantiles = await with_timeout(handle.reference_quantiles.remote(), self.config.timeouts.router_s,
+                                           f"{kind} router")
         except Exception as exc:
-            raise router_unavailable("causal", type(exc).__name__) from exc
+            raise router_unavailable(kind, type(exc).__name__) from exc
         if not quantiles:
             return None
         from routers.evaluation.quantiles import ScoreQuantiles
@@ -344,8 +354,8 @@ class Pipelines:
             return await self.route_by_embedding(kind, query, threshold)
         if kind == "automix":
             return await self.route_automix(query, messages, params, threshold)
-        if kind in ("causal", "policy"):
-            return await self.route_generative(kind, query, threshold)
+        if kind in ROUTER_DEPLOYMENTS:
+            return await self.route_by_deployment(kind, query, threshold)
         if kind in ("smallest", "largest"):
             use_large = kind == "largest"
             return self.fixed(kind, use_large, f"router '{kind}' always picks the {'large' if use_large else 'small'} model")
@@ -416,9 +426,12 @@ class Pipelines:
         routing.calls = calls
         return routing
 
-    # --- router models: generated model name / policy ----------------------------------------------
-    async def route_generative(self, kind: str, query: str, threshold: float | None) -> Routing:
-        handle = self.causal if kind == "causal" else self.policy
+    # --- routers with a deployment of their own: generated name / policy / BERT score -------------
+    def router_handle(self, kind: str) -> Any | None:
+        return {"causal": self.causal, "policy": self.policy, "bert": self.bert}.get(kind)
+
+    async def route_by_deployment(self, kind: str, query: str, threshold: float | None) -> Routing:
+        handle = self.router_handle(kind)
         if handle is None:
             raise ApiError(404, f"router {kind!r} is not enabled", param="model", code="model_not_found")
         with router_step(f"{kind} router"):
@@ -426,7 +439,8 @@ class Pipelines:
                                      f"{kind} router")
             decision = RouteDecision.model_validate(raw)  # a replica on another code version may send junk
         routing = self.routing_for_decision(kind, decision)
-        routing.info["generated"] = decision.extra.get("generated")
+        if kind != "bert":
+            routing.info["generated"] = decision.extra.get("generated")
         return routing
 
     # --- route-only ----------------------------------------------------------------------------------

@@ -48,3 +48,16 @@ def save_tiny_router_lm(path: Path) -> Path:
         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)).save_pretrained(str(path))
     tokenizer.save_pretrained(str(path))
     return path
+
+
+def save_tiny_bert_router(path: Path, workdir: Path, seed: int = 0) -> Path:
+    """A BERT router fine-tuned for two steps on 24 shipped MMLU queries: a real artifact in seconds."""
+    from routers.bert.router import BertRouter
+    from routers.data import RoutingDataset, load_llm_data
+
+    train, _ = tiny_routing_files(workdir, "mmlu_train.jsonl.gz", 24, 0)
+    data = RoutingDataset.from_files([train], load_llm_data(DATA / "llm_candidates.json"))
+    router = BertRouter({"base_model": str(MINILM), "max_length": 32, "batch_size": 8, "max_steps": 2,
+                         "max_train_examples": 24, "seed": seed}, data.llm_data)
+    router.fit(data)
+    return router.save(path)

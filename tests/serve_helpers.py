@@ -20,6 +20,7 @@ REQUIRED = [
     "artifacts/causallm_router/router.json",
     "artifacts/policy_router/router.json",
     "artifacts/mf/router.json",
+    "artifacts/blend/router.json",
 ]
 
 

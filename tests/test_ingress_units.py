@@ -205,6 +205,27 @@ def parse(model: str) -> RouterChoice:
     return parse_model_field(model, ROUTERS, {"small-model": "small"})
 
 
+def test_routellm_model_names_map_onto_our_routers_and_thresholds() -> None:
+    """router-mf-0.3 (RouteLLM: strong iff P(strong wins) >= 0.3) = ours: large iff P(small wins) <= 0.7."""
+    routers = [*ROUTERS, "mf", "bert", "sw_ranking"]
+    choice = parse_model_field("router-mf-0.3", routers, {})
+    assert choice.kind == "mf" and choice.routellm_threshold == 0.3
+    assert choice.threshold == np.nextafter(0.7, 1.0)
+    for small_win_rate, strong in ((0.7, True), (0.69, True), (0.71, False)):  # RouteLLM's rule, on 1 - score
+        assert (small_win_rate < choice.threshold) == strong == (1 - small_win_rate >= 0.3 - 1e-12)
+    assert parse_model_field("router-causal_llm-0.5", routers, {}).kind == "causal"
+    assert parse_model_field("router-random-0.2", routers, {}) == RouterChoice(
+        kind="random", threshold=0.8, routellm_threshold=0.2)  # uniform win rate: 80% of queries go strong
+    assert parse_model_field("router-mf-0", routers, {}).threshold > 1.0  # theta 0: everything strong
+    for bad, status, needle in (("router-hybrid-0.3", 404, "RouteLLM-style names"),
+                                ("router-mf-1.5", 400, "within [0, 1]"), ("router-mf-x", 400, "not a number")):
+        with pytest.raises(ApiError) as caught:
+            parse_model_field(bad, routers, {})
+        assert caught.value.status == status and needle in caught.value.message and caught.value.param == "model"
+    with pytest.raises(ApiError, match="'bert' .* is not enabled"):
+        parse_model_field("router-bert-0.5", ROUTERS, {})
+
+
 def test_model_field_threshold_share_and_routers_without_a_threshold() -> None:
     assert parse("router-hybrid:0.4") == RouterChoice(kind="hybrid", threshold=0.4)
     assert parse("router-hybrid:share=0.3") == RouterChoice(kind="hybrid", large_share=0.3)

@@ -22,20 +22,32 @@ from serve_helpers import (
     stop_serve,
 )
 
+from tests.job_helpers import save_tiny_bert_router
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-ROUTERS = ["hybrid", "mf", "automix", "causal", "policy", "smallest", "largest", "random"]
+ROUTERS = ["hybrid", "mf", "blend", "automix", "causal", "policy", "bert", "smallest", "largest", "random"]
 QUERY = "What is the capital of France?"
 SERVED = {"smollm2-135m-instruct", "gemma-3-270m"}
 
 
 @pytest.fixture(scope="module")
-def base_url() -> Iterator[str]:
+def app_args(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """serve_config.yaml's app, plus the BERT router (no artifact ships: a tiny one is fine-tuned here)."""
     missing = missing_prerequisites()
     if missing:
         pytest.skip(f"run `bash scripts/setup.sh` first; missing: {missing}")
+    args = default_app_args()
+    work = tmp_path_factory.mktemp("bert")
+    args["routers"]["bert"] = {"artifact": str(save_tiny_bert_router(work / "bert", work / "data")),
+                               "deployment": {"max_ongoing_requests": 16, "ray_actor_options": {"num_cpus": 0.25}}}
+    return args
+
+
+@pytest.fixture(scope="module")
+def base_url(app_args: dict[str, Any]) -> Iterator[str]:
     # Deployed from a Serve config, like `serve run serve_config.yaml`, so a test can hot-swap user_config.
-    url = start_serve(default_app_args(), free_port(), declarative=True)
+    url = start_serve(app_args, free_port(), declarative=True)
     try:
         yield url
     finally:
@@ -122,6 +134,21 @@ def test_mf_decision_matches_the_library(client: httpx.Client) -> None:
     assert answered.status_code == 200, answered.text
     routing = answered.json()["routing"]
     assert routing["router"] == "mf" and routing["model"] == "smollm2-135m-instruct" and routing["threshold"] == 0.0
+
+
+def test_bert_decision_matches_the_library(client: httpx.Client, app_args: dict[str, Any]) -> None:
+    """router-bert: the BertRouter deployment's fine-tuned encoder scores, the library decides."""
+    from routers.bert.router import BertRouter
+
+    router = BertRouter.load(app_args["routers"]["bert"]["artifact"])
+    queries = [QUERY, "Solve for x: 3x + 7 = 22. Show your reasoning step by step."]
+    response = client.post("/v1/route", json={"model": "router-bert", "queries": queries})
+    assert response.status_code == 200, response.text
+    for query, item in zip(queries, response.json()["data"], strict=True):
+        local = router.route_single(query)
+        assert item["router"] == "bert" and item["fallback"] is False
+        assert item["score"] == pytest.approx(local["router_score"], abs=1e-4)
+        assert item["use_large"] == local["use_large"]
 
 
 def test_threshold_in_model_name_moves_the_decision(client: httpx.Client) -> None:
@@ -277,7 +304,8 @@ def test_quality_target_in_the_model_field(client: httpx.Client, router: str, ar
     assert item["use_large"] == (item["score"] < item["threshold"])
 
 
-def test_hot_swap_of_the_ingress_user_config_without_restart(client: httpx.Client, base_url: str) -> None:
+def test_hot_swap_of_the_ingress_user_config_without_restart(client: httpx.Client, base_url: str,
+                                                             app_args: dict[str, Any]) -> None:
     """Redeploy with a changed Ingress user_config (as `serve deploy` does): the new threshold applies on the
     same replica with no failed request, and dropping the override reverts it."""
     def decision() -> dict[str, Any]:
@@ -303,7 +331,7 @@ def test_hot_swap_of_the_ingress_user_config_without_restart(client: httpx.Clien
 
     traffic = threading.Thread(target=keep_routing)
     traffic.start()
-    args = default_app_args()
+    args = app_args
     try:
         artifact = {"artifact": "artifacts/hybrid_llm"}  # relative: resolved against LLMROUTER_HOME
         deploy_config(args, {"Ingress": {"routers": {"hybrid": {**artifact, "threshold": 0.123}}}})

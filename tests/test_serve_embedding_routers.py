@@ -2,7 +2,7 @@
 embedder checks naming the key), the model names, the pipeline (embed with the Embedder deployment, the
 library router decides), ``share=``, hot swap, and the in-process HTTP app.
 
-MF is the shipped ``artifacts/mf``; kNN and SW ranking are trained here on the synthetic two-cluster data
+MF and blend are the shipped ``artifacts/mf`` and ``artifacts/blend``; kNN and SW ranking are trained here on the synthetic two-cluster data
 of ``test_embedding_routers`` (their real banks are ~9 MB each, so none is shipped).
 """
 
@@ -42,7 +42,8 @@ from tests.test_ingress_units import Handle, fake_metrics, value
 ROOT = Path(__file__).resolve().parents[1]
 MF_ARTIFACT = ROOT / "artifacts" / "mf"
 HYBRID_ARTIFACT = ROOT / "artifacts" / "hybrid_llm"
-NEW_KINDS = ["knn", "mf", "sw_ranking"]
+BLEND_ARTIFACT = ROOT / "artifacts" / "blend"
+NEW_KINDS = ["blend", "knn", "mf", "sw_ranking"]
 pytestmark = pytest.mark.skipif(not (MF_ARTIFACT / "router.json").exists(), reason="mf artifact not shipped")
 
 
@@ -52,10 +53,10 @@ def run(coro: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """kind -> artifact directory: the shipped MF, and kNN / SW ranking fitted on synthetic embeddings."""
+    """kind -> artifact directory: the shipped MF and blend, and kNN / SW ranking fitted on synthetic embeddings."""
     train, embedder = two_clusters()
     directory = tmp_path_factory.mktemp("embedding-artifacts")
-    paths = {"mf": MF_ARTIFACT}
+    paths = {"mf": MF_ARTIFACT, "blend": BLEND_ARTIFACT}
     for kind in ("knn", "sw_ranking"):
         fitted(kind, train, embedder).save(directory / kind)
         paths[kind] = directory / kind
@@ -106,13 +107,17 @@ def test_the_config_serves_knn_mf_and_sw_ranking(artifacts: dict[str, Path]) -> 
                             ).routers.mf.threshold == 0.3
 
 
-def test_the_shipped_app_serves_mf_next_to_hybrid() -> None:
+def test_the_shipped_app_serves_mf_and_blend_next_to_hybrid() -> None:
+    """blend is the default: the best measured unseen-domain APGR (bench/README.md)."""
     args = yaml.safe_load((ROOT / "serve_config.yaml").read_text())["applications"][0]["args"]
     config = parse_app_config(args)
-    assert config.default_router == "hybrid"
+    assert config.default_router == "blend"
     assert config.routers.mf is not None and config.routers.mf.artifact == "artifacts/mf"
-    assert {"hybrid", "mf"} <= set(config.enabled_routers())
-    check_embedder_matches("mf", MF_ARTIFACT, EmbedderConfig.model_validate(args["embedder"]["engine"]))  # no error
+    assert config.routers.blend is not None and config.routers.blend.artifact == "artifacts/blend"
+    assert {"hybrid", "mf", "blend"} <= set(config.enabled_routers())
+    engine = EmbedderConfig.model_validate(args["embedder"]["engine"])
+    check_embedder_matches("mf", MF_ARTIFACT, engine)  # no error
+    check_embedder_matches("blend", BLEND_ARTIFACT, engine)
 
 
 @pytest.mark.parametrize("kind", NEW_KINDS)
@@ -336,6 +341,9 @@ def test_the_http_api_serves_the_embedding_routers(ingress: Any) -> None:
     routing = quality.json()["routing"]
     assert routing["quality_target"] == 0.9 and routing["quality_lower_bound"] >= 0.9
     assert routing["threshold"] == pytest.approx(ingress.pipelines.embedding_routers["mf"].threshold_for_quality(0.9).threshold)
+    routellm = request("POST", "/v1/route", {"model": "router-mf-0.5", "query": "a long question"}).json()["data"][0]
+    assert routellm["router"] == "mf" and routellm["routellm_threshold"] == 0.5
+    assert routellm["threshold"] == np.nextafter(0.5, 1.0) and routellm["use_large"] == (routellm["score"] <= 0.5)
     uncalibrated = request("POST", "/v1/route", {"model": "router-knn:quality=0.9", "query": "small one"})
     assert uncalibrated.status_code == 400 and uncalibrated.json()["error"]["param"] == "model"
     assert item["use_large"] == (item["score"] < item["threshold"])

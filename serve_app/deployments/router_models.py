@@ -1,8 +1,9 @@
-"""Deployments hosting routers that are language models: the causal-LM router and the policy router.
+"""Deployments hosting routers that carry their own model: the causal-LM router and the policy router
+(language models that generate), and the BERT router (a fine-tuned encoder that scores the query).
 
 Each replica loads the router artifact (JSON + safetensors) and its router model, and answers
 ``route(query)`` with the router's own decision steps, so the served decision is the library's decision.
-Concurrent queries are batched into one generate call.
+Concurrent queries are batched into one generate call (one forward pass for the BERT router).
 
 ``user_config`` (hot swap): ``artifact``, ``batching`` and, for the policy router, ``policy_map``; merged
 onto the arguments the replica started with (so removing a key reverts it), paths relative to
@@ -12,6 +13,7 @@ one is released (GPU memory); queries arriving during that swap fail over to the
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from abc import ABC, abstractmethod
 from typing import Any
@@ -20,6 +22,7 @@ from ray import serve
 
 from routers.base import RouteDecision, Router
 from routers.engines import Generator, GeneratorConfig, build_generator
+from routers.progress import set_quiet
 from routers.registry import router_class
 from serve_app.config import BatchingSettings, existing_path
 
@@ -42,16 +45,14 @@ def release_engine(engine: Generator | None) -> None:
 
 
 class _RouterModel(ABC):
+    """What every router-model deployment shares: the artifact, hot swap, batching, ``route``."""
+
     router_name: str
     deployment_name: str
     #: keys this deployment's user_config may set (anything else is an error, never ignored)
     user_config_keys: frozenset[str] = frozenset({"artifact", "batching"})
 
-    def __init__(self, artifact: str, engine: dict[str, Any] | None, batching: dict[str, Any] | None = None,
-                 policy_map: str | None = None) -> None:
-        self.engine_override = dict(engine or {})
-        self.generator: Generator | None = None
-        self.generator_config: GeneratorConfig | None = None
+    def __init__(self, artifact: str, batching: dict[str, Any] | None = None, policy_map: str | None = None) -> None:
         self.artifact: str | None = None
         self.policy_map: str | None = None
         # What the app was started with; user_config overrides merge onto this, so removing one reverts it.
@@ -64,6 +65,67 @@ class _RouterModel(ABC):
         artifact = existing_path(settings["artifact"], f"{self.deployment_name}.artifact")
         policy_map = settings.get("policy_map")
         return artifact, None if policy_map is None else existing_path(policy_map, f"{self.deployment_name}.policy_map")
+
+    @abstractmethod
+    def load(self, artifact: str, policy_map: str | None) -> None:
+        """Load the router (and its model) from ``artifact``; sets ``self.router``."""
+
+    def reconfigure(self, user_config: dict[str, Any] | None) -> None:
+        """Swap the router artifact / policy map / batching without restarting the app."""
+        user_config = user_config or {}
+        unknown = sorted(set(user_config) - self.user_config_keys)
+        if unknown:
+            raise ValueError(f"{self.deployment_name} user_config: unknown key(s) {unknown}; "
+                             f"allowed: {sorted(self.user_config_keys)}")
+        settings = {**self.base, **user_config}
+        artifact, policy_map = self.paths(settings)
+        # A policy_map in user_config is re-read even under the same path: editing the file is the point.
+        if artifact != self.artifact or policy_map != self.policy_map or "policy_map" in user_config:
+            self.load_or_restore(artifact, policy_map)
+        self.apply_batching(BatchingSettings.model_validate(settings["batching"]))
+
+    def load_or_restore(self, artifact: str, policy_map: str | None) -> None:
+        """Load the new artifact; if that fails, reload the previous one so the replica keeps serving it."""
+        previous = (self.artifact, self.policy_map)
+        try:
+            self.load(artifact, policy_map)
+        except Exception:
+            if previous[0] is not None:
+                self.load(previous[0], previous[1])
+            raise
+
+    def apply_batching(self, batching: BatchingSettings) -> None:
+        self._route_batched.set_max_batch_size(batching.max_batch_size)
+        self._route_batched.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
+
+    # --- routing -------------------------------------------------------------------------------
+    def reference_quantiles(self) -> list[float] | None:
+        """The artifact's training-score quantiles (for ``router-X:share=``), None if it has none."""
+        scores = self.router.reference_scores()
+        return None if scores is None else [float(v) for v in scores]
+
+    async def route(self, query: str, threshold: float | None = None) -> dict[str, Any]:
+        decision = await self._route_batched((query, threshold))
+        return decision.model_dump()
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    async def _route_batched(self, items: list[tuple[str, float | None]]) -> list[RouteDecision]:
+        return await self.decide_batch(items)
+
+    @abstractmethod
+    async def decide_batch(self, items: list[tuple[str, float | None]]) -> list[RouteDecision]:
+        """The library's decisions for a batch of (query, threshold)."""
+
+
+class _GenerativeRouterModel(_RouterModel):
+    """A router that is a language model: one generate call per batch, then the library decides."""
+
+    def __init__(self, artifact: str, engine: dict[str, Any] | None, batching: dict[str, Any] | None = None,
+                 policy_map: str | None = None) -> None:
+        self.engine_override = dict(engine or {})
+        self.generator: Generator | None = None
+        self.generator_config: GeneratorConfig | None = None
+        super().__init__(artifact, batching, policy_map)
 
     def load(self, artifact: str, policy_map: str | None) -> None:
         router = router_class(self.router_name).load(artifact)
@@ -96,41 +158,7 @@ class _RouterModel(ABC):
         base = default.model_dump() if default is not None else {}
         return GeneratorConfig.model_validate({**base, **self.engine_override})
 
-    def reconfigure(self, user_config: dict[str, Any] | None) -> None:
-        """Swap the router artifact / policy map / batching without restarting the app."""
-        user_config = user_config or {}
-        unknown = sorted(set(user_config) - self.user_config_keys)
-        if unknown:
-            raise ValueError(f"{self.deployment_name} user_config: unknown key(s) {unknown}; "
-                             f"allowed: {sorted(self.user_config_keys)}")
-        settings = {**self.base, **user_config}
-        artifact, policy_map = self.paths(settings)
-        # A policy_map in user_config is re-read even under the same path: editing the file is the point.
-        if artifact != self.artifact or policy_map != self.policy_map or "policy_map" in user_config:
-            self.load_or_restore(artifact, policy_map)
-        self.apply_batching(BatchingSettings.model_validate(settings["batching"]))
-
-    def load_or_restore(self, artifact: str, policy_map: str | None) -> None:
-        """Load the new artifact; if that fails, reload the previous one so the replica keeps serving it."""
-        previous = (self.artifact, self.policy_map)
-        try:
-            self.load(artifact, policy_map)
-        except Exception:
-            if previous[0] is not None:
-                self.load(previous[0], previous[1])
-            raise
-
-    def apply_batching(self, batching: BatchingSettings) -> None:
-        self._route_batched.set_max_batch_size(batching.max_batch_size)
-        self._route_batched.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
-
-    # --- routing -------------------------------------------------------------------------------
-    async def route(self, query: str, threshold: float | None = None) -> dict[str, Any]:
-        decision = await self._route_batched((query, threshold))
-        return decision.model_dump()
-
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
-    async def _route_batched(self, items: list[tuple[str, float | None]]) -> list[RouteDecision]:
+    async def decide_batch(self, items: list[tuple[str, float | None]]) -> list[RouteDecision]:
         router, generator = self.router, self.generator  # a hot swap mid-batch must not mix the two
         assert generator is not None
         prompts = [router.router_prompt(query) for query, _ in items]  # type: ignore[attr-defined]
@@ -143,21 +171,13 @@ class _RouterModel(ABC):
                      generated: str) -> RouteDecision:
         """Turn the router model's generated text into the library's decision."""
 
-    def info(self) -> dict[str, Any]:
-        return {"router": self.router_name, "artifact": self.artifact, "model": self.generator_config.model if self.generator_config else None}
-
 
 @serve.deployment(name="CausalLMRouter")
-class CausalLMRouterDeployment(_RouterModel):
+class CausalLMRouterDeployment(_GenerativeRouterModel):
     """Generates the best model's name; also scores both names so a threshold can override the argmax."""
 
     router_name = "causallm_router"
     deployment_name = "CausalLMRouter"
-
-    def reference_quantiles(self) -> list[float] | None:
-        """The artifact's training-score quantiles (for ``router-causal:share=``), None if it has none."""
-        scores = self.router.reference_scores()
-        return None if scores is None else [float(v) for v in scores]
 
     async def decide(self, router: Any, generator: Generator, query: str, threshold: float | None,
                      generated: str) -> RouteDecision:
@@ -169,7 +189,7 @@ class CausalLMRouterDeployment(_RouterModel):
 
 
 @serve.deployment(name="PolicyRouter")
-class PolicyRouterDeployment(_RouterModel):
+class PolicyRouterDeployment(_GenerativeRouterModel):
     """Emits a policy label; the editable policy map turns it into a model."""
 
     router_name = "policy_router"
@@ -179,3 +199,24 @@ class PolicyRouterDeployment(_RouterModel):
     async def decide(self, router: Any, generator: Generator, query: str, threshold: float | None,
                      generated: str) -> RouteDecision:
         return router.decide_from_generation(query, generated)  # type: ignore[no-any-return]
+
+
+@serve.deployment(name="BertRouter")
+class BertRouterDeployment(_RouterModel):
+    """RouteLLM's BERT router: its fine-tuned encoder scores each query (one forward pass per batch) and
+    the library decides small iff score >= threshold."""
+
+    router_name = "bert"
+    deployment_name = "BertRouter"
+
+    def load(self, artifact: str, policy_map: str | None) -> None:
+        set_quiet(True)  # a replica has no terminal: no progress bars per batch
+        self.router = router_class(self.router_name).load(artifact)
+        self.artifact, self.policy_map = artifact, None
+
+    async def decide_batch(self, items: list[tuple[str, float | None]]) -> list[RouteDecision]:
+        router = self.router  # a hot swap mid-batch must not mix two routers
+        # The forward pass holds the GIL only in Python glue; off the event loop so health checks answer.
+        scores = await asyncio.to_thread(router.score_texts, [query for query, _ in items])  # type: ignore[attr-defined]
+        return [router.decide(query, float(score), threshold)
+                for (query, threshold), score in zip(items, scores, strict=True)]
