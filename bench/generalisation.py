@@ -24,6 +24,9 @@ shipped config's embedder settings), so a run after ``eval_routers.py`` embeds n
 only loaded when a selected router needs it. Writes
 ``bench/out/generalisation.json`` and both modes' cost-quality curves side by side,
 ``bench/out/generalisation.png`` (``--plot`` elsewhere; ``bench/generalisation.png`` is one full run's).
+The JSON keeps each result's curve (at most ``CURVE_POINTS`` points), so ``--include OTHER.json`` adds
+the routers of another run (bert's, the generative routers' of ``bench/generative_ldo.py``) to the
+table and the picture without refitting them.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from routers.engines.cache import CachedEmbedder
 from routers.errors import RouterError
 from routers.evaluation import GeneralisationResult, Protocol, in_domain, leave_domains_out
 from routers.evaluation.generalisation import DEFAULT_INNER_FOLDS, RouterFactory
+from routers.evaluation.metrics import Curve
 from routers.evaluation.plot import plot_generalisation
 from routers.progress import log, set_quiet
 from routers.registry import canonical_name, router_class, router_names
@@ -67,6 +71,38 @@ HYBRID_TUNING_GRID: list[dict[str, Any]] = [
 ROUTER_PARAMS: dict[str, dict[str, Any]] = {
     "bert": {"max_train_examples": 1500, "max_length": 96, "threads": 1},
 }
+
+
+#: points of each curve kept in the JSON (both ends included): enough for a plot, small enough to share
+CURVE_POINTS = 1001
+
+
+def curve_points(curve: Curve | None) -> dict[str, list[float]] | None:
+    if curve is None:
+        return None
+    n = len(curve.large_share)
+    keep = np.unique(np.linspace(0, n - 1, min(n, CURVE_POINTS)).round().astype(int))
+    return {"large_share": curve.large_share[keep].tolist(), "quality": curve.quality[keep].tolist(),
+            "cost": curve.cost[keep].tolist()}
+
+
+def result_record(result: GeneralisationResult) -> dict[str, Any]:
+    return {"domains": MODE_LABELS[result.mode], **result.model_dump(), "curve": curve_points(result.curve)}
+
+
+def load_results(path: Path) -> list[GeneralisationResult]:
+    """The results another run of this script (or ``bench/generative_ldo.py``) wrote, curves included."""
+    results = []
+    for record in json.loads(path.read_text())["results"]:
+        fields = {k: v for k, v in record.items() if k not in ("domains", "curve")}
+        result = GeneralisationResult.model_validate(fields)
+        points = record.get("curve")
+        if points is not None:
+            curve = Curve(large_share=np.asarray(points["large_share"]), quality=np.asarray(points["quality"]),
+                          cost=np.asarray(points["cost"]), thresholds=np.full(len(points["quality"]), np.nan))
+            result = result.model_copy(update={"curve": curve})
+        results.append(result)
+    return results
 
 
 def engine_roles(name: str, llm_data: dict[str, Any]) -> frozenset[str]:
@@ -144,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench/out")
     parser.add_argument("--plot", type=Path,
                         help="the seen / unseen cost-quality curves' PNG (default: OUT/generalisation.png)")
+    parser.add_argument("--include", type=Path, action="append", default=[], metavar="JSON",
+                        help="add the results of another run's JSON (with curves) to the table and plot")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     set_quiet(args.quiet)
@@ -169,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         grid = HYBRID_TUNING_GRID if (args.tune and name == "hybrid_llm") else None
         make = factory(name, router_params[name], llm_data, embedder if needs_embedder[name] else None)
         results.extend(run_router(name, make, train, test, args.folds, grid, protocol))
+    for path in args.include:
+        results.extend(load_results(path))
 
     print(format_interval_table(results))
     print(f"reproduce: {reproduce_command(sys.argv[1:] if argv is None else argv)}")
@@ -181,11 +221,15 @@ def main(argv: list[str] | None = None) -> int:
         "n_test": len(test), "folds": args.folds, "hybrid_params": hybrid_params, "router_params": router_params,
         "tuning_grid": HYBRID_TUNING_GRID if args.tune else None,
         "wall_seconds": round(wall, 1),
-        "results": [{"domains": MODE_LABELS[r.mode], **r.model_dump()} for r in results],
+        "results": [result_record(r) for r in results],
     }
     (args.out / "generalisation.json").write_text(json.dumps(summary, indent=2, default=float))
     log(f"wrote {args.out / 'generalisation.json'}")
-    log(f"wrote {plot_generalisation(results, args.plot or args.out / 'generalisation.png')}")
+    plotted = [r for r in results if r.curve is not None]
+    for result in results:
+        if result.curve is None:
+            log(f"{result.router} ({MODE_LABELS[result.mode]}): no curve in its JSON, left out of the plot")
+    log(f"wrote {plot_generalisation(plotted, args.plot or args.out / 'generalisation.png')}")
     return 0
 
 
