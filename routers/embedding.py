@@ -27,13 +27,12 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import Field
 
-from routers.base import QueryLike, RouteDecision, Router, RouterConfig, query_text
+from routers.base import QueryLike, RouteDecision, query_text
+from routers.calibrated import CalibratedRouter, CalibratedRouterConfig
 from routers.data import RoutingDataset
 from routers.engines import Embedder, EmbedderConfig
 from routers.errors import ArtifactError, ConfigError
-from routers.evaluation.calibrate import threshold_for_large_share
 from routers.progress import progress_bar
 from routers.safe_io import load_arrays, save_arrays
 
@@ -46,20 +45,10 @@ MIN_TRAIN_QUERIES = 10
 EmbeddingDtype = Literal["float16", "float32"]
 
 
-class EmbeddingRouterConfig(RouterConfig):
-    """Settings every embedding router has: how the default threshold is chosen, and the embedder.
+class EmbeddingRouterConfig(CalibratedRouterConfig):
+    """Settings every embedding router has: the ``threshold_rule`` (``routers.calibrated``; default
+    ``oracle_share``, Hybrid keeps the seed's ``fixed``) and the embedder."""
 
-    The default rule is ``oracle_share``: on skewed data a break-even threshold sends almost everything
-    one way (on the shipped data the large model wins 4x as often as the small one, so nearly every
-    query's expected gap is negative and ``fixed`` escalates ~100% of queries). Hybrid keeps the seed's
-    ``fixed``.
-    """
-
-    threshold_rule: Literal["fixed", "oracle_share"] = Field(
-        default="oracle_share",
-        description="with router_threshold unset: 'fixed' = the router's break-even point; 'oracle_share' = "
-        "the threshold calibrated on train to escalate the oracle's share of queries",
-    )
     embedder: EmbedderConfig | None = None
 
 
@@ -90,32 +79,14 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
     return x / np.where(norms > 0, norms, 1.0)
 
 
-class EmbeddingRouter(Router):
+class EmbeddingRouter(CalibratedRouter):
     """Base of the routers whose score is a function of the query embedding alone."""
 
-    Config: ClassVar[type[RouterConfig]] = EmbeddingRouterConfig
+    Config = EmbeddingRouterConfig
     engine_roles = frozenset({"embedder"})
     #: how error messages name the router ("the Hybrid router needs an embedder")
     display_name: ClassVar[str] = "embedding"
     config: EmbeddingRouterConfig
-
-    def __init__(self, config: Any = None, llm_data: Any = None) -> None:
-        super().__init__(config, llm_data)
-        self.calibrated_threshold: float | None = None
-        self.train_metrics: dict[str, Any] = {}
-
-    # --- config ----------------------------------------------------------------------------------
-    @property
-    def threshold(self) -> float:
-        if self.config.router_threshold is not None:
-            return self.config.router_threshold
-        if self.config.threshold_rule == "oracle_share" and self.calibrated_threshold is not None:
-            return self.calibrated_threshold
-        return self.fixed_threshold()
-
-    def fixed_threshold(self) -> float:
-        """The threshold of ``threshold_rule: fixed``: where the score says the two models break even."""
-        return self.default_threshold
 
     # --- engines ---------------------------------------------------------------------------------
     def training_engine_roles(self) -> frozenset[str]:
@@ -152,16 +123,6 @@ class EmbeddingRouter(Router):
         embeddings = self.embed_queries(data.queries, f"{self.name}: embedding train queries")
         quality = data.performance_matrix([pair.small, pair.large])
         return EmbeddedTrainingSet(data, embeddings, quality[:, 0] - quality[:, 1])
-
-    def calibrate_on_training_scores(self, scores: np.ndarray, gap: np.ndarray) -> dict[str, Any]:
-        """Calibrate the ``oracle_share`` threshold, keep the score quantiles, mark the router fitted."""
-        # Default operating point: escalate the share of queries the oracle escalates (module docstring).
-        oracle_large_share = float(np.mean(gap < 0))
-        self.calibrated_threshold = threshold_for_large_share(scores, oracle_large_share)
-        self.record_reference_scores(scores)
-        self.fitted = True
-        return {"oracle_large_share": oracle_large_share, "calibrated_threshold": self.calibrated_threshold,
-                "threshold": self.threshold}
 
     # --- scoring ---------------------------------------------------------------------------------
     @abstractmethod

@@ -24,23 +24,23 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from pydantic import Field
 
-from routers.base import QueryLike, Router, RouterConfig, query_text
+from routers.base import QueryLike, query_text
+from routers.calibrated import CalibratedRouter, CalibratedRouterConfig
 from routers.data import RoutingDataset
 from routers.embedding import DEFAULT_EMBEDDER, MIN_TRAIN_QUERIES, win_outcomes
 from routers.errors import ArtifactError, ConfigError, NotFittedError
-from routers.evaluation.calibrate import threshold_for_large_share
 from routers.paths import resolve_model_path
 
 ENCODER_DIR = "encoder"
 HEAD_FILE = "head.safetensors"
 
 
-class BertRouterConfig(RouterConfig):
+class BertRouterConfig(CalibratedRouterConfig):
     """Fine-tuning settings: BERT's recipe (AdamW, lr 5e-5, weight decay 0.01, 10% linear warmup then
     linear decay, dropout 0.1) sized for a CPU (1 epoch over at most 3000 queries of <= 128 tokens)."""
 
@@ -66,13 +66,9 @@ class BertRouterConfig(RouterConfig):
     balance_labels: bool = Field(default=False, description="weight both classes equally in the loss")
     score_batch_size: int = Field(default=64, ge=1, le=4096)
     threads: int | None = Field(default=None, ge=1, le=512, description="torch threads; None = torch's")
-    threshold_rule: Literal["fixed", "oracle_share"] = Field(
-        default="oracle_share",
-        description="with router_threshold unset: 'fixed' = 0.5; 'oracle_share' = the threshold calibrated "
-        "on train to escalate the oracle's share of queries")
 
 
-class BertRouter(Router):
+class BertRouter(CalibratedRouter):
     name = "bert"
     Config = BertRouterConfig
     engine_roles = frozenset()  # its own encoder: nothing to bind
@@ -83,16 +79,6 @@ class BertRouter(Router):
         # torch models are built in fit/load, not here: the registry probes routers by constructing them
         self.model: Any = None
         self.tokenizer: Any = None
-        self.calibrated_threshold: float | None = None
-        self.train_metrics: dict[str, Any] = {}
-
-    @property
-    def threshold(self) -> float:
-        if self.config.router_threshold is not None:
-            return self.config.router_threshold
-        if self.config.threshold_rule == "oracle_share" and self.calibrated_threshold is not None:
-            return self.calibrated_threshold
-        return self.default_threshold
 
     # --- learning --------------------------------------------------------------------------------
     def training_examples(self, train: RoutingDataset) -> RoutingDataset:
@@ -131,17 +117,8 @@ class BertRouter(Router):
         self.model, self.tokenizer = model, tokenizer
         scores = self.score_encoded(encoded, f"{self.name}: scoring train queries")
         self.train_metrics = {**training_summary(settings.losses, scores, targets, len(train), len(data)),
-                              **self.calibrate(scores, gap), "fit_seconds": round(time.perf_counter() - started, 1)}
+                              **self.calibrate_on_training_scores(scores, gap), "fit_seconds": round(time.perf_counter() - started, 1)}
         return dict(self.train_metrics)
-
-    def calibrate(self, scores: np.ndarray, gap: np.ndarray) -> dict[str, Any]:
-        """The ``oracle_share`` threshold and the score quantiles from the training scores; marks fitted."""
-        oracle_large_share = float(np.mean(gap < 0))
-        self.calibrated_threshold = threshold_for_large_share(scores, oracle_large_share)
-        self.record_reference_scores(scores)
-        self.fitted = True
-        return {"oracle_large_share": oracle_large_share, "calibrated_threshold": self.calibrated_threshold,
-                "threshold": self.threshold}
 
     # --- scoring ---------------------------------------------------------------------------------
     def require_model(self) -> Any:
