@@ -9,6 +9,7 @@ import asyncio
 import inspect
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,17 @@ def servable_dependency() -> Any:
     raise AssertionError("no Serve class-based route found")
 
 
+@contextmanager
+def answering(instance: Any) -> Iterator[Any]:
+    """Route the module's FastAPI app to ``instance``, as Serve routes a replica's requests to it."""
+    dependency = servable_dependency()
+    ingress_module.app.dependency_overrides[dependency] = lambda: instance
+    try:
+        yield instance
+    finally:
+        ingress_module.app.dependency_overrides.pop(dependency, None)
+
+
 @pytest.fixture
 def ingress() -> Iterator[Any]:
     """A RouterIngress (the real class) answering for the module's FastAPI app, as a replica would."""
@@ -64,12 +76,10 @@ def ingress() -> Iterator[Any]:
     # A working embedder unless a test breaks it: the artifact's own input size.
     dim = instance.pipelines.embedding_routers["hybrid"].mlp.input_dim
     instance.pipelines.embedder = Handle(embed_one=lambda q: value(np.full(dim, 0.01, dtype=np.float32)))
-    dependency = servable_dependency()
-    ingress_module.app.dependency_overrides[dependency] = lambda: instance
     try:
-        yield instance
+        with answering(instance):
+            yield instance
     finally:
-        ingress_module.app.dependency_overrides.pop(dependency, None)
         ingress_module.GUARD.metrics = None
 
 

@@ -18,7 +18,7 @@ from serve_app.config import AppConfig, parse_app_config
 from serve_app.deployments import router_models
 from serve_app.pipelines import Pipelines
 from tests.job_helpers import MINILM, save_tiny_bert_router
-from tests.test_ingress_api import answer_model, servable_dependency
+from tests.test_ingress_api import answer_model, answering
 from tests.test_ingress_units import Handle, fake_metrics, value
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,12 +115,8 @@ def ingress(artifacts: dict[str, Path]) -> Iterator[Any]:
     instance = cls(app_args(artifacts["a"]), {"small": answer_model(), "large": answer_model()}, None, None, None,
                    handle_for(hosted))
     instance.metrics = fake_metrics()
-    dependency = servable_dependency()
-    ingress_module.app.dependency_overrides[dependency] = lambda: instance
-    try:
+    with answering(instance):
         yield instance
-    finally:
-        ingress_module.app.dependency_overrides.pop(dependency, None)
 
 
 def request(method: str, path: str, body: dict[str, Any] | None = None) -> Any:

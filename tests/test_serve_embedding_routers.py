@@ -36,7 +36,7 @@ from serve_app.config import (
 from serve_app.ingress import check_ingress_user_config, merged_config
 from serve_app.pipelines import Pipelines, RouterUnavailable
 from tests.test_embedding_routers import fitted, two_clusters
-from tests.test_ingress_api import answer_model, servable_dependency
+from tests.test_ingress_api import answer_model, answering
 from tests.test_ingress_units import Handle, fake_metrics, value
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -310,12 +310,8 @@ def ingress(artifacts: dict[str, Path]) -> Iterator[Any]:
     assert len(dims) == 2  # the shipped MF: 384; the synthetic banks: 16
     instance.pipelines.embedder = Handle(embed_one=lambda q: value(np.ones(16 if "small" in q else 384)),
                                          embed=lambda qs: value(np.ones((len(qs), 16 if "small" in qs[0] else 384))))
-    dependency = servable_dependency()
-    ingress_module.app.dependency_overrides[dependency] = lambda: instance
-    try:
+    with answering(instance):
         yield instance
-    finally:
-        ingress_module.app.dependency_overrides.pop(dependency, None)
 
 
 def request(method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
