@@ -478,8 +478,35 @@ def transformers_batch_logprobs(generator: Any, prompts: Sequence[str], continua
     pad = tokenizer.pad_token_id
     input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=generator.device)
     mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=generator.device)
+    # Only the continuation positions need logits: projecting every position of every row onto the vocabulary
+    # (262k entries for Gemma 3) costs more than the whole decoder and allocates (rows, width, vocab) floats.
+    rows_index = torch.tensor([i for i, (start, end) in enumerate(spans) for _ in range(start - 1, end - 1)],
+                              dtype=torch.long, device=generator.device)
+    positions = torch.tensor([p for start, end in spans for p in range(start - 1, end - 1)],
+                             dtype=torch.long, device=generator.device)
+    targets = input_ids[rows_index, positions + 1]
     with generator._lock, torch.inference_mode():
-        logits = generator.model(input_ids=input_ids, attention_mask=mask).logits.float()
-    token_logprobs = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-    totals = [float(token_logprobs[i, start - 1 : end - 1].sum()) for i, (start, end) in enumerate(spans)]
-    return np.array(totals).reshape(len(prompts), len(continuations))
+        logits = _position_logits(generator.model, input_ids, mask, rows_index, positions)
+    token_logprobs = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    totals = torch.zeros(len(rows), dtype=torch.float64)
+    totals.index_add_(0, rows_index.cpu(), token_logprobs.double().cpu())
+    return totals.numpy().reshape(len(prompts), len(continuations))
+
+
+def _position_logits(model: Any, input_ids: Any, mask: Any, rows_index: Any, positions: Any) -> Any:
+    """Logits at the given (row, position) pairs only: decoder once, then the LM head on those hidden states
+    (with the final logit soft-capping of models that have one, e.g. Gemma 2). Models without a separate
+    decoder and head: the full forward pass, then the same positions."""
+    import torch
+
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if decoder is None or head is None or decoder is model:
+        return model(input_ids=input_ids, attention_mask=mask).logits[rows_index, positions]
+    hidden = decoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
+    logits = head(hidden[rows_index, positions])
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    cap = getattr(config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
