@@ -24,6 +24,7 @@ def reliability_args() -> dict[str, Any]:
     """The default app with only the Hybrid router and baselines, tiny generations, auth and tight queues."""
     args = default_app_args()
     args["routers"] = {"hybrid": args["routers"]["hybrid"], "automix": None}
+    args["default_router"] = "hybrid"  # the only router left in this app
     args["limits"] = {"max_tokens": 4, "default_max_tokens": 2, "max_n": 2, "max_prompt_chars": 2000}
     args["auth"] = {"api_keys": [KEY], "api_keys_env": None}
     args["timeouts"] = {"router_s": 20, "answer_s": 60}
