@@ -260,9 +260,9 @@ class Pipelines:
         ``share_calibration.source: traffic``, of its recent traffic) to the large model."""
         if kind == "random":
             return share  # the random router's threshold is its large share already
-        traffic = self.traffic_scores(kind)
-        if traffic is not None:
-            return threshold_for_large_share(traffic, share)
+        window = self.usable_traffic_window(kind)
+        if window is not None:
+            return threshold_for_large_share(window.scores(), share)
         scores = await self.reference_scores(kind)
         if scores is None:
             raise ApiError(400, f"router {kind!r} has no reference score distribution in its artifact, so a "
@@ -270,19 +270,19 @@ class Pipelines:
                            f"(router-{kind}:0.5), or add one with `llmrouter reference-scores`", param="model")
         return threshold_for_large_share(scores, share)
 
-    def traffic_scores(self, kind: str) -> np.ndarray | None:
+    def usable_traffic_window(self, kind: str) -> ScoreWindow | None:
         """The recent traffic's scores, when the config asks for them and enough have been seen."""
         settings = self.config.share_calibration
         window = self.traffic.get(kind)
         if settings.source != "traffic" or window is None or len(window) < settings.min_scores:
             return None
-        return window.scores()
+        return window
 
     def share_source(self, kind: str) -> str:
         if kind == "random":
             return "random draw"
-        window = self.traffic.get(kind)
-        if self.traffic_scores(kind) is not None and window is not None:
+        window = self.usable_traffic_window(kind)
+        if window is not None:
             return f"traffic: the last {len(window)} scores"
         return "training score quantiles"
 
