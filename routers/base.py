@@ -6,9 +6,10 @@ is, the more confident the router is that the cheap model will do. A router rout
 cost-quality curve, and lets ``calibrate`` pick the threshold that sends a target share of traffic to the
 large model, the same way for every router.
 
-Routers are split into steps (score these embeddings, build this verification prompt, parse this text)
-so that the Ray Serve ingress composes the very same steps over remote deployments that ``route_single``
-runs locally: a decision served over HTTP is the decision the library makes.
+``aroute(query, engines, threshold)`` is the one async routing entry, and the one the Ray Serve app calls:
+``engines`` (``routers.engines.Engines``) holds the embedder and models by role, local engines in a script
+and thin adapters over deployment handles in the app, so a decision served over HTTP is the decision the
+library makes, by the same code. ``aroute_many`` decides a batch with one engine call per step.
 
 ``route_batch(batch=..., task_name=...)`` (the seeds' call) routes many queries at once; routers whose
 engines batch (Hybrid's embedder, AutoMix's and the causal-LM router's generate calls) override
@@ -23,17 +24,20 @@ can be turned into a threshold at serving time without the training data
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from routers.data import LLMCandidate, ModelPair, RoutingDataset, estimate_tokens, resolve_pair
-from routers.engines import Embedder, Generator, GeneratorConfig
+from routers.engines import Embedder, Engines, GenerationResult, Generator, GeneratorConfig, Messages, SamplingParams
 from routers.errors import ArtifactError, ConfigError, NotFittedError
 
 if TYPE_CHECKING:
@@ -46,6 +50,9 @@ ARTIFACT_FORMAT_VERSION = 1
 REFERENCE_QUANTILES = 101
 
 QueryLike = str | Mapping[str, Any]
+T = TypeVar("T")
+#: one threshold for every query of a batch, or one per query (a Serve batch mixes requests)
+Thresholds = float | None | Sequence[float | None]
 
 
 class RouterConfig(BaseModel):
@@ -61,8 +68,23 @@ class RouterConfig(BaseModel):
     seed: int = 0
 
 
+class ModelUsage(BaseModel):
+    """Tokens one model call made while deciding (AutoMix's small-model answer and verification)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: str
+    purpose: Literal["answer", "verification"]
+    prompt_tokens: int
+    completion_tokens: int
+
+
 class RouteDecision(BaseModel):
-    """One routing decision. ``to_dict`` gives the seeds' result keys."""
+    """One routing decision: the typed result every router returns, from ``aroute`` to the HTTP response.
+
+    ``to_dict`` gives the seeds' result keys. ``answer`` is an answer the router produced while deciding
+    and keeps (AutoMix's verified small-model answer), ``usage`` the model calls deciding cost.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -74,6 +96,8 @@ class RouteDecision(BaseModel):
     reason: str
     cost: float | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
+    answer: GenerationResult | None = None
+    usage: list[ModelUsage] = Field(default_factory=list)
 
     def to_dict(self, score_key: str = "router_score") -> dict[str, Any]:
         out: dict[str, Any] = {"query": self.query, "model_name": self.model_name}
@@ -87,6 +111,49 @@ class RouteDecision(BaseModel):
         out["reason"] = self.reason
         out.update(self.extra)
         return out
+
+
+@dataclass(frozen=True)
+class RouteContext:
+    """The request around a query, for routers that answer while they decide (AutoMix answers the chat
+    as the user sent it, with the user's sampling settings)."""
+
+    messages: Messages = field(default_factory=list)
+    params: SamplingParams | None = None
+
+
+def per_query(thresholds: Thresholds, count: int) -> list[float | None]:
+    """``thresholds`` as one value (or None) per query."""
+    if thresholds is None or isinstance(thresholds, (int, float)):
+        return [None if thresholds is None else float(thresholds)] * count
+    values = list(thresholds)
+    if len(values) != count:
+        raise ValueError(f"{len(values)} thresholds for {count} queries")
+    return values
+
+
+def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run an ``aroute`` coroutine from synchronous code (``route_queries``), also under a running loop
+    (a notebook): then in a thread of its own, since a loop cannot wait on itself."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    results: list[T] = []
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            results.append(asyncio.run(coroutine))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name="llmrouter-run-sync")
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return results[0]
 
 
 def query_text(query: QueryLike) -> str:
@@ -240,13 +307,32 @@ class Router(ABC):
         """Small-suitability score of every query in ``data`` (for evaluation and calibration)."""
 
     @abstractmethod
+    async def aroute_many(self, queries: Sequence[str], engines: Engines,
+                          thresholds: Thresholds = None) -> list[RouteDecision]:
+        """Decide for every query with ``engines``, one engine call per step for the batch; ``thresholds``
+        (one, or one per query; None: the router's own) as in ``decide``."""
+
+    async def aroute(self, query: str, engines: Engines, threshold: float | None = None,
+                     context: RouteContext | None = None) -> RouteDecision:
+        """Decide for one query with ``engines``: the entry the Serve app calls for every request.
+        ``context`` matters only to routers that answer while they decide (AutoMix)."""
+        return (await self.aroute_many([query], engines, threshold))[0]
+
+    def local_engines(self) -> Engines:
+        """The engines bound with ``bind_engines``, for ``aroute`` from synchronous code."""
+        return Engines(embedder=self.embedder, models=dict(self.generators))
+
     def route_single(self, query: QueryLike) -> dict[str, Any]:
         """Route one query with the bound engines; returns the seeds' result dict."""
+        return self.route_queries([query])[0]
 
     def route_queries(self, queries: Sequence[QueryLike]) -> list[dict[str, Any]]:
-        """One result per query, as ``route_single`` gives it. Routers whose engines batch override this
-        with one engine call per step for all ``queries``; the default routes them one by one."""
-        return [self.route_single(q) for q in queries]
+        """One result per query, as ``route_single`` gives it: ``aroute_many`` over the bound engines."""
+        texts = [query_text(q) for q in queries]
+        if not texts:
+            return []
+        decisions = run_sync(self.aroute_many(texts, self.local_engines()))
+        return [decision.to_dict(self.score_key) for decision in decisions]
 
     def route_batch(self, batch: Sequence[QueryLike], task_name: str | None = None) -> list[dict[str, Any]]:
         """Route a batch (the seeds' ``route_batch(batch=queries, task_name="general")``).

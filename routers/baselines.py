@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from pydantic import Field
 
-from routers.base import Router, RouterConfig, query_text
+from routers.base import RouteDecision, Router, RouterConfig, Thresholds, per_query
 from routers.data import RoutingDataset
+from routers.engines import Engines
 from routers.errors import ConfigError
 
 
@@ -33,12 +34,15 @@ class _FixedRouter(Router):
     def dataset_scores(self, data: RoutingDataset) -> np.ndarray:
         return np.full(len(data), self._score())
 
-    def route_single(self, query: str | Mapping[str, Any]) -> dict[str, Any]:
-        text = query_text(query)
-        decision = self.decide(text, self._score())
-        side = "largest" if self.use_large else "smallest"
-        decision.reason = f"always the {side} model"
-        return decision.to_dict(self.score_key)
+    def fixed_decision(self, query: str) -> RouteDecision:
+        decision = self.decide(query, self._score())
+        decision.reason = f"always the {'largest' if self.use_large else 'smallest'} model"
+        return decision
+
+    async def aroute_many(self, queries: Sequence[str], engines: Engines,
+                          thresholds: Thresholds = None) -> list[RouteDecision]:
+        # Nothing to tune: a threshold would move the constant score across it, so it is not applied.
+        return [self.fixed_decision(query) for query in queries]
 
 
 class SmallestLLMRouter(_FixedRouter):
@@ -80,9 +84,17 @@ class RandomRouter(Router):
         # Seeded per call so an evaluation is reproducible.
         return np.random.default_rng(self.config.seed).random(len(data))
 
-    def route_single(self, query: str | Mapping[str, Any]) -> dict[str, Any]:
-        text = query_text(query)
-        return self.decide(text, float(self._rng.random())).to_dict(self.score_key)
+    def draw_decision(self, query: str, large_share: float | None = None) -> RouteDecision:
+        """Large iff a uniform draw < ``large_share`` (None: the configured share)."""
+        share = self.threshold if large_share is None else large_share
+        decision = self.decide(query, float(self._rng.random()), share)
+        decision.reason = f"random draw with large share {share:.2f}: {decision.reason}"
+        return decision
+
+    async def aroute_many(self, queries: Sequence[str], engines: Engines,
+                          thresholds: Thresholds = None) -> list[RouteDecision]:
+        return [self.draw_decision(query, share)
+                for query, share in zip(queries, per_query(thresholds, len(queries)), strict=True)]
 
 
 class OracleRouter(Router):
@@ -104,4 +116,12 @@ class OracleRouter(Router):
         return matrix[:, 0] - matrix[:, 1]
 
     def route_single(self, query: str | Mapping[str, Any]) -> dict[str, Any]:
-        raise ConfigError("the oracle router needs each model's performance; it exists for evaluation only")
+        raise self.evaluation_only()
+
+    async def aroute_many(self, queries: Sequence[str], engines: Engines,
+                          thresholds: Thresholds = None) -> list[RouteDecision]:
+        raise self.evaluation_only()
+
+    @staticmethod
+    def evaluation_only() -> ConfigError:
+        return ConfigError("the oracle router needs each model's performance; it exists for evaluation only")

@@ -28,10 +28,10 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from routers.base import QueryLike, RouteDecision, query_text
+from routers.base import RouteDecision, Thresholds, per_query
 from routers.calibrated import CalibratedRouter, CalibratedRouterConfig
 from routers.data import RoutingDataset
-from routers.engines import Embedder, EmbedderConfig
+from routers.engines import AsyncEmbedder, Embedder, EmbedderConfig, Engines
 from routers.errors import ArtifactError, ConfigError
 from routers.progress import progress_bar
 from routers.safe_io import load_arrays, save_arrays
@@ -97,8 +97,12 @@ class EmbeddingRouter(CalibratedRouter):
 
     def require_embedder(self) -> Embedder:
         if self.embedder is None:
-            raise ConfigError(f"the {self.display_name} router needs an embedder; bind one with bind_engines(embedder=...)")
+            raise self.missing_embedder()
         return self.embedder
+
+    def missing_embedder(self) -> ConfigError:
+        return ConfigError(f"the {self.display_name} router needs an embedder; bind one with "
+                           "bind_engines(embedder=...)")
 
     def embed_queries(self, queries: list[str], desc: str) -> np.ndarray:
         """Embed in chunks so a long training set shows progress (and stays within memory)."""
@@ -156,14 +160,18 @@ class EmbeddingRouter(CalibratedRouter):
         score = float(self.score_embeddings(embedding.reshape(1, -1))[0])
         return self.decide(query, score, threshold)
 
-    def route_single(self, query: QueryLike) -> dict[str, Any]:
-        return self.route_queries([query])[0]
-
-    def route_queries(self, queries: Sequence[QueryLike]) -> list[dict[str, Any]]:
+    async def aroute_many(self, queries: Sequence[str], engines: Engines,
+                          thresholds: Thresholds = None) -> list[RouteDecision]:
         """One embedder call for all queries, then each query's decision."""
-        texts = [query_text(q) for q in queries]
-        embeddings = self.require_embedder().embed(texts)
-        return [self.route_embedding(t, e).to_dict(self.score_key) for t, e in zip(texts, embeddings)]
+        embedder: AsyncEmbedder | None = engines.embedder
+        if embedder is None:
+            raise self.missing_embedder()
+        embeddings = np.asarray(await embedder.aembed(list(queries)), dtype=np.float32)
+        if embeddings.ndim != 2 or len(embeddings) != len(queries):
+            raise ConfigError(f"the embedder returned shape {embeddings.shape} for {len(queries)} queries")
+        return [self.route_embedding(query, embedding, threshold) for query, embedding, threshold
+                in zip(queries, embeddings, per_query(thresholds, len(queries)), strict=True)]
+
 
     # --- artifacts -------------------------------------------------------------------------------
     def embedding_state(self) -> dict[str, Any]:

@@ -18,11 +18,12 @@ from routers.causal_lm.labels import (
     training_text,
 )
 from routers.causal_lm.parsing import parse_llm_name
-from routers.causal_lm.router import CausalLMRouter, ensure_merged, transformers_batch_logprobs
+from routers.causal_lm.router import CausalLMRouter, ensure_merged
 from routers.data import ModelOutcome, QueryExample
 from routers.errors import ConfigError
 from routers.safe_io import UNSAFE_SUFFIXES
 from tests.conftest import LARGE_NAME, ROOT, SMALL_NAME, synthetic_dataset, two_candidates
+from tests.tiny_models import TINY_EXAMPLES, tiny_train_config
 
 SMOLLM = ROOT / "models" / "smollm2-135m-instruct"
 ARTIFACT = ROOT / "artifacts" / "causallm_router"
@@ -171,44 +172,6 @@ def test_fallback_model_must_be_one_of_the_pair() -> None:
 
 
 # --- tiny model: training, resume, merge, artifacts -------------------------------------------------
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer random Llama with the real SmolLM2 tokenizer (skips when models/ is not set up).
-
-    The wide init gives the tied embeddings enough norm that LoRA on q/v can move the logits at all.
-    """
-    if not (SMOLLM / "tokenizer.json").exists():
-        pytest.skip("models/smollm2-135m-instruct tokenizer not set up")
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tokenizer = AutoTokenizer.from_pretrained(str(SMOLLM))
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, initializer_range=0.2,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
-    )
-    directory = tmp_path_factory.mktemp("tiny-llama")
-    LlamaForCausalLM(config).save_pretrained(str(directory), safe_serialization=True)
-    tokenizer.save_pretrained(str(directory))
-    return directory
-
-
-def tiny_train_config(base: Path, **overrides: object) -> object:
-    from routers.causal_lm.training import CausalLMTrainConfig
-
-    settings = dict(base_model=str(base), lora_r=4, lora_alpha=8, lora_dropout=0.0, learning_rate=2e-2,
-                    batch_size=4, max_length=48, num_epochs=50, max_steps=12, seed=0)
-    settings.update(overrides)
-    return CausalLMTrainConfig(**settings)
-
-
-TINY_EXAMPLES = [
-    SFTExample(router_prompt(f"easy question {i}?"), SMALL_NAME) for i in range(4)
-] + [SFTExample(router_prompt(f"hard proof {i}!"), LARGE_NAME) for i in range(4)]
-
-
 def test_encode_example_masks_the_prompt_and_keeps_the_answer_when_truncating(tiny_model_dir: Path) -> None:
     from routers.causal_lm.training import IGNORE_INDEX, encode_example, load_tokenizer
 
@@ -310,7 +273,7 @@ def test_merged_model_loads_in_transformers_generator_and_generates(tiny_model_d
     prompts = [router_prompt("easy question 1?"), router_prompt("a much longer hard proof question 2!")]
     result = generator.generate(prompts, SamplingParams(max_tokens=6, stop=["\n"]))
     assert len(result) == 2 and all(isinstance(r.text, str) for r in result)
-    batched = transformers_batch_logprobs(generator, prompts, [SMALL_NAME, LARGE_NAME])
+    batched = generator.batch_sequence_logprobs(prompts, [SMALL_NAME, LARGE_NAME])
     single = np.array([generator.sequence_logprobs(p, [SMALL_NAME, LARGE_NAME]) for p in prompts])
     np.testing.assert_allclose(batched, single, rtol=1e-4, atol=1e-4)
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from routers import cli
-from routers.base import Router, RouterConfig
+from routers.base import RouteDecision, Router, RouterConfig
 from routers.baselines import OracleRouter, RandomRouter
 from routers.data import ModelOutcome, QueryExample, RoutingDataset
 from routers.evaluation import Protocol, group_folds, in_domain, leave_domains_out
@@ -20,7 +20,7 @@ from routers.evaluation.bootstrap import MetricInterval
 from routers.evaluation.generalisation import RouterFactory, select_params, task_groups
 from routers.hybrid.router import HybridLLMRouter
 from tests.conftest import LARGE_NAME, SMALL_NAME, two_candidates
-from tests.test_hybrid import AxisEmbedder
+from tests.synthetic_data import AxisEmbedder
 
 INTERVAL = re.compile(r"\d+\.\d{3} \[\d+\.\d{3}, \d+\.\d{3}\]")
 FAST = Protocol(n_resamples=200, seed=0)
@@ -85,8 +85,8 @@ class SignRouter(Router):
         self.scored_tasks |= tasks_of(data)
         return np.array([self.config.sign * feature_of(q) for q in data.queries])
 
-    def route_single(self, query: Any) -> dict[str, Any]:
-        raise NotImplementedError
+    async def aroute_many(self, queries: Any, engines: Any, thresholds: Any = None) -> list[RouteDecision]:
+        raise NotImplementedError("scored through dataset_scores only")
 
 
 def recording_factory(cls: type[Router]) -> tuple[RouterFactory, list[Router]]:

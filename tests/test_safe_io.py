@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import pickle
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from routers.base import Router
+from routers.base import RouteDecision, Router
 from routers.baselines import SmallestLLMRouter
 from routers.data import RoutingDataset
 from routers.errors import ArtifactError
@@ -52,8 +51,8 @@ class TensorRouter(Router):
     def dataset_scores(self, data: RoutingDataset) -> np.ndarray:
         return np.zeros(len(data))
 
-    def route_single(self, query: str | Mapping[str, Any]) -> dict[str, Any]:
-        return self.decide(str(query), 0.0).to_dict()
+    async def aroute_many(self, queries: Any, engines: Any, thresholds: Any = None) -> list[RouteDecision]:
+        return [self.decide(query, 0.0) for query in queries]
 
     def state(self) -> dict[str, Any]:
         return {"weights_file": "weights.safetensors"}

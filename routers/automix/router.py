@@ -1,8 +1,9 @@
 """AutoMix router (Aggarwal, Madaan et al., 2023): the small model answers, verifies its own answer with
 N sampled verdicts, and a policy decides whether to keep the answer or escalate to the large model.
 
-Step API (the Ray Serve ingress composes these over remote deployments; ``route_single`` runs them with
-bound local generators):
+``aroute`` / ``aroute_many`` run the cascade once, for the Serve app (the small model behind an adapter
+over its deployment) and for ``route_single`` / ``route_queries`` (bound local generators) alike, from
+these steps:
 
 1. ``answer_prompt(query)`` + ``answer_params()``: the small model's answer.
 2. ``verification_request(query, answer)``: the user message and ``SamplingParams(n=num_samples)`` of
@@ -10,9 +11,9 @@ bound local generators):
 3. ``verification_score(query, answer, samples)``: p_ver (or agreement), in [0, 1].
 4. ``decide_from_score(query, score, threshold)``: the policy's decision.
 
-``route_batch`` / ``route_queries`` run the same steps for a whole batch with one generate call per step:
-all answers, then all verification prompts (``n`` samples each), then the escalated queries on the large
-model; ``route_single`` is the batch of one, so both give the same result for a query.
+A batch takes one generate call per step: all answers, then all verification prompts (``n`` samples
+each); ``route_queries`` then answers the escalated queries on the large model when one is bound.
+``route_single`` is the batch of one, so both give the same result for a query.
 
 Scores for the evaluation curve are the policy's small-suitability (``dataset_scores``); the router keeps
 the small answer iff suitability >= threshold (the policy's own threshold unless ``router_threshold`` or
@@ -21,6 +22,7 @@ a per-call threshold overrides it). Costs are the cascade's, in the config's rel
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -45,16 +47,26 @@ from routers.automix.verification import (
     tally_verdicts,
     verification_prompt,
 )
-from routers.base import QueryLike, RouteDecision, Router, RouterConfig, query_text
+from routers.base import (
+    ModelUsage,
+    QueryLike,
+    RouteContext,
+    RouteDecision,
+    Router,
+    RouterConfig,
+    Thresholds,
+    per_query,
+    query_text,
+    run_sync,
+)
 from routers.data import ModelOutcome, QueryExample, RoutingDataset
-from routers.engines import Generator, SamplingParams
+from routers.engines import Engines, GenerationResult, Generator, Messages, SamplingParams
 from routers.errors import ConfigError
 from routers.progress import log, progress_bar
 
 if TYPE_CHECKING:
     from tqdm import tqdm
 
-    from routers.engines import GenerationResult
     from routers.evaluation.metrics import CostModel
 
 Method = Literal["Threshold", "POMDP", "SelfConsistency"]
@@ -240,37 +252,87 @@ class AutomixRouter(Router):
             },
         )
 
-    # --- local end-to-end routing --------------------------------------------------------------
-    def route_single(self, query: QueryLike) -> dict[str, Any]:
-        return self.route_queries([query])[0]
+    # --- the cascade -----------------------------------------------------------------------------
+    def answer_chat(self, query: str, context: RouteContext | None) -> Messages:
+        """The chat the small model answers: the request's own, with the query's turn as ``answer_prompt``
+        words it, or just the query."""
+        messages = list(context.messages) if context is not None else []
+        if messages and messages[-1]["role"] == "user" and messages[-1]["content"] == query:
+            return [*messages[:-1], user(self.answer_prompt(query))]
+        return messages or [user(self.answer_prompt(query))]
 
-    def route_queries(self, queries: Sequence[QueryLike]) -> list[dict[str, Any]]:
-        """Answer, verify and decide for every query with one generate call per step (module docstring)."""
+    def answer_settings(self, context: RouteContext | None) -> SamplingParams:
+        """The request's sampling settings for the one answer that may be kept, else ``answer_params``."""
+        if context is None or context.params is None:
+            return self.answer_params()
+        return context.params.model_copy(update={"n": 1})
+
+    async def aroute(self, query: str, engines: Engines, threshold: float | None = None,
+                     context: RouteContext | None = None) -> RouteDecision:
+        return (await self.cascade([query], engines, [threshold], [context]))[0]
+
+    async def aroute_many(self, queries: Sequence[str], engines: Engines,
+                          thresholds: Thresholds = None) -> list[RouteDecision]:
+        return await self.cascade(queries, engines, per_query(thresholds, len(queries)), [None] * len(queries))
+
+    async def cascade(self, queries: Sequence[str], engines: Engines, thresholds: Sequence[float | None],
+                      contexts: Sequence[RouteContext | None]) -> list[RouteDecision]:
+        """Answer, verify and decide for every query: one small-model call for the answers, one for all
+        verifications (module docstring). A kept answer travels in ``decision.answer``."""
         self.require_fitted()
+        if not queries:
+            return []
+        small = engines.chat_model("small", "the AutoMix router")
+        # Requests with their own sampling settings cannot share one call; route_queries' all share defaults.
+        settings = [self.answer_settings(c) for c in contexts]
+        answers = await self.answer_all(small, [self.answer_chat(q, c) for q, c in zip(queries, contexts)], settings)
+        requests = [self.verification_request(q, a.text) for q, a in zip(queries, answers, strict=True)]
+        # Every query's request has the same SamplingParams (n samples, temperature): one call serves all.
+        verified = await small.achat([[user(prompt)] for prompt, _ in requests], requests[0][1])
+        return [self.decision_for(query, answer, samples, threshold)
+                for query, answer, samples, threshold in zip(queries, answers, verified, thresholds, strict=True)]
+
+    @staticmethod
+    async def answer_all(small: Any, chats: list[Messages], settings: list[SamplingParams]) -> list[GenerationResult]:
+        if all(s == settings[0] for s in settings):
+            return list(await small.achat(chats, settings[0]))
+        parts = await asyncio.gather(*[small.achat([chat], s) for chat, s in zip(chats, settings, strict=True)])
+        return [part[0] for part in parts]
+
+    def decision_for(self, query: str, answer: GenerationResult, verification: GenerationResult,
+                     threshold: float | None) -> RouteDecision:
+        samples = [c.text for c in verification.completions]
+        decision = self.decide_from_score(query, self.verification_score(query, answer.text, samples), threshold)
+        if self.config.method != "SelfConsistency":
+            decision.extra["verdicts"] = tally_verdicts(samples).as_dict()
+        decision.extra["small_response"] = answer.text
+        decision.extra["verification_samples"] = len(samples)
+        decision.answer = None if decision.use_large else answer
+        decision.usage = [
+            ModelUsage(role="small", purpose="answer", prompt_tokens=answer.prompt_tokens,
+                       completion_tokens=answer.completion_tokens),
+            ModelUsage(role="small", purpose="verification", prompt_tokens=verification.prompt_tokens,
+                       completion_tokens=verification.completion_tokens),
+        ]
+        return decision
+
+    # --- local end-to-end routing --------------------------------------------------------------
+    def route_queries(self, queries: Sequence[QueryLike]) -> list[dict[str, Any]]:
+        """The cascade for every query (``aroute_many``), then the escalated ones on the large model."""
         texts = [query_text(q) for q in queries]
         if not texts:
             return []
-        small = self.generator("small")
-        answers = [r.text for r in generate_chat(small, [self.answer_prompt(t) for t in texts], self.answer_params())]
-        requests = [self.verification_request(t, a) for t, a in zip(texts, answers)]
-        # Every query's request has the same SamplingParams (n samples, temperature): one call serves all.
-        verified = generate_chat(small, [prompt for prompt, _ in requests], requests[0][1])
-        results = [
-            self.result_for(text, answer, [c.text for c in out.completions])
-            for text, answer, out in zip(texts, answers, verified)
-        ]
+        decisions = run_sync(self.aroute_many(texts, self.local_engines()))
+        results = [self.result_for(decision) for decision in decisions]
         self.answer_escalated(texts, results)
         return results
 
-    def result_for(self, text: str, answer: str, samples: Sequence[str]) -> dict[str, Any]:
-        """The seeds' result dict for one verified answer (``response`` is filled in for kept answers)."""
-        decision = self.decide_from_score(text, self.verification_score(text, answer, samples))
+    def result_for(self, decision: RouteDecision) -> dict[str, Any]:
+        """The seeds' result dict (``response`` is filled in for kept answers)."""
         result = decision.to_dict(self.score_key)
-        if self.config.method != "SelfConsistency":
-            result["verdicts"] = tally_verdicts(samples).as_dict()
-        result["small_response"] = answer
+        result.pop("verification_samples", None)
         # Route-only use (no large engine bound) leaves escalated answers None: the caller calls the large model.
-        result["response"] = None if decision.use_large else answer
+        result["response"] = None if decision.use_large else result["small_response"]
         return result
 
     def answer_escalated(self, texts: Sequence[str], results: list[dict[str, Any]]) -> None:

@@ -21,6 +21,7 @@ tokenizer, a Hugging Face directory), ``head.safetensors`` and ``router.json``.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,10 +30,11 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from routers.base import QueryLike, query_text
+from routers.base import RouteDecision, Thresholds, per_query
 from routers.calibrated import CalibratedRouter, CalibratedRouterConfig
 from routers.data import RoutingDataset
 from routers.embedding import DEFAULT_EMBEDDER, MIN_TRAIN_QUERIES, win_outcomes
+from routers.engines import Engines
 from routers.errors import ArtifactError, ConfigError, NotFittedError
 from routers.paths import resolve_model_path
 
@@ -148,14 +150,15 @@ class BertRouter(CalibratedRouter):
     def dataset_scores(self, data: RoutingDataset) -> np.ndarray:
         return self.score_texts(data.queries, f"{self.name}: scoring queries")
 
-    def route_single(self, query: QueryLike) -> dict[str, Any]:
-        return self.route_queries([query])[0]
+    async def aroute_many(self, queries: Sequence[str], engines: Engines,
+                          thresholds: Thresholds = None) -> list[RouteDecision]:
+        """One batched forward pass of the router's own encoder (no engine needed), then each decision.
 
-    def route_queries(self, queries: Sequence[QueryLike]) -> list[dict[str, Any]]:
-        """One batched forward pass for all queries, then each query's decision."""
-        texts = [query_text(q) for q in queries]
-        scores = self.score_texts(texts)
-        return [self.decide(text, float(score)).to_dict(self.score_key) for text, score in zip(texts, scores)]
+        Off the event loop: the forward pass holds the GIL only in Python glue, so a Serve replica's
+        health checks still answer while it runs."""
+        scores = await asyncio.to_thread(self.score_texts, list(queries))
+        return [self.decide(query, float(score), threshold) for query, score, threshold
+                in zip(queries, scores, per_query(thresholds, len(queries)), strict=True)]
 
     # --- artifacts -------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:

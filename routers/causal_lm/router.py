@@ -36,22 +36,22 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from pydantic import Field, field_validator
 
-from routers.base import QueryLike, RouteDecision, Router, RouterConfig, query_text, read_artifact_manifest
+from routers.base import RouteDecision, RouterConfig, read_artifact_manifest
 from routers.causal_lm.labels import balanced_indices, best_llm_labels, router_prompt, sft_examples
 from routers.causal_lm.parsing import ParseResult, parse_llm_name
 from routers.causal_lm.training import (
     ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
+    CausalLMHyperparams,
     CausalLMTrainConfig,
     evaluate_answer_loss,
     merge_lora,
@@ -60,32 +60,20 @@ from routers.causal_lm.training import (
 from routers.data import RoutingDataset
 from routers.engines import Generator, GeneratorConfig, SamplingParams, resolve_model_path
 from routers.errors import ArtifactError, ConfigError
+from routers.generative import ADAPTER_SUBDIR, MERGED_SUBDIR, GenerativeRouter
 from routers.progress import progress_bar
 
-ADAPTER_SUBDIR = "adapter"
-MERGED_SUBDIR = "merged"
 MERGE_SOURCE_FILE = "merge_source.json"
 
 
-class CausalLMConfig(RouterConfig):
-    base_model: str = "models/smollm2-135m-instruct"
+class CausalLMConfig(RouterConfig, CausalLMHyperparams):
+    """The router's settings: the training hyperparameters (``CausalLMHyperparams``, one definition shared
+    with ``CausalLMTrainConfig``) and how the trained model is subset, queried and parsed."""
+
     use_lora: bool = Field(default=True, description="only LoRA finetuning is supported (seed compatibility)")
     merge_lora: bool = Field(default=True, description="engines load base+adapter merged (seed compatibility)")
-    lora_r: int = Field(default=16, ge=1)
-    lora_alpha: int = Field(default=32, ge=1)
-    lora_dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
-    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"])
-    learning_rate: float = Field(default=2e-4, gt=0.0)
-    num_epochs: int = Field(default=3, ge=1)
-    batch_size: int = Field(default=4, ge=1)
-    gradient_accumulation_steps: int = Field(default=1, ge=1)
-    warmup_steps: int = Field(default=0, ge=0)
-    lr_schedule: Literal["linear", "constant"] = "linear"
-    max_length: int = Field(default=512, ge=16)
-    max_steps: int | None = Field(default=None, ge=1)
     max_train_examples: int | None = Field(default=None, ge=2, description="train on a subset of this many queries")
     balance_labels: bool = Field(default=False, description="make the subset balanced across best-LLM labels")
-    num_threads: int | None = Field(default=None, ge=1, description="torch CPU threads while training")
     fallback_model: str | None = Field(
         default=None, description="where a query goes when the generated text names no candidate; default: large"
     )
@@ -181,32 +169,21 @@ def ensure_merged_from(base_model: str, adapter_dir: Path, merged: Path) -> Path
     raise ArtifactError(f"cannot write a merged model to {merged} or the cache directory")
 
 
-class CausalLMRouter(Router):
+class CausalLMRouter(GenerativeRouter):
     name = "causallm_router"
     Config = CausalLMConfig
     score_key = "router_score"
     default_threshold = 0.5
-    engine_roles = frozenset({"router"})
+    display_name = "causal-LM"
     config: CausalLMConfig
 
-    def __init__(self, config: Any = None, llm_data: Any = None) -> None:
-        super().__init__(config, llm_data)
-        self.artifact_dir: Path | None = None
-        self.adapter_dir: Path | None = None
-        self.train_metrics: dict[str, Any] = {}
-        self._scratch: tempfile.TemporaryDirectory[str] | None = None
-
     # --- engines -------------------------------------------------------------------------------
-    def evaluation_engine_roles(self) -> frozenset[str]:
-        return frozenset({"router"})
-
     def merged_model_dir(self) -> Path:
         """Merged base + adapter, built on first use (saved artifact: inside it; fresh fit: a temp dir)."""
-        if self.adapter_dir is None:
-            raise ConfigError("the causal-LM router has no adapter yet; fit() or load() it first")
+        adapter_dir = self.require_adapter()
         if self.artifact_dir is not None:
             return ensure_merged(self.artifact_dir)
-        return ensure_merged_from(self.config.base_model, self.adapter_dir, self.adapter_dir.parent / MERGED_SUBDIR)
+        return ensure_merged_from(self.config.base_model, adapter_dir, adapter_dir.parent / MERGED_SUBDIR)
 
     def default_engine_config(self, role: str) -> GeneratorConfig | None:
         """The merged router model; raw prompts (no chat template, no added special tokens) as in training."""
@@ -222,10 +199,6 @@ class CausalLMRouter(Router):
             **overrides,
         }
         return GeneratorConfig.model_validate(settings)
-
-    def router_generator(self) -> Generator:
-        """The bound router engine, or one built from the artifact's merged model."""
-        return self.generator_or_default("router")
 
     # --- step API ------------------------------------------------------------------------------
     def router_prompt(self, query: str) -> str:
@@ -288,6 +261,15 @@ class CausalLMRouter(Router):
             return decision
         return self._decide_by_name(query, parsed, score, extra)
 
+    async def adecide_batch(self, generator: Generator, queries: Sequence[str], generated: Sequence[str],
+                            thresholds: Sequence[float | None]) -> list[RouteDecision]:
+        """The generated name decides, or the score against an explicit threshold; the score (both names'
+        log-probabilities, one scoring pass for the batch) is reported either way."""
+        prompts = [self.router_prompt(q) for q in queries]
+        logprobs = await generator.abatch_sequence_logprobs(prompts, self.candidate_continuations())
+        return [self.decide_from_generation(query, text, score=self.score_from_logprobs(row), threshold=threshold)
+                for query, text, row, threshold in zip(queries, generated, logprobs, thresholds, strict=True)]
+
     def _decide_by_name(
         self, query: str, parsed: ParseResult, score: float | None, extra: dict[str, Any]
     ) -> RouteDecision:
@@ -309,16 +291,10 @@ class CausalLMRouter(Router):
         )
 
     # --- training ------------------------------------------------------------------------------
-    def train_config(self, checkpoint_dir: str | None = None) -> CausalLMTrainConfig:
-        c = self.config
-        return CausalLMTrainConfig(
-            base_model=c.base_model, lora_r=c.lora_r, lora_alpha=c.lora_alpha, lora_dropout=c.lora_dropout,
-            target_modules=list(c.target_modules), learning_rate=c.learning_rate, num_epochs=c.num_epochs,
-            batch_size=c.batch_size, gradient_accumulation_steps=c.gradient_accumulation_steps,
-            max_length=c.max_length, max_steps=c.max_steps, warmup_steps=c.warmup_steps, lr_schedule=c.lr_schedule,
-            seed=c.seed, num_threads=c.num_threads,
-            checkpoint_dir=checkpoint_dir,
-        )
+    def train_config(self, **run_settings: Any) -> CausalLMTrainConfig:
+        """The training run of this router's config; ``run_settings`` add the run's own (``checkpoint_dir``)
+        or override a hyperparameter (a job passes the resolved ``base_model``)."""
+        return CausalLMTrainConfig.from_router_config(self.config, seed=self.config.seed, **run_settings)
 
     def training_subset(self, train: RoutingDataset) -> RoutingDataset:
         pair = self.resolve_pair(train)
@@ -369,26 +345,18 @@ class CausalLMRouter(Router):
 
     # --- scoring & routing ---------------------------------------------------------------------
     def query_logprobs(self, queries: Sequence[str]) -> np.ndarray:
-        """(n, 2) log P([small, large] name | router prompt), in batches of ``score_batch_size`` prompts: the
-        engine's ``batch_sequence_logprobs`` (vLLM: one call per batch), one forward pass on a local
-        transformers engine, else one ``sequence_logprobs`` call per prompt."""
+        """(n, 2) log P([small, large] name | router prompt), in batches of ``score_batch_size`` prompts, each
+        one ``batch_sequence_logprobs`` call of the engine (one forward pass / one vLLM call)."""
         generator = self.router_generator()
         continuations = self.candidate_continuations()
         prompts = [self.router_prompt(q) for q in queries]
         out = np.zeros((len(prompts), len(continuations)))
-        batch_logprobs = getattr(generator, "batch_sequence_logprobs", None)
         size = self.config.score_batch_size
         # A bar only for work that spans several passes: routing one query should not flash one.
         bar = progress_bar("causal-LM scores", total=len(prompts), unit="query", enabled=len(prompts) > size)
         for start in range(0, len(prompts), size):
             chunk = prompts[start : start + size]
-            if batch_logprobs is not None:
-                out[start : start + len(chunk)] = batch_logprobs(chunk, continuations)
-            elif _is_transformers(generator):
-                out[start : start + len(chunk)] = transformers_batch_logprobs(generator, chunk, continuations)
-            else:
-                for offset, prompt in enumerate(chunk):
-                    out[start + offset] = generator.sequence_logprobs(prompt, continuations)
+            out[start : start + len(chunk)] = generator.batch_sequence_logprobs(chunk, continuations)
             bar.update(len(chunk))
         bar.close()
         return out
@@ -401,13 +369,6 @@ class CausalLMRouter(Router):
         """``router_score`` of each query, batched (``query_logprobs``)."""
         return np.array([self.score_from_logprobs(row) for row in self.query_logprobs(queries)], dtype=np.float64)
 
-    def generate_names(self, queries: Sequence[str]) -> list[str]:
-        """The router model's generated text for each query, in one generate call."""
-        if not queries:
-            return []
-        outputs = self.router_generator().generate([self.router_prompt(q) for q in queries], self.router_params())
-        return [output.text for output in outputs]
-
     def dataset_decisions(self, data: RoutingDataset) -> np.ndarray | None:
         """Without an explicit threshold the generated names decide, so the operating point is theirs
         (one batched generation over ``data``); with one, None: ``score < threshold`` as for every router."""
@@ -417,96 +378,12 @@ class CausalLMRouter(Router):
         large = self.require_pair().large
         return np.array([self.parse(text).name == large for text in self.generate_names(data.queries)], dtype=bool)
 
-    def route_single(self, query: QueryLike) -> dict[str, Any]:
-        return self.route_queries([query])[0]
-
-    def route_queries(self, queries: Sequence[QueryLike]) -> list[dict[str, Any]]:
-        """One generate call and one batched scoring pass for all queries, then each query's decision."""
-        self.require_fitted()
-        texts = [query_text(q) for q in queries]
-        generated = self.generate_names(texts)
-        scores = self.query_scores(texts)
-        return [
-            self.decide_from_generation(text, name, score=float(score)).to_dict(self.score_key)
-            for text, name, score in zip(texts, generated, scores)
-        ]
-
     # --- artifacts -----------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         return {"adapter_dir": ADAPTER_SUBDIR, "train_metrics": self.train_metrics}
 
     def save_tensors(self, directory: Path) -> None:
-        if self.adapter_dir is None:
-            raise ConfigError("nothing to save: the causal-LM router has no adapter")
-        target = directory / ADAPTER_SUBDIR
-        if self.adapter_dir.resolve() != target.resolve():
-            target.mkdir(parents=True, exist_ok=True)
-            for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
-                shutil.copyfile(self.adapter_dir / name, target / name)
-        self.adapter_dir, self.artifact_dir = target, directory
+        self.save_adapter(directory)
 
     def load_state(self, state: dict[str, Any], directory: Path) -> None:
-        adapter_dir = directory / state.get("adapter_dir", ADAPTER_SUBDIR)
-        missing = [n for n in (ADAPTER_CONFIG, ADAPTER_WEIGHTS) if not (adapter_dir / n).exists()]
-        if missing:
-            raise ArtifactError(f"{adapter_dir}: missing {missing}")
-        self.adapter_dir, self.artifact_dir = adapter_dir, directory
-        self.train_metrics = dict(state.get("train_metrics", {}))
-
-
-def _is_transformers(generator: Generator) -> bool:
-    from routers.engines.hf import TransformersGenerator
-
-    return isinstance(generator, TransformersGenerator)
-
-
-def transformers_batch_logprobs(generator: Any, prompts: Sequence[str], continuations: Sequence[str]) -> np.ndarray:
-    """Same numbers as ``TransformersGenerator.sequence_logprobs``, for many prompts in one forward pass."""
-    import torch
-
-    tokenizer = generator.tokenizer
-    add_special = generator.prompt_format == "plain"
-    limit = generator.config.max_input_tokens
-    cont_ids = [tokenizer(c, add_special_tokens=False).input_ids for c in continuations]
-    rows, spans = [], []
-    for prompt in prompts:
-        prompt_ids = tokenizer(prompt, add_special_tokens=add_special).input_ids[-limit:]
-        for ids in cont_ids:
-            rows.append(prompt_ids + ids)
-            spans.append((len(prompt_ids), len(prompt_ids) + len(ids)))
-    width = max(len(r) for r in rows)
-    pad = tokenizer.pad_token_id
-    input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=generator.device)
-    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=generator.device)
-    # Only the continuation positions need logits: projecting every position of every row onto the vocabulary
-    # (262k entries for Gemma 3) costs more than the whole decoder and allocates (rows, width, vocab) floats.
-    rows_index = torch.tensor([i for i, (start, end) in enumerate(spans) for _ in range(start - 1, end - 1)],
-                              dtype=torch.long, device=generator.device)
-    positions = torch.tensor([p for start, end in spans for p in range(start - 1, end - 1)],
-                             dtype=torch.long, device=generator.device)
-    targets = input_ids[rows_index, positions + 1]
-    with generator._lock, torch.inference_mode():
-        logits = _position_logits(generator.model, input_ids, mask, rows_index, positions)
-    token_logprobs = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    totals = torch.zeros(len(rows), dtype=torch.float64)
-    totals.index_add_(0, rows_index.cpu(), token_logprobs.double().cpu())
-    return totals.numpy().reshape(len(prompts), len(continuations))
-
-
-def _position_logits(model: Any, input_ids: Any, mask: Any, rows_index: Any, positions: Any) -> Any:
-    """Logits at the given (row, position) pairs only: decoder once, then the LM head on those hidden states
-    (with the final logit soft-capping of models that have one, e.g. Gemma 2). Models without a separate
-    decoder and head: the full forward pass, then the same positions."""
-    import torch
-
-    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    if decoder is None or head is None or decoder is model:
-        return model(input_ids=input_ids, attention_mask=mask).logits[rows_index, positions]
-    hidden = decoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
-    logits = head(hidden[rows_index, positions])
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    cap = getattr(config, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return logits
+        self.load_adapter(state, directory)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from routers.engines.base import (
+    AsyncEmbedder,
+    ChatModel,
     Completion,
     Embedder,
     EmbedderConfig,
+    Engines,
     GenerationResult,
     Generator,
     GeneratorConfig,
+    Messages,
     SamplingParams,
     model_identity,
     resolve_model_path,
@@ -32,12 +36,16 @@ def build_generator(config: GeneratorConfig) -> Generator:
 
 
 __all__ = [
+    "AsyncEmbedder",
+    "ChatModel",
     "Completion",
     "Embedder",
     "EmbedderConfig",
+    "Engines",
     "GenerationResult",
     "Generator",
     "GeneratorConfig",
+    "Messages",
     "SamplingParams",
     "build_embedder",
     "build_generator",

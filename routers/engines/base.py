@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.dataclasses import dataclass as validated_dataclass
 
 from routers.errors import ConfigError, EngineError
 from routers.paths import resolve_model_path
@@ -74,14 +75,19 @@ class SamplingParams(BaseModel):
     seed: int | None = None
 
 
-@dataclass
+Messages = list[dict[str, str]]
+
+
+# Validated dataclasses, not plain ones: a result that crosses a Ray handle (an answer deployment, a remote
+# engine) is checked when it is rebuilt on the other side, and pydantic models can hold it as a field.
+@validated_dataclass
 class Completion:
     text: str
     finish_reason: Literal["stop", "length"]
     completion_tokens: int
 
 
-@dataclass
+@validated_dataclass
 class GenerationResult:
     """All ``n`` completions of one prompt."""
 
@@ -91,6 +97,10 @@ class GenerationResult:
     @property
     def text(self) -> str:
         return self.completions[0].text
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(c.completion_tokens for c in self.completions)
 
 
 class EngineConfigBase(BaseModel):
@@ -163,8 +173,17 @@ class GeneratorConfig(EngineConfigBase):
         return "chat" if has_chat_template else "plain"
 
 
-class Embedder(ABC):
-    """Turns texts into fixed-size vectors."""
+class AsyncEmbedder(ABC):
+    """What routing needs of an embedder: vectors for texts, awaited. A local ``Embedder`` is one; so is
+    the Serve app's adapter over its Embedder deployment."""
+
+    @abstractmethod
+    async def aembed(self, texts: Sequence[str]) -> np.ndarray:
+        """(len(texts), dim) float32 array."""
+
+
+class Embedder(AsyncEmbedder):
+    """Turns texts into fixed-size vectors, in this process."""
 
     dim: int
     model_name: str
@@ -177,7 +196,18 @@ class Embedder(ABC):
         return await asyncio.to_thread(self.embed, texts)
 
 
-class Generator(ABC):
+class ChatModel(ABC):
+    """What a router that calls an answer model needs (AutoMix's small model): chats in, results out.
+
+    A local ``Generator`` is one (it renders each chat with its template, one batched call); so is the
+    Serve app's adapter over an answer-model deployment, which applies the template on its side."""
+
+    @abstractmethod
+    async def achat(self, chats: Sequence[Messages], params: SamplingParams) -> list[GenerationResult]:
+        """One result per chat, each with ``params.n`` completions."""
+
+
+class Generator(ChatModel):
     """Generates text from prompts, n samples per prompt, batched."""
 
     model_name: str
@@ -212,8 +242,18 @@ class Generator(ABC):
         stops = list(dict.fromkeys([*params.stop, *self.default_stop()]))
         return params if stops == params.stop else params.model_copy(update={"stop": stops})
 
+    def batch_sequence_logprobs(self, prompts: Sequence[str], continuations: Sequence[str]) -> np.ndarray:
+        """(len(prompts), len(continuations)) ``sequence_logprobs``; engines that can score many prompts in
+        one pass (a transformers forward pass, one vLLM call) override this."""
+        return np.array([self.sequence_logprobs(p, continuations) for p in prompts], dtype=np.float64)
+
     async def agenerate(self, prompts: Sequence[str], params: SamplingParams) -> list[GenerationResult]:
         return await asyncio.to_thread(self.generate, prompts, params)
+
+    async def achat(self, chats: Sequence[Messages], params: SamplingParams) -> list[GenerationResult]:
+        if not chats:
+            return []
+        return await self.agenerate([self.chat_prompt(chat) for chat in chats], params)
 
     async def astream(self, prompt: str, params: SamplingParams) -> AsyncIterator[str]:
         """Async wrapper that drives the sync stream in a worker thread."""
@@ -243,6 +283,38 @@ class Generator(ABC):
 
     async def asequence_logprobs(self, prompt: str, continuations: Sequence[str]) -> list[float]:
         return await asyncio.to_thread(self.sequence_logprobs, prompt, continuations)
+
+    async def abatch_sequence_logprobs(self, prompts: Sequence[str], continuations: Sequence[str]) -> np.ndarray:
+        return await asyncio.to_thread(self.batch_sequence_logprobs, prompts, continuations)
+
+
+@dataclass(frozen=True)
+class Engines:
+    """The engines a router decides with, by role: ``embedder``; ``small`` / ``large`` answer models;
+    ``router``, a router's own language model. Local engines in a script, adapters over deployment
+    handles in the Serve app: the router's ``aroute`` cannot tell them apart."""
+
+    embedder: AsyncEmbedder | None = None
+    models: Mapping[str, ChatModel] = field(default_factory=dict)
+
+    def require_embedder(self, who: str) -> AsyncEmbedder:
+        if self.embedder is None:
+            raise ConfigError(f"{who} needs an embedder engine")
+        return self.embedder
+
+    def chat_model(self, role: str, who: str) -> ChatModel:
+        model = self.models.get(role)
+        if model is None:
+            raise ConfigError(f"{who} needs a {role!r} model engine")
+        return model
+
+    def generator(self, role: str, who: str) -> Generator:
+        """A model that scores and generates from raw prompts (a router's own LM), not only chats."""
+        model = self.chat_model(role, who)
+        if not isinstance(model, Generator):
+            raise ConfigError(f"{who} needs a local {role!r} generator (prompts and log-probabilities), "
+                              f"got a {type(model).__name__}")
+        return model
 
 
 def truncate_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:

@@ -280,6 +280,53 @@ class TransformersGenerator(Generator):
             totals.append(float(token_logprobs[row, start:end].sum()))
         return totals
 
+    def batch_sequence_logprobs(self, prompts: Sequence[str], continuations: Sequence[str]) -> np.ndarray:
+        """Same numbers as ``sequence_logprobs``, for many prompts in one forward pass."""
+        add_special = self.prompt_format == "plain"
+        limit = self.config.max_input_tokens
+        cont_ids = [self.tokenizer(c, add_special_tokens=False).input_ids for c in continuations]
+        rows, spans = [], []
+        for prompt in prompts:
+            prompt_ids = self.tokenizer(prompt, add_special_tokens=add_special).input_ids[-limit:]
+            for ids in cont_ids:
+                rows.append(prompt_ids + ids)
+                spans.append((len(prompt_ids), len(prompt_ids) + len(ids)))
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=self.device)
+        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=self.device)
+        # Only the continuation positions need logits: projecting every position of every row onto the
+        # vocabulary (262k entries for Gemma 3) costs more than the whole decoder and allocates
+        # (rows, width, vocab) floats.
+        rows_index = torch.tensor([i for i, (start, end) in enumerate(spans) for _ in range(start - 1, end - 1)],
+                                  dtype=torch.long, device=self.device)
+        positions = torch.tensor([p for start, end in spans for p in range(start - 1, end - 1)],
+                                 dtype=torch.long, device=self.device)
+        targets = input_ids[rows_index, positions + 1]
+        with self._lock, torch.inference_mode():
+            logits = position_logits(self.model, input_ids, mask, rows_index, positions)
+        token_logprobs = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        totals = torch.zeros(len(rows), dtype=torch.float64)
+        totals.index_add_(0, rows_index.cpu(), token_logprobs.double().cpu())
+        return totals.numpy().reshape(len(prompts), len(continuations))
+
+
+def position_logits(model: Any, input_ids: Any, mask: Any, rows_index: Any, positions: Any) -> Any:
+    """Logits at the given (row, position) pairs only: decoder once, then the LM head on those hidden states
+    (with the final logit soft-capping of models that have one, e.g. Gemma 2). Models without a separate
+    decoder and head: the full forward pass, then the same positions."""
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if decoder is None or head is None or decoder is model:
+        return model(input_ids=input_ids, attention_mask=mask).logits[rows_index, positions]
+    hidden = decoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
+    logits = head(hidden[rows_index, positions])
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    cap = getattr(config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
 
 class TransformersEmbedder(Embedder):
     """Mean- or CLS-pooled encoder embeddings; Longformer gets global attention on its first token."""

@@ -27,6 +27,8 @@ import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
+import numpy as np
+
 from routers.engines.base import (
     Completion,
     GenerationResult,
@@ -285,16 +287,21 @@ class VLLMGenerator(Generator):
             return await asyncio.to_thread(self.sequence_logprobs, prompt, continuations)
         return (await self._on_home(self._abatch_sequence_logprobs([prompt], continuations)))[0]
 
-    def sequence_logprobs(self, prompt: str, continuations: Sequence[str]) -> list[float]:
-        return self.batch_sequence_logprobs([prompt], continuations)[0]
+    async def abatch_sequence_logprobs(self, prompts: Sequence[str], continuations: Sequence[str]) -> np.ndarray:
+        if self.engine is None:
+            return await asyncio.to_thread(self.batch_sequence_logprobs, prompts, continuations)
+        return np.asarray(await self._on_home(self._abatch_sequence_logprobs(prompts, continuations)))
 
-    def batch_sequence_logprobs(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[list[float]]:
+    def sequence_logprobs(self, prompt: str, continuations: Sequence[str]) -> list[float]:
+        return [float(v) for v in self.batch_sequence_logprobs([prompt], continuations)[0]]
+
+    def batch_sequence_logprobs(self, prompts: Sequence[str], continuations: Sequence[str]) -> np.ndarray:
         """log P(continuation | prompt) for every prompt and continuation, in ONE vLLM call."""
         if self.llm is None:
-            return self._run(self._abatch_sequence_logprobs(prompts, continuations))
+            return np.asarray(self._run(self._abatch_sequence_logprobs(prompts, continuations)))
         requests, lengths = self._batch_scoring_requests(prompts, continuations)
         outputs = self.llm.generate(requests, self.scoring_params(), use_tqdm=False)
-        return self._group_logprobs(outputs, lengths, len(continuations))
+        return np.asarray(self._group_logprobs(outputs, lengths, len(continuations)))
 
     async def _abatch_sequence_logprobs(
         self, prompts: Sequence[str], continuations: Sequence[str]

@@ -9,21 +9,21 @@ labels that the policy map sends to the small model.
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydantic import Field
 
-from routers.base import RouteDecision, Router, RouterConfig, query_text, read_artifact_manifest
-from routers.causal_lm.router import ensure_merged_from, transformers_batch_logprobs
-from routers.config import resolve_path
+from routers.base import RouteDecision, RouterConfig
+from routers.causal_lm.router import ensure_merged_from
 from routers.data import RoutingDataset
 from routers.engines import Generator, GeneratorConfig, SamplingParams
-from routers.errors import ArtifactError, ConfigError
+from routers.errors import ConfigError
+from routers.generative import ADAPTER_SUBDIR, MERGED_SUBDIR, GenerativeRouter
+from routers.paths import resolve_path
 from routers.policy.datasets import (
     balanced,
     dpo_pairs,
@@ -34,45 +34,30 @@ from routers.policy.datasets import (
 from routers.policy.matrix import PolicyLabel
 from routers.policy.policy_map import DEFAULT_POLICY_MAP, PolicyMap, load_policy_map
 from routers.policy.prompts import parse_policy, router_prompt
-from routers.policy.training import PolicyTrainConfig, train_policy_router
+from routers.policy.training import PolicyHyperparams, PolicyTrainConfig, train_policy_router
 from routers.progress import progress_bar
 
-ADAPTER_SUBDIR = "adapter"
-MERGED_SUBDIR = "merged"
 POLICY_MAP_FILE = "policy_map.json"
 LABELS = list(PolicyLabel)
 
 
-class PolicyRouterConfig(RouterConfig):
-    base_model: str = "models/gemma-3-270m"
+class PolicyRouterConfig(RouterConfig, PolicyHyperparams):
+    """The router's settings: the training hyperparameters (``PolicyHyperparams``, one definition shared with
+    ``PolicyTrainConfig``) and how the trained model is subset, queried and mapped to models."""
+
     policy_map_path: str | None = Field(default=None, description="policy map JSON; default: the artifact's copy")
     default_policy: PolicyLabel = Field(default=PolicyLabel.COMPLEX, description="used when the output cannot be parsed")
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    use_qlora: bool = False
-    sft_epochs: float = 3.0
-    dpo_epochs: float = 1.0
-    sft_max_steps: int | None = None
-    dpo_max_steps: int | None = None
-    sft_learning_rate: float = 2e-4
-    dpo_learning_rate: float = 5e-5
-    dpo_beta: float = 0.1
-    batch_size: int = 4
-    max_length: int = 256
     max_train_examples: int | None = Field(default=None, ge=3, description="balanced subset of the oracle labels")
     eval_fraction: float = Field(default=0.1, ge=0.0, lt=1.0, description="queries held out of training")
-    num_threads: int | None = None
     max_new_tokens: int = Field(default=8, ge=1, description="the label is on the first line")
     engine: dict[str, Any] = Field(default_factory=dict, description="GeneratorConfig overrides for serving")
 
 
-class PolicyRouter(Router):
+class PolicyRouter(GenerativeRouter):
     name = "policy_router"
     Config = PolicyRouterConfig
     score_key = "router_score"
-    engine_roles = frozenset({"router"})
+    display_name = "policy"
     config: PolicyRouterConfig
 
     def __init__(self, config: Any = None, llm_data: Any = None) -> None:
@@ -80,11 +65,7 @@ class PolicyRouter(Router):
         self.policy_map: PolicyMap = DEFAULT_POLICY_MAP
         if self.config.policy_map_path:
             self.policy_map = load_policy_map(resolve_path(self.config.policy_map_path))
-        self.adapter_dir: Path | None = None
-        self.artifact_dir: Path | None = None
-        self.train_metrics: dict[str, Any] = {}
         self.held_out: list[Any] = []
-        self._scratch: tempfile.TemporaryDirectory[str] | None = None
 
     # --- policy map ----------------------------------------------------------------------------
     def reload_policy_map(self, path: str | None = None) -> None:
@@ -110,14 +91,10 @@ class PolicyRouter(Router):
         return [label for label in LABELS if not self.target_for(label)[1]]
 
     # --- engines ---------------------------------------------------------------------------------
-    def evaluation_engine_roles(self) -> frozenset[str]:
-        return frozenset({"router"})
-
     def merged_model_dir(self) -> Path:
-        if self.adapter_dir is None:
-            raise ConfigError("the policy router has no adapter yet; fit() or load() it first")
-        target = (self.artifact_dir or self.adapter_dir.parent) / MERGED_SUBDIR
-        return ensure_merged_from(self.config.base_model, self.adapter_dir, target)
+        adapter_dir = self.require_adapter()
+        target = (self.artifact_dir or adapter_dir.parent) / MERGED_SUBDIR
+        return ensure_merged_from(self.config.base_model, adapter_dir, target)
 
     def default_engine_config(self, role: str) -> GeneratorConfig | None:
         if role != "router" or self.adapter_dir is None:
@@ -127,16 +104,17 @@ class PolicyRouter(Router):
                     "max_input_tokens": self.config.max_length, **self.config.engine}
         return GeneratorConfig.model_validate(settings)
 
-    def router_generator(self) -> Generator:
-        """The bound router engine, or one built from the artifact's merged model."""
-        return self.generator_or_default("router")
-
     # --- step API (the Serve deployment calls these) ------------------------------------------------
     def router_prompt(self, query: str) -> str:
         return router_prompt(query)
 
     def router_params(self) -> SamplingParams:
         return SamplingParams(n=1, temperature=0.0, max_tokens=self.config.max_new_tokens, stop=["\n"])
+
+    async def adecide_batch(self, generator: Generator, queries: Sequence[str], generated: Sequence[str],
+                            thresholds: Sequence[float | None]) -> list[RouteDecision]:
+        # The policy label and the policy map decide: there is no score for a threshold to move.
+        return [self.decide_from_generation(query, text) for query, text in zip(queries, generated, strict=True)]
 
     def decide_from_generation(self, query: str, text: str) -> RouteDecision:
         parsed = parse_policy(text, self.config.default_policy)
@@ -149,15 +127,6 @@ class PolicyRouter(Router):
             extra={"policy": parsed.policy.value, "policy_parse_method": parsed.method, "generated": text},
         )
 
-    def route_single(self, query: str | Mapping[str, Any]) -> dict[str, Any]:
-        return self.route_queries([query])[0]
-
-    def route_queries(self, queries: Sequence[str | Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """One generate call for the whole batch: the engine batches the prompts (vLLM schedules them together)."""
-        texts = [query_text(q) for q in queries]
-        outputs = self.router_generator().generate([self.router_prompt(t) for t in texts], self.router_params())
-        return [self.decide_from_generation(t, o.text).to_dict(self.score_key) for t, o in zip(texts, outputs, strict=True)]
-
     # --- scores for evaluation ---------------------------------------------------------------------
     def label_probabilities(self, queries: Sequence[str], batch_size: int = 8) -> np.ndarray:
         """(n, 3) P(label | prompt) restricted to the three labels, in ``PolicyLabel`` order."""
@@ -167,10 +136,7 @@ class PolicyRouter(Router):
         bar = progress_bar("policy router: scoring", total=len(queries), unit="query")
         for start in range(0, len(queries), batch_size):
             prompts = [self.router_prompt(q) for q in queries[start:start + batch_size]]
-            if hasattr(generator, "model"):
-                logprobs = transformers_batch_logprobs(generator, prompts, continuations)
-            else:
-                logprobs = np.array([generator.sequence_logprobs(p, continuations) for p in prompts])
+            logprobs = np.asarray(generator.batch_sequence_logprobs(prompts, continuations), dtype=np.float64)
             logprobs -= logprobs.max(axis=1, keepdims=True)
             probs = np.exp(logprobs)
             out[start:start + len(prompts)] = probs / probs.sum(axis=1, keepdims=True)
@@ -185,11 +151,10 @@ class PolicyRouter(Router):
         return probs[:, small].sum(axis=1)
 
     # --- training ------------------------------------------------------------------------------------
-    def train_config(self) -> PolicyTrainConfig:
-        fields = set(PolicyTrainConfig.model_fields)
-        values = {k: v for k, v in self.config.model_dump().items() if k in fields}
-        values["base_model"] = str(resolve_path(self.config.base_model)) if Path(resolve_path(self.config.base_model)).exists() else self.config.base_model
-        return PolicyTrainConfig.model_validate(values)
+    def train_config(self, **run_settings: Any) -> PolicyTrainConfig:
+        """The training run of this router's config; ``run_settings`` add the run's own (``save_steps``) or
+        override a hyperparameter (a job passes the resolved ``base_model``)."""
+        return PolicyTrainConfig.from_router_config(self.config, seed=self.config.seed, **run_settings)
 
     def training_sets(self, train: RoutingDataset) -> tuple[list[dict[str, str]], list[dict[str, str]], list[Any]]:
         pair = self.resolve_pair(train)
@@ -224,30 +189,10 @@ class PolicyRouter(Router):
         return {"adapter_dir": ADAPTER_SUBDIR, "policy_map_file": POLICY_MAP_FILE, "train_metrics": self.train_metrics}
 
     def save_tensors(self, directory: Path) -> None:
-        if self.adapter_dir is None:
-            raise ConfigError("nothing to save: the policy router has no adapter")
-        target = directory / ADAPTER_SUBDIR
-        if self.adapter_dir.resolve() != target.resolve():
-            if target.exists():
-                shutil.rmtree(target)
-            target.mkdir(parents=True)
-            for name in ("adapter_config.json", "adapter_model.safetensors"):
-                shutil.copyfile(self.adapter_dir / name, target / name)
+        self.save_adapter(directory)
         (directory / POLICY_MAP_FILE).write_text(json.dumps(self.policy_map.to_json(), indent=2) + "\n")
-        self.adapter_dir, self.artifact_dir = target, directory
 
     def load_state(self, state: dict[str, Any], directory: Path) -> None:
-        adapter_dir = directory / state.get("adapter_dir", ADAPTER_SUBDIR)
-        missing = [n for n in ("adapter_config.json", "adapter_model.safetensors") if not (adapter_dir / n).exists()]
-        if missing:
-            raise ArtifactError(f"{adapter_dir}: missing {missing}")
-        self.adapter_dir, self.artifact_dir = adapter_dir, directory
-        self.train_metrics = dict(state.get("train_metrics", {}))
+        self.load_adapter(state, directory)
         if self.config.policy_map_path is None:
             self.policy_map = load_policy_map(directory / state.get("policy_map_file", POLICY_MAP_FILE))
-
-
-def artifact_policy_map(directory: str | Path) -> dict[str, str]:
-    """The policy map saved with an artifact (for tools that only read JSON)."""
-    payload = read_artifact_manifest(Path(directory))
-    return json.loads((Path(directory) / payload["state"].get("policy_map_file", POLICY_MAP_FILE)).read_text())
