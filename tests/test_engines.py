@@ -9,10 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
-    LlamaConfig,
-    LlamaForCausalLM,
     LongformerConfig,
     LongformerModel,
     PreTrainedTokenizerFast,
@@ -23,51 +20,7 @@ from routers.engines.base import Embedder, StopStringFilter, render_plain_chat, 
 from routers.engines.cache import CachedEmbedder, LookupEmbedder
 from routers.engines.hf import TransformersEmbedder, TransformersGenerator
 from routers.errors import ArtifactError, EngineError
-
-CORPUS = [
-    "What is two plus two? The answer is four.",
-    "The capital of France is Paris. Question: Answer: yes no maybe",
-    "a b c d e f g h i j k l m n o p q r s t u v w x y z 0 1 2 3 4 5 6 7 8 9 ? ! . ,",
-] * 20
-SPECIAL_TOKENS = ["<s>", "</s>", "<pad>", "<|user|>", "<|assistant|>", "<|system|>"]
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
-)
-
-
-def tiny_tokenizer(chat: bool) -> PreTrainedTokenizerFast:
-    """A byte-level BPE trained on a few sentences: enough to round-trip any text."""
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=300,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tokenizer.train_from_iterator(CORPUS, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                                   cls_token="<s>")
-    if chat:
-        fast.chat_template = CHAT_TEMPLATE
-    return fast
-
-
-def save_tiny_llama(directory: Path, chat: bool = True) -> Path:
-    torch.manual_seed(0)
-    tokenizer = tiny_tokenizer(chat)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )
-    model = LlamaForCausalLM(config)
-    # A random model would often end at once; never sampling special tokens keeps its output non-empty.
-    model.generation_config.suppress_tokens = tokenizer.convert_tokens_to_ids(SPECIAL_TOKENS)
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
+from tests.tiny_models import save_tiny_llama, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import json
 import pickle
-import zlib
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from routers.data import LLMCandidate, ModelOutcome, QueryExample, RoutingDataset
-from routers.engines import Embedder
 from routers.engines.cache import LookupEmbedder
 from routers.errors import ArtifactError, ConfigError
 from routers.hybrid.labels import (
@@ -25,6 +22,7 @@ from routers.hybrid.labels import (
 )
 from routers.hybrid.mlp import fit_mlp
 from routers.hybrid.router import HybridLLMRouter
+from tests.synthetic_data import AxisEmbedder
 
 SMALL, LARGE = "small-llm", "large-llm"
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,26 +73,6 @@ def test_numpy_forward_pass_matches_sklearn() -> None:
         reference.fit((x - weights.mean) / weights.scale, y)
     assert weights.predict(x) == pytest.approx(reference.predict((x - weights.mean) / weights.scale), abs=1e-6)
     assert info["n_iter"] > 0
-
-
-class AxisEmbedder(Embedder):
-    """Embeds a text as a fixed random vector plus a 'difficulty' signal on axis 0 (test data, not a model)."""
-
-    dim = 8
-    model_name = "axis-test"
-
-    def __init__(self, difficulty: dict[str, float]) -> None:
-        self.difficulty = difficulty
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        out = []
-        for text in texts:
-            # crc32, not hash(): str hashes change per process (PYTHONHASHSEED), which made this flaky.
-            rng = np.random.default_rng(zlib.crc32(text.encode()))
-            v = rng.normal(scale=0.3, size=self.dim)
-            v[0] = self.difficulty[text]
-            out.append(v)
-        return np.asarray(out, dtype=np.float32)
 
 
 def synthetic(n: int = 300, seed: int = 11) -> tuple[RoutingDataset, AxisEmbedder]:

@@ -20,8 +20,7 @@ from routers.data import RoutingDataset
 from routers.engines import Completion, GenerationResult, Generator, SamplingParams
 from routers.evaluation import evaluate_router
 from tests.conftest import LARGE_NAME, SMALL_NAME, synthetic_dataset, two_candidates
-from tests.test_automix import LLM_DATA
-from tests.test_automix import synthetic_dataset as votes_dataset
+from tests.synthetic_data import VOTES_LLM_DATA, votes_dataset
 
 
 def stable_hash(text: str) -> int:
@@ -81,7 +80,7 @@ def automix_reply(prompt: str, sample: int) -> str:
 
 @pytest.fixture
 def automix() -> AutomixRouter:
-    router = AutomixRouter({"method": "POMDP", "num_samples": 4, "cost_weight": 0.005}, LLM_DATA)
+    router = AutomixRouter({"method": "POMDP", "num_samples": 4, "cost_weight": 0.005}, VOTES_LLM_DATA)
     router.fit(votes_dataset(200, seed=1))
     small, large = StubGenerator(automix_reply, "small"), StubGenerator(lambda p, j: "large answer", "large")
     return router.bind_engines(generators={"small": small, "large": large})
@@ -124,7 +123,7 @@ def test_automix_sampling_with_workers_matches_one_worker() -> None:
     sampled = []
     for workers in (1, 3):
         router = AutomixRouter({"num_samples": 4, "sampling_batch_size": 6, "max_workers": workers,
-                                "verbose": False}, LLM_DATA)
+                                "verbose": False}, VOTES_LLM_DATA)
         stub = StubGenerator(automix_reply)
         router.bind_engines(generators={"small": stub})
         router.fit(data)

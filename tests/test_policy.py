@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from routers.data import LLMCandidate, ModelOutcome, QueryExample, RoutingDataset
 from routers.errors import ConfigError, DataError
 from routers.policy.datasets import (
     OracleRecord,
@@ -22,10 +21,12 @@ from routers.policy.matrix import ORACLE_MATRIX, Outcome, PolicyLabel, outcome_f
 from routers.policy.policy_map import load_policy_map
 from routers.policy.prompts import is_idk, parse_policy, router_prompt, target_text
 from routers.policy.router import PolicyRouter
+from tests.synthetic_data import POLICY_LARGE as LARGE
+from tests.synthetic_data import POLICY_SMALL as SMALL
+from tests.synthetic_data import policy_dataset as dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 GEMMA = ROOT / "models/gemma-3-270m"
-SMALL, LARGE = "medium-llm", "large-llm"
 
 # The seed's table (002, "Oracle Logic (9-Cell Matrix)"), row by row.
 SEED_TABLE = [
@@ -98,19 +99,6 @@ def test_policy_map_is_validated(tmp_path: Path) -> None:
     assert load_policy_map(ROOT / "artifacts/policy_map.json").target(PolicyLabel.STANDARD) == "small"
 
 
-def example(query: str, small: float, large: float, small_text: str = "x", task: str = "gsm8k") -> QueryExample:
-    return QueryExample(query=query, task_name=task, outcomes={
-        SMALL: ModelOutcome(performance=small, response=small_text), LARGE: ModelOutcome(performance=large, response="y")})
-
-
-def dataset() -> RoutingDataset:
-    examples = [example(f"q{i}", s, l_) for i, (s, l_) in enumerate([(1, 1), (0, 1), (0, 0), (1, 0)] * 6)]
-    examples.append(example("q-idk", 0, 1, small_text="I don't know."))
-    llm = {SMALL: LLMCandidate(name=SMALL, size="7B", input_price=0.1, output_price=0.1),
-           LARGE: LLMCandidate(name=LARGE, size="70B", input_price=1.0, output_price=1.0)}
-    return RoutingDataset(examples, llm)
-
-
 def test_oracle_records_sft_and_dpo_data() -> None:
     records = oracle_records_from_routing(dataset(), SMALL, LARGE)
     by_query = {r.query: r for r in records}
@@ -167,30 +155,6 @@ def test_decisions_follow_the_policy_map(tmp_path: Path) -> None:
     router.reload_policy_map(str(path))
     with pytest.raises(ConfigError, match="gpt-9"):
         router.decide_from_generation("q", "Standard_Query")
-
-
-@pytest.fixture(scope="module")
-def tiny_gemma(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer random Gemma 3 with a small BPE tokenizer trained on the router's own prompts (fast on CPU)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, PreTrainedTokenizerFast
-
-    corpus = [router_prompt(f"q{i}") for i in range(5)] + [
-        target_text(label, "q", task) for label in PolicyLabel for task in ("gsm8k", "mmlu", None)]
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(corpus, trainers.BpeTrainer(
-        vocab_size=800, special_tokens=["<pad>", "<eos>", "<bos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>")
-    config = Gemma3TextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                              num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=512,
-                              sliding_window=64, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                              pad_token_id=tokenizer.pad_token_id)
-    directory = tmp_path_factory.mktemp("tiny-gemma")
-    Gemma3ForCausalLM(config).save_pretrained(str(directory))
-    tokenizer.save_pretrained(str(directory))
-    return directory
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ from routers.evaluation.quality_target import (
 )
 from routers.registry import router_class
 from tests.job_helpers import DATA, MINILM, tiny_routing_files, write_yaml
-from tests.test_embedding_routers import FAST_PARAMS, fitted, two_clusters
+from tests.synthetic_data import FAST_PARAMS, fitted, two_clusters
 
 
 def informative_queries(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

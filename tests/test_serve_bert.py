@@ -17,9 +17,8 @@ from serve_app import ingress as ingress_module
 from serve_app.config import AppConfig, parse_app_config
 from serve_app.deployments import router_models
 from serve_app.pipelines import Pipelines
+from tests.fake_handles import Handle, answer_model, answering, fake_metrics, value
 from tests.job_helpers import MINILM, save_tiny_bert_router
-from tests.test_ingress_api import answer_model, answering
-from tests.test_ingress_units import Handle, fake_metrics, value
 
 ROOT = Path(__file__).resolve().parents[1]
 QUERIES = ["What is the capital of France?", "Solve for x: 3x + 7 = 22."]

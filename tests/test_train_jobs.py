@@ -12,7 +12,9 @@ import pytest
 
 from tests.conftest import vllm_available
 from tests.job_helpers import DATA, MINILM, SMOLLM, save_tiny_router_lm, tiny_routing_files, write_yaml
-from tests.test_policy import LARGE, SMALL, dataset, tiny_gemma  # noqa: F401  (the policy tests' tiny Gemma and data)
+from tests.synthetic_data import POLICY_LARGE as LARGE
+from tests.synthetic_data import POLICY_SMALL as SMALL
+from tests.synthetic_data import policy_dataset as dataset
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

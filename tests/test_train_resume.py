@@ -15,8 +15,8 @@ import pytest
 
 from routers.causal_lm.labels import SFTExample, router_prompt
 from tests.conftest import LARGE_NAME
-from tests.test_causal_lm import TINY_EXAMPLES, tiny_model_dir, tiny_train_config  # noqa: F401
-from tests.test_policy import LARGE, SMALL, dataset, tiny_gemma  # noqa: F401
+from tests.synthetic_data import POLICY_LARGE, POLICY_SMALL, policy_dataset
+from tests.tiny_models import TINY_EXAMPLES, tiny_train_config
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +37,7 @@ def keeping_checkpoints(store: Path, calls: list[tuple[dict[str, float], Path | 
 
 
 # --- causal LM ---------------------------------------------------------------------------------------
-def test_causal_lm_reports_every_step_and_resumes_a_reported_checkpoint(tiny_model_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_causal_lm_reports_every_step_and_resumes_a_reported_checkpoint(tiny_model_dir: Path, tmp_path: Path) -> None:
     from routers.causal_lm.training import train_causal_lm
 
     calls: list[tuple[dict[str, float], Path | None]] = []
@@ -53,7 +53,7 @@ def test_causal_lm_reports_every_step_and_resumes_a_reported_checkpoint(tiny_mod
     assert (resumed.resumed_from_step, resumed.steps, resumed.losses[:3]) == (3, 5, first.losses)
 
 
-def test_causal_lm_never_resumes_a_checkpoint_of_other_data_or_settings(tiny_model_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_causal_lm_never_resumes_a_checkpoint_of_other_data_or_settings(tiny_model_dir: Path, tmp_path: Path) -> None:
     from routers.causal_lm.training import StaleCheckpointError, read_checkpoint_position, train_causal_lm
 
     local = tmp_path / "ckpt"
@@ -86,11 +86,11 @@ class Crash(Exception):
 def policy_data() -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     from routers.policy.datasets import dpo_pairs, oracle_records_from_routing, sft_examples
 
-    records = oracle_records_from_routing(dataset(), SMALL, LARGE)[:12]
+    records = oracle_records_from_routing(policy_dataset(), POLICY_SMALL, POLICY_LARGE)[:12]
     return sft_examples(records), dpo_pairs(records)
 
 
-def test_policy_training_resumes_an_interrupted_stage_and_skips_finished_ones(tiny_gemma: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_policy_training_resumes_an_interrupted_stage_and_skips_finished_ones(tiny_gemma: Path, tmp_path: Path) -> None:
     from routers.causal_lm.training import StaleCheckpointError
     from routers.policy.training import PolicyTrainConfig, read_policy_state, train_policy_router
 
