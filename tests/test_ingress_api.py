@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from ray import exceptions as ray_errors
 
+from serve_app import guard as guard_module
 from serve_app import ingress as ingress_module
 from serve_app.api import ChatCompletionResponse, RouteResponse
 from tests.serve_helpers import as_clients
@@ -72,7 +73,7 @@ def ingress() -> Iterator[Any]:
     cls = ingress_module.RouterIngress.func_or_class.__mro__[1]
     instance = cls(app_args(), {"small": answer_model(), "large": answer_model()})
     instance.metrics = fake_metrics()
-    ingress_module.GUARD.metrics = instance.metrics
+    guard_module.GUARD.metrics = instance.metrics
     # A working embedder unless a test breaks it: the artifact's own input size.
     dim = instance.pipelines.embedding_routers["hybrid"].mlp.input_dim
     instance.pipelines.embedder = Handle(embed_one=lambda q: value(np.full(dim, 0.01, dtype=np.float32)))
@@ -80,7 +81,7 @@ def ingress() -> Iterator[Any]:
         with answering(instance):
             yield instance
     finally:
-        ingress_module.GUARD.metrics = None
+        guard_module.GUARD.metrics = None
 
 
 def post(path: str, body: dict[str, Any]) -> httpx.Response:

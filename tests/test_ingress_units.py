@@ -24,14 +24,10 @@ from routers.engines import SamplingParams
 from routers.evaluation.calibrate import threshold_for_large_share
 from serve_app.api import MAX_SEED, ApiError, ChatCompletionRequest, RouterChoice, parse_model_field
 from serve_app.config import AppConfig
-from serve_app.ingress import (
-    GuardSettings,
-    IngressGuard,
-    RouterIngress,
-    check_ingress_user_config,
-    install_error_handlers,
-    merged_config,
-)
+from serve_app.errors import install_error_handlers
+from serve_app.guard import GuardSettings, IngressGuard
+from serve_app.hot_swap import check_ingress_user_config, merged_config
+from serve_app.ingress import RouterIngress
 from serve_app.observability import RouterMetrics
 from serve_app.pipelines import (
     Answers,

@@ -33,7 +33,7 @@ from serve_app.config import (
     check_embedder_matches,
     parse_app_config,
 )
-from serve_app.ingress import check_ingress_user_config, merged_config
+from serve_app.hot_swap import check_ingress_user_config, merged_config
 from serve_app.pipelines import Pipelines, RouterUnavailable
 from tests.test_embedding_routers import fitted, two_clusters
 from tests.test_ingress_api import answer_model, answering

@@ -1,0 +1,56 @@
+"""Hot swap of router artifacts and thresholds: what the Ingress ``user_config`` may hold, and the config it
+makes. The ``user_config`` is ``{routers: {hybrid: {artifact, threshold}, automix: {artifact, threshold},
+causal: {threshold}}}`` (every embedding router, ``knn`` / ``mf`` / ``sw_ranking``, takes what ``hybrid``
+takes), merged onto the config the app was started with, so dropping a key reverts it (deploy
+``user_config: {}`` to drop them all: Serve does not call ``reconfigure`` when ``user_config`` is removed).
+Router-model artifacts and the policy map belong to the ``user_config`` of the ``CausalLMRouter`` /
+``PolicyRouter`` deployments; the ingress rejects them rather than ignore them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from serve_app.config import EMBEDDING_ROUTER_KINDS, ROUTER_DEPLOYMENTS, AppConfig
+
+# Routers that score in the ingress (the embedding routers, AutoMix) swap their artifacts here too.
+INGRESS_ROUTER_KEYS = {**{kind: {"artifact", "threshold"} for kind in EMBEDDING_ROUTER_KINDS},
+                       "automix": {"artifact", "threshold"}, "causal": {"threshold"}, "policy": set(),
+                       "bert": {"threshold"}}
+
+
+def check_ingress_user_config(user_config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The ``routers`` overrides, after rejecting anything the ingress cannot apply (never ignore it)."""
+    if not isinstance(user_config, dict):
+        raise TypeError(f"Ingress user_config must be a mapping, got {type(user_config).__name__}")
+    unknown = sorted(set(user_config) - {"routers"})
+    if unknown:
+        raise ValueError(f"Ingress user_config: unknown key(s) {unknown}; it takes only 'routers'")
+    routers = user_config.get("routers") or {}
+    if not isinstance(routers, dict):
+        raise TypeError("Ingress user_config.routers must be a mapping of router kind -> overrides")
+    for kind, spec in routers.items():
+        if kind not in INGRESS_ROUTER_KEYS:
+            raise ValueError(f"Ingress user_config.routers.{kind}: unknown router; known: {sorted(INGRESS_ROUTER_KEYS)}")
+        if not isinstance(spec, dict):
+            raise TypeError(f"Ingress user_config.routers.{kind} must be a mapping")
+        rejected = sorted(set(spec) - INGRESS_ROUTER_KEYS[kind])
+        if kind == "policy" and "threshold" in rejected:
+            raise ValueError("Ingress user_config.routers.policy.threshold: the policy router takes no threshold "
+                             "(it decides by policy label and policy map)")
+        if rejected and kind in ROUTER_DEPLOYMENTS:
+            raise ValueError(f"Ingress user_config.routers.{kind}: {rejected} cannot be applied by the ingress; set "
+                             f"them in the user_config of the {ROUTER_DEPLOYMENTS[kind]} deployment")
+        if rejected:
+            raise ValueError(f"Ingress user_config.routers.{kind}: unknown key(s) {rejected}; "
+                             f"allowed: {sorted(INGRESS_ROUTER_KEYS[kind])}")
+    return routers
+
+
+def merged_config(base: AppConfig, user_config: dict[str, Any]) -> AppConfig:
+    """``base`` (the config the app started with) with the user_config overrides on top, paths resolved."""
+    merged = base.model_dump()
+    for kind, spec in check_ingress_user_config(user_config).items():
+        if merged["routers"].get(kind) is None:
+            raise ValueError(f"Ingress user_config.routers.{kind}: router not enabled in this app")
+        merged["routers"][kind].update(spec)
+    return AppConfig.model_validate(merged).resolved()
