@@ -6,10 +6,8 @@ answer model that rejects parameters or dies before or during a stream."""
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +19,12 @@ from ray import exceptions as ray_errors
 from serve_app import guard as guard_module
 from serve_app import ingress as ingress_module
 from serve_app.api import ChatCompletionResponse, RouteResponse
+from tests.fake_handles import Handle, Stream, answer_model, answering, fake_metrics, remote_error, value
 from tests.serve_helpers import as_clients
-from tests.test_ingress_units import ANSWER, Handle, Stream, fake_metrics, remote_error, value
 
 ROOT = Path(__file__).resolve().parents[1]
 HYBRID_ARTIFACT = ROOT / "artifacts/hybrid_llm"
 pytestmark = pytest.mark.skipif(not (HYBRID_ARTIFACT / "router.json").exists(), reason="hybrid artifact not shipped")
-
-
-def answer_model(generate: Any = ANSWER, stream: Stream | None = None) -> Handle:
-    return Handle(generate=lambda m, p: value(generate), stream=lambda m, p: stream,
-                  usage=lambda m, t: value({"prompt_tokens": 2, "completion_tokens": max(1, len(t) // 4)}))
 
 
 def app_args() -> dict[str, Any]:
@@ -43,28 +36,6 @@ def app_args() -> dict[str, Any]:
         "timeouts": {"router_s": 1.0, "answer_s": 0.5, "stream_chunk_s": 0.5},
         "auth": {"api_keys": [], "api_keys_env": None},
     }
-
-
-def servable_dependency() -> Any:
-    """The dependency through which Serve hands each route its replica's instance (``self``)."""
-    from ray.serve._private.http_util import _walk_fastapi_routes
-
-    for route, _, _ in _walk_fastapi_routes(ingress_module.app):
-        endpoint = getattr(route, "endpoint", None)
-        if getattr(endpoint, "_serve_cls", None) is not None:
-            return inspect.signature(endpoint).parameters["self"].default.dependency
-    raise AssertionError("no Serve class-based route found")
-
-
-@contextmanager
-def answering(instance: Any) -> Iterator[Any]:
-    """Route the module's FastAPI app to ``instance``, as Serve routes a replica's requests to it."""
-    dependency = servable_dependency()
-    ingress_module.app.dependency_overrides[dependency] = lambda: instance
-    try:
-        yield instance
-    finally:
-        ingress_module.app.dependency_overrides.pop(dependency, None)
 
 
 @pytest.fixture

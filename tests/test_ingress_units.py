@@ -28,7 +28,6 @@ from serve_app.errors import install_error_handlers
 from serve_app.guard import GuardSettings, IngressGuard
 from serve_app.hot_swap import check_ingress_user_config, merged_config
 from serve_app.ingress import RouterIngress
-from serve_app.observability import RouterMetrics
 from serve_app.pipelines import (
     Answers,
     Pipelines,
@@ -38,6 +37,7 @@ from serve_app.pipelines import (
     client_error_message,
     is_transient,
 )
+from tests.fake_handles import ANSWER, Handle, Stream, fake_metrics, remote_error, value
 from tests.serve_helpers import as_clients
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,28 +52,6 @@ def run(coro: Any) -> Any:
 # --- the ASGI guard ------------------------------------------------------------------------------------------
 class Echo(BaseModel):
     text: str
-
-
-class FakeCounter:
-    """Records what RouterMetrics adds, per (metric, sorted tags)."""
-
-    def __init__(self, name: str, **_: Any) -> None:
-        self.name = name
-        self.totals: Counter = Counter()
-
-    def inc(self, value: float = 1.0, tags: dict[str, str] | None = None) -> None:
-        assert value > 0, "Ray counters reject increments <= 0"
-        self.totals[tuple(sorted((tags or {}).items()))] += value
-
-    def observe(self, value: float, tags: dict[str, str] | None = None) -> None:
-        self.totals[tuple(sorted((tags or {}).items()))] += 1
-
-    def total(self, **tags: str) -> float:
-        return sum(v for k, v in self.totals.items() if set(tags.items()) <= set(k))
-
-
-def fake_metrics() -> RouterMetrics:
-    return RouterMetrics(counter=FakeCounter, histogram=FakeCounter)
 
 
 @pytest.fixture
@@ -257,34 +235,6 @@ def config(**extra: Any) -> AppConfig:
     return AppConfig.model_validate(data)
 
 
-class Remote:
-    """A deployment method: ``.remote(...)`` returns an awaitable, like a DeploymentResponse."""
-
-    def __init__(self, fn: Any) -> None:
-        self.fn = fn
-        self.calls = 0
-
-    def remote(self, *args: Any) -> Any:
-        self.calls += 1
-        return self.fn(*args)
-
-
-async def value(result: Any, delay: float = 0.0) -> Any:
-    await asyncio.sleep(delay)
-    if isinstance(result, BaseException):
-        raise result
-    return result
-
-
-class Handle:
-    def __init__(self, **methods: Any) -> None:
-        for name, fn in methods.items():
-            setattr(self, name, Remote(fn))
-
-    def options(self, **_: Any) -> Handle:
-        return self
-
-
 @pytest.mark.skipif(not (HYBRID_ARTIFACT / "router.json").exists(), reason="hybrid artifact not shipped")
 def test_hybrid_dimension_mismatch_is_router_unavailable() -> None:
     from routers.hybrid.router import HybridLLMRouter
@@ -370,33 +320,6 @@ def test_causal_large_share_asks_the_router_deployment_for_its_quantiles() -> No
 
 
 # --- answer models: retry only what is transient ----------------------------------------------------------
-ANSWER = {"prompt_tokens": 2, "completions": [{"text": "blue", "finish_reason": "stop", "completion_tokens": 1}]}
-
-
-class Stream:
-    """A remote token stream: ``items`` (an exception item is raised), ``delays`` before each."""
-
-    def __init__(self, items: list[Any], delays: list[float] | None = None) -> None:
-        self.items = list(items)
-        self.delays = list(delays or [0.0] * len(items))
-        self.cancelled = False
-
-    def __aiter__(self) -> Stream:
-        return self
-
-    async def __anext__(self) -> str:
-        if not self.items:
-            raise StopAsyncIteration
-        await asyncio.sleep(self.delays.pop(0) if self.delays else 0.0)
-        item = self.items.pop(0)
-        if isinstance(item, BaseException):
-            raise item
-        return item
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
 def model(generate: Any = ANSWER, stream: Stream | None = None) -> Handle:
     return Handle(generate=lambda m, p: value(generate), stream=lambda m, p: stream,
                   usage=lambda m, t: value({"prompt_tokens": 2, "completion_tokens": len(t)}))
@@ -404,10 +327,6 @@ def model(generate: Any = ANSWER, stream: Stream | None = None) -> Handle:
 
 def routing(model_key: str = "small") -> Routing:
     return Routing("hybrid", model_key, {"router": "hybrid", "reason": "test", "fallback": False})
-
-
-def remote_error(cause: Exception) -> Exception:
-    return ray_errors.RayTaskError("generate", "Traceback (most recent call last): ...", cause).as_instanceof_cause()
 
 
 def test_error_classification() -> None:

@@ -35,9 +35,8 @@ from serve_app.config import (
 )
 from serve_app.hot_swap import check_ingress_user_config, merged_config
 from serve_app.pipelines import Pipelines, RouterUnavailable
-from tests.test_embedding_routers import fitted, two_clusters
-from tests.test_ingress_api import answer_model, answering
-from tests.test_ingress_units import Handle, fake_metrics, value
+from tests.fake_handles import Handle, answer_model, answering, fake_metrics, value
+from tests.synthetic_data import fitted, two_clusters
 
 ROOT = Path(__file__).resolve().parents[1]
 MF_ARTIFACT = ROOT / "artifacts" / "mf"
@@ -95,7 +94,7 @@ def embedder_returning(vector: np.ndarray) -> Handle:
 def test_every_embedding_kind_is_a_router_kind_with_the_same_spec() -> None:
     assert set(NEW_KINDS) | {"hybrid"} == set(EMBEDDING_ROUTER_KINDS)
     for kind, served in EMBEDDING_ROUTER_KINDS.items():
-        assert issubclass(router_class(served.registry_name), EmbeddingRouter), kind
+        assert issubclass(router_class(served.name), EmbeddingRouter), kind
 
 
 def test_the_config_serves_knn_mf_and_sw_ranking(artifacts: dict[str, Path]) -> None:
