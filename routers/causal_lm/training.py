@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
@@ -46,6 +46,7 @@ from routers.engines import model_identity, resolve_model_path
 from routers.errors import ArtifactError
 from routers.progress import log, progress_bar
 from routers.safe_io import assert_no_unsafe_weights
+from routers.strict import StrictModel
 
 IGNORE_INDEX = -100
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -64,10 +65,10 @@ class StaleCheckpointError(ArtifactError):
     """A checkpoint was written by a run with other data or settings; resuming it would train the wrong model."""
 
 
-class CausalLMTrainConfig(BaseModel):
-    """Everything one training run needs; the same object is sent to every Ray Train worker."""
-
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+class CausalLMHyperparams(StrictModel):
+    """The LoRA fine-tuning settings, defined once: the router config's (``CausalLMConfig``, a YAML's
+    ``hparam``) and the training run's (``CausalLMTrainConfig``) are these very fields, so the two can never
+    accept different values."""
 
     base_model: str = "models/smollm2-135m-instruct"
     lora_r: int = Field(default=16, ge=1)
@@ -75,22 +76,33 @@ class CausalLMTrainConfig(BaseModel):
     lora_dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"])
     learning_rate: float = Field(default=2e-4, gt=0.0)
-    weight_decay: float = Field(default=0.0, ge=0.0)
     num_epochs: int = Field(default=3, ge=1)
     batch_size: int = Field(default=4, ge=1, description="per-worker micro-batch")
     gradient_accumulation_steps: int = Field(default=1, ge=1)
-    max_length: int = Field(default=512, ge=8, description="prompt + answer tokens; long prompts lose their start")
+    max_length: int = Field(default=512, ge=16, description="prompt + answer tokens; long prompts lose their start")
     max_steps: int | None = Field(default=None, ge=1, description="optimizer steps; caps num_epochs")
     warmup_steps: int = Field(default=0, ge=0)
     lr_schedule: Literal["linear", "constant"] = Field(
         default="linear", description="after warmup: linear decay to 0 at the last step, or constant"
     )
+    num_threads: int | None = Field(default=None, ge=1, description="torch CPU threads while training")
+
+
+class CausalLMTrainConfig(CausalLMHyperparams):
+    """Everything one training run needs; the same object is sent to every Ray Train worker."""
+
+    weight_decay: float = Field(default=0.0, ge=0.0)
     max_grad_norm: float = Field(default=1.0, gt=0.0)
     seed: int = 0
     device: str = "auto"
-    num_threads: int | None = Field(default=None, ge=1)
     checkpoint_dir: str | None = Field(default=None, description="resumable checkpoints are written here")
     checkpoint_every: int = Field(default=0, ge=0, description="optimizer steps between checkpoints; 0 = end only")
+
+    @classmethod
+    def from_router_config(cls, config: CausalLMHyperparams, **run_settings: Any) -> CausalLMTrainConfig:
+        """The run of a router config: its hyperparameters as they are, plus the run's own settings
+        (``seed``, ``checkpoint_dir``, ...) and overrides, validated."""
+        return cls.model_validate({**config.model_dump(include=set(CausalLMHyperparams.model_fields)), **run_settings})
 
 
 @dataclass

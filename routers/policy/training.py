@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from routers.causal_lm.training import (
     StaleCheckpointError,
@@ -48,6 +48,7 @@ from routers.engines import model_identity, resolve_model_path
 from routers.errors import ArtifactError, ConfigError
 from routers.progress import log
 from routers.safe_io import copy_checkpoint_files
+from routers.strict import StrictModel
 
 # Called on every rank at every logged step and at stage ends, in step with the other ranks (it may be a
 # collective such as ``ray.train.report``); the directory is a complete checkpoint on rank 0 when one is
@@ -69,8 +70,10 @@ NOT_FINGERPRINTED = frozenset({"num_threads", "logging_steps", "save_steps"})
 DPO_ONLY = frozenset({"dpo_epochs", "dpo_max_steps", "dpo_learning_rate", "dpo_beta"})
 
 
-class PolicyTrainConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+class PolicyHyperparams(StrictModel):
+    """The SFT + DPO settings, defined once: the router config's (``PolicyRouterConfig``, a YAML's ``hparam``)
+    and the training run's (``PolicyTrainConfig``) are these very fields, so the two can never accept
+    different values."""
 
     base_model: str = "models/gemma-3-270m"
     lora_r: int = Field(default=16, ge=1)
@@ -86,12 +89,23 @@ class PolicyTrainConfig(BaseModel):
     dpo_learning_rate: float = Field(default=5e-5, gt=0)
     dpo_beta: float = Field(default=0.1, gt=0)
     batch_size: int = Field(default=4, ge=1)
+    max_length: int = Field(default=256, ge=32, description="prompt + label tokens")
+    num_threads: int | None = Field(default=None, ge=1, description="torch CPU threads while training")
+
+
+class PolicyTrainConfig(PolicyHyperparams):
+    """Everything one training run needs; the same object is sent to every Ray Train worker."""
+
     gradient_accumulation_steps: int = Field(default=1, ge=1)
-    max_length: int = Field(default=256, ge=32)
     seed: int = 0
-    num_threads: int | None = Field(default=None, ge=1)
     logging_steps: int = Field(default=1, ge=1)
     save_steps: int = Field(default=0, ge=0, description="optimizer steps between checkpoints; 0 = stage ends only")
+
+    @classmethod
+    def from_router_config(cls, config: PolicyHyperparams, **run_settings: Any) -> PolicyTrainConfig:
+        """The run of a router config: its hyperparameters as they are, plus the run's own settings
+        (``seed``, ``save_steps``, ...) and overrides, validated."""
+        return cls.model_validate({**config.model_dump(include=set(PolicyHyperparams.model_fields)), **run_settings})
 
 
 @dataclass
