@@ -26,13 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from routers.base import Router
-from routers.config import RouterFileConfig, build_router, load_config_file, load_router, resolve_path
+from routers.config import RouterFileConfig, build_router, load_config_file, load_router
 from routers.data import RoutingDataset, load_llm_data, read_queries
 from routers.engines import EmbedderConfig, GeneratorConfig, SamplingParams, build_embedder, build_generator
 from routers.errors import ConfigError, RouterError
 from routers.evaluation.bootstrap import DEFAULT_RESAMPLES, MetricInterval
 from routers.evaluation.generalisation import DEFAULT_INNER_FOLDS, GeneralisationResult, RouterFactory
 from routers.evaluation.metrics import DEFAULT_BUDGET_FRACTION
+from routers.paths import resolve_path
 from routers.progress import log, progress, set_quiet
 from routers.registry import canonical_name, router_class
 

@@ -24,10 +24,10 @@ Relative paths resolve against ``LLMROUTER_HOME`` (default: the working director
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from routers.base import Router
 from routers.data import LLMCandidate, RoutingDataset, load_llm_data
@@ -35,14 +35,42 @@ from routers.engines import EmbedderConfig, GeneratorConfig
 from routers.errors import ConfigError
 from routers.paths import resolve_path
 from routers.registry import canonical_name, router_class
+from routers.strict import StrictModel
 
 # Router keys the seeds put at the top level of the YAML rather than under hparam.
 TOP_LEVEL_ROUTER_KEYS = ("router_mode", "router_tau", "router_threshold")
 
+M = TypeVar("M", bound=BaseModel)
 
-class DataPaths(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
+def load_mapping_file(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """The top-level mapping of a YAML file (JSON is YAML too), read safely (``yaml.safe_load``: no tags that
+    build objects). Every failure is a ConfigError naming the file: missing, unreadable, not valid YAML, or
+    not a mapping at the top level. An empty file is an empty mapping."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{what} {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read {what}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    return raw
+
+
+def validate_file(path: str | Path, model: type[M], what: str = "config") -> M:
+    """``load_mapping_file(path)`` validated as ``model``; invalid fields are a ConfigError naming the file."""
+    raw = load_mapping_file(path)
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: invalid {what}:\n{exc}") from exc
+
+
+class DataPaths(StrictModel):
     routing_data_train: list[str] | None = None
     routing_data_test: list[str] | None = None
     llm_data: str | None = None
@@ -54,17 +82,13 @@ class DataPaths(BaseModel):
         return [value] if isinstance(value, str) else value
 
 
-class ModelPaths(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ModelPaths(StrictModel):
     save_model_path: str | None = None
     load_model_path: str | None = None
 
 
-class EnginesConfig(BaseModel):
+class EnginesConfig(StrictModel):
     """Engines a router needs to route end to end (not needed to train or evaluate on data)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     embedder: EmbedderConfig | None = None
     small: GeneratorConfig | None = None
@@ -72,9 +96,7 @@ class EnginesConfig(BaseModel):
     router: GeneratorConfig | None = None
 
 
-class RouterFileConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
+class RouterFileConfig(StrictModel):
     router: str | None = None
     data_path: DataPaths = Field(default_factory=DataPaths)
     model_path: ModelPaths = Field(default_factory=ModelPaths)
@@ -108,19 +130,8 @@ class RouterFileConfig(BaseModel):
 
 
 def load_config_file(path: str | Path) -> RouterFileConfig:
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    try:
-        return RouterFileConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: invalid config:\n{exc}") from exc
+    """A router's YAML file, validated (``validate_file``)."""
+    return validate_file(path, RouterFileConfig)
 
 
 def build_router(config: RouterFileConfig, name: str | None = None) -> Router:

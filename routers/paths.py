@@ -22,8 +22,27 @@ def home() -> Path:
 
 
 def resolve_path(path: str | Path) -> Path:
+    """``path`` with ``~`` expanded; relative paths against ``LLMROUTER_HOME`` (default: the working directory)."""
     path = Path(path).expanduser()
     return path if path.is_absolute() else home() / path
+
+
+def existing_path(path: str | Path, key: str) -> str:
+    """``path`` resolved (``resolve_path``) and made absolute, or a ConfigError naming ``key`` and where it looked."""
+    resolved = resolve_path(path)
+    if not resolved.exists():
+        raise ConfigError(f"{key}: {str(path)!r} does not exist (looked at {resolved}); run `bash scripts/setup.sh` first?")
+    return str(resolved.resolve())
+
+
+def config_file(path: str | Path) -> Path:
+    """A config file named on a command line or in another config: as given when it exists there (relative to
+    the working directory, which for a submitted Ray job is its uploaded copy: the files that were submitted),
+    else resolved against ``LLMROUTER_HOME``."""
+    path = Path(path).expanduser()
+    if path.is_absolute() or path.exists():
+        return path
+    return resolve_path(path)
 
 
 def model_looks_local(model: str) -> bool:

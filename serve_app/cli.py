@@ -14,18 +14,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from routers import cli as library_cli
+from routers.config import load_mapping_file
 from routers.errors import ConfigError
 
 
 def app_args_from_serve_config(path: str | Path, app_name: str | None = None) -> dict[str, Any]:
     """The ``args`` of one application in a Serve config file (the first one unless named)."""
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"serve config {path} does not exist")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = load_mapping_file(path, "serve config")
     apps = raw.get("applications") or []
     if not apps:
         raise ConfigError(f"{path}: no 'applications' listed")

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from routers.engines import EmbedderConfig, GeneratorConfig
 from routers.errors import ConfigError
-from routers.paths import resolve_model_path, resolve_path
+from routers.paths import existing_path, resolve_model_path
+from routers.strict import StrictModel
 
 LOGGER = logging.getLogger(__name__)
 
@@ -54,8 +55,8 @@ ROUTER_DEPLOYMENTS = {"causal": "CausalLMRouter", "policy": "PolicyRouter", "ber
 BASELINE_KINDS = ("smallest", "largest", "random")
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+#: the project's one strict base (routers.strict); the name every model here is declared with
+Strict = StrictModel
 
 
 class DeploymentSettings(Strict):
@@ -370,14 +371,6 @@ def artifact_manifest(artifact: Path, key: str) -> dict[str, Any]:
         return json.loads(manifest.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{key}: cannot read {manifest}: {exc}") from exc
-
-
-def existing_path(path: str, key: str) -> str:
-    """``path`` made absolute (relative paths against ``LLMROUTER_HOME``), or a ConfigError naming ``key``."""
-    resolved = resolve_path(path)
-    if not resolved.exists():
-        raise ConfigError(f"{key}: {path!r} does not exist (looked at {resolved}); run `bash scripts/setup.sh` first?")
-    return str(resolved.resolve())
 
 
 def parse_app_config(args: dict[str, Any] | AppConfig) -> AppConfig:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from routers import config as config_module
 from routers.baselines import RandomRouter
-from routers.config import build_router, load_config_file, load_router, resolve_path
+from routers.config import build_router, load_config_file, load_router
 from routers.errors import ConfigError
+from routers.paths import resolve_path
+from serve_app.cli import app_args_from_serve_config
+from train_jobs.common import load_job_config
+from train_jobs.hybrid import HybridJobConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -107,3 +112,25 @@ def test_resolve_path_uses_llmrouter_home(monkeypatch: pytest.MonkeyPatch, tmp_p
 def test_shipped_router_configs_validate(path: Path) -> None:
     config = load_config_file(path)
     build_router(config)  # the router's own keys are validated too
+
+
+@pytest.mark.parametrize("read", [
+    pytest.param(load_config_file, id="router config"),
+    pytest.param(lambda path: app_args_from_serve_config(path), id="serve config"),
+    pytest.param(lambda path: load_job_config(path, HybridJobConfig), id="train job config"),
+])
+def test_every_config_file_is_read_by_one_loader_naming_the_file(tmp_path: Path, read: Any) -> None:
+    with pytest.raises(ConfigError, match="absent.yaml does not exist"):
+        read(tmp_path / "absent.yaml")
+    with pytest.raises(ConfigError, match=r"router\.yaml: not valid YAML"):
+        read(write(tmp_path, "router: [unclosed\n"))
+    with pytest.raises(ConfigError, match=r"router\.yaml: expected a mapping at the top level, got list"):
+        read(write(tmp_path, "- a\n- b\n"))
+    with pytest.raises(ConfigError, match=r"cannot read"):
+        read(tmp_path)  # a directory
+
+
+def test_job_config_errors_name_the_file_and_the_model(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"router\.yaml: invalid HybridJobConfig[\s\S]*output_dri"):
+        load_job_config(write(tmp_path, "output_dri: runs/x\n"), HybridJobConfig)
+

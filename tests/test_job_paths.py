@@ -8,15 +8,10 @@ from pathlib import Path
 import pytest
 
 from routers.errors import ConfigError, EngineError
-from routers.paths import resolve_model_path, resolve_path
+from routers.paths import config_file, resolve_model_path, resolve_path
 from tests.job_helpers import MINILM, write_yaml
 from train_jobs import hybrid
-from train_jobs.common import (
-    config_file,
-    ray_working_dir_copy,
-    require_home_outside_ray_copy,
-    router_error_in,
-)
+from train_jobs.common import ray_working_dir_copy, require_home_outside_ray_copy, router_error_in
 
 
 def in_ray_working_dir_copy(monkeypatch: pytest.MonkeyPatch, copy: Path) -> None:

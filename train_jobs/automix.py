@@ -31,9 +31,9 @@ from routers.data import QueryExample, RoutingDataset
 from routers.engines import GeneratorConfig, build_generator
 from routers.errors import ConfigError
 from routers.oracle.pipeline import ResumableJsonlWriter
-from routers.paths import resolve_model_path, resolve_path
+from routers.paths import config_file, resolve_model_path, resolve_path
 from routers.progress import log
-from train_jobs.common import JobConfig, RaySettings, config_file, init_ray, run_job, write_json
+from train_jobs.common import JobConfig, RaySettings, init_ray, run_job, write_json
 
 
 class AutomixJobConfig(JobConfig):

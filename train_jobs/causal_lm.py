@@ -41,12 +41,11 @@ from routers.causal_lm.training import (
 from routers.config import build_router, load_config_file
 from routers.data import RoutingDataset
 from routers.errors import ConfigError
-from routers.paths import resolve_model_path, resolve_path
+from routers.paths import config_file, resolve_model_path, resolve_path
 from routers.progress import log
 from routers.safe_io import copy_checkpoint_files
 from train_jobs.common import (
     JobConfig,
-    config_file,
     init_ray,
     report_to_ray,
     run_job,

@@ -21,19 +21,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field
 
+from routers.config import validate_file
 from routers.errors import ConfigError, RouterError
-from routers.paths import HOME_ENV, resolve_path
+from routers.paths import HOME_ENV, config_file, resolve_path
 from routers.progress import log, set_quiet
+from routers.strict import StrictModel
 
 C = TypeVar("C", bound=BaseModel)
 
 
-class RaySettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class RaySettings(StrictModel):
     num_workers: int = Field(default=2, ge=1, description="Ray Train workers / Ray Data actors")
     use_gpu: bool = False
     cpus_per_worker: float = Field(default=1.0, gt=0)
@@ -53,10 +52,8 @@ class RaySettings(BaseModel):
         return resources
 
 
-class JobConfig(BaseModel):
+class JobConfig(StrictModel):
     """Fields every job config has; each job subclasses it with its own section."""
-
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     output_dir: str = Field(description="where metrics, plots, samples and checkpoints go")
     ray: RaySettings = Field(default_factory=RaySettings)
@@ -65,15 +62,6 @@ class JobConfig(BaseModel):
         path = resolve_path(self.output_dir)
         path.mkdir(parents=True, exist_ok=True)
         return path
-
-
-def config_file(path: str | Path) -> Path:
-    """A config file named in a job: relative to the working directory (a submitted job's uploaded copy),
-    else to ``LLMROUTER_HOME``."""
-    path = Path(path).expanduser()
-    if path.is_absolute() or path.exists():
-        return path
-    return resolve_path(path)
 
 
 def ray_working_dir_copy() -> Path | None:
@@ -124,17 +112,8 @@ def router_error_in(exc: BaseException) -> RouterError | None:
 
 
 def load_job_config(path: str | Path, model: type[C]) -> C:
-    path = config_file(path)
-    if not path.exists():
-        raise RouterError(f"config file {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise RouterError(f"{path}: not valid YAML: {exc}") from exc
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        raise RouterError(f"{path}: invalid {model.__name__}:\n{exc}") from exc
+    """A job's YAML (found as ``routers.paths.config_file`` finds it), validated as ``model``."""
+    return validate_file(config_file(path), model, model.__name__)
 
 
 def init_ray(settings: RaySettings) -> None:

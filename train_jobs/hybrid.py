@@ -20,10 +20,10 @@ from routers.engines import EmbedderConfig
 from routers.errors import ConfigError
 from routers.evaluation import evaluate_routers
 from routers.evaluation.plot import plot_curves
-from routers.paths import resolve_model_path, resolve_path
+from routers.paths import config_file, resolve_model_path, resolve_path
 from routers.progress import log
 from routers.registry import router_class
-from train_jobs.common import JobConfig, config_file, run_job, write_json
+from train_jobs.common import JobConfig, run_job, write_json
 from train_jobs.embeddings import embed_with_cache
 
 

@@ -26,7 +26,7 @@ from pydantic import Field
 
 from routers.config import build_router, load_config_file
 from routers.errors import ConfigError
-from routers.paths import resolve_model_path, resolve_path
+from routers.paths import config_file, resolve_model_path, resolve_path
 from routers.policy.datasets import balanced, dpo_pairs, read_oracle_records, sft_examples, split_by_query
 from routers.policy.router import PolicyRouter
 from routers.policy.training import (
@@ -42,7 +42,6 @@ from routers.progress import log
 from routers.safe_io import copy_checkpoint_files
 from train_jobs.common import (
     JobConfig,
-    config_file,
     init_ray,
     report_to_ray,
     run_job,
