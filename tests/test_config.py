@@ -6,12 +6,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel, ValidationError
 
 from routers import config as config_module
 from routers.baselines import RandomRouter
+from routers.causal_lm.router import CausalLMConfig, CausalLMRouter
+from routers.causal_lm.training import CausalLMHyperparams, CausalLMTrainConfig
 from routers.config import build_router, load_config_file, load_router
 from routers.errors import ConfigError
 from routers.paths import resolve_path
+from routers.policy.router import PolicyRouter, PolicyRouterConfig
+from routers.policy.training import PolicyHyperparams, PolicyTrainConfig
 from serve_app.cli import app_args_from_serve_config
 from train_jobs.common import load_job_config
 from train_jobs.hybrid import HybridJobConfig
@@ -134,3 +139,43 @@ def test_job_config_errors_name_the_file_and_the_model(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"router\.yaml: invalid HybridJobConfig[\s\S]*output_dri"):
         load_job_config(write(tmp_path, "output_dri: runs/x\n"), HybridJobConfig)
 
+
+# max_length's bounds once drifted apart: ge=16 for the causal router, ge=8 for its training run; unbounded
+# for the policy router, ge=32 for its training run. Each now has one definition, with the stricter bound.
+@pytest.mark.parametrize(("router_config", "train_config", "hyperparams", "min_length"), [
+    (CausalLMConfig, CausalLMTrainConfig, CausalLMHyperparams, 16),
+    (PolicyRouterConfig, PolicyTrainConfig, PolicyHyperparams, 32),
+], ids=["causal_lm", "policy"])
+def test_router_and_training_configs_share_one_definition_of_each_hyperparameter(
+        router_config: type[BaseModel], train_config: type[BaseModel], hyperparams: type[BaseModel],
+        min_length: int) -> None:
+    for model in (router_config, train_config):
+        assert issubclass(model, hyperparams)
+        for name in hyperparams.model_fields:
+            assert repr(model.model_fields[name]) == repr(hyperparams.model_fields[name]), (model.__name__, name)
+    for model in (router_config, train_config):
+        model.model_validate({"max_length": min_length})
+        with pytest.raises(ValidationError, match="max_length"):
+            model.model_validate({"max_length": min_length - 1})
+
+
+def test_train_config_carries_every_hyperparameter_of_the_router_config() -> None:
+    causal = CausalLMRouter({"base_model": "models/x", "lora_r": 3, "lora_alpha": 5, "lora_dropout": 0.0,
+                             "target_modules": ["q_proj"], "learning_rate": 0.01, "num_epochs": 2, "batch_size": 3,
+                             "gradient_accumulation_steps": 2, "max_length": 40, "max_steps": 7, "warmup_steps": 1,
+                             "lr_schedule": "constant", "num_threads": 1, "seed": 5})
+    trained = causal.train_config(checkpoint_dir="ckpt")
+    shared = set(CausalLMHyperparams.model_fields)
+    assert trained.model_dump(include=shared) == causal.config.model_dump(include=shared)
+    assert (trained.seed, trained.checkpoint_dir) == (5, "ckpt")
+    policy = PolicyRouter({"base_model": "models/y", "lora_r": 2, "lora_alpha": 4, "lora_dropout": 0.2,
+                           "target_modules": ["v_proj"], "use_qlora": True, "sft_epochs": 1.5, "dpo_epochs": 0.5,
+                           "sft_max_steps": 9, "dpo_max_steps": 4, "sft_learning_rate": 0.001,
+                           "dpo_learning_rate": 0.0002, "dpo_beta": 0.3, "batch_size": 2, "max_length": 64,
+                           "num_threads": 2, "seed": 4})
+    run = policy.train_config(save_steps=3)
+    shared = set(PolicyHyperparams.model_fields)
+    assert run.model_dump(include=shared) == policy.config.model_dump(include=shared)
+    assert (run.seed, run.save_steps) == (4, 3)
+    with pytest.raises(ValidationError, match="save_steps"):
+        policy.train_config(save_steps=-1)  # the run's own settings are validated too

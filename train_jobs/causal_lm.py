@@ -99,9 +99,9 @@ def train_causal_lm_job(config: CausalLMJobConfig) -> dict[str, Any]:
     examples = sft_examples(data, [pair.small, pair.large])
     out = config.output_path()
     # No checkpoint_dir: checkpoints go through Ray Train's storage, never a path on one node's disk.
-    train_config = router.train_config().model_copy(update={
-        "base_model": resolve_model_path(router.config.base_model, f"{config.router_config}: hparam.base_model"),
-        "checkpoint_every": config.checkpoint_every, "num_threads": max(1, int(config.ray.cpus_per_worker))})
+    train_config = router.train_config(
+        base_model=resolve_model_path(router.config.base_model, f"{config.router_config}: hparam.base_model"),
+        checkpoint_every=config.checkpoint_every, num_threads=max(1, int(config.ray.cpus_per_worker)))
     workers = config.ray.num_workers
     fingerprint = training_fingerprint(train_config, examples, workers)
     adapter_dir = out / "adapter"

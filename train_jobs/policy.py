@@ -94,9 +94,9 @@ def train_policy(config: PolicyJobConfig) -> dict[str, Any]:
         router.resolve_pair()
     else:
         sft, dpo, held_out = router.training_sets(router_cfg.dataset("train"))
-    train_config = router.train_config().model_copy(update={
-        "base_model": resolve_model_path(router.config.base_model, f"{config.router_config}: hparam.base_model"),
-        "num_threads": max(1, int(config.ray.cpus_per_worker)), "save_steps": config.save_steps})
+    train_config = router.train_config(
+        base_model=resolve_model_path(router.config.base_model, f"{config.router_config}: hparam.base_model"),
+        num_threads=max(1, int(config.ray.cpus_per_worker)), save_steps=config.save_steps)
     fingerprints = stage_fingerprints(train_config, sft, dpo, config.ray.num_workers)
     out = config.output_path()
     init_ray(config.ray)
