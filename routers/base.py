@@ -162,7 +162,7 @@ def query_text(query: QueryLike) -> str:
     elif isinstance(query, Mapping) and isinstance(query.get("query"), str):
         text = query["query"]
     else:
-        raise ValueError("a query is a string or a dict with a string 'query' field")
+        raise TypeError("a query is a string or a dict with a string 'query' field")
     if not text.strip():
         raise ValueError("query is empty")
     return text
@@ -382,7 +382,8 @@ class Router(ABC):
             use_large=use_large,
             score=float(score),
             threshold=float(t),
-            reason=f"{self.score_key} {score:.4f} {relation} threshold {t:.4f} -> {'large' if use_large else 'small'} model",
+            reason=f"{self.score_key} {score:.4f} {relation} threshold {t:.4f} -> "
+                   f"{'large' if use_large else 'small'} model",
             cost=self.estimate_cost(model, query),
             extra=extra,
         )

@@ -212,7 +212,8 @@ class EmbeddingBank:
     def __len__(self) -> int:
         return len(self.embeddings)
 
-    def similarity_chunks(self, queries: np.ndarray, leave_self_out: bool = False) -> Iterator[tuple[slice, np.ndarray]]:
+    def similarity_chunks(self, queries: np.ndarray,
+                          leave_self_out: bool = False) -> Iterator[tuple[slice, np.ndarray]]:
         """Cosine similarities of query rows to every bank row, ``SIMILARITY_CHUNK`` query rows at a time.
 
         ``leave_self_out`` scores the bank's own queries (``queries`` is the bank): each query's own row

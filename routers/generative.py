@@ -3,8 +3,8 @@
 Such a router is a LoRA adapter over a base model, merged into one model directory for serving. It
 decides by prompting its model with the query (``router_prompt`` / ``router_params``), generating, and
 turning the generated texts into decisions (``adecide_batch``; the causal-LM router also scores both
-model names, in one pass for the batch). ``aroute_many`` does that for a batch with one generate call, whoever hosts the model: a script
-with a local engine, or the Serve deployment that holds it.
+model names, in one pass for the batch). ``aroute_many`` does that for a batch with one generate call,
+whoever hosts the model: a script with a local engine, or the Serve deployment that holds it.
 """
 
 from __future__ import annotations

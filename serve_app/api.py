@@ -35,19 +35,21 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from routers.registry import routellm_names, served_entries
+from routers.strict import StrictModel
+
 ROUTER_MODEL_PREFIX = "router-"
 DEFAULT_ROUTER_MODEL = "router"  # the app's default_router, for clients that want "whatever routes best here"
 _ROUTER_MODEL = re.compile(r"^router-(?P<kind>[a-z_]+)(?::(?P<arg>[^:]+))?$")
 _ROUTELLM_MODEL = re.compile(r"^router-(?P<kind>[a-z_]+)-(?P<threshold>[^:]+)$")
 #: RouteLLM's router names -> ours; each scores P(the small model wins / will do), RouteLLM's 1 - win rate
-ROUTELLM_ROUTERS = {"mf": "mf", "sw_ranking": "sw_ranking", "bert": "bert", "causal_llm": "causal", "random": "random"}
+ROUTELLM_ROUTERS = routellm_names()
 SHARE_PREFIX = "share="
 QUALITY_PREFIX = "quality="
 # torch.manual_seed and the engines take an unsigned 64-bit seed at most; int64 keeps every back end happy.
 MAX_SEED = 2**63 - 1
 # Routers whose decision has no tunable score: a threshold or share would be silently ignored.
-NO_THRESHOLD = {"smallest": "always answers with the small model", "largest": "always answers with the large model",
-                "policy": "decides by policy label and policy map, not by a score"}
+NO_THRESHOLD = {kind: entry.no_threshold for kind, entry in served_entries().items() if entry.no_threshold}
 
 
 class ApiError(Exception):
@@ -67,16 +69,12 @@ class ApiError(Exception):
         return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class TextPart(Strict):
+class TextPart(StrictModel):
     type: Literal["text"]
     text: str
 
 
-class ChatMessage(Strict):
+class ChatMessage(StrictModel):
     role: Literal["system", "user", "assistant", "developer"]
     content: str | list[TextPart]
     name: str | None = Field(default=None, max_length=64)
@@ -87,11 +85,11 @@ class ChatMessage(Strict):
         return "".join(part.text for part in self.content)
 
 
-class StreamOptions(Strict):
+class StreamOptions(StrictModel):
     include_usage: bool = False
 
 
-class SamplingFields(Strict):
+class SamplingFields(StrictModel):
     """The sampling knobs shared by chat and text completions."""
 
     model: str = Field(min_length=1, max_length=128)
@@ -163,7 +161,7 @@ class CompletionRequest(SamplingFields):
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
 
 
-class RouteRequest(Strict):
+class RouteRequest(StrictModel):
     """Route-only: the decision and scores, no generation. ``query`` or ``queries``."""
 
     model: str = Field(default="router-hybrid", min_length=1, max_length=128)
@@ -217,7 +215,8 @@ def parse_model_field(model: str, routers: list[str], models: dict[str, str],
                        param="model", code="model_not_found")
     kind = match["kind"]
     if kind not in routers:
-        raise ApiError(404, f"unknown router {kind!r}; enabled routers: {routers}", param="model", code="model_not_found")
+        raise ApiError(404, f"unknown router {kind!r}; enabled routers: {routers}", param="model",
+                       code="model_not_found")
     arg = match["arg"]
     if arg is None:
         return RouterChoice(kind=kind)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,48 +17,25 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from routers.engines import EmbedderConfig, GeneratorConfig
 from routers.errors import ConfigError
 from routers.paths import existing_path, resolve_model_path
+from routers.registry import RouterEntry, served_entries
 from routers.strict import StrictModel
 
 LOGGER = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class EmbeddingKind:
-    """A served router that decides from the query embedding alone (a ``routers.embedding.EmbeddingRouter``):
-    the ingress embeds with the Embedder deployment and the library router scores the vector."""
-
-    #: the library router's name in ``routers.registry``
-    registry_name: str
-    #: what scores the embedding, as messages name it ("the MLP was trained on ...", "hybrid MLP failed")
-    scorer: str
-    #: how to retrain the artifact with another embedder (the hint of the embedder-mismatch error)
-    retrain: str
-
-
-def retrain_with_cli(router: str) -> str:
-    return f"llmrouter train --router {router} --config configs/routers/{router}.yaml (with engines.embedder set to it)"
-
-
-#: serve kind (``router-<kind>``) -> library router; the one list the config, pipelines and hot swap read
-EMBEDDING_ROUTER_KINDS: dict[str, EmbeddingKind] = {
-    "hybrid": EmbeddingKind("hybrid_llm", "MLP",
-                            "python -m train_jobs.hybrid --config <a train config whose router config names it>"),
-    "knn": EmbeddingKind("knn", "kNN bank", retrain_with_cli("knn")),
-    "mf": EmbeddingKind("mf", "MF model", retrain_with_cli("mf")),
-    "sw_ranking": EmbeddingKind("sw_ranking", "SW-ranking bank", retrain_with_cli("sw_ranking")),
-    "blend": EmbeddingKind("blend", "blend heads", retrain_with_cli("blend")),
-}
-ROUTER_KINDS = (*EMBEDDING_ROUTER_KINDS, "automix", "causal", "policy", "bert")
+# Every router list below derives from the registry (``routers.registry``): serve name -> entry.
+#: routers that decide from the query embedding: the Embedder deployment embeds, the library router scores
+EMBEDDING_ROUTER_KINDS: dict[str, RouterEntry] = served_entries("embedding")
+#: routers with an artifact, enabled by a ``routers.<kind>`` block
+ROUTER_KINDS: tuple[str, ...] = tuple(served_entries("embedding", "ingress", "deployment"))
 #: routers hosted by a deployment of their own (their model), by serve kind -> deployment name
-ROUTER_DEPLOYMENTS = {"causal": "CausalLMRouter", "policy": "PolicyRouter", "bert": "BertRouter"}
-BASELINE_KINDS = ("smallest", "largest", "random")
+ROUTER_DEPLOYMENTS: dict[str, str] = {kind: entry.deployment or entry.name
+                                      for kind, entry in served_entries("deployment").items()}
+#: routers without an artifact, always enabled
+BASELINE_KINDS: tuple[str, ...] = tuple(served_entries("baseline"))
 
 
-#: the project's one strict base (routers.strict); the name every model here is declared with
-Strict = StrictModel
-
-
-class DeploymentSettings(Strict):
+class DeploymentSettings(StrictModel):
     """Ray Serve knobs of one deployment (passed to ``Deployment.options``)."""
 
     num_replicas: int | Literal["auto"] | None = 1
@@ -84,14 +60,14 @@ class DeploymentSettings(Strict):
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
-class BatchingSettings(Strict):
+class BatchingSettings(StrictModel):
     """``@serve.batch`` settings: how long a replica waits to fill a batch."""
 
     max_batch_size: int = Field(default=16, ge=1, le=512)
     batch_wait_timeout_s: float = Field(default=0.01, ge=0.0, le=1.0)
 
 
-class AnswerModelSpec(Strict):
+class AnswerModelSpec(StrictModel):
     """One answer model (``small``, ``large``, ...) and how it is deployed."""
 
     engine: GeneratorConfig
@@ -117,13 +93,14 @@ class AnswerModelSpec(Strict):
         return (prompt_tokens * self.input_price + completion_tokens * self.output_price) / 1e6
 
 
-class EmbedderSpec(Strict):
+class EmbedderSpec(StrictModel):
     engine: EmbedderConfig
     deployment: DeploymentSettings = Field(default_factory=DeploymentSettings)
-    batching: BatchingSettings = Field(default_factory=lambda: BatchingSettings(max_batch_size=32, batch_wait_timeout_s=0.005))
+    batching: BatchingSettings = Field(
+        default_factory=lambda: BatchingSettings(max_batch_size=32, batch_wait_timeout_s=0.005))
 
 
-class EmbeddingRouterSpec(Strict):
+class EmbeddingRouterSpec(StrictModel):
     """A router of ``EMBEDDING_ROUTER_KINDS``: its artifact (``save`` output of the library router) and an
     optional threshold (unset: the artifact's own)."""
 
@@ -137,12 +114,12 @@ class HybridSpec(EmbeddingRouterSpec):
     artifact: str = "artifacts/hybrid_llm"
 
 
-class AutomixSpec(Strict):
+class AutomixSpec(StrictModel):
     artifact: str = "artifacts/automix"
     threshold: float | None = None
 
 
-class GenerativeRouterSpec(Strict):
+class GenerativeRouterSpec(StrictModel):
     """A router that is itself a language model (causal-LM router, policy router)."""
 
     artifact: str
@@ -163,7 +140,7 @@ class GenerativeRouterSpec(Strict):
         return engine
 
 
-class ScoringRouterSpec(Strict):
+class ScoringRouterSpec(StrictModel):
     """A router whose own fine-tuned encoder scores the query (RouteLLM's BERT router)."""
 
     artifact: str
@@ -171,7 +148,7 @@ class ScoringRouterSpec(Strict):
     threshold: float | None = None
 
 
-class RoutersSpec(Strict):
+class RoutersSpec(StrictModel):
     hybrid: HybridSpec | None = Field(default_factory=HybridSpec)
     automix: AutomixSpec | None = Field(default_factory=AutomixSpec)
     causal: GenerativeRouterSpec | None = None
@@ -187,7 +164,14 @@ class RoutersSpec(Strict):
         return {kind: spec for kind in EMBEDDING_ROUTER_KINDS if (spec := getattr(self, kind)) is not None}
 
 
-class Limits(Strict):
+# A router added to the registry must get its block here (and the other way round): fail at import, not
+# with a KeyError on the first request.
+if set(RoutersSpec.model_fields) != set(ROUTER_KINDS):
+    raise ConfigError(f"RoutersSpec fields {sorted(RoutersSpec.model_fields)} != the registry's served routers "
+                      f"{sorted(ROUTER_KINDS)}")
+
+
+class Limits(StrictModel):
     """Caps on what one request may ask for; requests beyond them get a 400, not a slow answer."""
 
     max_tokens: int = Field(default=256, ge=1)
@@ -205,7 +189,7 @@ class Limits(Strict):
         return self
 
 
-class Timeouts(Strict):
+class Timeouts(StrictModel):
     """Per-call limits; a step over its limit falls back (routers), retries or answers 503 (models)."""
 
     router_s: float = Field(default=30.0, gt=0, description="one router step (embedder, router model, ...)")
@@ -213,14 +197,14 @@ class Timeouts(Strict):
     stream_chunk_s: float = Field(default=60.0, gt=0, description="the gap between two streamed tokens")
 
 
-class AuthSettings(Strict):
+class AuthSettings(StrictModel):
     """Bearer API keys. Keys come from ``api_keys`` or the env var named by ``api_keys_env`` (comma-separated)."""
 
     api_keys: list[str] = Field(default_factory=list)
     api_keys_env: str | None = "LLMROUTER_API_KEYS"
 
 
-class ShareCalibration(Strict):
+class ShareCalibration(StrictModel):
     """Where ``router-X:share=S`` takes its threshold from.
 
     ``training``: the router's score quantiles on its training queries (in the artifact). ``traffic``: the
@@ -241,13 +225,13 @@ class ShareCalibration(Strict):
         return self
 
 
-class IngressSpec(Strict):
+class IngressSpec(StrictModel):
     deployment: DeploymentSettings = Field(
         default_factory=lambda: DeploymentSettings(max_ongoing_requests=64, max_queued_requests=256)
     )
 
 
-class AppConfig(Strict):
+class AppConfig(StrictModel):
     """Everything ``serve_app.app:build_app`` needs."""
 
     models: dict[str, AnswerModelSpec]
@@ -255,7 +239,8 @@ class AppConfig(Strict):
     large_model: str = "large"
     embedder: EmbedderSpec | None = None
     routers: RoutersSpec = Field(default_factory=RoutersSpec)
-    default_router: str = Field(default="hybrid", description="the router behind model 'router' (clients that name none)")
+    default_router: str = Field(default="hybrid",
+                                description="the router behind model 'router' (clients that name none)")
     fallback_model: str | None = Field(default="large", description="answer model used when a router fails")
     random_large_share: float = Field(default=0.5, ge=0.0, le=1.0)
     share_calibration: ShareCalibration = Field(default_factory=ShareCalibration)
@@ -326,7 +311,7 @@ def check_artifact_router(kind: str, artifact: Path, expected: str | None = None
     """The artifact holds the library router the kind serves (an MF artifact under routers.knn would
     otherwise fail only when the replica loads it); ``expected`` defaults to the embedding kind's."""
     key = f"routers.{kind}.artifact"
-    expected = expected or EMBEDDING_ROUTER_KINDS[kind].registry_name
+    expected = expected or EMBEDDING_ROUTER_KINDS[kind].name
     found = artifact_manifest(artifact, key).get("router")
     if found != expected:
         raise ConfigError(f"{key}: {artifact} holds a {found!r} router, not {expected!r}")
@@ -352,7 +337,8 @@ def check_embedder_matches(kind: str, artifact: Path, embedder: EmbedderConfig) 
         problems.append(f"model {served_model!r} but the {scorer} was trained on {trained_model!r} embeddings")
     for field in ("pooling", "normalize"):
         if field in trained and trained[field] != getattr(embedder, field):
-            problems.append(f"{field} {getattr(embedder, field)!r} but the {scorer} was trained with {trained[field]!r}")
+            problems.append(f"{field} {getattr(embedder, field)!r} but the {scorer} was trained with "
+                            f"{trained[field]!r}")
     if problems:
         raise ConfigError(
             f"embedder.engine does not match {key} ({artifact}): " + "; ".join(problems)

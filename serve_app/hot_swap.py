@@ -10,12 +10,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from serve_app.config import EMBEDDING_ROUTER_KINDS, ROUTER_DEPLOYMENTS, AppConfig
+from routers.registry import RouterEntry, served_entries
+from serve_app.config import ROUTER_DEPLOYMENTS, AppConfig
 
-# Routers that score in the ingress (the embedding routers, AutoMix) swap their artifacts here too.
-INGRESS_ROUTER_KEYS = {**{kind: {"artifact", "threshold"} for kind in EMBEDDING_ROUTER_KINDS},
-                       "automix": {"artifact", "threshold"}, "causal": {"threshold"}, "policy": set(),
-                       "bert": {"threshold"}}
+
+def ingress_keys(entry: RouterEntry) -> set[str]:
+    """What the ingress can swap for a router: the artifact of one it loads itself (embedding routers,
+    AutoMix; a router in its own deployment swaps its artifact there), and a threshold if it takes one."""
+    keys = set() if entry.placement == "deployment" else {"artifact"}
+    return keys | ({"threshold"} if entry.takes_threshold else set())
+
+
+INGRESS_ROUTER_KEYS = {kind: ingress_keys(entry)
+                       for kind, entry in served_entries("embedding", "ingress", "deployment").items()}
 
 
 def check_ingress_user_config(user_config: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -30,13 +37,15 @@ def check_ingress_user_config(user_config: dict[str, Any]) -> dict[str, dict[str
         raise TypeError("Ingress user_config.routers must be a mapping of router kind -> overrides")
     for kind, spec in routers.items():
         if kind not in INGRESS_ROUTER_KEYS:
-            raise ValueError(f"Ingress user_config.routers.{kind}: unknown router; known: {sorted(INGRESS_ROUTER_KEYS)}")
+            raise ValueError(f"Ingress user_config.routers.{kind}: unknown router; "
+                             f"known: {sorted(INGRESS_ROUTER_KEYS)}")
         if not isinstance(spec, dict):
             raise TypeError(f"Ingress user_config.routers.{kind} must be a mapping")
         rejected = sorted(set(spec) - INGRESS_ROUTER_KEYS[kind])
-        if kind == "policy" and "threshold" in rejected:
-            raise ValueError("Ingress user_config.routers.policy.threshold: the policy router takes no threshold "
-                             "(it decides by policy label and policy map)")
+        no_threshold = served_entries()[kind].no_threshold
+        if no_threshold and "threshold" in rejected:
+            raise ValueError(f"Ingress user_config.routers.{kind}.threshold: the {kind} router takes no threshold "
+                             f"(it {no_threshold})")
         if rejected and kind in ROUTER_DEPLOYMENTS:
             raise ValueError(f"Ingress user_config.routers.{kind}: {rejected} cannot be applied by the ingress; set "
                              f"them in the user_config of the {ROUTER_DEPLOYMENTS[kind]} deployment")

@@ -23,9 +23,10 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 from ray import serve
 
-from routers.engines import SamplingParams
+from routers.engines import GenerationResult, SamplingParams
 from serve_app import sse
 from serve_app.answer_clients import answer_client
+from serve_app.answers import Answers, OpenStream
 from serve_app.api import (
     ApiError,
     ChatCompletionRequest,
@@ -48,15 +49,8 @@ from serve_app.errors import ERROR_RESPONSES, SERVER_ERROR, STREAMING_RESPONSES,
 from serve_app.guard import IngressGuard, configure_guard, load_api_keys
 from serve_app.hot_swap import merged_config
 from serve_app.observability import RouterMetrics, log_event
-from serve_app.pipelines import (
-    Answers,
-    ModelCall,
-    OpenStream,
-    Pipelines,
-    RouterUnavailable,
-    Routing,
-    router_unavailable,
-)
+from serve_app.pipelines import Pipelines, RouterUnavailable, router_unavailable
+from serve_app.routing import ModelCall, Routing
 
 app = RouterAPI(
     title="ray-llm-router",
@@ -82,22 +76,22 @@ def remember(request: Request, **fields: str) -> None:
 
 
 # --- the per-endpoint response shapes (the path to them is shared: RouterIngress._complete) ------------------
-def chat_answer(result: dict[str, Any], usage: dict[str, int], info: dict[str, Any]) -> dict[str, Any]:
+def chat_answer(result: GenerationResult, usage: dict[str, int], info: dict[str, Any]) -> dict[str, Any]:
     """A chat completion: each choice is an assistant message."""
     return {
         "id": completion_id(), "object": "chat.completion", "created": now(), "model": info["model"],
-        "choices": [{"index": i, "message": {"role": "assistant", "content": c["text"]},
-                     "finish_reason": c["finish_reason"], "logprobs": None} for i, c in enumerate(result["completions"])],
+        "choices": [{"index": i, "message": {"role": "assistant", "content": c.text},
+                     "finish_reason": c.finish_reason, "logprobs": None} for i, c in enumerate(result.completions)],
         "usage": usage, "routing": info,
     }
 
 
-def text_answer(result: dict[str, Any], usage: dict[str, int], info: dict[str, Any]) -> dict[str, Any]:
+def text_answer(result: GenerationResult, usage: dict[str, int], info: dict[str, Any]) -> dict[str, Any]:
     """A text completion: each choice is the text itself."""
     return {
         "id": completion_id("cmpl"), "object": "text_completion", "created": now(), "model": info["model"],
-        "choices": [{"index": i, "text": c["text"], "finish_reason": c["finish_reason"], "logprobs": None}
-                    for i, c in enumerate(result["completions"])],
+        "choices": [{"index": i, "text": c.text, "finish_reason": c.finish_reason, "logprobs": None}
+                    for i, c in enumerate(result.completions)],
         "usage": usage, "routing": info,
     }
 
@@ -130,7 +124,7 @@ class RouterIngress:
     # --- request translation ------------------------------------------------------------------------
     def choose(self, model: str, request: Request) -> RouterChoice:
         choice = parse_model_field(model, self.config.enabled_routers(), self.model_names, self.config.default_router)
-        remember(request, router=choice.kind if choice.kind != "direct" else "direct")
+        remember(request, router=choice.kind)
         return choice
 
     def sampling(self, req: SamplingFields) -> SamplingParams:
@@ -169,20 +163,16 @@ class RouterIngress:
     async def routing_for(self, choice: RouterChoice, query: str, messages: list[dict[str, str]],
                           params: SamplingParams) -> tuple[Routing, float]:
         started = time.perf_counter()
-        if choice.kind == "direct":
-            assert choice.direct_model is not None
-            info = {"router": None, "reason": "model requested by name; no routing", "fallback": False,
-                    "use_large": choice.direct_model == self.config.large_model}
-            return Routing("direct", choice.direct_model, info), 0.0
+        if choice.direct_model is not None:
+            return Routing.direct(choice.direct_model, choice.direct_model == self.config.large_model), 0.0
         if choice.kind == "automix" and params.n > 1:
             raise ApiError(400, "router-automix answers with n=1 (it verifies one small-model answer)", param="n")
         threshold = await self.pipelines.resolve_threshold(choice)
         try:
             routing = await self.pipelines.route(choice.kind, query, messages, params, threshold.value)
+            routing.threshold = threshold
         except RouterUnavailable as exc:
             routing = self.fallback_routing(choice.kind, str(exc))
-        if not routing.info.get("fallback"):
-            routing.info.update(threshold.info)
         return routing, time.perf_counter() - started
 
     def fallback_routing(self, kind: str, why: str) -> Routing:
@@ -190,10 +180,7 @@ class RouterIngress:
         if model is None:
             raise router_unavailable(kind, why)
         log_event("router_fallback", router=kind, reason=why, model=model)
-        info = {"router": kind, "fallback": True, "use_large": model == self.config.large_model,
-                "reason": f"router failed ({why}); answered by fallback model {model!r}",
-                "score": None, "threshold": None, "verification_score": None, "escalated": None, "policy": None}
-        return Routing(kind, model, info)
+        return Routing.fallback_to(kind, model, model == self.config.large_model, why)
 
     def finish_routing(self, routing: Routing, final: ModelCall, router_latency: float) -> dict[str, Any]:
         """Fill the model, cost and cost-saved fields of the routing object; record metrics."""
@@ -201,9 +188,8 @@ class RouterIngress:
         specs = self.config.models
         cost = sum(specs[c.model_key].call_cost(c.prompt_tokens, c.completion_tokens) for c in calls)
         large_cost = specs[self.config.large_model].call_cost(final.prompt_tokens, final.completion_tokens)
-        info = dict(routing.info)
-        info.update({"model": specs[routing.model_key].public_name(), "model_key": routing.model_key,
-                     "cost": cost, "cost_saved": large_cost - cost, "router_latency_ms": round(1000 * router_latency, 2)})
+        info = {**routing.fields(), "model": specs[routing.model_key].public_name(), "model_key": routing.model_key,
+                "cost": cost, "cost_saved": large_cost - cost, "router_latency_ms": round(1000 * router_latency, 2)}
         self.metrics.record(routing.router, routing.model_key, info, router_latency)
         return info
 
@@ -215,9 +201,11 @@ class RouterIngress:
 
     @app.get("/v1/models", response_model=ModelList, responses=ERROR_RESPONSES)
     async def models(self) -> dict[str, Any]:
-        names = available_models(self.config.enabled_routers(), {self.config.models[k].public_name(): k for k in self.config.models},
+        served = {spec.public_name(): key for key, spec in self.config.models.items()}
+        names = available_models(self.config.enabled_routers(), served,
                                  self.config.default_router)
-        return {"object": "list", "data": [{"id": n, "object": "model", "created": 0, "owned_by": "llmrouter"} for n in names]}
+        cards = [{"id": n, "object": "model", "created": 0, "owned_by": "llmrouter"} for n in names]
+        return {"object": "list", "data": cards}
 
     @app.post("/v1/chat/completions", response_model=ChatCompletionResponse, responses=STREAMING_RESPONSES)
     async def chat_completions(self, body: ChatCompletionRequest, request: Request) -> Any:
@@ -239,7 +227,8 @@ class RouterIngress:
             raise ApiError(400, "route-only needs a router model such as 'router-hybrid'", param="model")
         texts = body.texts()
         if len(texts) > self.config.limits.max_batch_route:
-            raise ApiError(400, f"{len(texts)} queries is over the cap of {self.config.limits.max_batch_route}", param="queries")
+            raise ApiError(400, f"{len(texts)} queries is over the cap of {self.config.limits.max_batch_route}",
+                           param="queries")
         self.check_queries(texts, batched=body.queries is not None)
         threshold = await self.pipelines.resolve_threshold(choice)
         try:
@@ -247,7 +236,7 @@ class RouterIngress:
         except RouterUnavailable as exc:
             raise router_unavailable(choice.kind, str(exc)) from exc
         for decision in decisions:
-            decision.update(threshold.info)
+            decision.update(threshold.reported())
         return {"object": "route", "router": choice.kind, "data": decisions}
 
     @app.get("/chat", response_class=HTMLResponse, include_in_schema=False)
@@ -257,7 +246,7 @@ class RouterIngress:
 
     # --- helpers ----------------------------------------------------------------------------------------
     async def _complete(self, body: SamplingFields, request: Request, query: str, messages: list[dict[str, str]],
-                        shape: Callable[[dict[str, Any], dict[str, int], dict[str, Any]], dict[str, Any]],
+                        shape: Callable[[GenerationResult, dict[str, int], dict[str, Any]], dict[str, Any]],
                         text: bool) -> Any:
         """Both generation endpoints: pick the router, check sampling and prompt, route (with fallback), then
         stream (``text`` picks the chunk shapes) or answer (``shape`` makes the endpoint's body)."""
@@ -272,23 +261,24 @@ class RouterIngress:
         return shape(result, usage, info)
 
     async def answer(self, routing: Routing, messages: list[dict[str, str]], params: SamplingParams, latency: float,
-                     request: Request) -> tuple[dict[str, Any], dict[str, int], dict[str, Any]]:
+                     request: Request) -> tuple[GenerationResult, dict[str, int], dict[str, Any]]:
         """A non-streamed answer: the model's result, its usage and the finished routing object."""
         result = await self.answers.generate(routing, messages, params)
         remember(request, model=routing.model_key)  # a retry may have moved it
         usage = self.usage(result)
-        final = ModelCall(routing.model_key, usage["prompt_tokens"], usage["completion_tokens"], "final")
+        final = ModelCall(model_key=routing.model_key, prompt_tokens=usage["prompt_tokens"],
+                          completion_tokens=usage["completion_tokens"], purpose="final")
         return result, usage, self.finish_routing(routing, final, latency)
 
     @staticmethod
-    def usage(result: dict[str, Any]) -> dict[str, int]:
-        completion_tokens = sum(c["completion_tokens"] for c in result["completions"])
-        prompt_tokens = int(result["prompt_tokens"])
+    def usage(result: GenerationResult) -> dict[str, int]:
+        completion_tokens, prompt_tokens = result.completion_tokens, result.prompt_tokens
         return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                 "total_tokens": prompt_tokens + completion_tokens}
 
     async def streaming_response(self, routing: Routing, messages: list[dict[str, str]], params: SamplingParams,
-                                 latency: float, body: SamplingFields, request: Request, text: bool) -> StreamingResponse:
+                                 latency: float, body: SamplingFields, request: Request,
+                                 text: bool) -> StreamingResponse:
         """Wait for the model's first token before committing to a 200 stream: a model that is down gets the
         same retry / 503 as a plain request."""
         opened = await self.answers.open_stream(routing, messages, params)

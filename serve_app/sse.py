@@ -10,9 +10,10 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from routers.engines import SamplingParams
+from serve_app.answers import Answers, OpenStream
 from serve_app.api import completion_id, now
 from serve_app.observability import RouterMetrics, log_event
-from serve_app.pipelines import Answers, ModelCall, OpenStream, Routing
+from serve_app.routing import ModelCall, Routing
 
 
 def sse(payload: dict[str, Any] | str) -> str:
@@ -20,7 +21,8 @@ def sse(payload: dict[str, Any] | str) -> str:
     return f"data: {data}\n\n"
 
 
-def make_chunk(meta: dict[str, Any], delta: str | None, finish: str | None = None, first: bool = False) -> dict[str, Any]:
+def make_chunk(meta: dict[str, Any], delta: str | None, finish: str | None = None,
+               first: bool = False) -> dict[str, Any]:
     """One SSE chunk, chat (``delta``) or text-completion (``text``) shaped."""
     if meta["text"]:
         choice: dict[str, Any] = {"index": 0, "text": delta or "", "finish_reason": finish, "logprobs": None}
@@ -45,7 +47,7 @@ async def stream_chunks(answers: Answers, metrics: RouterMetrics,
     meta = {"id": completion_id("cmpl" if text else "chatcmpl"), "created": now(), "model": served, "text": text,
             "object": "text_completion" if text else "chat.completion.chunk"}
     head = make_chunk(meta, "", first=True)
-    head["routing"] = {**routing.info, "model": served, "model_key": routing.model_key,
+    head["routing"] = {**routing.fields(), "model": served, "model_key": routing.model_key,
                        "router_latency_ms": round(1000 * latency, 2)}
     yield sse(head)
     pieces: list[str] = []
@@ -56,7 +58,8 @@ async def stream_chunks(answers: Answers, metrics: RouterMetrics,
         counted = await answers.usage(opened, messages, "".join(pieces))
         finish = "length" if counted["completion_tokens"] >= params.max_tokens else "stop"
         yield sse(make_chunk(meta, None, finish=finish))
-        final = ModelCall(routing.model_key, counted["prompt_tokens"], counted["completion_tokens"], "final")
+        final = ModelCall(model_key=routing.model_key, prompt_tokens=counted["prompt_tokens"],
+                          completion_tokens=counted["completion_tokens"], purpose="final")
         info = finish_routing(routing, final, latency)
         if include_usage:
             usage = {**counted, "total_tokens": counted["prompt_tokens"] + counted["completion_tokens"]}

@@ -80,8 +80,8 @@ def test_automix_sends_one_request_with_n_verdicts() -> None:
     clients = {key: LLMServerAnswerClient(server, config.models[key]) for key in config.models}
     pipelines = Pipelines(config, clients, None, None, None)
     query = "What is 12 + 30?"
-    routing = run(pipelines.route_automix(query, [{"role": "user", "content": query}],
-                                          SamplingParams(max_tokens=8), None))
+    routing = run(pipelines.route("automix", query, [{"role": "user", "content": query}],
+                                  SamplingParams(max_tokens=8)))
     assert [(method, request.n) for method, request in server.requests] == [("chat", 1), ("chat", samples)]
     assert routing.info["verification_samples"] == samples and routing.info["verification_score"] == 1.0
     verify = server.requests[1][1]

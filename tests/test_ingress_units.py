@@ -20,23 +20,20 @@ from fastapi import FastAPI
 from pydantic import BaseModel, ValidationError
 from ray import exceptions as ray_errors
 
+from routers.automix.router import AutomixRouter
 from routers.engines import SamplingParams
 from routers.evaluation.calibrate import threshold_for_large_share
+from routers.hybrid.router import HybridLLMRouter
+from serve_app.adapters import generation_result
+from serve_app.answers import Answers, client_error_message, is_transient
 from serve_app.api import MAX_SEED, ApiError, ChatCompletionRequest, RouterChoice, parse_model_field
 from serve_app.config import AppConfig
 from serve_app.errors import install_error_handlers
 from serve_app.guard import GuardSettings, IngressGuard
 from serve_app.hot_swap import check_ingress_user_config, merged_config
 from serve_app.ingress import RouterIngress
-from serve_app.pipelines import (
-    Answers,
-    Pipelines,
-    RouterUnavailable,
-    Routing,
-    StepTimeout,
-    client_error_message,
-    is_transient,
-)
+from serve_app.pipelines import Pipelines, RouterUnavailable, StepTimeout
+from serve_app.routing import Routing
 from tests.fake_handles import ANSWER, Handle, Stream, fake_metrics, remote_error, value
 from tests.serve_helpers import as_clients
 
@@ -251,7 +248,7 @@ def test_hybrid_dimension_mismatch_is_router_unavailable() -> None:
 
 def test_batch_embed_failure_is_router_unavailable() -> None:
     pipelines = Pipelines(config(), {}, None, None, None)
-    pipelines.embedding_routers["hybrid"] = object()
+    pipelines.embedding_routers["hybrid"] = HybridLLMRouter.load(HYBRID_ARTIFACT)
     pipelines.embedder = Handle(embed=lambda qs: value(ray_errors.ActorDiedError()))
     with pytest.raises(RouterUnavailable, match="embedder failed: ActorDiedError"):
         run(pipelines.route_only("hybrid", ["a", "b"], None))
@@ -265,20 +262,14 @@ def test_generative_router_junk_decision_is_router_unavailable() -> None:
 
 
 def test_automix_decision_failure_is_router_unavailable() -> None:
-    class BrokenAutomix:
-        def answer_prompt(self, query: str) -> str:
-            return query
-
-        def verification_request(self, query: str, text: str) -> tuple[str, SamplingParams]:
-            return "verify", SamplingParams(n=2)
-
-        def verification_score(self, query: str, text: str, samples: list[str]) -> float:
+    class BrokenAutomix(AutomixRouter):
+        def verification_score(self, query: str, answer: str, samples: Any) -> float:
             raise ZeroDivisionError("no votes")
 
     completion = {"prompt_tokens": 3, "completions": [{"text": "4", "finish_reason": "stop", "completion_tokens": 1}]}
     small = Handle(generate=lambda m, p: value(completion))
     pipelines = Pipelines(config(), as_clients({"small": small, "large": small}), None, None, None)
-    pipelines.automix_router = BrokenAutomix()
+    pipelines.automix_router = BrokenAutomix.load(ROOT / "artifacts/automix")
     with pytest.raises(RouterUnavailable, match="AutoMix decision failed: ZeroDivisionError"):
         run(pipelines.route("automix", "2+2?", [{"role": "user", "content": "2+2?"}], SamplingParams()))
 
@@ -293,7 +284,9 @@ def test_large_share_uses_the_routers_reference_scores() -> None:
     assert run(pipelines.threshold_for_share("hybrid", 0.3)) == pytest.approx(
         threshold_for_large_share(np.linspace(0, 1, 101), 0.3))
     assert run(pipelines.threshold_for_share("random", 0.25)) == 0.25
-    pipelines.automix_router = object()  # an artifact without a score distribution
+    without = AutomixRouter.load(ROOT / "artifacts/automix")
+    without.reference_quantiles = None  # an artifact without a score distribution
+    pipelines.automix_router = without
     with pytest.raises(ApiError) as caught:
         run(pipelines.threshold_for_share("automix", 0.3))
     assert caught.value.status == 400 and "reference score distribution" in caught.value.message
@@ -326,7 +319,7 @@ def model(generate: Any = ANSWER, stream: Stream | None = None) -> Handle:
 
 
 def routing(model_key: str = "small") -> Routing:
-    return Routing("hybrid", model_key, {"router": "hybrid", "reason": "test", "fallback": False})
+    return Routing(router="hybrid", model_key=model_key, use_large=model_key == "large", reason="test")
 
 
 def test_error_classification() -> None:
@@ -341,7 +334,7 @@ def test_transient_failure_is_retried_on_the_other_model() -> None:
     small, large = model(ray_errors.ActorDiedError()), model()
     answers = Answers(config(), as_clients({"small": small, "large": large}))
     chosen = routing("small")
-    assert run(answers.generate(chosen, [], SamplingParams())) == ANSWER
+    assert run(answers.generate(chosen, [], SamplingParams())) == generation_result(ANSWER)
     assert chosen.model_key == "large" and chosen.info["retried_on"] == "large"
 
 
@@ -507,7 +500,10 @@ def test_load_bench_accounts_for_every_request() -> None:
 def test_the_reason_names_the_served_model_and_keeps_the_artifacts_name() -> None:
     """Artifacts name their training data's models; users must read which served model answered."""
     from routers.base import RouteDecision
-    from serve_app.pipelines import decision_info
+    from serve_app.routing import Routing as TypedRouting
+
+    def decision_info(kind: str, decision: RouteDecision, served: str) -> dict[str, Any]:
+        return TypedRouting.decided(kind, decision, "small", served, {"small": "small"}).fields()
 
     decision = RouteDecision(query="q", model_name="mistralai/Mixtral-8x7B-Instruct-v0.1", use_large=False,
                              reason="router model wrote policy Standard_Query -> policy map -> "

@@ -76,7 +76,7 @@ def app_args(artifacts: dict[str, Path], **extra: Any) -> dict[str, Any]:
 
 
 def loaded(artifacts: dict[str, Path], kind: str) -> EmbeddingRouter:
-    router = router_class(EMBEDDING_ROUTER_KINDS[kind].registry_name).load(artifacts[kind])
+    router = router_class(EMBEDDING_ROUTER_KINDS[kind].name).load(artifacts[kind])
     assert isinstance(router, EmbeddingRouter)
     return router
 
@@ -94,7 +94,7 @@ def embedder_returning(vector: np.ndarray) -> Handle:
 def test_every_embedding_kind_is_a_router_kind_with_the_same_spec() -> None:
     assert set(NEW_KINDS) | {"hybrid"} == set(EMBEDDING_ROUTER_KINDS)
     for kind, served in EMBEDDING_ROUTER_KINDS.items():
-        assert issubclass(router_class(served.registry_name), EmbeddingRouter), kind
+        assert issubclass(router_class(served.name), EmbeddingRouter), kind
 
 
 def test_the_config_serves_knn_mf_and_sw_ranking(artifacts: dict[str, Path]) -> None:

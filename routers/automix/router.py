@@ -437,10 +437,12 @@ class AutomixRouter(Router):
         unanswered = [i for i in todo if examples[i].outcomes[small].response is None]
 
         def answer(chunk: list[int]) -> list[GenerationResult]:
-            return generate_chat(generator, [self.answer_prompt(examples[i].query) for i in chunk], self.answer_params())
+            prompts = [self.answer_prompt(examples[i].query) for i in chunk]
+            return generate_chat(generator, prompts, self.answer_params())
 
         chunks = self.chunks(unanswered)
-        for chunk, results in zip(chunks, self.map_chunks(answer, chunks, progress_bar("", len(unanswered), enabled=False))):
+        quiet = progress_bar("", len(unanswered), enabled=False)
+        for chunk, results in zip(chunks, self.map_chunks(answer, chunks, quiet)):
             for i, result in zip(chunk, results):
                 examples[i] = replace_outcome(examples[i], small, response=result.text)
 

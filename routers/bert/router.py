@@ -119,7 +119,8 @@ class BertRouter(CalibratedRouter):
         self.model, self.tokenizer = model, tokenizer
         scores = self.score_encoded(encoded, f"{self.name}: scoring train queries")
         self.train_metrics = {**training_summary(settings.losses, scores, targets, len(train), len(data)),
-                              **self.calibrate_on_training_scores(scores, gap), "fit_seconds": round(time.perf_counter() - started, 1)}
+                              **self.calibrate_on_training_scores(scores, gap),
+                              "fit_seconds": round(time.perf_counter() - started, 1)}
         return dict(self.train_metrics)
 
     # --- scoring ---------------------------------------------------------------------------------

@@ -265,17 +265,17 @@ class Generator(ChatModel):
                 for delta in self.stream(prompt, params):
                     loop.call_soon_threadsafe(queue.put_nowait, ("delta", delta))
                 loop.call_soon_threadsafe(queue.put_nowait, ("end", None))
-            except BaseException as exc:  # re-raised in the consumer
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
                 loop.call_soon_threadsafe(queue.put_nowait, ("error", exc))
 
         task = loop.run_in_executor(None, pump)
         try:
             while True:
                 kind, item = await queue.get()
-                if kind == "delta":
-                    yield item  # type: ignore[misc]
-                elif kind == "error":
-                    raise item  # type: ignore[misc]
+                if isinstance(item, BaseException):
+                    raise item
+                if kind == "delta" and isinstance(item, str):
+                    yield item
                 else:
                     break
         finally:

@@ -2,8 +2,8 @@
 (language models that generate), and the BERT router (a fine-tuned encoder that scores the query).
 
 Each replica loads the router artifact (JSON + safetensors) and its router model, and answers
-``route(query)`` with the router's own decision steps, so the served decision is the library's decision.
-Concurrent queries are batched into one generate call (one forward pass for the BERT router).
+``route(query)`` with the library router's ``aroute_many`` over that model, so the served decision is the
+library's decision. Concurrent queries are batched into one call (one generate call, one forward pass).
 
 ``user_config`` (hot swap): ``artifact``, ``batching`` and, for the policy router, ``policy_map``; merged
 onto the arguments the replica started with (so removing a key reverts it), paths relative to
@@ -13,7 +13,6 @@ one is released (GPU memory); queries arriving during that swap fail over to the
 
 from __future__ import annotations
 
-import asyncio
 import gc
 from abc import ABC, abstractmethod
 from typing import Any
@@ -21,7 +20,8 @@ from typing import Any
 from ray import serve
 
 from routers.base import RouteDecision, Router
-from routers.engines import Generator, GeneratorConfig, build_generator
+from routers.engines import Engines, Generator, GeneratorConfig, build_generator
+from routers.policy.router import PolicyRouter
 from routers.progress import set_quiet
 from routers.registry import router_class
 from serve_app.config import BatchingSettings, existing_path
@@ -53,6 +53,7 @@ class _RouterModel(ABC):
     user_config_keys: frozenset[str] = frozenset({"artifact", "batching"})
 
     def __init__(self, artifact: str, batching: dict[str, Any] | None = None, policy_map: str | None = None) -> None:
+        self.router: Router | None = None
         self.artifact: str | None = None
         self.policy_map: str | None = None
         # What the app was started with; user_config overrides merge onto this, so removing one reverts it.
@@ -99,9 +100,14 @@ class _RouterModel(ABC):
         self._route_batched.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
 
     # --- routing -------------------------------------------------------------------------------
+    def loaded_router(self) -> Router:
+        if self.router is None:
+            raise RuntimeError(f"{self.deployment_name}: no router loaded (a hot swap failed)")
+        return self.router
+
     def reference_quantiles(self) -> list[float] | None:
         """The artifact's training-score quantiles (for ``router-X:share=``), None if it has none."""
-        scores = self.router.reference_scores()
+        scores = self.loaded_router().reference_scores()
         return None if scores is None else [float(v) for v in scores]
 
     async def route(self, query: str, threshold: float | None = None) -> dict[str, Any]:
@@ -112,9 +118,14 @@ class _RouterModel(ABC):
     async def _route_batched(self, items: list[tuple[str, float | None]]) -> list[RouteDecision]:
         return await self.decide_batch(items)
 
-    @abstractmethod
     async def decide_batch(self, items: list[tuple[str, float | None]]) -> list[RouteDecision]:
         """The library's decisions for a batch of (query, threshold)."""
+        router, engines = self.loaded_router(), self.engines()  # a hot swap mid-batch must not mix the two
+        return await router.aroute_many([query for query, _ in items], engines, [t for _, t in items])
+
+    def engines(self) -> Engines:
+        """The engines the router decides with (the BERT router scores with its own encoder: none)."""
+        return Engines()
 
 
 class _GenerativeRouterModel(_RouterModel):
@@ -129,22 +140,23 @@ class _GenerativeRouterModel(_RouterModel):
 
     def load(self, artifact: str, policy_map: str | None) -> None:
         router = router_class(self.router_name).load(artifact)
-        if policy_map is not None and hasattr(router, "reload_policy_map"):
-            router.reload_policy_map(policy_map)
+        self.apply_policy_map(router, policy_map)
         wanted = self.engine_config(router, artifact)
         if self.generator is None or wanted != self.generator_config:
             self.swap_engine(wanted)
         router.bind_engines(generators={"router": self.generator})
-        self.router: Router = router
+        self.router = router
         self.artifact = artifact
         self.policy_map = policy_map
+
+    def apply_policy_map(self, router: Any, policy_map: str | None) -> None:
+        """Only the policy router has a policy map (a ``user_config`` key no other deployment accepts)."""
 
     def swap_engine(self, wanted: GeneratorConfig) -> None:
         """Drop every reference to the old engine (the old router holds one too) and free it, then build
         the new one."""
         old, self.generator, self.generator_config = self.generator, None, None
-        if hasattr(self, "router"):
-            del self.router
+        self.router = None  # it holds the old engine too
         release_engine(old)
         del old
         self.generator = build_generator(wanted)
@@ -158,18 +170,9 @@ class _GenerativeRouterModel(_RouterModel):
         base = default.model_dump() if default is not None else {}
         return GeneratorConfig.model_validate({**base, **self.engine_override})
 
-    async def decide_batch(self, items: list[tuple[str, float | None]]) -> list[RouteDecision]:
-        router, generator = self.router, self.generator  # a hot swap mid-batch must not mix the two
-        assert generator is not None
-        prompts = [router.router_prompt(query) for query, _ in items]  # type: ignore[attr-defined]
-        results = await generator.agenerate(prompts, router.router_params())  # type: ignore[attr-defined]
-        return [await self.decide(router, generator, query, threshold, result.text)
-                for (query, threshold), result in zip(items, results, strict=True)]
-
-    @abstractmethod
-    async def decide(self, router: Any, generator: Generator, query: str, threshold: float | None,
-                     generated: str) -> RouteDecision:
-        """Turn the router model's generated text into the library's decision."""
+    def engines(self) -> Engines:
+        assert self.generator is not None  # load() built it
+        return Engines(models={"router": self.generator})
 
 
 @serve.deployment(name="CausalLMRouter")
@@ -178,14 +181,6 @@ class CausalLMRouterDeployment(_GenerativeRouterModel):
 
     router_name = "causallm_router"
     deployment_name = "CausalLMRouter"
-
-    async def decide(self, router: Any, generator: Generator, query: str, threshold: float | None,
-                     generated: str) -> RouteDecision:
-        logprobs = await generator.asequence_logprobs(
-            router.router_prompt(query), router.candidate_continuations()  # type: ignore[attr-defined]
-        )
-        score = router.score_from_logprobs(logprobs)  # type: ignore[attr-defined]
-        return router.decide_from_generation(query, generated, score=score, threshold=threshold)  # type: ignore[attr-defined]
 
 
 @serve.deployment(name="PolicyRouter")
@@ -196,9 +191,9 @@ class PolicyRouterDeployment(_GenerativeRouterModel):
     deployment_name = "PolicyRouter"
     user_config_keys = frozenset({"artifact", "policy_map", "batching"})
 
-    async def decide(self, router: Any, generator: Generator, query: str, threshold: float | None,
-                     generated: str) -> RouteDecision:
-        return router.decide_from_generation(query, generated)  # type: ignore[no-any-return]
+    def apply_policy_map(self, router: PolicyRouter, policy_map: str | None) -> None:
+        if policy_map is not None:
+            router.reload_policy_map(policy_map)
 
 
 @serve.deployment(name="BertRouter")
@@ -213,10 +208,3 @@ class BertRouterDeployment(_RouterModel):
         set_quiet(True)  # a replica has no terminal: no progress bars per batch
         self.router = router_class(self.router_name).load(artifact)
         self.artifact, self.policy_map = artifact, None
-
-    async def decide_batch(self, items: list[tuple[str, float | None]]) -> list[RouteDecision]:
-        router = self.router  # a hot swap mid-batch must not mix two routers
-        # The forward pass holds the GIL only in Python glue; off the event loop so health checks answer.
-        scores = await asyncio.to_thread(router.score_texts, [query for query, _ in items])  # type: ignore[attr-defined]
-        return [router.decide(query, float(score), threshold)
-                for (query, threshold), score in zip(items, scores, strict=True)]

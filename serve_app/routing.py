@@ -1,0 +1,137 @@
+"""The typed routing outcome the ingress carries from the library's ``RouteDecision`` to the HTTP response.
+
+A ``Routing`` is built once per request: from a decision (``Routing.decided``), for a model asked by name
+(``Routing.direct``), or for a router that failed (``Routing.fallback``). Its ``fields()`` are the
+``routing`` object of every response (``api.RoutingInfo``, ``api.RouteItem``), written in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from routers.base import RouteDecision
+from routers.engines import GenerationResult
+
+
+class ModelCall(BaseModel):
+    """One answer-model call a request paid for (``purpose``: answer, verification, final)."""
+
+    model_key: str
+    prompt_tokens: int
+    completion_tokens: int
+    purpose: str
+
+
+class ThresholdChoice(BaseModel):
+    """The threshold a request's ``model`` field asked for (``value`` None: the router's own), and how it
+    was chosen; the set fields are reported in the routing object."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    value: float | None = None
+    large_share: float | None = None
+    quality_target: float | None = None
+    quality_lower_bound: float | None = None
+    quality_target_met: bool | None = None
+    calibration_large_share: float | None = None
+    threshold_source: str | None = None
+    routellm_threshold: float | None = None
+
+    def reported(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"value"}, exclude_none=True)
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """What the routing object reports of it."""
+        return self.reported()
+
+
+class Routing(BaseModel):
+    """Which model answers a request and why, and what routing already spent."""
+
+    #: the served router kind; "direct" for a model asked by name
+    router: str
+    model_key: str
+    use_large: bool
+    reason: str
+    decision: RouteDecision | None = None
+    fallback: bool = False
+    #: the model that answered instead, after ``model_key`` failed
+    retried_on: str | None = None
+    threshold: ThresholdChoice = Field(default_factory=ThresholdChoice)
+    calls: list[ModelCall] = Field(default_factory=list)
+
+    # --- the three ways a routing comes about ----------------------------------------------------
+    @classmethod
+    def decided(cls, kind: str, decision: RouteDecision, model_key: str, served: str,
+                role_keys: dict[str, str]) -> Routing:
+        """From a library decision, answered by ``model_key`` (served as ``served``); ``role_keys`` maps the
+        decision's model roles (``small``, ``large``) to the app's model keys.
+
+        A router artifact names the models of the data it was trained on (say Mixtral and GPT-4), while the
+        app serves its own pair under other names: the reason names the served model, and
+        ``decision_model`` keeps the artifact's name for the side it chose.
+        """
+        reason = decision.reason
+        if decision.model_name and decision.model_name != served:
+            reason = reason.replace(decision.model_name, f"{served} (the artifact's {decision.model_name})")
+        calls = [ModelCall(model_key=role_keys[u.role], prompt_tokens=u.prompt_tokens,
+                           completion_tokens=u.completion_tokens, purpose=u.purpose) for u in decision.usage]
+        return cls(router=kind, model_key=model_key, use_large=bool(decision.use_large), reason=reason,
+                   decision=decision, calls=calls)
+
+    @classmethod
+    def direct(cls, model_key: str, use_large: bool) -> Routing:
+        return cls(router="direct", model_key=model_key, use_large=use_large,
+                   reason="model requested by name; no routing")
+
+    @classmethod
+    def fallback_to(cls, kind: str, model_key: str, use_large: bool, why: str) -> Routing:
+        return cls(router=kind, model_key=model_key, use_large=use_large, fallback=True,
+                   reason=f"router failed ({why}); answered by fallback model {model_key!r}")
+
+    # --- what it says ------------------------------------------------------------------------------
+    @property
+    def answer(self) -> GenerationResult | None:
+        """An answer routing already produced and keeps (AutoMix's verified small-model answer)."""
+        return None if self.decision is None else self.decision.answer
+
+    @property
+    def score(self) -> float | None:
+        return None if self.decision is None else self.decision.score
+
+    def retried(self, model_key: str) -> None:
+        """``model_key`` answered because the routed model failed."""
+        self.reason += f"; {self.model_key!r} failed, answered by {model_key!r}"
+        self.retried_on = model_key
+        self.model_key = model_key
+
+    def fields(self) -> dict[str, Any]:
+        """The routing object's fields (without the answer's model name, cost and latency)."""
+        if self.router == "direct":
+            return {"router": None, "reason": self.reason, "fallback": False, "use_large": self.use_large}
+        out: dict[str, Any] = {"router": self.router, "use_large": self.use_large, "score": None, "threshold": None,
+                               "reason": self.reason, "verification_score": None, "escalated": None, "policy": None,
+                               "fallback": self.fallback}
+        decision = self.decision
+        if decision is not None:
+            extra = decision.extra
+            out.update({"decision_model": decision.model_name, "score": decision.score,
+                        "threshold": decision.threshold, "verification_score": extra.get("verification_score"),
+                        "policy": extra.get("policy")})
+            if self.router == "automix":
+                out["escalated"] = bool(decision.use_large)
+                out["verification_samples"] = extra.get("verification_samples")
+            if "generated" in extra:
+                out["generated"] = extra["generated"]
+            out.update(self.threshold.reported())
+        if self.retried_on is not None:
+            out["retried_on"] = self.retried_on
+        return out
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """The routing object's fields, as ``fields()``."""
+        return self.fields()
