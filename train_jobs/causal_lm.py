@@ -84,7 +84,8 @@ def export_adapter(result: Any, fingerprint: str, total_steps: int, adapter_dir:
             raise StaleCheckpointError(f"{result.checkpoint.path}: the final checkpoint is not from this run's data "
                                        "and settings; refusing to ship its adapter")
         if int(position.get("step", -1)) < total_steps:
-            raise RuntimeError(f"{result.checkpoint.path}: training stopped at step {position.get('step')} of {total_steps}")
+            raise RuntimeError(f"{result.checkpoint.path}: training stopped at step {position.get('step')} "
+                               f"of {total_steps}")
         copy_checkpoint_files(Path(directory), [ADAPTER_CONFIG, ADAPTER_WEIGHTS], adapter_dir)
     return position
 
@@ -116,9 +117,9 @@ def train_causal_lm_job(config: CausalLMJobConfig) -> dict[str, Any]:
 
     router.adapter_dir = adapter_dir
     labels = [e.completion for e in examples]
+    reported = ("steps", "samples_per_s", "first_loss", "final_loss", "resumed_from_step")
     router.train_metrics = {"n_train": len(examples), "small_label_share": labels.count(pair.small) / len(labels),
-                            **{k: metrics[k] for k in ("steps", "samples_per_s", "first_loss", "final_loss", "resumed_from_step")
-                               if k in metrics}}
+                            **{k: metrics[k] for k in reported if k in metrics}}
     router.fitted = True
     save_to = router_cfg.model_path.save_model_path
     if not save_to:
@@ -136,7 +137,8 @@ def train_causal_lm_job(config: CausalLMJobConfig) -> dict[str, Any]:
 
         test = router_cfg.dataset("test").complete_for([pair.small, pair.large])
         rng = np.random.default_rng(0)
-        subset = test.subset(sorted(rng.choice(len(test), size=min(config.eval_queries, len(test)), replace=False).tolist()))
+        picked = rng.choice(len(test), size=min(config.eval_queries, len(test)), replace=False)
+        subset = test.subset(sorted(picked.tolist()))
         report, _ = evaluate_router(loaded, subset)
         summary["test"] = report.to_dict()
     write_json(out / "metrics.json", summary)

@@ -53,7 +53,8 @@ class OracleWorker:
 
     def __init__(self, medium: dict[str, Any], large: dict[str, Any], judge: dict[str, Any] | None,
                  judge_seed: int, answer_max_tokens: int, batch_size: int) -> None:
-        judge_model = BlindJudge(build_generator(GeneratorConfig.model_validate(judge)), seed=judge_seed) if judge else None
+        judge_model = (BlindJudge(build_generator(GeneratorConfig.model_validate(judge)), seed=judge_seed)
+                       if judge else None)
         self.pipeline = OraclePipeline(
             medium=build_generator(GeneratorConfig.model_validate(medium)),
             large=build_generator(GeneratorConfig.model_validate(large)),

@@ -54,7 +54,8 @@ class PolicyJobConfig(JobConfig):
     router_config: str = "configs/routers/policy_router.yaml"
     oracle_data: str | None = Field(default=None, description="oracle dataset JSONL; default: derive from routing data")
     eval_queries: int = Field(default=40, ge=0, description="held-out queries to measure policy accuracy on")
-    save_steps: int = Field(default=10, ge=0, description="optimizer steps between resumable checkpoints; 0 = stage ends")
+    save_steps: int = Field(default=10, ge=0,
+                            description="optimizer steps between resumable checkpoints; 0 = stage ends")
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
@@ -100,7 +101,8 @@ def train_policy(config: PolicyJobConfig) -> dict[str, Any]:
     fingerprints = stage_fingerprints(train_config, sft, dpo, config.ray.num_workers)
     out = config.output_path()
     init_ray(config.ray)
-    log(f"policy router: SFT on {len(sft)} and DPO on {len(dpo)} examples, {config.ray.num_workers} Ray Train worker(s)")
+    log(f"policy router: SFT on {len(sft)} and DPO on {len(dpo)} examples, "
+        f"{config.ray.num_workers} Ray Train worker(s)")
     loop_config = {"train": train_config.model_dump(), "sft": sft, "dpo": dpo}
     result = train_with_ray(config, "policy", train_loop_per_worker, loop_config,
                             is_current=lambda directory: checkpoint_sft_matches(directory, fingerprints))

@@ -58,7 +58,9 @@ logger = logging.getLogger(__name__)
 
 # Settings that only say how long to train or where: a checkpoint written under other values is still a
 # valid starting point (raising max_steps continues the same run), so they stay out of the fingerprint.
-NOT_FINGERPRINTED = frozenset({"max_steps", "num_epochs", "device", "num_threads", "checkpoint_dir", "checkpoint_every"})
+NOT_FINGERPRINTED = frozenset(
+    {"max_steps", "num_epochs", "device", "num_threads", "checkpoint_dir", "checkpoint_every"}
+)
 
 
 class StaleCheckpointError(ArtifactError):
@@ -536,7 +538,9 @@ def train_causal_lm(
     return result
 
 
-def _accumulate(model: torch.nn.Module, group: Sequence[dict[str, torch.Tensor]], device: torch.device) -> tuple[float, int]:
+def _accumulate(
+    model: torch.nn.Module, group: Sequence[dict[str, torch.Tensor]], device: torch.device
+) -> tuple[float, int]:
     """Forward/backward over one optimizer step's micro-batches; (mean loss, samples seen)."""
     step_loss, samples = 0.0, 0
     for group_index, batch in enumerate(group):

@@ -124,14 +124,17 @@ class PolicyTrainResult:
 
     def summary(self) -> dict[str, float]:
         out: dict[str, float] = {"sft_seconds": self.sft_seconds, "dpo_seconds": self.dpo_seconds,
-                                 "sft_samples_per_s": self.sft_samples_per_s, "dpo_samples_per_s": self.dpo_samples_per_s,
+                                 "sft_samples_per_s": self.sft_samples_per_s,
+                                 "dpo_samples_per_s": self.dpo_samples_per_s,
                                  "sft_resumed_from_step": float(self.sft_resumed_from_step),
                                  "dpo_resumed_from_step": float(self.dpo_resumed_from_step),
                                  "sft_skipped": float(self.sft_skipped), "dpo_skipped": float(self.dpo_skipped)}
         if self.sft_losses:
-            out.update(sft_first_loss=self.sft_losses[0], sft_final_loss=self.sft_losses[-1], sft_steps=len(self.sft_losses))
+            out.update(sft_first_loss=self.sft_losses[0], sft_final_loss=self.sft_losses[-1],
+                       sft_steps=len(self.sft_losses))
         if self.dpo_losses:
-            out.update(dpo_first_loss=self.dpo_losses[0], dpo_final_loss=self.dpo_losses[-1], dpo_steps=len(self.dpo_losses))
+            out.update(dpo_first_loss=self.dpo_losses[0], dpo_final_loss=self.dpo_losses[-1],
+                       dpo_steps=len(self.dpo_losses))
         if self.dpo_reward_accuracy:
             out["dpo_final_reward_accuracy"] = self.dpo_reward_accuracy[-1]
         return out
@@ -249,7 +252,8 @@ class _Run:
         return {"fingerprints": self.fingerprints, "sft_done": self.sft_done, "dpo_done": self.dpo_done,
                 "result": asdict(self.result)}
 
-    def emit(self, metrics: dict[str, float], checkpoint: bool, trainer_snapshot: Callable[[Path], None] | None = None) -> None:
+    def emit(self, metrics: dict[str, float], checkpoint: bool,
+             trainer_snapshot: Callable[[Path], None] | None = None) -> None:
         """One ``report`` call on every rank; rank 0 attaches a complete checkpoint when ``checkpoint``."""
         if self.report is None:
             return
@@ -460,7 +464,8 @@ def _run_dpo(config: PolicyTrainConfig, model: Any, dpo: Sequence[dict[str, str]
                      max_steps=config.dpo_max_steps or -1, learning_rate=config.dpo_learning_rate,
                      beta=config.dpo_beta, max_length=config.max_length)
     trainer = DPOTrainer(model=model, ref_model=reference, args=args, train_dataset=Dataset.from_list(list(dpo)),
-                         processing_class=tokenizer, callbacks=[_stage_callback("dpo", run, config.save_steps, resume_dir)])
+                         processing_class=tokenizer,
+                         callbacks=[_stage_callback("dpo", run, config.save_steps, resume_dir)])
     seconds, samples_per_s, resumed = _train(trainer, resume_dir)
     run.result.dpo_seconds += seconds
     run.result.dpo_samples_per_s = samples_per_s
