@@ -86,7 +86,8 @@ def hybrid_grid() -> list[dict[str, Any]]:
     ]
 
 
-def tune_hybrid(train: RoutingDataset, embedder: CachedEmbedder, val_fraction: float, seed: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def tune_hybrid(train: RoutingDataset, embedder: CachedEmbedder, val_fraction: float,
+                seed: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The grid point with the best APGR on a validation split of ``train`` (ties: the earlier point)."""
     fit_part, val_part = train.split(val_fraction, seed=seed)
     rows: list[dict[str, Any]] = []
@@ -102,7 +103,8 @@ def tune_hybrid(train: RoutingDataset, embedder: CachedEmbedder, val_fraction: f
     return dict(best["params"]), rows
 
 
-def build_routers(names: list[str], hybrid_params: dict[str, Any], train: RoutingDataset, embedder: CachedEmbedder) -> list[Router]:
+def build_routers(names: list[str], hybrid_params: dict[str, Any], train: RoutingDataset,
+                  embedder: CachedEmbedder) -> list[Router]:
     routers = []
     for name in names:
         key = canonical_name(name)
@@ -117,7 +119,8 @@ def build_routers(names: list[str], hybrid_params: dict[str, Any], train: Routin
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help=f"MMLU only, first {QUICK_TRAIN} train / {QUICK_TEST} test queries")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"MMLU only, first {QUICK_TRAIN} train / {QUICK_TEST} test queries")
     parser.add_argument("--routers", default=DEFAULT_ROUTERS, help="comma-separated router names")
     parser.add_argument("--config", type=Path, default=ROOT / "configs/routers/hybrid_llm.yaml",
                         help="Hybrid config: embedder settings, and the hparams used with --no-tune")
@@ -141,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.no_tune:
             hybrid_params = load_config_file(args.config).router_params()
         else:
-            log(f"tuning hybrid_llm on a {args.val_fraction:.0%} validation split of train ({len(hybrid_grid())} points)")
+            log(f"tuning hybrid_llm on a {args.val_fraction:.0%} validation split of train "
+                f"({len(hybrid_grid())} points)")
             hybrid_params, tuning = tune_hybrid(train, embedder, args.val_fraction, args.seed)
             log(f"chosen: {json.dumps(hybrid_params)}")
         hybrid_params = {**hybrid_params, "seed": args.seed}
@@ -162,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         "seconds_fit_and_eval": round(time.time() - started, 2),
     }
     (args.out / "eval_routers.json").write_text(json.dumps(summary, indent=2, default=float))
-    plot_curves(results, args.out / "curves.png", title=f"routers on {'MMLU subset' if args.quick else 'MMLU + GSM8K'} test")
+    data_name = "MMLU subset" if args.quick else "MMLU + GSM8K"
+    plot_curves(results, args.out / "curves.png", title=f"routers on {data_name} test")
     log(f"wrote {args.out / 'eval_routers.json'} and {args.out / 'curves.png'}")
     return 0
 

@@ -248,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
 
     router, params, train_seconds = generative_router(args, fit_data)
     predictions, score_seconds, eval_data = threshold_predictions(router, eval_data, args)  # baselines: same queries
-    log(f"scored {len(predictions)} queries in {score_seconds:.0f}s ({len(predictions) / max(score_seconds, 1e-9):.2f}/s)")
+    rate = len(predictions) / max(score_seconds, 1e-9)
+    log(f"scored {len(predictions)} queries in {score_seconds:.0f}s ({rate:.2f}/s)")
     if len(predictions) < MIN_REPORTED:
         print(f"WARNING: only {len(predictions)} < {MIN_REPORTED} held-out queries scored: not a reported figure")
     rec = record(fold, len(fit_data) if args.train else 0, len(predictions), params, train_seconds, score_seconds)

@@ -77,7 +77,8 @@ METRIC_KEYS = ("apgr", "cpt_50", "cpt_80", "cpt_95")
 #: larger placeholder keeps the order right (only the order is used)
 LARGE_SIZE_PLACEHOLDER = "1000B"
 SEED_MLP: dict[str, Any] = {"hidden_layer_sizes": [128, 64], "activation": "relu", "solver": "adam", "max_iter": 300}
-SKLEARN_KEYS = ("hidden_layer_sizes", "activation", "solver", "max_iter", "alpha", "learning_rate_init", "early_stopping")
+SKLEARN_KEYS = ("hidden_layer_sizes", "activation", "solver", "max_iter", "alpha", "learning_rate_init",
+                "early_stopping")
 
 
 # --- what runs ---------------------------------------------------------------------------------------
@@ -185,7 +186,8 @@ def run_worker(lib_python: Path, splits: list[Split], pairs: list[Pair], pair: M
     log(f"running llmrouter-lib in {lib_python.parent.parent.name} ({len(manifest['routers'])} routers)")
     started = time.time()
     env = {**os.environ, **thread_env(threads)}
-    proc = subprocess.run([str(lib_python), str(WORKER), str(job)], check=False, capture_output=True, text=True, env=env)
+    proc = subprocess.run([str(lib_python), str(WORKER), str(job)], check=False, capture_output=True, text=True,
+                          env=env)
     (job / "worker.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         raise RuntimeError(f"llmrouter-lib worker failed ({proc.returncode}); last lines:\n{proc.stderr[-3000:]}")
@@ -239,7 +241,8 @@ def run_pair_ours(p: Pair, splits: list[Split], embedder: CachedEmbedder, llm_da
                   per_query: int) -> dict[str, OurRun]:
     assert p.ours is not None
     name, params = p.ours
-    return {s.id: run_ours(name, params, s, embedder, llm_data, per_query) for s in splits if s.id == "seen" or p.unseen}
+    return {s.id: run_ours(name, params, s, embedder, llm_data, per_query)
+            for s in splits if s.id == "seen" or p.unseen}
 
 
 def reference_predictions(split: Split, llm_data: dict[str, Any], pair: ModelPair) -> Predictions:
@@ -409,7 +412,8 @@ def main(argv: list[str] | None = None) -> int:
             ours_runs = {p.label: run_pair_ours(p, splits, embedder, llm_data, args.per_query) for p in pairs if p.ours}
         log("bootstrapping")
         rows = [row for p in pairs
-                for row in rows_for_pair(p, splits, refs, ours_runs.get(p.label, {}), lib, job, args.bootstrap, args.seed)]
+                for row in rows_for_pair(p, splits, refs, ours_runs.get(p.label, {}), lib, job, args.bootstrap,
+                                         args.seed)]
 
     table = format_rows(rows)
     print(table)
@@ -425,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     summary = {
         "command": " ".join([".venv/bin/python", "bench/llmrouter_lib.py", *(sys.argv[1:] if argv is None else argv)]),
-        "lib_versions": lib["versions"], "embedder": embedder.model_name, "pair": {"small": pair.small, "large": pair.large},
+        "lib_versions": lib["versions"], "embedder": embedder.model_name,
+        "pair": {"small": pair.small, "large": pair.large},
         "n_train": len(splits[0].train), "n_test": len(splits[0].eval), "folds": 0 if args.no_unseen else args.folds,
         "bootstrap": args.bootstrap, "seed": args.seed, "wall_seconds": round(wall, 1),
         "lib_worker_seconds": round(lib["wall_seconds"], 1), "table": table, "rows": [r.to_dict() for r in rows],

@@ -107,7 +107,8 @@ def build(kind: str, yaml_path: Path) -> tuple[Any, Any]:
     return router, trainer_cls(router=router, device="cpu")
 
 
-def batch_scores(kind: str, router: Any, trainer: Any, x: np.ndarray, small: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def batch_scores(kind: str, router: Any, trainer: Any, x: np.ndarray,
+                 small: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(small suitability, raw model output, the lib's decision 1 = large) for an (n, d) matrix, in one call."""
     import torch
 

@@ -82,7 +82,8 @@ async def send_one(client: httpx.AsyncClient, body: dict[str, Any], tally: Tally
     tally.routed[served] += 1
 
 
-async def run_load(url: str, model: str, clients: int, total: int, max_seconds: float, max_tokens: int) -> dict[str, Any]:
+async def run_load(url: str, model: str, clients: int, total: int, max_seconds: float,
+                   max_tokens: int) -> dict[str, Any]:
     """``clients`` workers send ``total`` requests; none starts after ``max_seconds``, and requests still
     running 60 s later are cut off (and count as lost)."""
     queue: asyncio.Queue[int] = asyncio.Queue()

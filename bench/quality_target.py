@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
                              "calibrated_large_share": outcome.calibrated_share, "n": outcome.n})
         log(f"{name}: done ({time.time() - started:.0f}s)")
 
-    print(f"{'router':<12}{'target':>8}  {'domains':<8}{'achieved':>9}{'met':>7}{'large':>8}{'large on calib':>16}{'n':>7}")
+    print(f"{'router':<12}{'target':>8}  {'domains':<8}{'achieved':>9}{'met':>7}{'large':>8}"
+          f"{'large on calib':>16}{'n':>7}")
     for row in rows:
         print(f"{row['router']:<12}{row['target']:>8.2f}  {row['domains']:<8}{row['achieved']:>9.3f}{row['met']:>7}"
               f"{row['large_share']:>8.3f}{row['calibrated_large_share']:>16.3f}{row['n']:>7}")

@@ -31,7 +31,8 @@ from serve_helpers import default_app_args, free_port, missing_prerequisites, st
 
 QUERIES = [
     "What is the capital of France?",
-    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did she sell altogether?",
+    ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+     "How many clips did she sell altogether?"),
     "Which gas do plants absorb from the air for photosynthesis?",
     "Translate 'good morning' into Spanish.",
     "What is 17 times 3?",
@@ -172,7 +173,8 @@ def main() -> int:
     print(f"{'router':10} {'routed p50':>10} {'p95':>7} {'direct p50':>10} {'p95':>7} {'added p50':>9} {'p95':>7} "
           f"{'decide p50':>10} {'pairs':>5}")
     for kind, r in overhead.items():
-        print(f"{kind:10} {r['routed_p50_s']:10.3f} {r['routed_p95_s']:7.3f} {r['direct_p50_s']:10.3f} {r['direct_p95_s']:7.3f}"
+        print(f"{kind:10} {r['routed_p50_s']:10.3f} {r['routed_p95_s']:7.3f}"
+              f" {r['direct_p50_s']:10.3f} {r['direct_p95_s']:7.3f}"
               f" {r['added_p50_s']:9.3f} {r['added_p95_s']:7.3f} {r['decision_p50_s']:10.3f} {r['pairs']:5d}")
     print(f"\nembedder, {embed['clients']} concurrent clients: batched {embed['batched_req_per_s']:.1f} req/s vs "
           f"unbatched {embed['unbatched_req_per_s']:.1f} req/s ({embed['speedup']:.2f}x)")

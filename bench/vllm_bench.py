@@ -157,7 +157,8 @@ def timed(fn: Any) -> float:
     return time.perf_counter() - start
 
 
-def verification_timings(engine: Any, prompts: list[str], params: Any, samples: int, concurrent: bool) -> dict[str, Any]:
+def verification_timings(engine: Any, prompts: list[str], params: Any, samples: int,
+                         concurrent: bool) -> dict[str, Any]:
     one = params.model_copy(update={"n": 1})
     engine.generate(prompts[:1], params)  # warm
     result = {
