@@ -82,7 +82,8 @@ def load_head(model: BertClassifier, head_path: Path) -> None:
         if name not in arrays:
             raise ValueError(f"{head_path}: missing tensor {name!r}")
         if tuple(arrays[name].shape) != tuple(param.shape):
-            raise ValueError(f"{head_path}: {name} has shape {arrays[name].shape}, the encoder needs {tuple(param.shape)}")
+            raise ValueError(f"{head_path}: {name} has shape {arrays[name].shape}, "
+                             f"the encoder needs {tuple(param.shape)}")
         with torch.no_grad():
             param.copy_(torch.from_numpy(np.asarray(arrays[name], dtype=np.float32)))
 

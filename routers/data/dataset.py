@@ -201,7 +201,7 @@ class RoutingDataset:
             raise ValueError("test_fraction must be in (0, 1)")
         order = list(range(len(self.examples)))
         random.Random(seed).shuffle(order)
-        cut = int(round(len(order) * (1.0 - test_fraction)))
+        cut = round(len(order) * (1.0 - test_fraction))
         first = [self.examples[i] for i in sorted(order[:cut])]
         second = [self.examples[i] for i in sorted(order[cut:])]
         return RoutingDataset(first, self.llm_data), RoutingDataset(second, self.llm_data)

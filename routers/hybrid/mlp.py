@@ -96,7 +96,8 @@ class MLPWeights:
 
 
 def fit_mlp(x: np.ndarray, y: np.ndarray, hidden_layer_sizes: tuple[int, ...], activation: str, solver: str,
-            max_iter: int, alpha: float, learning_rate_init: float, early_stopping: bool, seed: int) -> tuple[MLPWeights, dict[str, float]]:
+            max_iter: int, alpha: float, learning_rate_init: float, early_stopping: bool,
+            seed: int) -> tuple[MLPWeights, dict[str, float]]:
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
@@ -112,5 +113,6 @@ def fit_mlp(x: np.ndarray, y: np.ndarray, hidden_layer_sizes: tuple[int, ...], a
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         model.fit((x - mean) / scale, y)
-    weights = MLPWeights([w.copy() for w in model.coefs_], [b.copy() for b in model.intercepts_], activation, mean, scale)
+    weights = MLPWeights([w.copy() for w in model.coefs_], [b.copy() for b in model.intercepts_], activation,
+                         mean, scale)
     return weights, {"n_iter": float(model.n_iter_), "final_loss": float(model.loss_)}

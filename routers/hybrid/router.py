@@ -1,8 +1,8 @@
 """HybridLLMRouter: query embedding -> MLP -> predicted small-model suitability -> small or large.
 
 The MLP regresses the label of ``labels.py`` (deterministic, probabilistic or transformed) from the query
-embedding; its output, squashed into [0, 1] (``mlp.squash_scores``), is ``router_score``: an estimate of how likely the small model
-is to answer as well as the large one. The router sends a query to the small model iff
+embedding; its output, squashed into [0, 1] (``mlp.squash_scores``), is ``router_score``: an estimate of
+how likely the small model is to answer as well as the large one. The router sends a query to the small model iff
 ``router_score >= router_threshold``.
 
 Defaults follow seed 000: ``router_mode: deterministic`` and, with no ``router_threshold`` configured,
@@ -93,8 +93,8 @@ class HybridLLMRouter(EmbeddingRouter):
         x, gap = training.embeddings, training.gap
         labels, self.t_star = make_labels(gap, self.config.router_mode, self.config.router_tau, self.config.t_star)
         c = self.config
-        self.mlp, fit_info = fit_mlp(x, labels, tuple(c.hidden_layer_sizes), c.activation, c.solver, c.max_iter, c.alpha,
-                                     c.learning_rate_init, c.early_stopping, c.seed)
+        self.mlp, fit_info = fit_mlp(x, labels, tuple(c.hidden_layer_sizes), c.activation, c.solver, c.max_iter,
+                                     c.alpha, c.learning_rate_init, c.early_stopping, c.seed)
         scores = self.score_embeddings(x)
         calibration = self.calibrate_on_training_scores(scores, gap)
         self.train_metrics = {
@@ -146,6 +146,7 @@ class HybridLLMRouter(EmbeddingRouter):
             raise ArtifactError(f"{directory}: no {MLP_FILE}")
         self.mlp = MLPWeights.load(path, state["activation"], int(state["n_layers"]))
         if self.mlp.input_dim != int(state["embedding_dim"]):
-            raise ArtifactError(f"{path}: weights expect {self.mlp.input_dim}-d embeddings, manifest says {state['embedding_dim']}")
+            raise ArtifactError(f"{path}: weights expect {self.mlp.input_dim}-d embeddings, "
+                                f"manifest says {state['embedding_dim']}")
         self.t_star = state.get("t_star")
         self.load_embedding_state(state)

@@ -34,7 +34,8 @@ class KNNConfig(EmbeddingRouterConfig):
 
     k: int = Field(default=200, ge=1, description="neighbours per query (all training queries if fewer)")
     weighting: Literal["similarity", "uniform"] = Field(
-        default="similarity", description="'similarity': each neighbour weighs its cosine similarity; 'uniform': equally")
+        default="similarity",
+        description="'similarity': each neighbour weighs its cosine similarity; 'uniform': equally")
     target: Literal["gap", "small_ok"] = Field(
         default="gap", description="'gap': mean q_small - q_large; 'small_ok': share with q_small >= q_large")
     embedding_dtype: EmbeddingDtype = Field(default="float16", description="precision of the stored embeddings")
@@ -44,7 +45,8 @@ def neighbour_targets(gap: np.ndarray, target: str) -> np.ndarray:
     return np.asarray(gap, dtype=np.float64) if target == "gap" else (np.asarray(gap) >= 0).astype(np.float64)
 
 
-def knn_scores(bank: EmbeddingBank, queries: np.ndarray, k: int, weighting: str, leave_self_out: bool = False) -> np.ndarray:
+def knn_scores(bank: EmbeddingBank, queries: np.ndarray, k: int, weighting: str,
+               leave_self_out: bool = False) -> np.ndarray:
     """Weighted mean of the bank targets over each query's k most similar bank rows."""
     k = min(k, len(bank) - int(leave_self_out))
     scores = np.empty(len(queries))
@@ -69,7 +71,8 @@ class KNNRouter(EmbeddingBankRouter):
     def fit(self, train: RoutingDataset) -> dict[str, Any]:
         training = self.embedded_training_set(train)
         c = self.config
-        self.bank = EmbeddingBank.build(training.embeddings, neighbour_targets(training.gap, c.target), c.embedding_dtype)
+        self.bank = EmbeddingBank.build(training.embeddings, neighbour_targets(training.gap, c.target),
+                                        c.embedding_dtype)
         scores = knn_scores(self.bank, training.embeddings, c.k, c.weighting, leave_self_out=True)
         calibration = self.calibrate_on_training_scores(scores, training.gap)
         self.train_metrics = {"n_train": len(training.data), "k": c.k, "weighting": c.weighting, "target": c.target,

@@ -156,7 +156,8 @@ def fit_mf(embeddings: np.ndarray, targets: np.ndarray, weights: np.ndarray, set
         return adam_on_battles(embeddings, targets, weights, settings)
 
 
-def adam_on_battles(embeddings: np.ndarray, targets: np.ndarray, weights: np.ndarray, settings: MFTraining) -> MFWeights:
+def adam_on_battles(embeddings: np.ndarray, targets: np.ndarray, weights: np.ndarray,
+                    settings: MFTraining) -> MFWeights:
     rng = np.random.default_rng(settings.seed)
     x = np.asarray(embeddings, dtype=np.float64)
     keep = weights > 0
@@ -172,7 +173,9 @@ def adam_on_battles(embeddings: np.ndarray, targets: np.ndarray, weights: np.nda
         order = rng.permutation(len(x))
         for start in range(0, len(x), settings.batch_size):
             batch = order[start : start + settings.batch_size]
-            noisy = x[batch] + rng.normal(scale=settings.noise, size=(len(batch), x.shape[1])) if settings.noise else x[batch]
+            noisy = x[batch]
+            if settings.noise:
+                noisy = noisy + rng.normal(scale=settings.noise, size=(len(batch), x.shape[1]))
             grads = params.gradients(noisy, targets[batch], weights[batch])
             step += 1
             for name in PARAMETERS:

@@ -80,10 +80,11 @@ def dpo_pairs(records: Iterable[OracleRecord]) -> list[dict[str, str]]:
              "rejected": target_text(REJECTED_FOR[r.policy], r.query, r.task_name)} for r in records]
 
 
-def split_by_query(records: Sequence[OracleRecord], eval_fraction: float, seed: int = 0) -> tuple[list[OracleRecord], list[OracleRecord]]:
+def split_by_query(records: Sequence[OracleRecord], eval_fraction: float,
+                   seed: int = 0) -> tuple[list[OracleRecord], list[OracleRecord]]:
     queries = sorted({r.query for r in records})
     random.Random(seed).shuffle(queries)
-    held_out = set(queries[: int(round(len(queries) * eval_fraction))])
+    held_out = set(queries[: round(len(queries) * eval_fraction)])
     train = [r for r in records if r.query not in held_out]
     evaluation = [r for r in records if r.query in held_out]
     return train, evaluation

@@ -54,4 +54,5 @@ def load_policy_map(path: str | Path) -> PolicyMap:
     try:
         return PolicyMap.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: invalid policy map (keys must be exactly {[p.value for p in PolicyLabel]}):\n{exc}") from exc
+        keys = [p.value for p in PolicyLabel]
+        raise ConfigError(f"{path}: invalid policy map (keys must be exactly {keys}):\n{exc}") from exc

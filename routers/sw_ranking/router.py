@@ -49,7 +49,8 @@ class SWRankingConfig(EmbeddingRouterConfig):
     split of the shipped train files (5.0: APGR 0.659 there, RouteLLM's ln 10: 0.640)."""
 
     gamma: float = Field(default=5.0, gt=0.0,
-                         description=f"weight = exp(gamma * similarity / max similarity); RouteLLM: ln 10 = {ROUTELLM_GAMMA:.6f}")
+                         description="weight = exp(gamma * similarity / max similarity); "
+                                     f"RouteLLM: ln 10 = {ROUTELLM_GAMMA:.6f}")
     relative_similarity: bool = Field(
         default=True, description="divide similarities by the query's largest one, as RouteLLM does")
     tie_credit: float = Field(default=0.5, ge=0.0, le=1.0,
@@ -82,7 +83,8 @@ class SWRankingRouter(EmbeddingBankRouter):
     def fit(self, train: RoutingDataset) -> dict[str, Any]:
         training = self.embedded_training_set(train)
         c = self.config
-        self.bank = EmbeddingBank.build(training.embeddings, win_outcomes(training.gap, c.tie_credit), c.embedding_dtype)
+        self.bank = EmbeddingBank.build(training.embeddings, win_outcomes(training.gap, c.tie_credit),
+                                        c.embedding_dtype)
         scores = similarity_weighted_win_rates(self.bank, training.embeddings, c.gamma, c.relative_similarity,
                                                leave_self_out=True)
         calibration = self.calibrate_on_training_scores(scores, training.gap)
