@@ -26,7 +26,8 @@ class HeadlessPage:
         if binary is None:
             raise RuntimeError("chromium is not installed")
         self.process = subprocess.Popen(
-            [binary, *CHROMIUM_FLAGS, f"--remote-debugging-port={port}", f"--user-data-dir={self.profile}", "about:blank"],
+            [binary, *CHROMIUM_FLAGS, f"--remote-debugging-port={port}", f"--user-data-dir={self.profile}",
+             "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.ids = count(1)
         self.socket = self._connect(port)

@@ -25,7 +25,8 @@ from routers.safe_io import UNSAFE_SUFFIXES
 from tests.conftest import LARGE_NAME, SMALL_NAME, two_candidates
 from tests.job_helpers import MINILM, tiny_routing_files, write_yaml
 
-pytestmark = pytest.mark.skipif(not MINILM.exists(), reason="run `bash scripts/setup.sh` (needs models/all-minilm-l6-v2)")
+pytestmark = pytest.mark.skipif(not MINILM.exists(),
+                                reason="run `bash scripts/setup.sh` (needs models/all-minilm-l6-v2)")
 
 EASY = [f"What is {a} plus {a + 3}?" for a in range(6)]
 HARD = [f"Prove that every group of order {p * p} is abelian, for the prime {p}." for p in (2, 3, 5, 7, 11, 13)]

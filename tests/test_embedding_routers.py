@@ -73,7 +73,8 @@ def test_the_default_threshold_escalates_the_oracle_share_of_training_queries(na
     router = fitted(name, train, embedder)
     assert router.config.threshold_rule == "oracle_share" and router.threshold == router.calibrated_threshold
     share = float(np.mean(router.dataset_scores(train) < router.threshold))
-    assert share == pytest.approx(router.train_metrics["oracle_large_share"], abs=0.05) and share == pytest.approx(0.5, abs=0.05)
+    assert (share == pytest.approx(router.train_metrics["oracle_large_share"], abs=0.05)
+            and share == pytest.approx(0.5, abs=0.05))
     fixed = router_class(name)({**FAST_PARAMS[name], "threshold_rule": "fixed"}, train.llm_data)
     assert fixed.threshold == (0.0 if name == "knn" else 0.5)
     assert HybridLLMRouter({}).config.threshold_rule == "fixed"  # the seed's rule stays Hybrid's default
@@ -134,7 +135,8 @@ def test_knn_stores_the_embeddings_in_float16_or_float32(tmp_path: Path) -> None
         assert stored["targets"].shape == (40,)
 
 
-@pytest.mark.parametrize("name", ["knn", "mf", "sw_ranking", "matrix_factorization", "similarity_weighted", "SW-Ranking"])
+@pytest.mark.parametrize("name", ["knn", "mf", "sw_ranking", "matrix_factorization", "similarity_weighted",
+                                  "SW-Ranking"])
 def test_names_resolve_in_the_registry(name: str) -> None:
     key = canonical_name(name)
     assert key in NEW_ROUTERS
@@ -274,7 +276,8 @@ def write_routing_file(path: Path, data: RoutingDataset) -> None:
                                       "performance": outcome.performance}) + "\n")
 
 
-def write_cli_config(tmp_path: Path, name: str, train: RoutingDataset, test: RoutingDataset, embedder_model: str) -> Path:
+def write_cli_config(tmp_path: Path, name: str, train: RoutingDataset, test: RoutingDataset,
+                     embedder_model: str) -> Path:
     write_routing_file(tmp_path / "train.jsonl.gz", train)
     write_routing_file(tmp_path / "test.jsonl.gz", test)
     (tmp_path / "llm.json").write_text(json.dumps({
@@ -347,7 +350,8 @@ def test_llmrouter_train_and_evaluate_with_the_real_embedder(tmp_path: Path, cap
     train, test = dataset(easy[:8], hard[:8]), dataset(easy[8:], hard[8:])
     monkeypatch.setenv("LLMROUTER_HOME", str(tmp_path))
     for name in NEW_ROUTERS:
-        trained, reports = run_train_and_evaluate(capsys, write_cli_config(tmp_path, name, train, test, str(model)), name)
+        config = write_cli_config(tmp_path, name, train, test, str(model))
+        trained, reports = run_train_and_evaluate(capsys, config, name)
         assert trained["test"]["apgr"] > 0.95 * oracle_apgr(test), name
         assert reports[name]["apgr"] == pytest.approx(trained["test"]["apgr"])
 

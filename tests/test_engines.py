@@ -94,7 +94,8 @@ def test_sequence_logprobs_are_sane(tiny_generator: TransformersGenerator) -> No
     assert single == pytest.approx(expected, abs=1e-4)
 
 
-def test_chat_vs_plain_prompt(tiny_generator: TransformersGenerator, tiny_plain_generator: TransformersGenerator) -> None:
+def test_chat_vs_plain_prompt(tiny_generator: TransformersGenerator,
+                              tiny_plain_generator: TransformersGenerator) -> None:
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+2?"}]
     assert tiny_generator.prompt_format == "chat" and tiny_plain_generator.prompt_format == "plain"
     chat = tiny_generator.chat_prompt(messages)
@@ -108,7 +109,8 @@ def test_chat_vs_plain_prompt(tiny_generator: TransformersGenerator, tiny_plain_
 
 def test_render_plain_chat_multi_turn() -> None:
     text = render_plain_chat(
-        [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "2"}, {"role": "user", "content": "2+2?"}]
+        [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "2"},
+         {"role": "user", "content": "2+2?"}]
     )
     assert text == "Question: 1+1?\nAnswer: 2\nQuestion: 2+2?\nAnswer:"
 

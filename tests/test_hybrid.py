@@ -113,7 +113,8 @@ def test_every_mode_learns_which_queries_need_the_large_model(mode: str) -> None
 
 def test_threshold_semantics_and_decision_keys() -> None:
     data, embedder = synthetic(120)
-    router = HybridLLMRouter({"hidden_layer_sizes": [8], "max_iter": 200}, data.llm_data).bind_engines(embedder=embedder)
+    router = HybridLLMRouter({"hidden_layer_sizes": [8], "max_iter": 200}, data.llm_data)
+    router.bind_engines(embedder=embedder)
     router.fit(data)
     query = data.queries[0]
     vector = embedder.embed([query])[0]

@@ -148,7 +148,8 @@ def causal() -> tuple[CausalLMRouter, StubGenerator]:
     return router, stub
 
 
-def test_causal_route_batch_is_one_generate_call_and_one_scoring_pass(causal: tuple[CausalLMRouter, StubGenerator]) -> None:
+def test_causal_route_batch_is_one_generate_call_and_one_scoring_pass(
+        causal: tuple[CausalLMRouter, StubGenerator]) -> None:
     router, stub = causal
     results = router.route_batch(batch=QUERIES, task_name="general")
     assert len(stub.generate_calls) == 1 and len(stub.generate_calls[0][0]) == len(QUERIES)

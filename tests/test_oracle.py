@@ -283,7 +283,8 @@ def test_read_benchmark_formats_and_errors(tmp_path: Path) -> None:
         "",
     ]))
     items = read_benchmark(path)
-    assert items == [BenchmarkItem("q1", "18", "exact_answer", "gsm8k"), BenchmarkItem("q2", "1007", "exact_answer", "gsm8k")]
+    assert items == [BenchmarkItem("q1", "18", "exact_answer", "gsm8k"),
+                     BenchmarkItem("q2", "1007", "exact_answer", "gsm8k")]
     assert len(read_benchmark(path, limit=1)) == 1
 
     bad = tmp_path / "bad.jsonl"
@@ -293,7 +294,8 @@ def test_read_benchmark_formats_and_errors(tmp_path: Path) -> None:
     bad.write_text(json.dumps({"query": "ok"}) + "\n{not json\n")
     with pytest.raises(DataError, match=r"bad.jsonl:2"):
         read_benchmark(bad)
-    bad.write_text(json.dumps({"query": "ok", "ground_truth": "1"}) + "\n" + json.dumps({"query": "ok", "ground_truth": "2"}) + "\n")
+    bad.write_text(json.dumps({"query": "ok", "ground_truth": "1"}) + "\n"
+                   + json.dumps({"query": "ok", "ground_truth": "2"}) + "\n")
     with pytest.raises(DataError, match=r"bad.jsonl:2: field 'ground_truth'"):
         read_benchmark(bad)
 

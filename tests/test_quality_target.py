@@ -134,7 +134,8 @@ def test_cross_fitted_scores_come_from_routers_that_never_saw_the_query() -> Non
 
 
 @pytest.mark.slow
-def test_calibrate_quality_cli_cross_fits_or_scores_labelled_files(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_calibrate_quality_cli_cross_fits_or_scores_labelled_files(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
     train, test = tiny_routing_files(tmp_path, "mmlu_train.jsonl.gz", 60, 40)
     artifact = tmp_path / "hybrid"
     config = write_yaml(tmp_path / "hybrid.yaml", {

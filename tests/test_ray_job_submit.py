@@ -38,7 +38,8 @@ class Head:
     home: Path
     dashboard: str
 
-    def submit(self, *entrypoint: str, runtime_env: dict[str, object] | None = None) -> subprocess.CompletedProcess[str]:
+    def submit(self, *entrypoint: str,
+               runtime_env: dict[str, object] | None = None) -> subprocess.CompletedProcess[str]:
         """``ray job submit --working-dir . [--runtime-env-json ...] -- <entrypoint>`` from the checkout."""
         env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_ADDRESS": self.dashboard}
         env.pop("LLMROUTER_HOME", None)  # the client's environment does not reach the job
