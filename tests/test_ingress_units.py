@@ -116,8 +116,9 @@ def test_unauthenticated_callers_get_401_before_the_body_is_read(guarded: Any) -
         assert "nope" not in invalid.text and "text" not in invalid.text  # no schema details
     valid_body = call(app, "POST", "/v1/echo", json={"text": "hi"}, headers={"Authorization": "Bearer nope"})
     assert valid_body.status_code == 401 and parsed == []
-    assert call(app, "POST", "/v1/echo", json={"nope": 1}, headers={"Authorization": f"Bearer {KEY}"}).status_code == 400
-    assert call(app, "POST", "/v1/echo", json={"text": "hi"}, headers={"Authorization": f"Bearer {KEY}"}).json() == {"text": "hi"}
+    auth = {"Authorization": f"Bearer {KEY}"}
+    assert call(app, "POST", "/v1/echo", json={"nope": 1}, headers=auth).status_code == 400
+    assert call(app, "POST", "/v1/echo", json={"text": "hi"}, headers=auth).json() == {"text": "hi"}
     assert call(app, "GET", "/healthz").status_code == 200  # health stays open
     assert settings.metrics.requests.total(status="401") == 4  # type: ignore[union-attr]
 
@@ -205,7 +206,8 @@ def test_model_field_threshold_share_and_routers_without_a_threshold() -> None:
     assert parse("router-automix:quality=1") == RouterChoice(kind="automix", quality_target=1.0)
     for bad, needle in (("router-hybrid:share=1.5", "within [0, 1]"), ("router-hybrid:share=-0.1", "within"),
                         ("router-hybrid:share=nan", "within"), ("router-hybrid:share=x", "not a number"),
-                        ("router-policy:0.4", "takes no threshold"), ("router-policy:share=0.2", "takes no large-model share"),
+                        ("router-policy:0.4", "takes no threshold"),
+                        ("router-policy:share=0.2", "takes no large-model share"),
                         ("router-smallest:0.5", "takes no threshold"),
                         ("router-hybrid:quality=0", "above 0"), ("router-hybrid:quality=1.2", "within [0, 1]"),
                         ("router-hybrid:quality=x", "not a number"),
@@ -392,7 +394,8 @@ def test_stream_chunk_timeout_sends_an_error_event_then_done() -> None:
     opened = run(answers.open_stream(chosen, [], SamplingParams()))
 
     async def collect() -> list[str]:
-        return [e async for e in ingress.stream_chunks(chosen, opened, [], SamplingParams(max_tokens=4), 0.0, False, "r1")]
+        params = SamplingParams(max_tokens=4)
+        return [e async for e in ingress.stream_chunks(chosen, opened, [], params, 0.0, False, "r1")]
 
     events = run(collect())
     assert events[-1] == "data: [DONE]\n\n"

@@ -17,7 +17,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 KEY = "test-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-NEEDED = ["models/smollm2-135m-instruct", "models/gemma-3-270m", "models/all-minilm-l6-v2", "artifacts/hybrid_llm/router.json"]
+NEEDED = ["models/smollm2-135m-instruct", "models/gemma-3-270m", "models/all-minilm-l6-v2",
+          "artifacts/hybrid_llm/router.json"]
 
 
 def reliability_args() -> dict[str, Any]:
@@ -164,7 +165,7 @@ def load_while(url: str, model: str, action: Any, n: int = 24, workers: int = 6)
         for future in pending:
             try:
                 response = future.result(timeout=180)
-            except Exception as exc:  # a hang or a dropped connection would land here
+            except Exception as exc:  # noqa: BLE001 - a hang or a dropped connection is counted, not raised
                 outcomes[f"exception:{type(exc).__name__}"] += 1
                 continue
             if response.status_code == 200:

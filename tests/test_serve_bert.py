@@ -48,7 +48,8 @@ async def routed(hosted: Any, query: str, threshold: float | None) -> dict[str, 
 
 
 def handle_for(hosted: Any) -> Handle:
-    return Handle(route=lambda q, t: routed(hosted, q, t), reference_quantiles=lambda: value(hosted.reference_quantiles()))
+    return Handle(route=lambda q, t: routed(hosted, q, t),
+                  reference_quantiles=lambda: value(hosted.reference_quantiles()))
 
 
 def app_args(artifact: Path, **extra: Any) -> dict[str, Any]:

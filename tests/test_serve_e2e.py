@@ -175,7 +175,8 @@ def test_generative_routers_match_the_library(client: httpx.Client) -> None:
     from routers.engines import build_generator
     from routers.policy.router import PolicyRouter
 
-    for kind, cls, artifact in (("causal", CausalLMRouter, "causallm_router"), ("policy", PolicyRouter, "policy_router")):
+    generative = (("causal", CausalLMRouter, "causallm_router"), ("policy", PolicyRouter, "policy_router"))
+    for kind, cls, artifact in generative:
         router = cls.load(ROOT / "artifacts" / artifact)
         router.bind_engines(generators={"router": build_generator(router.default_engine_config("router"))})
         local = router.route_single(QUERY)
@@ -231,7 +232,8 @@ def test_streamed_text_equals_plain_text_when_greedy(client: httpx.Client) -> No
         ({"model": "router-hybrid:1.5", "messages": [{"role": "user", "content": "hi"}]}, 400, "within"),
         ({"model": "router-nope", "messages": [{"role": "user", "content": "hi"}]}, 404, "unknown router"),
         ({"model": "gpt-17", "messages": [{"role": "user", "content": "hi"}]}, 404, "unknown model"),
-        ({"model": "router-hybrid", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}, 400, "temperature"),
+        ({"model": "router-hybrid", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}, 400,
+         "temperature"),
         ({"model": "router-hybrid", "messages": [{"role": "user", "content": "hi"}], "bogus": 1}, 400, "bogus"),
         ({"model": "router-hybrid", "messages": [{"role": "user", "content": "x" * 20000}]}, 400, "characters"),
         ({"model": "router-hybrid", "messages": [{"role": "user", "content": "hi"}], "seed": 2**64}, 400, "seed"),

@@ -2,7 +2,8 @@
 embedder checks naming the key), the model names, the pipeline (embed with the Embedder deployment, the
 library router decides), ``share=``, hot swap, and the in-process HTTP app.
 
-MF and blend are the shipped ``artifacts/mf`` and ``artifacts/blend``; kNN and SW ranking are trained here on the synthetic two-cluster data
+MF and blend are the shipped ``artifacts/mf`` and ``artifacts/blend``; kNN and SW ranking are trained here on
+the synthetic two-cluster data
 of ``test_embedding_routers`` (their real banks are ~9 MB each, so none is shipped).
 """
 
@@ -185,7 +186,8 @@ def test_the_served_decision_is_the_library_routers(artifacts: dict[str, Path], 
     local = router.route_embedding("q", vector)
     routing = run(pipelines.route(kind, "q", [], SamplingParams()))
     assert routing.router == routing.info["router"] == kind
-    assert routing.info["score"] == pytest.approx(local.score) and routing.info["threshold"] == pytest.approx(local.threshold)
+    assert routing.info["score"] == pytest.approx(local.score)
+    assert routing.info["threshold"] == pytest.approx(local.threshold)
     assert routing.model_key == ("large" if local.use_large else "small")
     pinned = run(pipelines.route(kind, "q", [], SamplingParams(), threshold=0.0))
     assert pinned.info["threshold"] == 0.0 and pinned.model_key == ("small" if local.score >= 0.0 else "large")
@@ -276,8 +278,9 @@ def test_an_embedding_of_the_wrong_size_is_router_unavailable(artifacts: dict[st
 
 def test_a_router_that_is_not_enabled_is_a_404(artifacts: dict[str, Path]) -> None:
     config = AppConfig.model_validate(app_args({"mf": MF_ARTIFACT}))
+    pipelines = Pipelines(config, {}, embedder_returning(np.zeros(384)), None, None)
     with pytest.raises(ApiError) as caught:
-        run(Pipelines(config, {}, embedder_returning(np.zeros(384)), None, None).route("knn", "q", [], SamplingParams()))
+        run(pipelines.route("knn", "q", [], SamplingParams()))
     assert caught.value.status == 404
 
 
@@ -335,7 +338,8 @@ def test_the_http_api_serves_the_embedding_routers(ingress: Any) -> None:
     assert quality.status_code == 200, quality.text
     routing = quality.json()["routing"]
     assert routing["quality_target"] == 0.9 and routing["quality_lower_bound"] >= 0.9
-    assert routing["threshold"] == pytest.approx(ingress.pipelines.embedding_routers["mf"].threshold_for_quality(0.9).threshold)
+    mf = ingress.pipelines.embedding_routers["mf"]
+    assert routing["threshold"] == pytest.approx(mf.threshold_for_quality(0.9).threshold)
     routellm = request("POST", "/v1/route", {"model": "router-mf-0.5", "query": "a long question"}).json()["data"][0]
     assert routellm["router"] == "mf" and routellm["routellm_threshold"] == 0.5
     assert routellm["threshold"] == np.nextafter(0.5, 1.0) and routellm["use_large"] == (routellm["score"] <= 0.5)

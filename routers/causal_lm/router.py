@@ -80,7 +80,8 @@ class CausalLMConfig(RouterConfig, CausalLMHyperparams):
     fuzzy_threshold: float = Field(default=0.8, gt=0.0, le=1.0)
     max_new_tokens: int = Field(default=32, ge=1)
     temperature: float = Field(default=0.0, ge=0.0, le=2.0, description="0 = greedy (the seed's 0.1 is near-greedy)")
-    tensor_parallel_size: int | None = Field(default=None, ge=1, description="shorthand for engine.tensor_parallel_size")
+    tensor_parallel_size: int | None = Field(default=None, ge=1,
+                                             description="shorthand for engine.tensor_parallel_size")
     score_batch_size: int = Field(default=16, ge=1, description="queries per forward pass in dataset_scores")
     engine: dict[str, Any] = Field(default_factory=dict, description="GeneratorConfig overrides for the router model")
 
@@ -229,7 +230,8 @@ class CausalLMRouter(GenerativeRouter):
         fallback = self.config.fallback_model or pair.large
         if fallback not in (pair.small, pair.large):
             raise ConfigError(
-                f"fallback_model {fallback!r} is neither the small ({pair.small!r}) nor the large ({pair.large!r}) model"
+                f"fallback_model {fallback!r} is neither the small ({pair.small!r}) nor the large "
+                f"({pair.large!r}) model"
             )
         return fallback
 

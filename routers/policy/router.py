@@ -46,7 +46,8 @@ class PolicyRouterConfig(RouterConfig, PolicyHyperparams):
     ``PolicyTrainConfig``) and how the trained model is subset, queried and mapped to models."""
 
     policy_map_path: str | None = Field(default=None, description="policy map JSON; default: the artifact's copy")
-    default_policy: PolicyLabel = Field(default=PolicyLabel.COMPLEX, description="used when the output cannot be parsed")
+    default_policy: PolicyLabel = Field(default=PolicyLabel.COMPLEX,
+                                        description="used when the output cannot be parsed")
     max_train_examples: int | None = Field(default=None, ge=3, description="balanced subset of the oracle labels")
     eval_fraction: float = Field(default=0.1, ge=0.0, lt=1.0, description="queries held out of training")
     max_new_tokens: int = Field(default=8, ge=1, description="the label is on the first line")
@@ -84,7 +85,8 @@ class PolicyRouter(GenerativeRouter):
         if target in ("small", "large"):
             return pair.name_for(target == "large"), target == "large"
         if self.llm_data and target not in self.llm_data:
-            raise ConfigError(f"policy map sends {policy.value} to {target!r}, which is not in llm_data {sorted(self.llm_data)}")
+            raise ConfigError(f"policy map sends {policy.value} to {target!r}, which is not in llm_data "
+                              f"{sorted(self.llm_data)}")
         return target, target != pair.small
 
     def small_policies(self) -> list[PolicyLabel]:
@@ -169,7 +171,8 @@ class PolicyRouter(GenerativeRouter):
         result = train_policy_router(self.train_config(), sft, dpo, self._scratch.name)
         self.adapter_dir, self.artifact_dir = Path(self._scratch.name) / ADAPTER_SUBDIR, None
         self.generators.pop("router", None)
-        self.train_metrics = {"n_sft": len(sft), "n_dpo": len(dpo), "n_held_out": len(self.held_out), **result.summary()}
+        self.train_metrics = {"n_sft": len(sft), "n_dpo": len(dpo), "n_held_out": len(self.held_out),
+                              **result.summary()}
         self.fitted = True
         return dict(self.train_metrics)
 
@@ -178,7 +181,8 @@ class PolicyRouter(GenerativeRouter):
         if not records:
             return {"policy_accuracy": float("nan"), "parse_failures": 0.0, "n": 0.0}
         generator = self.router_generator()
-        texts = [r.text for r in generator.generate([self.router_prompt(r.query) for r in records], self.router_params())]
+        prompts = [self.router_prompt(r.query) for r in records]
+        texts = [r.text for r in generator.generate(prompts, self.router_params())]
         parsed = [parse_policy(t, self.config.default_policy) for t in texts]
         right = sum(p.policy == r.policy for p, r in zip(parsed, records))
         return {"policy_accuracy": right / len(records), "parse_failures": sum(not p.ok for p in parsed) / len(records),
