@@ -34,11 +34,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from routers.data import LLMCandidate, ModelPair, RoutingDataset, estimate_tokens, resolve_pair
 from routers.engines import Embedder, Engines, GenerationResult, Generator, GeneratorConfig, Messages, SamplingParams
 from routers.errors import ArtifactError, ConfigError, NotFittedError
+from routers.strict import StrictModel
 
 if TYPE_CHECKING:
     from routers.evaluation.metrics import CostModel
@@ -55,10 +56,8 @@ T = TypeVar("T")
 Thresholds = float | None | Sequence[float | None]
 
 
-class RouterConfig(BaseModel):
+class RouterConfig(StrictModel):
     """Settings shared by every router. Subclasses add their own; unknown keys are rejected."""
-
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     router_threshold: float | None = Field(
         default=None, description="route to the small model iff score >= threshold; None = the router's default"
@@ -68,10 +67,8 @@ class RouterConfig(BaseModel):
     seed: int = 0
 
 
-class ModelUsage(BaseModel):
+class ModelUsage(StrictModel):
     """Tokens one model call made while deciding (AutoMix's small-model answer and verification)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     role: str
     purpose: Literal["answer", "verification"]
@@ -79,14 +76,12 @@ class ModelUsage(BaseModel):
     completion_tokens: int
 
 
-class RouteDecision(BaseModel):
+class RouteDecision(StrictModel):
     """One routing decision: the typed result every router returns, from ``aroute`` to the HTTP response.
 
     ``to_dict`` gives the seeds' result keys. ``answer`` is an answer the router produced while deciding
     and keeps (AutoMix's verified small-model answer), ``usage`` the model calls deciding cost.
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     query: str
     model_name: str

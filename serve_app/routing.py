@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from routers.base import RouteDecision
 from routers.engines import GenerationResult
+from routers.strict import StrictModel
 
 
 class ModelCall(BaseModel):
@@ -24,11 +25,9 @@ class ModelCall(BaseModel):
     purpose: str
 
 
-class ThresholdChoice(BaseModel):
+class ThresholdChoice(StrictModel):
     """The threshold a request's ``model`` field asked for (``value`` None: the router's own), and how it
     was chosen; the set fields are reported in the routing object."""
-
-    model_config = ConfigDict(extra="forbid")
 
     value: float | None = None
     large_share: float | None = None

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from routers.automix.router import AutomixRouter, write_verification_samples
-from routers.config import resolve_path
 from routers.data import RoutingDataset, load_llm_data
 from routers.engines import GeneratorConfig, build_generator
 from routers.evaluation import evaluate_router
+from routers.paths import resolve_path
 
 SAMPLES_FILE = "verification_samples.jsonl"
 

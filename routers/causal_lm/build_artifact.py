@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from routers.causal_lm.router import CausalLMRouter
-from routers.config import build_router, load_config_file, resolve_path
+from routers.config import build_router, load_config_file
 from routers.evaluation import evaluate_router
 from routers.evaluation.metrics import evaluate_scores
+from routers.paths import resolve_path
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

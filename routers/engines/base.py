@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 from pydantic.dataclasses import dataclass as validated_dataclass
 
 from routers.errors import ConfigError, EngineError
 from routers.paths import resolve_model_path
+from routers.strict import StrictModel
 
 PromptFormat = Literal["chat", "plain"]
 
@@ -62,10 +63,8 @@ def model_identity(model: str) -> dict[str, Any]:
     }
 
 
-class SamplingParams(BaseModel):
+class SamplingParams(StrictModel):
     """How to sample: the OpenAI-style knobs the router uses."""
-
-    model_config = ConfigDict(extra="forbid")
 
     n: int = Field(default=1, ge=1, le=64)
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
@@ -103,8 +102,7 @@ class GenerationResult:
         return sum(c.completion_tokens for c in self.completions)
 
 
-class EngineConfigBase(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+class EngineConfigBase(StrictModel):
 
     backend: Literal["transformers", "vllm"] = "transformers"
     model: str = Field(description="local model directory (safetensors) or a hub id on GPU clusters")

@@ -21,10 +21,11 @@ from ray import serve
 
 from routers.base import RouteDecision, Router
 from routers.engines import Engines, Generator, GeneratorConfig, build_generator
+from routers.paths import existing_path
 from routers.policy.router import PolicyRouter
 from routers.progress import set_quiet
 from routers.registry import router_class
-from serve_app.config import BatchingSettings, existing_path
+from serve_app.config import BatchingSettings
 
 DEFAULT_BATCHING = {"max_batch_size": 8}
 
