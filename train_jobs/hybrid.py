@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import Field
 
 from routers.config import build_router, load_config_file
+from routers.embedding import EmbeddingRouter
 from routers.engines import EmbedderConfig
 from routers.errors import ConfigError
 from routers.evaluation import evaluate_routers
@@ -38,7 +39,9 @@ def train_hybrid(config: HybridJobConfig) -> dict[str, Any]:
     router = build_router(router_cfg, "hybrid_llm")
     train = router_cfg.dataset("train")
     test = router_cfg.dataset("test") if router_cfg.data_path.routing_data_test else None
-    embedder_cfg: EmbedderConfig = router_cfg.engines.embedder or router.default_embedder_config()  # type: ignore[attr-defined]
+    if not isinstance(router, EmbeddingRouter):
+        raise ConfigError(f"{config.router_config}: {type(router).__name__} does not route from query embeddings")
+    embedder_cfg: EmbedderConfig = router_cfg.engines.embedder or router.default_embedder_config()
     embedder_cfg = embedder_cfg.model_copy(update={
         "model": resolve_model_path(embedder_cfg.model, f"{config.router_config}: engines.embedder.model")})
     texts = train.queries + (test.queries if test is not None else [])
