@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -197,11 +198,76 @@ class Timeouts(StrictModel):
     stream_chunk_s: float = Field(default=60.0, gt=0, description="the gap between two streamed tokens")
 
 
+#: the key id of requests to a server without API keys
+ANONYMOUS_KEY = "anonymous"
+#: the id of an unnamed key: ``key-`` and the first 8 hex digits of its sha256
+UNNAMED_KEY_ID = r"^key-[0-9a-f]{8}$"
+
+
+KEY_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class NamedKey(StrictModel):
+    """One named API key: its secret inline (``key``) or, preferred, from an env var (``key_env``). The name,
+    not the secret, is what metrics, logs and budgets use."""
+
+    key: str | None = Field(default=None, min_length=1)
+    key_env: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> NamedKey:
+        if (self.key is None) == (self.key_env is None):
+            raise ValueError("give exactly one of key, key_env")
+        return self
+
+
 class AuthSettings(StrictModel):
-    """Bearer API keys. Keys come from ``api_keys`` or the env var named by ``api_keys_env`` (comma-separated)."""
+    """Bearer API keys. Keys come from ``api_keys`` or the env var named by ``api_keys_env`` (comma-separated),
+    each known by the id ``key-<first 8 hex of its sha256>``, and from ``keys`` (name -> key), known by name."""
 
     api_keys: list[str] = Field(default_factory=list)
     api_keys_env: str | None = "LLMROUTER_API_KEYS"
+    keys: dict[str, NamedKey] = Field(default_factory=dict)
+
+    @field_validator("keys")
+    @classmethod
+    def _names(cls, keys: dict[str, NamedKey]) -> dict[str, NamedKey]:
+        for name in keys:
+            if not re.match(KEY_NAME, name) or name == ANONYMOUS_KEY:
+                raise ValueError(f"key name {name!r}: 1-64 letters, digits, '.', '-', '_' (and not {ANONYMOUS_KEY!r})")
+        return keys
+
+
+class BudgetPolicy(StrictModel):
+    """One key's limits; each is off while unset. Spend is counted in fixed windows of ``window_s`` aligned to
+    the Unix epoch (86400: a UTC day); the rate limit is a token bucket of ``burst`` requests refilled at
+    ``requests_per_minute``."""
+
+    usd_per_window: float | None = Field(default=None, gt=0, description="spend budget per window (USD)")
+    window_s: float = Field(default=86400.0, gt=0, description="the budget window (seconds)")
+    requests_per_minute: float | None = Field(default=None, gt=0)
+    burst: int | None = Field(default=None, ge=1, description="bucket size; default: one minute's requests")
+    when_exhausted: Literal["small", "refuse"] = Field(
+        default="refuse", description="budget spent: answer with the small model, or 429 until the window ends")
+    reserve_usd: float | None = Field(
+        default=None, ge=0,
+        description="held per request while it runs; default: the large model's price of the prompt (chars / 2 "
+        "tokens) plus n * max_tokens")
+
+
+class BudgetSettings(StrictModel):
+    """Per-key budgets and rate limits, kept in one detached Ray actor shared by every ingress replica."""
+
+    default: BudgetPolicy | None = Field(default=None, description="for keys not in 'keys' (and 'anonymous')")
+    keys: dict[str, BudgetPolicy] = Field(default_factory=dict, description="key name or id -> its limits")
+    on_ledger_error: Literal["allow", "refuse"] = Field(
+        default="allow", description="ledger unreachable: admit unchecked (logged, counted) or answer 503")
+    ledger_timeout_s: float = Field(default=1.0, gt=0, description="one admission call to the ledger")
+    reservation_ttl_s: float = Field(default=900.0, gt=0,
+                                     description="a reservation never settled (replica died) is dropped after this")
+    ledger_name: str = "llmrouter-key-ledger"
+    ledger_namespace: str = "llmrouter"
+    ledger_on_head: bool = Field(default=True, description="pin the ledger actor to the head node")
 
 
 class ShareCalibration(StrictModel):
@@ -247,6 +313,7 @@ class AppConfig(StrictModel):
     limits: Limits = Field(default_factory=Limits)
     timeouts: Timeouts = Field(default_factory=Timeouts)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    budgets: BudgetSettings | None = Field(default=None, description="per-key budgets and rate limits; off if unset")
     ingress: IngressSpec = Field(default_factory=IngressSpec)
 
     @field_validator("models")
@@ -268,6 +335,11 @@ class AppConfig(StrictModel):
                 raise ValueError(f"routers.{kind} needs an 'embedder' section")
         if self.default_router not in self.enabled_routers():
             raise ValueError(f"default_router {self.default_router!r} is not enabled: {self.enabled_routers()}")
+        if self.budgets is not None:
+            for name in self.budgets.keys:
+                if name not in self.auth.keys and name != ANONYMOUS_KEY and not re.match(UNNAMED_KEY_ID, name):
+                    raise ValueError(f"budgets.keys.{name}: not a key of auth.keys ({sorted(self.auth.keys)}), "
+                                     f"{ANONYMOUS_KEY!r} or an unnamed key's id key-<8 hex>")
         return self
 
     def enabled_routers(self) -> list[str]:

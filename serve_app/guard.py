@@ -5,6 +5,7 @@ request id; the traceback goes to the replica log only. What it enforces is this
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import os
@@ -14,8 +15,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from routers.errors import ConfigError
 from serve_app.api import ApiError
-from serve_app.config import AuthSettings
+from serve_app.config import ANONYMOUS_KEY, AuthSettings
 from serve_app.errors import PROTECTED_PREFIX, error_response
 from serve_app.observability import RouterMetrics, log_event
 
@@ -36,28 +38,47 @@ class GuardSettings:
     api_keys: list[bytes] = field(default_factory=list)
     max_body_bytes: int = 1_000_000
     metrics: RouterMetrics | None = None
+    #: the non-secret id of each of ``api_keys`` (same order); missing ones are ``key_id_of`` the key
+    key_ids: list[str] = field(default_factory=list)
 
     def authorized(self, authorization: str | None) -> bool:
         """Bearer keys, compared in constant time against every key; no keys configured = open (local use)."""
+        return self.identify(authorization)[0]
+
+    def identify(self, authorization: str | None) -> tuple[bool, str | None]:
+        """Whether the caller is authorized and the id of the key it sent (``anonymous`` on an open server)."""
         if not self.api_keys:
-            return True
+            return True, ANONYMOUS_KEY
         scheme, _, token = (authorization or "").partition(" ")
         supplied = token.strip().encode() if scheme.lower() == "bearer" else b""
         matched = False
-        for key in self.api_keys:  # no early exit: the time taken says nothing about which key nearly matched
-            matched |= hmac.compare_digest(supplied, key)
-        return matched
+        which = -1
+        for index, key in enumerate(self.api_keys):  # no early exit: the time says nothing about which nearly matched
+            hit = hmac.compare_digest(supplied, key)
+            matched |= hit
+            which = index if hit else which
+        if not matched:
+            return False, None
+        ids = self.key_ids
+        return True, ids[which] if which < len(ids) else key_id_of(self.api_keys[which])
 
 
 GUARD = GuardSettings()
 
 
-def configure_guard(api_keys: list[bytes], max_body_bytes: int, metrics: RouterMetrics) -> None:
+def configure_guard(api_keys: list[bytes], max_body_bytes: int, metrics: RouterMetrics,
+                    key_ids: list[str] | None = None) -> None:
     """Set this replica's guard. A module-level function on purpose: Serve pickles the ingress class by
     value, so a direct ``GUARD.x = ...`` in its methods would change a pickled copy, not this module's."""
     GUARD.api_keys = api_keys
     GUARD.max_body_bytes = max_body_bytes
     GUARD.metrics = metrics
+    GUARD.key_ids = list(key_ids or [])
+
+
+def key_id_of(secret: bytes) -> str:
+    """The non-secret id of an unnamed key, for metrics, logs and budgets: 32 bits of its sha256."""
+    return f"key-{hashlib.sha256(secret).hexdigest()[:8]}"
 
 
 def load_api_keys(auth: AuthSettings) -> list[bytes]:
@@ -65,6 +86,24 @@ def load_api_keys(auth: AuthSettings) -> list[bytes]:
     if auth.api_keys_env:
         keys += [k.strip() for k in os.environ.get(auth.api_keys_env, "").split(",") if k.strip()]
     return [k.encode() for k in keys]
+
+
+def load_named_keys(auth: AuthSettings) -> tuple[list[bytes], list[str]]:
+    """Every key (``api_keys``, ``api_keys_env``, then ``keys``) and its id: its name, else ``key_id_of``.
+
+    A named key's env var that is unset or empty is a ConfigError (a key silently missing would lock its
+    team out); so is one secret under two names (which name would its spend count under?)."""
+    keys: dict[bytes, str] = {}
+    for name, spec in auth.keys.items():
+        secret = spec.key if spec.key is not None else os.environ.get(spec.key_env or "", "").strip()
+        if not secret:
+            raise ConfigError(f"auth.keys.{name}: env var {spec.key_env!r} is unset or empty")
+        if secret.encode() in keys:
+            raise ConfigError(f"auth.keys.{name}: the same key as auth.keys.{keys[secret.encode()]}")
+        keys[secret.encode()] = name
+    unnamed = [k for k in load_api_keys(auth) if k not in keys]
+    ordered = list(dict.fromkeys(unnamed)) + list(keys)
+    return ordered, [keys.get(k) or key_id_of(k) for k in ordered]
 
 
 def header(scope: Scope, name: bytes) -> str | None:
@@ -174,11 +213,14 @@ class IngressGuard:
             self.account(scope, request_id, status["code"], started)
 
     async def guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["path"].startswith(PROTECTED_PREFIX) and not self.settings.authorized(header(scope, b"authorization")):
-            error = ApiError(401, "missing or invalid API key (send 'Authorization: Bearer <key>')",
-                             kind="authentication_error", code="invalid_api_key")
-            await error_response(error)(scope, receive, send)
-            return
+        if scope["path"].startswith(PROTECTED_PREFIX):
+            authorized, key_id = self.settings.identify(header(scope, b"authorization"))
+            if not authorized:
+                error = ApiError(401, "missing or invalid API key (send 'Authorization: Bearer <key>')",
+                                 kind="authentication_error", code="invalid_api_key")
+                await error_response(error)(scope, receive, send)
+                return
+            scope["state"]["key_id"] = key_id  # the key's name or id, never the secret (budgets, metrics)
         if scope["method"] not in BODY_METHODS:
             await self.app(scope, receive, send)
             return

@@ -14,11 +14,13 @@ streaming ``serve_app.sse``.
 # Serve pickles the ingress class by value, so its methods never set the guard's state directly (that would
 # change a pickled copy): ``__init__`` calls the module-level ``configure_guard``, which sets this replica's
 # ``serve_app.guard.GUARD``, the settings the guard middleware reads.
+import functools
 import time
 from collections.abc import AsyncIterator, Callable
 from importlib import resources
 from typing import Any
 
+import ray
 from fastapi import Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 from ray import serve
@@ -44,9 +46,10 @@ from serve_app.api import (
     now,
     parse_model_field,
 )
-from serve_app.config import AppConfig
+from serve_app.budgets import Admission, KeyBudgets, budget_routing, estimate_reservation
+from serve_app.config import ANONYMOUS_KEY, AppConfig
 from serve_app.errors import ERROR_RESPONSES, SERVER_ERROR, STREAMING_RESPONSES, RouterAPI, install_error_handlers
-from serve_app.guard import IngressGuard, configure_guard, load_api_keys
+from serve_app.guard import IngressGuard, configure_guard, load_named_keys
 from serve_app.hot_swap import merged_config
 from serve_app.observability import RouterMetrics, log_event
 from serve_app.pipelines import Pipelines, RouterUnavailable, router_unavailable
@@ -67,6 +70,20 @@ def replica_id() -> str | None:
         return serve.get_replica_context().replica_id.unique_id
     except Exception:  # noqa: BLE001 - not running inside a replica
         return None
+
+
+def key_of(request: Request) -> str:
+    """The id (name, or ``key-<8 hex>``) of the API key the guard authenticated; never the secret."""
+    return getattr(request.state, "key_id", None) or ANONYMOUS_KEY
+
+
+async def settled_stream(chunks: AsyncIterator[str], budgets: KeyBudgets, admission: Admission) -> AsyncIterator[str]:
+    """A stream's chunks; a stream that ends without its usage (failure, disconnect) releases its reservation."""
+    try:
+        async for chunk in chunks:
+            yield chunk
+    finally:
+        budgets.settle(admission, 0.0)
 
 
 def remember(request: Request, **fields: str) -> None:
@@ -110,7 +127,12 @@ class RouterIngress:
         self.answers = Answers(self.config, clients)
         self.metrics = RouterMetrics()
         self.model_names = self.config.public_model_names()
-        configure_guard(load_api_keys(self.config.auth), self.config.limits.max_body_bytes, self.metrics)
+        keys, key_ids = load_named_keys(self.config.auth)
+        configure_guard(keys, self.config.limits.max_body_bytes, self.metrics, key_ids)
+        # Per-key budgets and rate limits: the cluster's one ledger actor (None: off, nothing is checked).
+        self.budgets = None if self.config.budgets is None else KeyBudgets(self.config.budgets, self.metrics)
+        if self.budgets is not None and ray.is_initialized():
+            self.budgets.connect()
 
     # --- config -----------------------------------------------------------------------------------
     def reconfigure(self, user_config: dict[str, Any] | None) -> None:
@@ -182,8 +204,31 @@ class RouterIngress:
         log_event("router_fallback", router=kind, reason=why, model=model)
         return Routing.fallback_to(kind, model, model == self.config.large_model, why)
 
-    def finish_routing(self, routing: Routing, final: ModelCall, router_latency: float) -> dict[str, Any]:
-        """Fill the model, cost and cost-saved fields of the routing object; record metrics."""
+    # --- budgets and rate limits -----------------------------------------------------------------------------
+    async def admit(self, request: Request, choice: RouterChoice, messages: list[dict[str, str]] | None = None,
+                    params: SamplingParams | None = None) -> Admission:
+        """Before routing: may the request's key spend now (``messages``/``params`` given) or, route-only, call
+        at all? One ledger call when the key has limits; raises the 429 that refuses it."""
+        key_id = key_of(request)
+        if self.budgets is None:
+            return Admission(key_id)
+        spends = messages is not None and params is not None
+
+        def reservation(policy: Any) -> float:
+            assert messages is not None and params is not None
+            return estimate_reservation(self.config, policy, messages, params, choice.direct_model)
+
+        return await self.budgets.admit(key_id, reservation, spends)
+
+    def release(self, admission: Admission | None) -> None:
+        """A request that ends without its cost known (it failed) holds nothing any more."""
+        if admission is not None and self.budgets is not None:
+            self.budgets.settle(admission, 0.0)
+
+    def finish_routing(self, routing: Routing, final: ModelCall, router_latency: float,
+                       admission: Admission | None = None) -> dict[str, Any]:
+        """Fill the model, cost and cost-saved fields of the routing object; record metrics (and settle the
+        request's reservation with its key's budget)."""
         calls = [*routing.calls, final] if routing.answer is None else routing.calls
         specs = self.config.models
         cost = sum(specs[c.model_key].call_cost(c.prompt_tokens, c.completion_tokens) for c in calls)
@@ -191,6 +236,10 @@ class RouterIngress:
         info = {**routing.fields(), "model": specs[routing.model_key].public_name(), "model_key": routing.model_key,
                 "cost": cost, "cost_saved": large_cost - cost, "router_latency_ms": round(1000 * router_latency, 2)}
         self.metrics.record(routing.router, routing.model_key, info, router_latency)
+        if admission is not None:
+            self.metrics.record_key(admission.key_id, info)
+            if self.budgets is not None:
+                self.budgets.settle(admission, cost)
         return info
 
     # --- endpoints ---------------------------------------------------------------------------------------
@@ -230,6 +279,7 @@ class RouterIngress:
             raise ApiError(400, f"{len(texts)} queries is over the cap of {self.config.limits.max_batch_route}",
                            param="queries")
         self.check_queries(texts, batched=body.queries is not None)
+        await self.admit(request, choice)  # route-only spends nothing, but counts for the rate limit
         threshold = await self.pipelines.resolve_threshold(choice)
         try:
             decisions = await self.pipelines.route_only(choice.kind, texts, threshold.value)
@@ -253,22 +303,35 @@ class RouterIngress:
         choice = self.choose(body.model, request)
         params = self.sampling(body)
         self.check_prompt([m["content"] for m in messages], len(messages))
-        routing, latency = await self.routing_for(choice, query, messages, params)
-        remember(request, model=routing.model_key)
-        if body.stream:
-            return await self.streaming_response(routing, messages, params, latency, body, request, text=text)
-        result, usage, info = await self.answer(routing, messages, params, latency, request)
-        return shape(result, usage, info)
+        admission = await self.admit(request, choice, messages, params)
+        streaming = False
+        try:
+            if admission.mode == "small":  # the key's budget is spent: the small model, no routing
+                routing, latency = budget_routing(choice.kind, self.config.small_model), 0.0
+            else:
+                routing, latency = await self.routing_for(choice, query, messages, params)
+            remember(request, model=routing.model_key)
+            if body.stream:
+                response = await self.streaming_response(routing, messages, params, latency, body, request,
+                                                         text=text, admission=admission)
+                streaming = True
+                return response
+            result, usage, info = await self.answer(routing, messages, params, latency, request, admission)
+            return shape(result, usage, info)
+        finally:
+            if not streaming:  # answered: already settled (a no-op); failed: release the reservation
+                self.release(admission)
 
     async def answer(self, routing: Routing, messages: list[dict[str, str]], params: SamplingParams, latency: float,
-                     request: Request) -> tuple[GenerationResult, dict[str, int], dict[str, Any]]:
+                     request: Request,
+                     admission: Admission | None = None) -> tuple[GenerationResult, dict[str, int], dict[str, Any]]:
         """A non-streamed answer: the model's result, its usage and the finished routing object."""
         result = await self.answers.generate(routing, messages, params)
         remember(request, model=routing.model_key)  # a retry may have moved it
         usage = self.usage(result)
         final = ModelCall(model_key=routing.model_key, prompt_tokens=usage["prompt_tokens"],
                           completion_tokens=usage["completion_tokens"], purpose="final")
-        return result, usage, self.finish_routing(routing, final, latency)
+        return result, usage, self.finish_routing(routing, final, latency, admission)
 
     @staticmethod
     def usage(result: GenerationResult) -> dict[str, int]:
@@ -278,20 +341,23 @@ class RouterIngress:
 
     async def streaming_response(self, routing: Routing, messages: list[dict[str, str]], params: SamplingParams,
                                  latency: float, body: SamplingFields, request: Request,
-                                 text: bool) -> StreamingResponse:
+                                 text: bool, admission: Admission | None = None) -> StreamingResponse:
         """Wait for the model's first token before committing to a 200 stream: a model that is down gets the
         same retry / 503 as a plain request."""
         opened = await self.answers.open_stream(routing, messages, params)
         remember(request, model=routing.model_key)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         chunks = self.stream_chunks(routing, opened, messages, params, latency, include_usage,
-                                    request.state.request_id, text)
+                                    request.state.request_id, text, admission)
+        if admission is not None and self.budgets is not None:
+            chunks = settled_stream(chunks, self.budgets, admission)
         return StreamingResponse(chunks, media_type="text/event-stream")
 
     def stream_chunks(self, routing: Routing, opened: OpenStream, messages: list[dict[str, str]],
                       params: SamplingParams, latency: float, include_usage: bool, request_id: str,
-                      text: bool = False) -> AsyncIterator[str]:
+                      text: bool = False, admission: Admission | None = None) -> AsyncIterator[str]:
         """The SSE chunks of an opened stream (see ``serve_app.sse``), finished and counted by this ingress."""
         served = self.config.models[routing.model_key].public_name()
-        return sse.stream_chunks(self.answers, self.metrics, self.finish_routing, served, routing, opened, messages,
+        finish = functools.partial(self.finish_routing, admission=admission)
+        return sse.stream_chunks(self.answers, self.metrics, finish, served, routing, opened, messages,
                                  params, latency, include_usage, request_id, text)

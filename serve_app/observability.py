@@ -10,6 +10,13 @@ Cost is two counters, ``llmrouter_cost_usd`` (what was spent) and ``llmrouter_co
 sending the same requests to the large model would have cost), so cost saved is
 ``baseline - cost``, negative where routing cost more (AutoMix escalations pay for the small model's
 answer and its verification too). A "saved" counter could not go down and would overstate savings.
+
+Per API key (``key`` is the key's configured name or ``key-<8 hex of its sha256>``, never the secret):
+``llmrouter_key_cost_usd{key}`` (spend), ``llmrouter_key_requests{key, decision}`` (answered requests,
+``small`` or ``large``: the large share is a ratio of two rates), ``llmrouter_key_refusals{key, reason}``
+(``budget``, ``rate``, ``ledger_error``), ``llmrouter_key_budget_downgrades{key}`` (answered by the small
+model because the budget was spent) and ``llmrouter_ledger_errors{on_error}`` (the budget ledger was
+unreachable; ``allow``: admitted unchecked). Ray exports each as ``ray_<name>_total``.
 """
 
 from __future__ import annotations
@@ -51,6 +58,28 @@ class RouterMetrics:
             "llmrouter_cost_baseline_usd",
             description="Estimated cost of the same requests sent to the large model (USD); saved = baseline - cost.",
             tag_keys=("router",))
+        self.key_cost = counter(
+            "llmrouter_key_cost_usd", description="Estimated spend per API key (USD).", tag_keys=("key",))
+        self.key_requests = counter(
+            "llmrouter_key_requests", description="Answered requests per API key, by the side routed to.",
+            tag_keys=("key", "decision"))
+        self.key_refusals = counter(
+            "llmrouter_key_refusals", description="Requests refused per API key, by reason (budget, rate, ...).",
+            tag_keys=("key", "reason"))
+        self.key_downgrades = counter(
+            "llmrouter_key_budget_downgrades",
+            description="Requests answered by the small model because the key's budget was spent.", tag_keys=("key",))
+        self.ledger_errors = counter(
+            "llmrouter_ledger_errors", description="Budget ledger calls that failed or timed out.",
+            tag_keys=("on_error",))
+
+    def record_key(self, key: str, info: dict[str, Any]) -> None:
+        """One answered request of API key ``key`` (its id, never the secret)."""
+        self.key_requests.inc(tags={"key": key, "decision": "large" if info.get("use_large") else "small"})
+        if info.get("budget"):
+            self.key_downgrades.inc(tags={"key": key})
+        if info.get("cost") is not None:
+            add(self.key_cost, float(info["cost"]), {"key": key})
 
     def record(self, router: str, model: str, info: dict[str, Any], latency_s: float | None) -> None:
         """One answered request (``info`` is its routing object, with ``cost`` and ``cost_saved``)."""
@@ -58,7 +87,8 @@ class RouterMetrics:
         self.requests.inc(tags={"router": router, "model": model, "status": "fallback" if fallback else "ok"})
         if fallback:
             self.fallbacks.inc(tags={"router": router})
-        decision = "fallback" if fallback else "large" if info.get("use_large") else "small"
+        decision = "fallback" if fallback else "budget" if info.get("budget") else \
+            "large" if info.get("use_large") else "small"
         self.decisions.inc(tags={"router": router, "decision": decision})
         if info.get("escalated"):
             self.escalations.inc(tags={"router": router})
