@@ -9,7 +9,8 @@ score; nothing else about a query matters to it. This module holds that plumbing
 * scoring: ``score_embeddings`` checks the embedding size against the fitted router and calls the
   router's ``score_matrix``; ``dataset_scores`` and ``route_queries`` (one embedder call for the whole
   batch) build on it, and ``route_embedding`` decides for a vector computed elsewhere (the Serve
-  embedder deployment);
+  embedder deployment); with ``defence`` set (``routers.defences``, off by default) both paths score
+  windows of the query's words too, in the same embedder call, against confounder gadgets;
 * the default threshold: ``threshold_rule: fixed`` (the router's own break-even point) or
   ``oracle_share`` (the threshold calibrated at fit time to escalate the share of training queries the
   oracle escalates), and the training-score quantiles (``reference_scores``);
@@ -31,6 +32,7 @@ import numpy as np
 from routers.base import RouteDecision, Thresholds, per_query
 from routers.calibrated import CalibratedRouter, CalibratedRouterConfig
 from routers.data import RoutingDataset
+from routers.defences import GadgetDefenceConfig, ScoringPlan, build_defence
 from routers.engines import AsyncEmbedder, Embedder, EmbedderConfig, Engines
 from routers.errors import ArtifactError, ConfigError
 from routers.progress import progress_bar
@@ -50,6 +52,8 @@ class EmbeddingRouterConfig(CalibratedRouterConfig):
     ``oracle_share``, Hybrid keeps the seed's ``fixed``) and the embedder."""
 
     embedder: EmbedderConfig | None = None
+    #: None (default): score the query as sent; ``{kind: window_max}``: ``routers.defences``
+    defence: GadgetDefenceConfig | None = None
 
 
 @dataclass
@@ -150,10 +154,18 @@ class EmbeddingRouter(CalibratedRouter):
         return self.score_matrix(embeddings)
 
     def dataset_scores(self, data: RoutingDataset) -> np.ndarray:
-        return self.score_embeddings(self.embed_queries(data.queries, f"{self.name}: embedding queries"))
+        defence = build_defence(self.config.defence)
+        if defence is None:
+            return self.score_embeddings(self.embed_queries(data.queries, f"{self.name}: embedding queries"))
+        plan = defence.plan(data.queries)
+        scores = self.score_embeddings(self.embed_queries(plan.texts, f"{self.name}: embedding queries + windows"))
+        return plan.combine(scores, len(data.queries))
 
     def route_embedding(self, query: str, embedding: np.ndarray, threshold: float | None = None) -> RouteDecision:
-        """Decide for one query whose embedding was computed elsewhere (the Serve embedder deployment)."""
+        """Decide for one query whose embedding was computed elsewhere (the Serve embedder deployment).
+
+        The vector is scored as given: a ``defence`` (which embeds windows of the text) applies in
+        ``aroute_many`` and ``dataset_scores``, the paths the app and the library take."""
         embedding = np.asarray(embedding)
         if embedding.ndim != 1 and not (embedding.ndim == 2 and embedding.shape[0] == 1):
             raise ConfigError(f"route_embedding takes one embedding, got shape {embedding.shape}")
@@ -166,11 +178,25 @@ class EmbeddingRouter(CalibratedRouter):
         embedder: AsyncEmbedder | None = engines.embedder
         if embedder is None:
             raise self.missing_embedder()
+        defence = build_defence(self.config.defence)
+        if defence is not None:
+            return await self.aroute_defended(queries, embedder, defence.plan(queries), thresholds)
         embeddings = np.asarray(await embedder.aembed(list(queries)), dtype=np.float32)
         if embeddings.ndim != 2 or len(embeddings) != len(queries):
             raise ConfigError(f"the embedder returned shape {embeddings.shape} for {len(queries)} queries")
         return [self.route_embedding(query, embedding, threshold) for query, embedding, threshold
                 in zip(queries, embeddings, per_query(thresholds, len(queries)), strict=True)]
+
+    async def aroute_defended(self, queries: Sequence[str], embedder: AsyncEmbedder, plan: ScoringPlan,
+                              thresholds: Thresholds) -> list[RouteDecision]:
+        """With a gadget defence: one embedder call for every query's whole text and windows, the
+        defended score per query (``routers.defences``), then each decision."""
+        embeddings = np.asarray(await embedder.aembed(plan.texts), dtype=np.float32)
+        if embeddings.ndim != 2 or len(embeddings) != len(plan.texts):
+            raise ConfigError(f"the embedder returned shape {embeddings.shape} for {len(plan.texts)} texts")
+        scores = plan.combine(self.score_embeddings(embeddings), len(queries))
+        return [self.decide(query, float(score), threshold) for query, score, threshold
+                in zip(queries, scores, per_query(thresholds, len(queries)), strict=True)]
 
 
     # --- artifacts -------------------------------------------------------------------------------
