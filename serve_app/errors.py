@@ -29,6 +29,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: _error_doc("missing or wrong API key"),
     404: _error_doc("unknown model or router"),
     413: _error_doc("request body too large"),
+    429: _error_doc("the API key's spend budget or request rate is used up; retry after the Retry-After header"),
     **SERVER_ERROR,
     503: _error_doc("models unavailable; retry after the Retry-After header"),
 }
