@@ -4,6 +4,7 @@ Routers", 2025), and the ``routers.defences`` measured against them.
     python bench/gadget_attack.py                                   # hybrid + blend, undefended vs window_max
     python bench/gadget_attack.py --routers hybrid,blend,mf --budget 200 --positions suffix,prefix,middle
     python bench/gadget_attack.py --url http://127.0.0.1:8000 --routers blend --defences none   # a running app
+    python bench/gadget_attack.py --defences window_max --artifact hybrid=runs/defended/hybrid_llm   # another artifact
 
 The attacker is a client: it sends texts to ``/v1/route`` and reads ``use_large`` and ``score``, nothing
 else. It searches, black-box, for an ``--words``-word gadget (words drawn from the training queries'
@@ -430,11 +431,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the embedder")
     parser.add_argument("--url", default=None, help="a running app instead of the in-process one")
+    parser.add_argument("--artifact", action="append", default=[], metavar="KIND=PATH",
+                        help="route KIND with the artifact at PATH instead of the shipped one (repeatable; "
+                        "e.g. hybrid=runs/defended/hybrid_llm); defence 'none' serves it as saved")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "gadget_attack.json")
     args = parser.parse_args(argv)
     args.routers = [r for r in args.routers.split(",") if r]
     args.defences = [d for d in args.defences.split(",") if d]
     args.positions = [p for p in args.positions.split(",") if p]
+    artifacts: dict[str, str] = {}
+    for item in args.artifact:
+        kind, _, path = item.partition("=")
+        if kind not in ARTIFACTS or not path:
+            parser.error(f"--artifact {item!r}: use KIND=PATH with KIND one of {sorted(ARTIFACTS)}")
+        if not (ROOT / path / "router.json").exists():
+            parser.error(f"--artifact {item!r}: no router.json under {ROOT / path}")
+        artifacts[kind] = path
+    args.artifact = artifacts
     for name, allowed, values in (("routers", ARTIFACTS, args.routers), ("defences", DEFENCES, args.defences),
                                   ("positions", POSITIONS, args.positions)):
         if bad := [v for v in values if v not in allowed]:
@@ -485,6 +498,7 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     THREADS[0] = args.threads
+    ARTIFACTS.update(args.artifact)
     try:
         import torch
 

@@ -20,6 +20,10 @@ same single embedder call. Queries of fewer than ``min_words`` words are scored 
 The defence is part of the router's config (``defence: {kind: window_max, ...}`` in
 ``configs/routers/*.yaml`` or an artifact's ``router.json``), so the library (``dataset_scores``,
 ``route_queries``) and the Serve app (``aroute_many``) score through the same code. Off by default.
+With it on, ``fit`` calibrates the ``oracle_share`` threshold and records the training-score quantiles
+(``router-X:share=``) on the *defended* scores of the training queries (``EmbeddingRouter.training_scores``:
+the windows embedded once more, combined with the same plan), so turning the defence on keeps the
+operating point. What the router learns (weights, Blend's head CDFs) is fitted on the whole queries.
 """
 
 from __future__ import annotations
@@ -86,6 +90,13 @@ class ScoringPlan:
     texts: list[str]
     owner: np.ndarray
     margin: float
+
+    @property
+    def whole_mask(self) -> np.ndarray:
+        """True at each query's whole text (the first of its texts), False at its windows."""
+        mask = np.ones(len(self.owner), dtype=bool)
+        mask[1:] = self.owner[1:] != self.owner[:-1]
+        return mask
 
     def combine(self, scores: np.ndarray, n_queries: int) -> np.ndarray:
         """One defended score per query from the scores of ``texts``."""

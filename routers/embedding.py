@@ -13,7 +13,8 @@ score; nothing else about a query matters to it. This module holds that plumbing
   windows of the query's words too, in the same embedder call, against confounder gadgets;
 * the default threshold: ``threshold_rule: fixed`` (the router's own break-even point) or
   ``oracle_share`` (the threshold calibrated at fit time to escalate the share of training queries the
-  oracle escalates), and the training-score quantiles (``reference_scores``);
+  oracle escalates), and the training-score quantiles (``reference_scores``), both on the scores the
+  router will route with (``training_scores``: defended when ``defence`` is set; ``calibrate_on_training_set``);
 * the artifact fields every embedding router writes (the embedder it was trained with, the calibrated
   threshold), and ``EmbeddingBank``: training embeddings + per-query targets in safetensors, with the
   chunked cosine similarities the memory-based routers (kNN, SW ranking) score from.
@@ -90,6 +91,9 @@ class EmbeddingRouter(CalibratedRouter):
     engine_roles = frozenset({"embedder"})
     #: how error messages name the router ("the Hybrid router needs an embedder")
     display_name: ClassVar[str] = "embedding"
+    #: whether ``fit`` can calibrate on defended training scores (``training_scores``); the memory routers'
+    #: leave-self-out training scores have no defended counterpart yet
+    defended_fit: ClassVar[bool] = True
     config: EmbeddingRouterConfig
 
     # --- engines ---------------------------------------------------------------------------------
@@ -123,6 +127,10 @@ class EmbeddingRouter(CalibratedRouter):
     # --- learning --------------------------------------------------------------------------------
     def embedded_training_set(self, train: RoutingDataset) -> EmbeddedTrainingSet:
         """Resolve the model pair, keep the queries both models answered, embed them, take the gaps."""
+        if self.config.defence is not None and not self.defended_fit:
+            raise ConfigError(f"the {self.display_name} router does not support a defence yet: its training "
+                              "scores leave each query out of its own neighbours, and the windows of a query "
+                              "would find it; fit it without defence")
         pair = self.resolve_pair(train)
         data = train.complete_for([pair.small, pair.large])
         if len(data) < MIN_TRAIN_QUERIES:
@@ -131,6 +139,34 @@ class EmbeddingRouter(CalibratedRouter):
         embeddings = self.embed_queries(data.queries, f"{self.name}: embedding train queries")
         quality = data.performance_matrix([pair.small, pair.large])
         return EmbeddedTrainingSet(data, embeddings, quality[:, 0] - quality[:, 1])
+
+    def training_scores(self, training: EmbeddedTrainingSet, whole: np.ndarray | None = None) -> np.ndarray:
+        """The fitted router's scores on its training queries as it routes them: ``whole`` (the scores of
+        the whole-query embeddings; computed when None) or, with ``defence`` set, the defended scores
+        (``dataset_scores``' plan and combination; only the windows are embedded, one more pass)."""
+        if whole is None:
+            whole = self.score_embeddings(training.embeddings)
+        defence = build_defence(self.config.defence)
+        if defence is None:
+            return whole
+        plan = defence.plan(training.data.queries)
+        is_whole = plan.whole_mask
+        scores = np.empty(len(plan.texts), dtype=np.float64)
+        scores[is_whole] = whole
+        window_texts = [text for text, keep in zip(plan.texts, is_whole, strict=True) if not keep]
+        if window_texts:
+            scores[~is_whole] = self.score_embeddings(
+                self.embed_queries(window_texts, f"{self.name}: embedding train query windows"))
+        return plan.combine(scores, len(training.data.queries))
+
+    def calibrate_on_training_set(self, training: EmbeddedTrainingSet,
+                                  whole: np.ndarray | None = None) -> dict[str, Any]:
+        """``calibrate_on_training_scores`` on ``training_scores``: the threshold and the reference quantiles
+        describe the scores the router routes with, defended or not."""
+        calibration = self.calibrate_on_training_scores(self.training_scores(training, whole), training.gap)
+        if self.config.defence is not None:
+            calibration["calibrated_on"] = f"defended training scores ({self.config.defence.kind})"
+        return calibration
 
     # --- scoring ---------------------------------------------------------------------------------
     @abstractmethod
@@ -273,9 +309,11 @@ class EmbeddingBank:
 
 class EmbeddingBankRouter(EmbeddingRouter):
     """An embedding router whose learned state is an ``EmbeddingBank`` (kNN, SW ranking): it keeps the
-    bank, checks it is there before scoring, and saves it as ``bank_file`` next to ``router.json``."""
+    bank, checks it is there before scoring, and saves it as ``bank_file`` next to ``router.json``.
+    Its training scores leave each query out, so ``fit`` refuses a ``defence`` (``defended_fit``)."""
 
     bank_file: ClassVar[str] = "bank.safetensors"
+    defended_fit = False
 
     def __init__(self, config: Any = None, llm_data: Any = None) -> None:
         super().__init__(config, llm_data)

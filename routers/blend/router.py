@@ -16,7 +16,11 @@ choosing among 5 model/target families) the inner folds pick a small_right head 
 tried and is not tuned (1e-4..1e-2 move the small_right head's unseen APGR within 0.594..0.601); the
 5-point grid and 3 inner folds were set before their results were seen. Scores are in [0, 1] but are
 ranks, not probabilities: the default ``threshold_rule: oracle_share`` escalates the oracle's share of
-training queries; ``fixed`` routes at 0.5 (about the blended training median).
+training queries; ``fixed`` routes at 0.5 (about the blended training median). With a ``defence``
+(``routers.defences``) the heads, their CDF maps and w are fitted on the whole training queries, as
+without: the CDFs only put the two heads' logits on one scale, part of the score function the defence
+wraps (a CDF of windowed logits would change that function, and the windows' scores depend on it); the
+threshold and the reference quantiles are on the defended final score (``calibrate_on_training_set``).
 The artifact is ``blend.safetensors`` + ``router.json``.
 """
 
@@ -94,7 +98,7 @@ class BlendRouter(EmbeddingRouter):
         c = self.config
         self.weights = fit_heads(training.embeddings, small, large, c.c, c.correct_at, c.seed, weight).as_stored()
         scores = self.score_embeddings(training.embeddings)
-        calibration = self.calibrate_on_training_scores(scores, training.gap)
+        calibration = self.calibrate_on_training_set(training, scores)
         self.train_metrics = {"n_train": len(training.data), "blend_weight": weight,
                               "inner_apgr": self.inner_apgr, **calibration}
         return dict(self.train_metrics)

@@ -96,12 +96,13 @@ class HybridLLMRouter(EmbeddingRouter):
         self.mlp, fit_info = fit_mlp(x, labels, tuple(c.hidden_layer_sizes), c.activation, c.solver, c.max_iter,
                                      c.alpha, c.learning_rate_init, c.early_stopping, c.seed)
         scores = self.score_embeddings(x)
-        calibration = self.calibrate_on_training_scores(scores, gap)
+        calibration = self.calibrate_on_training_set(training, scores)
         self.train_metrics = {
             "n_train": len(training.data), "mode": c.router_mode, "t_star": self.t_star,
             "label_mean": float(np.mean(labels)), "oracle_large_share": calibration["oracle_large_share"],
             "calibrated_threshold": self.calibrated_threshold, "threshold": self.threshold,
             "train_mse": float(np.mean((scores - labels) ** 2)), **fit_info,
+            **({"calibrated_on": calibration["calibrated_on"]} if "calibrated_on" in calibration else {}),
         }
         return dict(self.train_metrics)
 

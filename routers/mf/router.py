@@ -60,7 +60,7 @@ class MatrixFactorizationRouter(EmbeddingRouter):
                               c.model_bias, c.seed)
         self.weights = fit_mf(training.embeddings, targets, battle_weights, settings)
         scores = self.score_embeddings(training.embeddings)
-        calibration = self.calibrate_on_training_scores(scores, training.gap)
+        calibration = self.calibrate_on_training_set(training, scores)
         self.train_metrics = {"n_train": len(training.data), "n_battles": int(np.sum(battle_weights > 0)),
                               "final_loss": settings.losses[-1], "epochs": c.epochs, **calibration}
         return dict(self.train_metrics)
