@@ -183,7 +183,8 @@ def cmd_calibrate_quality(args: argparse.Namespace) -> int:
 
     With ``--data``: the artifact's own scores on those labelled queries (a labelled sample of your own
     traffic is the evidence that transfers). Without: cross-fitted scores on the config's training data
-    (each query scored by a router fitted on the other folds, with the config's hparams).
+    (each query scored by a router fitted on the other folds, with the config's hparams and the artifact's
+    ``defence``, so the evidence is on the scores the artifact routes with).
     """
     from routers.evaluation.quality_target import calibration_from_scores, cross_fitted_scores
 
@@ -202,6 +203,9 @@ def cmd_calibrate_quality(args: argparse.Namespace) -> int:
 
         def make_fold_router() -> Router:
             fresh = build_router(config, router.name)
+            if "defence" in type(router.config).model_fields:
+                # score the folds as the artifact scores (its router.json may set a defence the config file lacks)
+                fresh.config = fresh.config.model_copy(update={"defence": router.config.defence})
             return fresh.bind_engines(embedder=fold_router.embedder, generators=fold_router.generators)
 
         scores = cross_fitted_scores(make_fold_router, data, args.cross_fit, seed=args.seed)
