@@ -33,6 +33,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 RAY = Path(sys.executable).parent / "ray"
 NO_AGENT = "No available agent to submit job"
 AGENT_WAIT_S = 120
+HEAD_ATTEMPTS = 3
 
 
 @dataclass
@@ -65,18 +66,30 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for_dashboard(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+def head_came_up(url: str, process: subprocess.Popen[bytes]) -> bool:
+    """The dashboard answers, and the head is still running a few seconds later.
+
+    ``ray start --block`` stops the whole head when any of its processes exits; one that loses the race
+    for its port (picked free, taken by another process before it binds) exits just after the dashboard is
+    up, so a healthy dashboard alone does not mean the head will stay."""
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"ray start exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+    while time.monotonic() < deadline and process.poll() is None:
         try:
             if httpx.get(f"{url}/api/gcs_healthz", timeout=2).status_code == 200:
-                return
+                time.sleep(5)
+                return process.poll() is None
         except httpx.HTTPError:
             pass
         time.sleep(1)
-    pytest.fail(f"the Ray dashboard at {url} did not come up:\n{log.read_text()[-3000:]}")
+    return False
+
+
+def stop_head(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)  # `ray start --block` drains and stops every process it started
+    try:
+        process.wait(timeout=90)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 @pytest.fixture(scope="module")
@@ -87,30 +100,32 @@ def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Head]:
     home = tmp_path_factory.mktemp("llmrouter_home")
     (home / "models").mkdir()
     (home / "models" / MINILM.name).symlink_to(MINILM)
-    dashboard_port = free_port()
     env = {**os.environ, "LLMROUTER_HOME": str(home), "RAY_AUTH_MODE": "token",
            # an activated .venv: the job's `python` is the project's
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     log = home / "ray_start.log"
-    # Its own temp dir: `ray start` records the head in <temp-dir>/ray_current_cluster, and a plain
-    # ray.init() in a later test would try to join a head recorded in the default /tmp/ray.
-    temp_dir = Path(tempfile.mkdtemp(prefix="ray-job-test-", dir="/tmp"))
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(RAY), "start", "--head", "--block", f"--port={free_port()}", f"--dashboard-port={dashboard_port}",
-             f"--ray-client-server-port={free_port()}", "--num-cpus=2", "--disable-usage-stats",
-             f"--temp-dir={temp_dir}"],
-            env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{dashboard_port}"
+    for _attempt in range(HEAD_ATTEMPTS):
+        # Its own temp dir: `ray start` records the head in <temp-dir>/ray_current_cluster, and a plain
+        # ray.init() in a later test would try to join a head recorded in the default /tmp/ray.
+        temp_dir = Path(tempfile.mkdtemp(prefix="ray-job-test-", dir="/tmp"))
+        dashboard_port = free_port()
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                [str(RAY), "start", "--head", "--block", f"--port={free_port()}", f"--dashboard-port={dashboard_port}",
+                 f"--ray-client-server-port={free_port()}", "--num-cpus=2", "--disable-usage-stats",
+                 f"--temp-dir={temp_dir}"],
+                env=env, stdout=out, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{dashboard_port}"
+        if head_came_up(url, process):
+            break
+        stop_head(process)  # a port taken under it: try again with fresh ports
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    else:
+        pytest.fail(f"the Ray head did not stay up in {HEAD_ATTEMPTS} attempts:\n{log.read_text()[-3000:]}")
     try:
-        wait_for_dashboard(url, process, log)
         yield Head(home=home, dashboard=url)
     finally:
-        process.send_signal(signal.SIGTERM)  # `ray start --block` drains and stops every process it started
-        try:
-            process.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_head(process)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
