@@ -140,3 +140,30 @@ def test_cross_fitted_calibration_scores_are_the_defended_ones() -> None:
     defended = cross_fitted_scores(lambda: make(DEFENCE), train, folds=3)
     # the same fold routers (fitted on whole queries), scored through the defence on the held-out folds
     assert (defended >= plain - 1e-12).all() and (defended > plain + 1e-6).any()
+
+
+# --- the shipped defended artifacts ----------------------------------------------------------------------
+SHIPPED_DEFENDED = {"hybrid": "artifacts/hybrid_llm_defended", "blend": "artifacts/blend_defended"}
+
+
+@pytest.mark.parametrize("kind", sorted(SHIPPED_DEFENDED))
+def test_the_shipped_defended_artifacts_carry_the_defence_and_their_defended_calibration(kind: str) -> None:
+    from pathlib import Path
+
+    from routers.registry import served_entry
+    from serve_app.config import parse_app_config
+
+    root = Path(__file__).resolve().parents[1]
+    artifact = root / SHIPPED_DEFENDED[kind]
+    router = router_class(served_entry(kind).name).load(artifact)
+    assert isinstance(router, EmbeddingRouter) and router.config.defence is not None
+    assert router.config.defence.kind == "window_max"
+    assert "defended" in str(router.train_metrics.get("calibrated_on"))
+    assert router.reference_scores() is not None and 0.0 < router.threshold < 1.0
+    # It serves as the router of its kind (the app checks the artifact's router and embedder at start).
+    config = parse_app_config({
+        "models": {"small": {"engine": {"model": "org/small"}}, "large": {"engine": {"model": "org/large"}}},
+        "embedder": {"engine": {"model": "org/all-minilm-l6-v2"}},
+        "routers": {"hybrid": None, "automix": None, kind: {"artifact": str(artifact)}}, "default_router": kind,
+    }).resolved()
+    assert getattr(config.routers, kind).artifact == str(artifact)
