@@ -37,48 +37,19 @@ if [ ! -x "$VENV/bin/python" ]; then
     say "creating $VENV with $PY"
     "$PY" -m venv "$VENV"
 fi
-VPY="$ROOT/$VENV/bin/python"
-pip_install() { "$VPY" -m pip install --disable-pip-version-check "$@"; }
+VENV_PY="$ROOT/$VENV/bin/python"
+pip_install() { "$VENV_PY" -m pip install --disable-pip-version-check "$@"; }
 
-torch_is_cpu_build() {
-    "$VPY" - "$TORCH_VERSION" <<'PY' 2>/dev/null
-import sys
-import torch
-sys.exit(0 if torch.__version__.split("+")[0] == sys.argv[1] and torch.version.cuda is None else 1)
-PY
-}
-
-# Reads the installed wheel's metadata, so it works before torch's dependencies are installed.
-torch_wheel_is_cpu() {
-    "$VPY" - "$TORCH_VERSION" <<'PY' 2>/dev/null
-import sys
-from importlib.metadata import requires, version
-cuda_deps = [r for r in requires("torch") or [] if r.lower().startswith("nvidia")]
-sys.exit(0 if version("torch").split("+")[0] == sys.argv[1] and not cuda_deps else 1)
-PY
-}
-
-if torch_is_cpu_build; then
-    say "torch $TORCH_VERSION (CPU) already installed"
-else
-    say "installing torch $TORCH_VERSION, CPU build"
-    # A CPU wheel already on this machine (pip's find-links) first, then its pure-Python dependencies
-    # from the usual index; otherwise PyTorch's CPU index. Never plain PyPI's torch: its Linux wheel
-    # depends on the CUDA libraries (several GB).
-    if pip_install --no-index --no-deps "torch==$TORCH_VERSION" >/dev/null 2>&1 && torch_wheel_is_cpu; then
-        pip_install "torch==$TORCH_VERSION"
-    else
-        pip_install "torch==$TORCH_VERSION" --index-url "$TORCH_CPU_INDEX"
-    fi
-    torch_is_cpu_build || { echo "error: the installed torch is not the $TORCH_VERSION CPU build" >&2; exit 1; }
-fi
+# shellcheck source=scripts/cpu_torch.sh
+. "$ROOT/scripts/cpu_torch.sh"
+install_cpu_torch
 
 say "llmrouter-lib $LIB_VERSION"
 pip_install "llmrouter-lib==$LIB_VERSION" "torch==$TORCH_VERSION" "scikit-learn==$SKLEARN_VERSION"
 torch_is_cpu_build || { echo "error: installing llmrouter-lib replaced the CPU torch build" >&2; exit 1; }
 
 say "check"
-LITELLM_LOCAL_MODEL_COST_MAP=True "$VPY" - <<'PY'
+LITELLM_LOCAL_MODEL_COST_MAP=True "$VENV_PY" - <<'PY'
 from importlib.metadata import version
 
 from llmrouter.models import HybridLLMRouter, KNNRouter, MLPRouter  # noqa: F401
