@@ -114,10 +114,14 @@ def served_entries(*placements: Placement) -> dict[str, RouterEntry]:
             if entry.serve_name is not None and (not placements or entry.placement in placements)}
 
 
+_SERVED = served_entries()
+
+
 def served_entry(serve_name: str) -> RouterEntry:
-    entry = served_entries().get(serve_name)
+    """The entry served as ``serve_name`` (the ingress asks on every request: a lookup, not a scan)."""
+    entry = _SERVED.get(serve_name)
     if entry is None:
-        raise ConfigError(f"no router is served as {serve_name!r}; served: {sorted(served_entries())}")
+        raise ConfigError(f"no router is served as {serve_name!r}; served: {sorted(_SERVED)}")
     return entry
 
 

@@ -149,8 +149,9 @@ class BudgetRouting(Routing):
 
     budget: str = BUDGET_SMALL
 
-    def fields(self) -> dict[str, Any]:
-        return {**super().fields(), "budget": self.budget}
+    @property
+    def info(self) -> dict[str, Any]:
+        return {**super().info, "budget": self.budget}
 
 
 def budget_routing(kind: str, small_model: str) -> BudgetRouting:

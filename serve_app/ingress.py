@@ -27,6 +27,7 @@ from ray import serve
 
 from routers.engines import GenerationResult, SamplingParams
 from serve_app import sse
+from serve_app.adapters import RouterUnavailable
 from serve_app.answer_clients import answer_client
 from serve_app.answers import Answers, OpenStream
 from serve_app.api import (
@@ -52,7 +53,7 @@ from serve_app.errors import ERROR_RESPONSES, SERVER_ERROR, STREAMING_RESPONSES,
 from serve_app.guard import IngressGuard, configure_guard, load_named_keys
 from serve_app.hot_swap import merged_config
 from serve_app.observability import RouterMetrics, log_event
-from serve_app.pipelines import Pipelines, RouterUnavailable, router_unavailable
+from serve_app.pipelines import Pipelines, router_unavailable
 from serve_app.routing import ModelCall, Routing
 
 app = RouterAPI(
@@ -233,7 +234,7 @@ class RouterIngress:
         specs = self.config.models
         cost = sum(specs[c.model_key].call_cost(c.prompt_tokens, c.completion_tokens) for c in calls)
         large_cost = specs[self.config.large_model].call_cost(final.prompt_tokens, final.completion_tokens)
-        info = {**routing.fields(), "model": specs[routing.model_key].public_name(), "model_key": routing.model_key,
+        info = {**routing.info, "model": specs[routing.model_key].public_name(), "model_key": routing.model_key,
                 "cost": cost, "cost_saved": large_cost - cost, "router_latency_ms": round(1000 * router_latency, 2)}
         self.metrics.record(routing.router, routing.model_key, info, router_latency)
         if admission is not None:
@@ -286,7 +287,7 @@ class RouterIngress:
         except RouterUnavailable as exc:
             raise router_unavailable(choice.kind, str(exc)) from exc
         for decision in decisions:
-            decision.update(threshold.reported())
+            decision.update(threshold.info)
         return {"object": "route", "router": choice.kind, "data": decisions}
 
     @app.get("/chat", response_class=HTMLResponse, include_in_schema=False)

@@ -34,10 +34,7 @@ from serve_app.adapters import (
     AnswerModelChat,
     DeploymentEmbedder,
     HostedRouter,
-    RouterUnavailable,
-    StepTimeout,
     router_step,
-    with_timeout,
 )
 from serve_app.answer_clients import AnswerClient
 from serve_app.answers import RETRY_AFTER
@@ -46,7 +43,6 @@ from serve_app.config import ROUTER_KINDS, AppConfig, EmbeddingRouterSpec
 from serve_app.routing import Routing, ThresholdChoice
 
 Messages = list[dict[str, str]]
-__all__ = ["Pipelines", "RouterUnavailable", "StepTimeout", "router_unavailable", "with_timeout"]
 
 
 class DecidesQueries(Protocol):
@@ -210,7 +206,7 @@ class Pipelines:
 
     def route_item(self, query: str, routing: Routing) -> dict[str, Any]:
         item = {"query": query, "model": self.served_name(routing.model_key), "model_key": routing.model_key,
-                **routing.fields()}
+                **routing.info}
         if routing.answer is not None:
             item["small_answer"] = routing.answer.text
         return item

@@ -1,7 +1,7 @@
 """The typed routing outcome the ingress carries from the library's ``RouteDecision`` to the HTTP response.
 
 A ``Routing`` is built once per request: from a decision (``Routing.decided``), for a model asked by name
-(``Routing.direct``), or for a router that failed (``Routing.fallback``). Its ``fields()`` are the
+(``Routing.direct``), or for a router that failed (``Routing.fallback_to``). Its ``info`` is the
 ``routing`` object of every response (``api.RoutingInfo``, ``api.RouteItem``), written in one place.
 """
 
@@ -38,13 +38,10 @@ class ThresholdChoice(StrictModel):
     threshold_source: str | None = None
     routellm_threshold: float | None = None
 
-    def reported(self) -> dict[str, Any]:
-        return self.model_dump(exclude={"value"}, exclude_none=True)
-
     @property
     def info(self) -> dict[str, Any]:
-        """What the routing object reports of it."""
-        return self.reported()
+        """What the routing object reports of it: every field set, except the value itself."""
+        return self.model_dump(exclude={"value"}, exclude_none=True)
 
 
 class Routing(BaseModel):
@@ -107,7 +104,8 @@ class Routing(BaseModel):
         self.retried_on = model_key
         self.model_key = model_key
 
-    def fields(self) -> dict[str, Any]:
+    @property
+    def info(self) -> dict[str, Any]:
         """The routing object's fields (without the answer's model name, cost and latency)."""
         if self.router == "direct":
             return {"router": None, "reason": self.reason, "fallback": False, "use_large": self.use_large}
@@ -125,12 +123,7 @@ class Routing(BaseModel):
                 out["verification_samples"] = extra.get("verification_samples")
             if "generated" in extra:
                 out["generated"] = extra["generated"]
-            out.update(self.threshold.reported())
+            out.update(self.threshold.info)
         if self.retried_on is not None:
             out["retried_on"] = self.retried_on
         return out
-
-    @property
-    def info(self) -> dict[str, Any]:
-        """The routing object's fields, as ``fields()``."""
-        return self.fields()

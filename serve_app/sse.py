@@ -47,7 +47,7 @@ async def stream_chunks(answers: Answers, metrics: RouterMetrics,
     meta = {"id": completion_id("cmpl" if text else "chatcmpl"), "created": now(), "model": served, "text": text,
             "object": "text_completion" if text else "chat.completion.chunk"}
     head = make_chunk(meta, "", first=True)
-    head["routing"] = {**routing.fields(), "model": served, "model_key": routing.model_key,
+    head["routing"] = {**routing.info, "model": served, "model_key": routing.model_key,
                        "router_latency_ms": round(1000 * latency, 2)}
     yield sse(head)
     pieces: list[str] = []

@@ -24,7 +24,7 @@ from routers.automix.router import AutomixRouter
 from routers.engines import SamplingParams
 from routers.evaluation.calibrate import threshold_for_large_share
 from routers.hybrid.router import HybridLLMRouter
-from serve_app.adapters import generation_result
+from serve_app.adapters import RouterUnavailable, StepTimeout, generation_result
 from serve_app.answers import Answers, client_error_message, is_transient
 from serve_app.api import MAX_SEED, ApiError, ChatCompletionRequest, RouterChoice, parse_model_field
 from serve_app.config import AppConfig
@@ -32,7 +32,7 @@ from serve_app.errors import install_error_handlers
 from serve_app.guard import GuardSettings, IngressGuard
 from serve_app.hot_swap import check_ingress_user_config, merged_config
 from serve_app.ingress import RouterIngress
-from serve_app.pipelines import Pipelines, RouterUnavailable, StepTimeout
+from serve_app.pipelines import Pipelines
 from serve_app.routing import Routing
 from tests.fake_handles import ANSWER, Handle, Stream, fake_metrics, remote_error, value
 from tests.serve_helpers import as_clients
@@ -506,7 +506,7 @@ def test_the_reason_names_the_served_model_and_keeps_the_artifacts_name() -> Non
     from serve_app.routing import Routing as TypedRouting
 
     def decision_info(kind: str, decision: RouteDecision, served: str) -> dict[str, Any]:
-        return TypedRouting.decided(kind, decision, "small", served, {"small": "small"}).fields()
+        return TypedRouting.decided(kind, decision, "small", served, {"small": "small"}).info
 
     decision = RouteDecision(query="q", model_name="mistralai/Mixtral-8x7B-Instruct-v0.1", use_large=False,
                              reason="router model wrote policy Standard_Query -> policy map -> "

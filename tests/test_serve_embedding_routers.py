@@ -27,6 +27,7 @@ from routers.errors import ConfigError
 from routers.evaluation.calibrate import threshold_for_large_share
 from routers.registry import router_class
 from serve_app import ingress as ingress_module
+from serve_app.adapters import RouterUnavailable
 from serve_app.api import ApiError, RouterChoice, parse_model_field
 from serve_app.config import (
     EMBEDDING_ROUTER_KINDS,
@@ -35,7 +36,7 @@ from serve_app.config import (
     parse_app_config,
 )
 from serve_app.hot_swap import check_ingress_user_config, merged_config
-from serve_app.pipelines import Pipelines, RouterUnavailable
+from serve_app.pipelines import Pipelines
 from tests.fake_handles import Handle, answer_model, answering, fake_metrics, value
 from tests.synthetic_data import fitted, two_clusters
 

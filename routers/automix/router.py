@@ -60,7 +60,7 @@ from routers.base import (
     run_sync,
 )
 from routers.data import ModelOutcome, QueryExample, RoutingDataset
-from routers.engines import Engines, GenerationResult, Generator, Messages, SamplingParams
+from routers.engines import ChatModel, Engines, GenerationResult, Generator, Messages, SamplingParams
 from routers.errors import ConfigError
 from routers.progress import log, progress_bar
 
@@ -293,7 +293,8 @@ class AutomixRouter(Router):
                 for query, answer, samples, threshold in zip(queries, answers, verified, thresholds, strict=True)]
 
     @staticmethod
-    async def answer_all(small: Any, chats: list[Messages], settings: list[SamplingParams]) -> list[GenerationResult]:
+    async def answer_all(small: ChatModel, chats: list[Messages],
+                         settings: list[SamplingParams]) -> list[GenerationResult]:
         if all(s == settings[0] for s in settings):
             return list(await small.achat(chats, settings[0]))
         parts = await asyncio.gather(*[small.achat([chat], s) for chat, s in zip(chats, settings, strict=True)])

@@ -209,11 +209,3 @@ class AnswerModelDeployment:
     def batch_stats(self) -> dict[str, Any]:
         """Requests per engine call since the replica started (``bench/load_bench.py`` reports them)."""
         return self.batcher.stats.as_dict()
-
-    def info(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "served_name": self.served_name,
-            "backend": self.config.backend,
-            "prompt_format": self.generator.prompt_format,
-        }

@@ -39,6 +39,3 @@ class EmbedderDeployment:
     async def embed_unbatched(self, text: str) -> np.ndarray:
         """One text, one forward pass: the baseline the batching benchmark compares against."""
         return (await self.embedder.aembed([text]))[0]
-
-    def info(self) -> dict[str, Any]:
-        return {"model": self.config.model, "dim": int(self.embedder.dim)}
