@@ -418,3 +418,31 @@ def test_rayjob_lifecycle_and_sizing(job: str) -> None:
     for group in spec["rayClusterSpec"]["workerGroupSpecs"]:
         mounts = {m["mountPath"] for m in group["template"]["spec"]["containers"][0].get("volumeMounts", [])}
         assert "/home/ray/ray-llm-router/runs" in mounts, "Ray Train needs storage every node sees"
+
+
+def test_the_alert_rules_query_metrics_the_router_exports_with_their_labels() -> None:
+    """Every ``ray_<name>_total`` in cluster/prometheus-rules.yaml is a counter RouterMetrics defines (Ray
+    exports counter ``<name>`` as ``ray_<name>_total``), and every label it selects or groups by is one of
+    that counter's tag keys: a renamed metric must not leave an alert that can never fire."""
+    from serve_app.observability import RouterMetrics
+
+    counters: dict[str, tuple[str, ...]] = {}
+
+    def counter(name: str, description: str, tag_keys: tuple[str, ...] = ()) -> Any:
+        counters[name] = tag_keys
+        return None
+
+    RouterMetrics(counter=counter, histogram=lambda *a, **k: None)
+    rules = yaml.safe_load((CLUSTER / "prometheus-rules.yaml").read_text())
+    assert rules["kind"] == "PrometheusRule" and rules["apiVersion"] == "monitoring.coreos.com/v1"
+    exprs = [rule["expr"] for group in rules["spec"]["groups"] for rule in group["rules"]]
+    alerts = [rule["alert"] for group in rules["spec"]["groups"] for rule in group["rules"] if "alert" in rule]
+    assert {"LLMRouterKeyLargeShareJump", "LLMRouterKeyBudgetRefusals"} <= set(alerts)
+    used = 0
+    for expr in exprs:
+        for name, selector in re.findall(r"ray_(llmrouter_\w+?)_total(\{[^}]*\})?", expr):
+            assert name in counters, f"{name} is not a metric of serve_app/observability.py"
+            labels = set(re.findall(r"(\w+)=", selector)) | set(re.findall(r"by \((\w+)\)", expr))
+            assert labels <= set(counters[name]), (name, labels, counters[name])
+            used += 1
+    assert used >= 5
