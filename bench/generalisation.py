@@ -3,14 +3,19 @@
     python bench/generalisation.py                        # 5 folds, 1000 resamples, every query
     python bench/generalisation.py --queries 3000         # a seeded subsample, for a quick look
     python bench/generalisation.py --tune                 # choose Hybrid's hparams inside each fit
+    python bench/generalisation.py --in-domain-folds      # + a pooled in-domain figure (seen-cv)
 
-Two figures per router, side by side:
+Two figures per router, side by side (three with ``--in-domain-folds``):
 
 * **seen**: fit on the shipped train files (MMLU + GSM8K), evaluate on the test files. Their MMLU subjects
   are the same, so this is how a router does on domains it was trained on.
 * **unseen**: train + test merged, the task_name groups (each MMLU subject, GSM8K) dealt into ``--folds``
   folds; each fold is scored by a router fitted on the others and the out-of-fold predictions pooled
   (``routers.evaluation.generalisation``).
+* **seen-cv** (``--in-domain-folds``): the same pool and ``--folds`` count, but random query folds
+  stratified by task_name, so each fold's domains are also in its training part (``in_domain_folds``;
+  hparams chosen by inner query folds). An in-domain figure over every query, as precise as the unseen
+  one, where **seen** rests on the test split alone.
 
 APGR, CPT(50/80/95%) and quality at half the always-large cost, each with a 95% percentile bootstrap
 interval over queries. ``random`` reports its expectation (APGR 0.5, CPT(p) = p). Routers: ``hybrid_llm``
@@ -22,7 +27,7 @@ default set) runs with ``ROUTER_PARAMS``'s CPU-sized settings.
 Query embeddings come from the disk cache of ``bench/eval_routers.py`` (``.cache/embeddings``, the
 shipped config's embedder settings), so a run after ``eval_routers.py`` embeds nothing; the embedder is
 only loaded when a selected router needs it. Writes
-``bench/out/generalisation.json`` and both modes' cost-quality curves side by side,
+``bench/out/generalisation.json`` and every mode's cost-quality curves side by side,
 ``bench/out/generalisation.png`` (``--plot`` elsewhere; ``bench/generalisation.png`` is one full run's).
 The JSON keeps each result's curve (at most ``CURVE_POINTS`` points), so ``--include OTHER.json`` adds
 the routers of another run (bert's, the generative routers' of ``bench/generative_ldo.py``) to the
@@ -52,7 +57,7 @@ from routers.config import load_config_file
 from routers.data import RoutingDataset
 from routers.engines.cache import CachedEmbedder
 from routers.errors import RouterError
-from routers.evaluation import GeneralisationResult, Protocol, in_domain, leave_domains_out
+from routers.evaluation import GeneralisationResult, Protocol, in_domain, in_domain_folds, leave_domains_out
 from routers.evaluation.generalisation import DEFAULT_INNER_FOLDS, RouterFactory
 from routers.evaluation.metrics import Curve
 from routers.evaluation.plot import plot_generalisation
@@ -148,14 +153,18 @@ def factory(name: str, params: dict[str, Any], llm_data: dict[str, Any],
 
 
 def run_router(name: str, make: RouterFactory, train: RoutingDataset, test: RoutingDataset, folds: int,
-               grid: list[dict[str, Any]] | None, protocol: Protocol) -> list[GeneralisationResult]:
+               grid: list[dict[str, Any]] | None, protocol: Protocol,
+               seen_cv: bool = False) -> list[GeneralisationResult]:
+    """Seen (test split), optionally seen-cv (pooled query folds), and unseen figures, in panel order."""
     started = time.time()
-    seen = in_domain(make, train, test, grid, protocol)
+    results = [in_domain(make, train, test, grid, protocol)]
     pool = RoutingDataset(train.examples + test.examples, train.llm_data)
-    unseen = leave_domains_out(make, pool, folds, grid, protocol)
-    log(f"{name}: seen APGR {seen.metrics['apgr'].value:.3f}, unseen {unseen.metrics['apgr'].value:.3f} "
-        f"({time.time() - started:.1f}s)")
-    return [seen, unseen]
+    if seen_cv:
+        results.append(in_domain_folds(make, pool, folds, grid, protocol))
+    results.append(leave_domains_out(make, pool, folds, grid, protocol))
+    others = ", ".join(f"{MODE_LABELS[r.mode]} {r.metrics['apgr'].value:.3f}" for r in results[1:])
+    log(f"{name}: seen APGR {results[0].metrics['apgr'].value:.3f}, {others} ({time.time() - started:.1f}s)")
+    return results
 
 
 def reproduce_command(argv: list[str]) -> str:
@@ -165,7 +174,8 @@ def reproduce_command(argv: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--folds", type=int, default=5, help="leave-domains-out folds over task_name groups")
+    parser.add_argument("--folds", type=int, default=5,
+                        help="leave-domains-out folds over task_name groups (and --in-domain-folds' query folds)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="query resamples per interval")
     parser.add_argument("--queries", type=int, help="a seeded subsample of this many train+test queries")
     parser.add_argument("--routers",
@@ -174,12 +184,16 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"choose Hybrid's hparams per fit from {len(HYBRID_TUNING_GRID)} points "
                         "by inner group folds")
     parser.add_argument("--inner-folds", type=int, default=DEFAULT_INNER_FOLDS)
+    parser.add_argument("--in-domain-folds", action="store_true",
+                        help="also the pooled in-domain figure (seen-cv): --folds random query folds over "
+                        "train+test, stratified by task_name")
     parser.add_argument("--config", type=Path, default=ROOT / "configs/routers/hybrid_llm.yaml",
                         help="Hybrid config: embedder settings and hparams")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "bench/out")
     parser.add_argument("--plot", type=Path,
-                        help="the seen / unseen cost-quality curves' PNG (default: OUT/generalisation.png)")
+                        help="the seen (/ seen-cv) / unseen cost-quality curves' PNG "
+                        "(default: OUT/generalisation.png)")
     parser.add_argument("--include", type=Path, action="append", default=[], metavar="JSON",
                         help="add the results of another run's JSON (with curves) to the table and plot")
     parser.add_argument("--quiet", action="store_true")
@@ -206,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         grid = HYBRID_TUNING_GRID if (args.tune and name == "hybrid_llm") else None
         make = factory(name, router_params[name], llm_data, embedder if needs_embedder[name] else None)
-        results.extend(run_router(name, make, train, test, args.folds, grid, protocol))
+        results.extend(run_router(name, make, train, test, args.folds, grid, protocol, args.in_domain_folds))
     for path in args.include:
         results.extend(load_results(path))
 
@@ -218,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "command": reproduce_command(sys.argv[1:] if argv is None else argv),
         "embedder": None if embedder is None else embedder.model_name, "n_train": len(train),
-        "n_test": len(test), "folds": args.folds, "hybrid_params": hybrid_params, "router_params": router_params,
+        "n_test": len(test), "folds": args.folds, "in_domain_folds": args.in_domain_folds,
+        "hybrid_params": hybrid_params, "router_params": router_params,
         "tuning_grid": HYBRID_TUNING_GRID if args.tune else None,
         "wall_seconds": round(wall, 1),
         "results": [result_record(r) for r in results],

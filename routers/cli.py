@@ -9,6 +9,8 @@
     llmrouter evaluate --router hybrid_llm,random,oracle --config configs/routers/hybrid_llm.yaml \\
                        --leave-domains-out 5 [--bootstrap 1000] [--grid '[{"alpha": 1.0}, {"alpha": 10.0}]'] \\
                        [--plot unseen.png]
+    llmrouter evaluate --router hybrid_llm,random,oracle --config configs/routers/hybrid_llm.yaml \\
+                       --in-domain-folds 5 [--leave-domains-out 5] [--plot seen_unseen.png]
     llmrouter setup-models --models-dir models
     llmrouter reference-scores --router hybrid_llm --config configs/routers/hybrid_llm.yaml [--queries 2000]
     llmrouter calibrate-quality --router hybrid_llm --config configs/routers/hybrid_llm.yaml \
@@ -237,7 +239,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     config = load_config_file(args.config) if args.config else RouterFileConfig()
     llm_data_path = args.llm_data or config.data_path.llm_data
-    if args.leave_domains_out is not None or args.bootstrap is not None:
+    if args.leave_domains_out is not None or args.in_domain_folds is not None or args.bootstrap is not None:
         return evaluate_with_intervals(args, config, llm_data_path)
     # Without --train/--test, the config's data_path splits (the files the router was trained with).
     train = _load_split(args.train, llm_data_path) if args.train else config.dataset("train")
@@ -301,7 +303,7 @@ def format_table(reports: Sequence[Any]) -> str:
     return "\n".join(rows)
 
 
-# --- evaluate with bootstrap intervals (in-domain or leave-domains-out) ------------------------------
+# --- evaluate with bootstrap intervals (in-domain, in-domain k-fold or leave-domains-out) --------------
 def router_factory(key: str, config: RouterFileConfig, llm_data: dict[str, Any]) -> RouterFactory:
     """Builds router ``key`` with the config's params updated by one grid point. Engines are built once
     and shared by every fit (loading the embedder and its cache per fold would dominate the run)."""
@@ -327,30 +329,45 @@ def reject_interval_conflicts(args: argparse.Namespace) -> None:
     if args.target_large_share is not None:
         raise ConfigError("--target-large-share sets an operating point; the interval figures (APGR, CPT, "
                           "Q@budget) are threshold-free, so it does not combine with "
-                          "--leave-domains-out/--bootstrap")
+                          "--leave-domains-out/--in-domain-folds/--bootstrap")
     if args.leave_domains_out is not None and args.load:
         raise ConfigError("--load evaluates an artifact fitted on every domain; --leave-domains-out must "
                           "fit per fold")
+    if args.in_domain_folds is not None and args.load:
+        raise ConfigError("--load evaluates an artifact already fitted (on queries --in-domain-folds would "
+                          "score); --in-domain-folds must fit per fold")
+
+
+def check_fold_counts(args: argparse.Namespace, pool: RoutingDataset) -> None:
+    """The pool must have a unit per fold: a task_name group (--leave-domains-out) or a query
+    (--in-domain-folds)."""
+    from routers.evaluation.generalisation import task_groups
+
+    if args.leave_domains_out is not None and len(task_groups(pool)) < args.leave_domains_out:
+        raise ConfigError(f"--leave-domains-out {args.leave_domains_out}: the data has only "
+                          f"{len(task_groups(pool))} task_name groups")
+    if args.in_domain_folds is not None and len(pool) < args.in_domain_folds:
+        raise ConfigError(f"--in-domain-folds {args.in_domain_folds}: the data has only {len(pool)} queries")
 
 
 def evaluate_with_intervals(args: argparse.Namespace, config: RouterFileConfig,
                             llm_data_path: str | None) -> int:
-    """``--leave-domains-out K`` / ``--bootstrap N``: figures with percentile bootstrap intervals."""
-    from routers.evaluation import Protocol, evaluate_fitted, in_domain, leave_domains_out
-    from routers.evaluation.generalisation import task_groups
+    """``--leave-domains-out K`` / ``--in-domain-folds K`` / ``--bootstrap N``: figures with percentile
+    bootstrap intervals. The two fold options may be given together: one row (and panel) per mode."""
+    from routers.evaluation import Protocol, evaluate_fitted, in_domain, in_domain_folds, leave_domains_out
 
     reject_interval_conflicts(args)
     train = _load_split(args.train, llm_data_path) if args.train else config.dataset("train")
     test = optional_test_split(args, config, llm_data_path)
     llm_data = train.llm_data or config.llm_candidates()
-    # Every query is evaluated once, by a router that never saw its domain, so the test split may join.
+    # Every query is evaluated once, by a router that never saw it (nor, leaving domains out, its domain),
+    # so the test split may join.
     pool = train if test is None else RoutingDataset(train.examples + test.examples, llm_data)
-    if args.leave_domains_out is None and test is None:
+    pooled = args.leave_domains_out is not None or args.in_domain_folds is not None
+    if not pooled and test is None:
         raise ConfigError("in-domain --bootstrap needs a test split: give --test "
-                          "(or use --leave-domains-out)")
-    if args.leave_domains_out is not None and len(task_groups(pool)) < args.leave_domains_out:
-        raise ConfigError(f"--leave-domains-out {args.leave_domains_out}: the data has only "
-                          f"{len(task_groups(pool))} task_name groups")
+                          "(or use --leave-domains-out / --in-domain-folds)")
+    check_fold_counts(args, pool)
     protocol = Protocol(n_resamples=DEFAULT_RESAMPLES if args.bootstrap is None else args.bootstrap,
                         seed=args.seed, budget_fraction=args.budget, inner_folds=args.inner_folds)
     trained_dirs = {canonical_name(k): v for k, v in (item.split("=", 1) for item in args.load or [])}
@@ -360,14 +377,16 @@ def evaluate_with_intervals(args: argparse.Namespace, config: RouterFileConfig,
         if key in trained_dirs:
             router = router_class(key).load(resolve_path(trained_dirs[key]))
             bind_engines(router, config, set(router.evaluation_engine_roles()))
-            assert test is not None  # --load is rejected with --leave-domains-out
+            assert test is not None  # --load is rejected with --leave-domains-out / --in-domain-folds
             results.append(evaluate_fitted(router, test, protocol))
             continue
         make = router_factory(key, config, llm_data)
         grid = args.grid if router_class(key).trainable else None
+        if args.in_domain_folds is not None:
+            results.append(in_domain_folds(make, pool, args.in_domain_folds, grid, protocol))
         if args.leave_domains_out is not None:
             results.append(leave_domains_out(make, pool, args.leave_domains_out, grid, protocol))
-        else:
+        if not pooled:
             assert test is not None
             results.append(in_domain(make, train, test, grid, protocol))
     if args.plot:
@@ -392,7 +411,7 @@ def format_interval(interval: MetricInterval) -> str:
 
 INTERVAL_COLUMNS = (("APGR", "apgr"), ("CPT50", "cpt_50"), ("CPT80", "cpt_80"), ("CPT95", "cpt_95"),
                     ("Q@budget", "quality_at_budget"))
-MODE_LABELS = {"in_domain": "seen", "leave_domains_out": "unseen"}
+MODE_LABELS = {"in_domain": "seen", "in_domain_folds": "seen-cv", "leave_domains_out": "unseen"}
 
 
 def format_interval_table(results: Sequence[GeneralisationResult]) -> str:
@@ -411,6 +430,9 @@ def format_interval_table(results: Sequence[GeneralisationResult]) -> str:
             "of the always-large cost per query")
         rows.append("unseen: leave-domains-out by task_name, pooled out-of-fold predictions; "
                     "seen: the test split")
+        if any(r.mode == "in_domain_folds" for r in results):
+            rows.append("seen-cv: random query folds stratified by task_name (every domain seen in training), "
+                        "pooled out-of-fold predictions")
         # One line per distinct query set: routers of one mode usually score the same queries.
         references = {f"{MODE_LABELS[r.mode]} ({r.n_queries} queries): small alone {r.quality_small:.3f}, "
                       f"large alone {r.quality_large:.3f}, oracle {r.quality_oracle:.3f}": None
@@ -512,18 +534,26 @@ def build_parser(extend: Callable[[Any, argparse.ArgumentParser], None] | None =
         "is merged in (each query is still evaluated once, by a router that never saw its domain)",
     )
     evaluate.add_argument(
+        "--in-domain-folds", type=_at_least(2), metavar="K",
+        help="seen-domain evaluation over the same pool (train+test merged): random query folds stratified "
+        "by task_name, so every fold's domains are also in its training part; fit on K-1, pool the K folds. "
+        "Combines with --leave-domains-out (one row per mode)",
+    )
+    evaluate.add_argument(
         "--bootstrap", type=_at_least(0), metavar="N",
         help=f"query resamples for the 95%% percentile intervals (default {DEFAULT_RESAMPLES} with "
-        "--leave-domains-out; given alone: in-domain --train -> --test figures with intervals; 0: none)",
+        "--leave-domains-out / --in-domain-folds; given alone: in-domain --train -> --test figures with "
+        "intervals; 0: none)",
     )
     evaluate.add_argument(
         "--grid", type=_param_grid, metavar="JSON",
         help="JSON list of param dicts for the trainable routers (baselines ignore it), chosen per fit by "
-        "APGR over an inner group k-fold of the training domains only; "
+        "APGR over an inner group k-fold of the training domains only (inner query folds with "
+        "--in-domain-folds); "
         "e.g. '[{\"alpha\": 1}, {\"alpha\": 10}]'",
     )
     evaluate.add_argument("--inner-folds", type=_at_least(2), default=DEFAULT_INNER_FOLDS, metavar="K",
-                          help=f"inner group folds that score --grid (default {DEFAULT_INNER_FOLDS})")
+                          help=f"inner folds that score --grid (default {DEFAULT_INNER_FOLDS})")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the folds and the bootstrap resamples")
     evaluate.set_defaults(func=cmd_evaluate)
 

@@ -15,7 +15,7 @@ from routers import cli
 from routers.base import RouteDecision, Router, RouterConfig
 from routers.baselines import OracleRouter, RandomRouter
 from routers.data import ModelOutcome, QueryExample, RoutingDataset
-from routers.evaluation import Protocol, group_folds, in_domain, leave_domains_out
+from routers.evaluation import Protocol, group_folds, in_domain, in_domain_folds, leave_domains_out, query_folds
 from routers.evaluation.bootstrap import MetricInterval
 from routers.evaluation.generalisation import RouterFactory, select_params, task_groups
 from routers.hybrid.router import HybridLLMRouter
@@ -126,6 +126,33 @@ def test_fold_count_must_fit_the_domains() -> None:
         group_folds(data, 1)
 
 
+def test_query_folds_partition_the_queries_stratified_by_domain() -> None:
+    sizes = {**SIZES, "tiny": 2}  # fewer queries than folds: in some folds only
+    data = domain_dataset(sizes)
+    folds = query_folds(data, 4, seed=2)
+    assert sorted(i for f in folds for i in f.eval_indices) == list(range(len(data)))  # each once
+    for fold in folds:
+        assert fold.held_out_tasks == ()
+        assert set(fold.fit_indices).isdisjoint(fold.eval_indices)
+        assert len(fold.fit_indices) + len(fold.eval_indices) == len(data)
+        # every domain with >= 4 queries is in every fold, so also in its training part
+        assert tasks_of(data.subset(fold.eval_indices)) >= set(SIZES)
+        assert tasks_of(data.subset(fold.fit_indices)) >= set(SIZES)
+    sizes_per_fold = [len(f.eval_indices) for f in folds]
+    assert max(sizes_per_fold) - min(sizes_per_fold) <= 1
+    assert query_folds(data, 4, seed=2) == folds  # deterministic for a seed
+    assert query_folds(data, 4, seed=3) != folds
+
+
+def test_query_fold_count_must_fit_the_queries() -> None:
+    data = domain_dataset({"a": 3})
+    assert len(query_folds(data, 3)) == 3  # one domain is enough
+    with pytest.raises(ValueError, match="only 3 queries"):
+        query_folds(data, 4)
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        query_folds(data, 1)
+
+
 # --- the outer loop never sees its held-out domains ----------------------------------------------------
 def test_no_router_touches_its_outer_folds_domains_except_to_score_them_once() -> None:
     data = domain_dataset(SIZES)
@@ -160,6 +187,30 @@ def test_a_grid_point_good_only_on_the_held_out_domains_is_not_chosen() -> None:
     held_out = data.subset(folds[0].eval_indices)
     peeked, scores = select_params(make, held_out, grid, Protocol(inner_folds=2), seed=0)
     assert peeked == {"sign": -1.0} and scores[0] > scores[1]
+
+
+# --- in-domain k-fold -------------------------------------------------------------------------------
+def test_in_domain_folds_pools_every_query_with_every_domain_seen() -> None:
+    data = domain_dataset(SIZES)
+    make, built = recording_factory(SignRouter)
+    result = in_domain_folds(make, data, 3, protocol=FAST)
+    assert result.mode == "in_domain_folds" and result.n_queries == len(data) and result.n_folds == 3
+    assert all(f.held_out_tasks == [] for f in result.folds)
+    assert sum(f.n_eval for f in result.folds) == len(data)
+    assert len(built) == 3 and all(r.fit_tasks == r.scored_tasks == set(SIZES) for r in built)
+
+
+def test_select_params_with_query_folds_works_on_a_single_domain() -> None:
+    data = domain_dataset({"algebra": 120}, regime={"algebra": -1.0})
+    make, _ = recording_factory(SignRouter)
+    grid = [{"sign": 1.0}, {"sign": -1.0}]
+    with pytest.raises(ValueError, match="at least 2 task_name groups"):
+        select_params(make, data, grid, Protocol(inner_folds=2), seed=0)  # group folds: one group
+    params, scores = select_params(make, data, grid, Protocol(inner_folds=2), seed=0, folds=query_folds)
+    assert params == {"sign": -1.0} and scores[1] > scores[0]
+    # in_domain_folds chooses by inner query folds too, so a grid runs on one domain
+    result = in_domain_folds(make, data, 3, grid, Protocol(n_resamples=0, inner_folds=2))
+    assert result.chosen_params == [{"sign": -1.0}] * 3
 
 
 # --- intervals --------------------------------------------------------------------------------------
@@ -255,6 +306,24 @@ def test_cli_leave_domains_out_prints_intervals(capsys, routing_files) -> None:
     assert f"({sum(SIZES.values())} queries)" in out  # train and test merged before the domains are dealt
 
 
+def test_cli_in_domain_folds_prints_intervals_next_to_leave_domains_out(capsys, routing_files) -> None:
+    argv = evaluate_argv(routing_files, "--in-domain-folds", "3", "--leave-domains-out", "3", "--bootstrap", "100")
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    rows = {tuple(line.split()[:2]) for line in out.splitlines() if INTERVAL.search(line)}
+    assert rows == {(router, mode) for router in ("random", "oracle") for mode in ("seen-cv", "unseen")}
+    assert f"seen-cv ({sum(SIZES.values())} queries)" in out  # the same train+test pool as unseen
+    assert "seen-cv: random query folds" in out
+
+
+def test_cli_in_domain_folds_json(capsys, routing_files) -> None:
+    assert cli.main(evaluate_argv(routing_files, "--in-domain-folds", "2", "--bootstrap", "20", "--json")) == 0
+    results = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["mode"] for r in results] == ["in_domain_folds"] * 2
+    assert all(r["n_queries"] == sum(SIZES.values()) and r["n_folds"] == 2 for r in results)
+    assert all(f["held_out_tasks"] == [] for r in results for f in r["folds"])
+
+
 def test_cli_json_and_in_domain_bootstrap(capsys, routing_files) -> None:
     assert cli.main(evaluate_argv(routing_files, "--bootstrap", "50", "--json")) == 0
     results = {r["router"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
@@ -268,6 +337,11 @@ def test_cli_json_and_in_domain_bootstrap(capsys, routing_files) -> None:
 def test_cli_rejects_what_does_not_combine_with_intervals(capsys, routing_files) -> None:
     assert cli.main(evaluate_argv(routing_files, "--leave-domains-out", "3", "--load", "oracle=x")) == 2
     assert "--load" in capsys.readouterr().err
+    assert cli.main(evaluate_argv(routing_files, "--in-domain-folds", "3", "--load", "oracle=x")) == 2
+    err = capsys.readouterr().err
+    assert "--load" in err and "--in-domain-folds must fit per fold" in err
+    with pytest.raises(SystemExit):
+        cli.main(evaluate_argv(routing_files, "--in-domain-folds", "1"))
     with pytest.raises(SystemExit):
         cli.main(evaluate_argv(routing_files, "--leave-domains-out", "3", "--grid", "{\"alpha\": 1}"))
     with pytest.raises(SystemExit):
@@ -316,6 +390,12 @@ def test_plot_generalisation_draws_a_panel_per_mode(tmp_path: Path) -> None:
     panels = generalisation_panels(results)
     assert [[r.mode for r in panel] for panel in panels] == [["in_domain"] * 3, ["leave_domains_out"] * 3]
     assert_png(plot_generalisation(results, tmp_path / "out" / "both.png"))
+    # A third mode gets its own panel, between the two; given last, it is still drawn in the middle.
+    make, _ = recording_factory(SignRouter)
+    results.append(in_domain_folds(make, data, 3, protocol=FAST))
+    panels = generalisation_panels(results)
+    assert [panel[0].mode for panel in panels] == ["in_domain", "in_domain_folds", "leave_domains_out"]
+    assert_png(plot_generalisation(results, tmp_path / "out" / "three.png"))
 
 
 def test_cli_leave_domains_out_writes_a_plot(capsys, routing_files, tmp_path: Path) -> None:

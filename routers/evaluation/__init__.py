@@ -1,4 +1,5 @@
-"""Calibration and evaluation: threshold sweeps, AUC, APGR, CPT, IBC, leave-domains-out, and plots."""
+"""Calibration and evaluation: threshold sweeps, AUC, APGR, CPT, IBC, leave-domains-out, in-domain k-fold,
+and plots."""
 
 from routers.evaluation.bootstrap import MetricInterval, bootstrap_metrics
 from routers.evaluation.calibrate import calibrate, threshold_for_large_share
@@ -9,7 +10,9 @@ from routers.evaluation.generalisation import (
     evaluate_fitted,
     group_folds,
     in_domain,
+    in_domain_folds,
     leave_domains_out,
+    query_folds,
 )
 from routers.evaluation.metrics import (
     CostModel,
@@ -47,9 +50,11 @@ __all__ = [
     "group_folds",
     "ibc",
     "in_domain",
+    "in_domain_folds",
     "leave_domains_out",
     "pgr",
     "quality_at_budget",
+    "query_folds",
     "threshold_for_large_share",
     "threshold_from_quantiles",
 ]

@@ -19,7 +19,14 @@ router does on *seen* domains. Here the domains (``task_name``: each MMLU subjec
 * **The random router** has a known expectation: APGR 0.5 and CPT(p) = p exactly (any seeded draw is
   noise around them), and quality at budget from the straight random-mix line; those are reported.
 
-``in_domain`` runs the same summary on a given train -> test split, so both can be printed side by side.
+Two in-domain modes give the figure to compare against:
+
+* ``in_domain`` runs the same summary on a given train -> test split (as precise as the test split is big).
+* ``in_domain_folds`` runs the pooled machinery above on random folds over *queries*, stratified by domain
+  (``query_folds``: each domain's queries shuffled and dealt round-robin), so every fold's domains are also
+  in its training part. Its figure covers the whole pool, as the unseen one does, so the two differ in
+  whether the domains were seen, not in how many queries back them. Its grid is chosen by inner query
+  folds (an in-domain choice for an in-domain figure).
 """
 
 from __future__ import annotations
@@ -58,7 +65,7 @@ DEFAULT_INNER_FOLDS = 3
 
 #: params (one grid point, {} without a grid) -> a new, unfitted router with its engines bound
 RouterFactory = Callable[[Mapping[str, Any]], Router]
-Mode = Literal["in_domain", "leave_domains_out"]
+Mode = Literal["in_domain", "in_domain_folds", "leave_domains_out"]
 
 
 # --- folds -----------------------------------------------------------------------------------------
@@ -76,7 +83,9 @@ def task_groups(data: RoutingDataset) -> dict[str, list[int]]:
 
 @dataclass(frozen=True)
 class Fold:
-    """One outer (or inner) split: fit on ``fit_indices``, evaluate on the held-out domains' queries."""
+    """One outer (or inner) split: fit on ``fit_indices``, evaluate on ``eval_indices``: the held-out
+    domains' queries (``group_folds``), or a stratified share of every domain's (``query_folds``, which
+    holds out no domain: ``held_out_tasks`` is empty)."""
 
     index: int
     held_out_tasks: tuple[str, ...]
@@ -107,6 +116,41 @@ def group_folds(data: RoutingDataset, n_folds: int, seed: int = 0) -> list[Fold]
         fit_indices = sorted(i for name, idx in groups.items() if name not in held_out for i in idx)
         folds.append(Fold(k, tuple(sorted(tasks)), tuple(fit_indices), tuple(eval_indices)))
     return folds
+
+
+def query_folds(data: RoutingDataset, n_folds: int, seed: int = 0) -> list[Fold]:
+    """Random query folds stratified by domain: each domain's queries are shuffled (one seeded RNG, domains
+    in ``task_groups`` order) and dealt round-robin, the deal continuing across domains. A domain of at
+    least ``n_folds`` queries is thus in every fold, fit and eval alike, and fold sizes differ by <= 1."""
+    if n_folds < 2:
+        raise ValueError("k-fold needs at least 2 folds")
+    if n_folds > len(data):
+        raise ValueError(f"{n_folds} folds but the data has only {len(data)} queries")
+    rng = random.Random(seed)
+    members: list[list[int]] = [[] for _ in range(n_folds)]
+    dealt = 0
+    for indices in task_groups(data).values():
+        shuffled = list(indices)
+        rng.shuffle(shuffled)
+        for i in shuffled:
+            members[dealt % n_folds].append(i)
+            dealt += 1
+    folds = []
+    for k, picked in enumerate(members):
+        held_out = set(picked)
+        fit_indices = tuple(i for i in range(len(data)) if i not in held_out)
+        folds.append(Fold(k, (), fit_indices, tuple(sorted(picked))))
+    return folds
+
+
+#: ``(data, n_folds, seed) -> folds``: ``group_folds`` or ``query_folds``
+FoldMaker = Callable[[RoutingDataset, int, int], list[Fold]]
+#: what each fold kind deals out (name, count in a dataset), so an inner k-fold can shrink k to fit the
+#: training data; a maker not listed is taken to deal queries
+FOLD_UNITS: dict[FoldMaker, tuple[str, Callable[[RoutingDataset], int]]] = {
+    group_folds: ("task_name groups", lambda data: len(task_groups(data))),
+    query_folds: ("queries", len),
+}
 
 
 # --- predictions -----------------------------------------------------------------------------------
@@ -336,36 +380,42 @@ def inner_apgr(predictions: Predictions, protocol: Protocol) -> float:
 
 
 def select_params(make_router: RouterFactory, train: RoutingDataset, grid: Sequence[Mapping[str, Any]] | None,
-                  protocol: Protocol, seed: int) -> tuple[dict[str, Any], list[float]]:
-    """The grid point with the best pooled APGR over an inner group k-fold of ``train``'s domains (ties:
-    the earlier point), and every point's APGR. Only ``train`` is read: the caller's held-out fold is not
-    in it. No grid, or one point: that point, unscored."""
+                  protocol: Protocol, seed: int,
+                  folds: FoldMaker = group_folds) -> tuple[dict[str, Any], list[float]]:
+    """The grid point with the best pooled APGR over an inner k-fold of ``train`` (ties: the earlier
+    point), and every point's APGR. The inner folds should match the figure being tuned for: group folds
+    over ``train``'s domains (the default) for an unseen-domain figure, ``query_folds`` for an in-domain
+    one. Only ``train`` is read: the caller's held-out fold is not in it. No grid, or one point: that
+    point, unscored."""
     if not grid:
         return {}, []
     if len(grid) == 1:
         return dict(grid[0]), []
-    n_domains = len(task_groups(train))
-    if n_domains < 2:
-        raise ValueError("choosing among grid points needs at least 2 task_name groups in the training data")
-    folds = group_folds(train, min(protocol.inner_folds, n_domains), seed)
-    scores = [inner_apgr(out_of_fold(make_router, params, train, folds), protocol) for params in grid]
+    unit, count = FOLD_UNITS.get(folds, ("queries", len))
+    available = count(train)
+    if available < 2:
+        raise ValueError(f"choosing among grid points needs at least 2 {unit} in the training data")
+    inner = folds(train, min(protocol.inner_folds, available), seed)
+    scores = [inner_apgr(out_of_fold(make_router, params, train, inner), protocol) for params in grid]
     return dict(grid[int(np.argmax(scores))]), scores
 
 
-# --- the two modes ---------------------------------------------------------------------------------
-def leave_domains_out(make_router: RouterFactory, data: RoutingDataset, n_folds: int,
-                      grid: Sequence[Mapping[str, Any]] | None = None,
-                      protocol: Protocol = Protocol()) -> GeneralisationResult:
-    """Pooled held-out-domain figures of the router ``make_router`` builds (module docstring)."""
+# --- the modes -------------------------------------------------------------------------------------
+def _pooled_folds(make_router: RouterFactory, data: RoutingDataset, folds: Sequence[Fold], mode: Mode,
+                  grid: Sequence[Mapping[str, Any]] | None, protocol: Protocol,
+                  inner_folds: FoldMaker) -> GeneralisationResult:
+    """Fit per fold (choosing the grid by ``inner_folds`` over that fold's training part only), score
+    its eval queries once, and summarise the pooled out-of-fold predictions: the one loop behind both
+    k-fold modes, which differ only in the folds."""
     records: list[FoldRecord] = []
     parts: list[Predictions] = []
     router: Router | None = None
-    for fold in group_folds(data, n_folds, protocol.seed):
+    for fold in folds:
         fit_data = data.subset(fold.fit_indices)
         tuning_started = time.perf_counter()
         # A different inner seed per fold, so inner splits are not one fixed pattern across folds.
         inner_seed = protocol.seed + 1 + fold.index
-        params, grid_apgr = select_params(make_router, fit_data, grid, protocol, inner_seed)
+        params, grid_apgr = select_params(make_router, fit_data, grid, protocol, inner_seed, inner_folds)
         tune_seconds = time.perf_counter() - tuning_started
         outcome = fit_and_predict(make_router, params, fit_data, data.subset(fold.eval_indices))
         router = outcome.router
@@ -375,8 +425,26 @@ def leave_domains_out(make_router: RouterFactory, data: RoutingDataset, n_folds:
             n_eval=len(outcome.predictions), params=params, inner_apgr=grid_apgr,
             tune_seconds=round(tune_seconds, 3), fit_seconds=round(outcome.fit_seconds, 3),
             eval_seconds=round(outcome.eval_seconds, 3)))
-    assert router is not None  # group_folds returns >= 2 folds
-    return summarise(router, "leave_domains_out", Predictions.concatenate(parts), records, protocol)
+    if router is None:
+        raise ValueError("no folds to evaluate")
+    return summarise(router, mode, Predictions.concatenate(parts), records, protocol)
+
+
+def leave_domains_out(make_router: RouterFactory, data: RoutingDataset, n_folds: int,
+                      grid: Sequence[Mapping[str, Any]] | None = None,
+                      protocol: Protocol = Protocol()) -> GeneralisationResult:
+    """Pooled held-out-domain figures of the router ``make_router`` builds (module docstring)."""
+    return _pooled_folds(make_router, data, group_folds(data, n_folds, protocol.seed), "leave_domains_out",
+                         grid, protocol, group_folds)
+
+
+def in_domain_folds(make_router: RouterFactory, data: RoutingDataset, n_folds: int,
+                    grid: Sequence[Mapping[str, Any]] | None = None,
+                    protocol: Protocol = Protocol()) -> GeneralisationResult:
+    """Pooled in-domain figures over all of ``data``: ``leave_domains_out``'s loop on ``query_folds``, so
+    the two figures rest on the same queries and differ only in whether each fold's domains were seen."""
+    return _pooled_folds(make_router, data, query_folds(data, n_folds, protocol.seed), "in_domain_folds",
+                         grid, protocol, query_folds)
 
 
 def evaluate_fitted(router: Router, test: RoutingDataset, protocol: Protocol = Protocol(),

@@ -3,7 +3,8 @@
 One drawing routine, ``draw_share_panel``: quality against the share of queries sent to the large model,
 one line per router, with the small-only / large-only / oracle levels and the random-mix diagonal. Two
 figures use it: ``plot_curves`` (one split, with a quality-vs-cost panel beside it) and
-``plot_generalisation`` (seen vs unseen domains, legends with bootstrap intervals).
+``plot_generalisation`` (seen vs unseen domains, one panel per evaluation mode present, legends with
+bootstrap intervals).
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ DPI = 150
 #: points drawn per curve: a pooled curve has one per query (12k), far more than a panel's pixels, and
 #: every one of them would be stored in the PNG's path data
 MAX_DRAWN_POINTS = 1500
+#: panel titles, in the order the panels are drawn left to right (modes absent from the results: no panel)
 PANEL_TITLES = {"in_domain": "seen domains (test split)",
+                "in_domain_folds": "seen domains (pooled, {folds} random folds)",
                 "leave_domains_out": "unseen domains (leave-domains-out, {folds} folds)"}
 
 
@@ -160,7 +163,8 @@ def panel_title(results: Sequence[GeneralisationResult]) -> str:
 
 
 def generalisation_panels(results: Sequence[GeneralisationResult]) -> list[list[GeneralisationResult]]:
-    """The results grouped by mode (in-domain first), one panel each."""
+    """The results grouped by mode (``PANEL_TITLES`` order: test split, pooled in-domain folds, unseen), one
+    panel each."""
     order = [mode for mode in PANEL_TITLES if any(r.mode == mode for r in results)]
     return [[r for r in results if r.mode == mode] for mode in order]
 
@@ -176,7 +180,8 @@ def draw_generalisation_panel(ax: Axes, results: Sequence[GeneralisationResult])
 
 
 def plot_generalisation(results: Sequence[GeneralisationResult], path: str | Path, title: str = "") -> Path:
-    """One panel per mode present in ``results`` (seen domains, unseen domains), side by side."""
+    """One panel per mode present in ``results`` (seen domains: test split and/or pooled folds; unseen
+    domains), side by side."""
     panels = generalisation_panels(results)
     if not panels:
         raise ValueError("no results to plot")
