@@ -67,6 +67,8 @@ _ENTRIES: tuple[RouterEntry, ...] = (
                 routellm_name="sw_ranking"),
     RouterEntry("blend", "routers.blend.router:BlendRouter", "embedding", serve_name="blend", scorer="blend heads",
                 retrain=_retrain_with_cli("blend")),
+    RouterEntry("domain_prior", "routers.domain_prior.router:DomainPriorRouter", "embedding", ("domain",),
+                "domain_prior", scorer="domain prior", retrain=_retrain_with_cli("domain_prior")),
     RouterEntry("automix", "routers.automix.router:AutomixRouter", "ingress", serve_name="automix",
                 scorer="AutoMix decision"),
     RouterEntry("causallm_router", "routers.causal_lm.router:CausalLMRouter", "deployment", ("causal", "causal_lm"),

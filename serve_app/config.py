@@ -158,6 +158,7 @@ class RoutersSpec(StrictModel):
     mf: EmbeddingRouterSpec | None = None
     sw_ranking: EmbeddingRouterSpec | None = None
     blend: EmbeddingRouterSpec | None = None
+    domain_prior: EmbeddingRouterSpec | None = None
     bert: ScoringRouterSpec | None = None
 
     def embedding_routers(self) -> dict[str, EmbeddingRouterSpec]:

@@ -121,8 +121,9 @@ class Routing(BaseModel):
             if self.router == "automix":
                 out["escalated"] = bool(decision.use_large)
                 out["verification_samples"] = extra.get("verification_samples")
-            if "generated" in extra:
-                out["generated"] = extra["generated"]
+            for key in ("generated", "domain", "domain_probability"):  # causal-LM text; domain prior's guess
+                if key in extra:
+                    out[key] = extra[key]
             out.update(self.threshold.info)
         if self.retried_on is not None:
             out["retried_on"] = self.retried_on

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -53,6 +54,27 @@ def gsm8k_train_path(routing_data_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def gsm8k_test_path(routing_data_dir: Path) -> Path:
     return routing_data_dir / "gsm8k_test.jsonl.gz"
+
+
+#: queries of each subject in ``real_slice``
+SLICE_PER_TASK = 60
+
+
+@pytest.fixture(scope="module")
+def real_slice(mmlu_train_path: Path, gsm8k_train_path: Path, llm_data_path: Path) -> tuple[RoutingDataset, Any]:
+    """Up to ``SLICE_PER_TASK`` real queries (real outcomes) of each of 6 MMLU subjects and of GSM8K, with
+    a ``LookupEmbedder`` of their hashed bags of words (``tests.synthetic_data.hashed_vector``)."""
+    from routers.data import load_llm_data
+    from routers.engines.cache import LookupEmbedder
+    from routers.evaluation.generalisation import task_groups
+    from tests.synthetic_data import hashed_vector
+
+    data = RoutingDataset.from_files([mmlu_train_path, gsm8k_train_path], load_llm_data(llm_data_path))
+    groups = task_groups(data)
+    names = [n for n in sorted(groups) if n.startswith("mmlu/")][:6] + ["gsm8k"]
+    subset = data.subset(sorted(i for name in names for i in groups[name][:SLICE_PER_TASK]))
+    vectors = np.array([hashed_vector(q) for q in subset.queries])
+    return subset, LookupEmbedder(subset.queries, vectors, "hashed-words")
 
 
 def two_candidates(small_price: float = 1.0, large_price: float = 10.0) -> dict[str, LLMCandidate]:

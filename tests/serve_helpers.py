@@ -21,6 +21,7 @@ REQUIRED = [
     "artifacts/policy_router/router.json",
     "artifacts/mf/router.json",
     "artifacts/blend/router.json",
+    "artifacts/domain_prior/router.json",
 ]
 
 

@@ -3,11 +3,13 @@
 * two embedding clusters (``two_clusters``) and ``fitted`` embedding routers on them, with ``FAST_PARAMS``;
 * AutoMix-style self-verification votes (``votes_dataset``);
 * the policy router's medium/large pair (``policy_dataset``);
-* ``AxisEmbedder``: a test embedder whose axis 0 carries each query's difficulty.
+* ``AxisEmbedder``: a test embedder whose axis 0 carries each query's difficulty;
+* ``hashed_vector``: a hashed bag of words, a model-free embedding that still tells subjects apart.
 """
 
 from __future__ import annotations
 
+import re
 import zlib
 from collections.abc import Sequence
 
@@ -143,3 +145,16 @@ class AxisEmbedder(Embedder):
             v[0] = self.difficulty[text]
             out.append(v)
         return np.asarray(out, dtype=np.float32)
+
+
+HASHED_DIM = 64
+
+
+def hashed_vector(text: str, dim: int = HASHED_DIM) -> np.ndarray:
+    """Unit-norm signed hashed bag of the text's words (enough signal for GSM8K vs MMLU subjects)."""
+    vector = np.zeros(dim)
+    for word in re.findall(r"[a-z0-9]+", text.lower()):
+        h = zlib.crc32(word.encode())
+        vector[h % dim] += 1.0 if (h >> 16) & 1 else -1.0
+    norm = np.linalg.norm(vector)
+    return vector / norm if norm > 0 else vector

@@ -7,8 +7,6 @@ embedding cache), which is enough signal for GSM8K vs MMLU and for the weight ch
 from __future__ import annotations
 
 import json
-import re
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -18,37 +16,15 @@ from bench.generalisation import factory
 from routers.blend.model import HeadScale, choose_blend_weight, fit_heads, head_targets, pooled_apgr
 from routers.blend.router import WEIGHTS_FILE, BlendRouter
 from routers.config import load_config_file
-from routers.data import RoutingDataset, load_llm_data
+from routers.data import RoutingDataset
 from routers.engines.cache import LookupEmbedder
 from routers.errors import ConfigError
 from routers.evaluation import leave_domains_out
 from routers.evaluation.generalisation import task_groups
 from routers.registry import canonical_name, router_class
+from tests.synthetic_data import HASHED_DIM
 
-DIM = 64
-PER_TASK = 60
-
-
-def hashed_vector(text: str) -> np.ndarray:
-    vector = np.zeros(DIM)
-    for word in re.findall(r"[a-z0-9]+", text.lower()):
-        h = zlib.crc32(word.encode())
-        vector[h % DIM] += 1.0 if (h >> 16) & 1 else -1.0
-    norm = np.linalg.norm(vector)
-    return vector / norm if norm > 0 else vector
-
-
-@pytest.fixture(scope="module")
-def real_slice(mmlu_train_path: Path, gsm8k_train_path: Path,
-               llm_data_path: Path) -> tuple[RoutingDataset, LookupEmbedder]:
-    """Up to ``PER_TASK`` queries of each of 6 MMLU subjects and of GSM8K."""
-    data = RoutingDataset.from_files([mmlu_train_path, gsm8k_train_path], load_llm_data(llm_data_path))
-    groups = task_groups(data)
-    names = [n for n in sorted(groups) if n.startswith("mmlu/")][:6] + ["gsm8k"]
-    picked = sorted(i for name in names for i in groups[name][:PER_TASK])
-    subset = data.subset(picked)
-    vectors = np.array([hashed_vector(q) for q in subset.queries])
-    return subset, LookupEmbedder(subset.queries, vectors, "hashed-words")
+DIM = HASHED_DIM
 
 
 def fitted(data: RoutingDataset, embedder: LookupEmbedder, **params: object) -> BlendRouter:

@@ -26,7 +26,8 @@ from tests.job_helpers import save_tiny_bert_router
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-ROUTERS = ["hybrid", "mf", "blend", "automix", "causal", "policy", "bert", "smallest", "largest", "random"]
+ROUTERS = ["hybrid", "mf", "blend", "domain_prior", "automix", "causal", "policy", "bert", "smallest", "largest",
+           "random"]
 QUERY = "What is the capital of France?"
 SERVED = {"smollm2-135m-instruct", "gemma-3-270m"}
 
@@ -134,6 +135,30 @@ def test_mf_decision_matches_the_library(client: httpx.Client) -> None:
     assert answered.status_code == 200, answered.text
     routing = answered.json()["routing"]
     assert routing["router"] == "mf" and routing["model"] == "smollm2-135m-instruct" and routing["threshold"] == 0.0
+
+
+def test_domain_prior_decision_matches_the_library_and_names_the_domain(client: httpx.Client) -> None:
+    """router-domain_prior over HTTP with the openai client: the library's decision, and the training domain
+    it takes the query to be from (a GSM8K word problem is GSM8K's, which the large model serves)."""
+    from openai import OpenAI
+
+    from routers.domain_prior.router import DomainPriorRouter
+    from routers.engines import EmbedderConfig, build_embedder
+
+    router = DomainPriorRouter.load(ROOT / "artifacts/domain_prior")
+    embedder = build_embedder(EmbedderConfig(model=str(ROOT / "models/all-minilm-l6-v2")))
+    query = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+             "How many clips did Natalia sell altogether in April and May?")
+    local = router.route_embedding(query, embedder.embed([query])[0])
+    served = client.post("/v1/route", json={"model": "router-domain_prior", "queries": [query]}).json()["data"][0]
+    assert served["score"] == pytest.approx(local.score, abs=1e-4) and served["use_large"] == local.use_large
+    assert served["domain"] == local.extra["domain"] == "gsm8k"
+    openai_client = OpenAI(base_url=f"{client.base_url}/v1", api_key="unused", max_retries=0)
+    completion = openai_client.chat.completions.create(model="router-domain_prior", max_tokens=8,
+                                                       messages=[{"role": "user", "content": query}])
+    routing = completion.model_extra["routing"]
+    assert routing["router"] == "domain_prior" and routing["domain"] == "gsm8k"
+    assert routing["use_large"] == local.use_large and completion.model == routing["model"]
 
 
 def test_bert_decision_matches_the_library(client: httpx.Client, app_args: dict[str, Any]) -> None:

@@ -1,10 +1,10 @@
-"""The embedding routers (kNN, MF, SW ranking) served like Hybrid, without Ray: the config (artifact and
-embedder checks naming the key), the model names, the pipeline (embed with the Embedder deployment, the
-library router decides), ``share=``, hot swap, and the in-process HTTP app.
+"""The embedding routers (kNN, MF, SW ranking, blend, domain prior) served like Hybrid, without Ray: the
+config (artifact and embedder checks naming the key), the model names, the pipeline (embed with the
+Embedder deployment, the library router decides), ``share=``, hot swap, and the in-process HTTP app.
 
-MF and blend are the shipped ``artifacts/mf`` and ``artifacts/blend``; kNN and SW ranking are trained here on
-the synthetic two-cluster data
-of ``test_embedding_routers`` (their real banks are ~9 MB each, so none is shipped).
+MF, blend and domain prior are the shipped ``artifacts/{mf,blend,domain_prior}``; kNN and SW ranking are
+trained here on the synthetic two-cluster data of ``test_embedding_routers`` (their real banks are ~9 MB
+each, so none is shipped).
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 MF_ARTIFACT = ROOT / "artifacts" / "mf"
 HYBRID_ARTIFACT = ROOT / "artifacts" / "hybrid_llm"
 BLEND_ARTIFACT = ROOT / "artifacts" / "blend"
-NEW_KINDS = ["blend", "knn", "mf", "sw_ranking"]
+DOMAIN_PRIOR_ARTIFACT = ROOT / "artifacts" / "domain_prior"
+NEW_KINDS = ["blend", "domain_prior", "knn", "mf", "sw_ranking"]
 pytestmark = pytest.mark.skipif(not (MF_ARTIFACT / "router.json").exists(), reason="mf artifact not shipped")
 
 
@@ -54,10 +55,11 @@ def run(coro: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """kind -> artifact directory: the shipped MF and blend, and kNN / SW ranking fitted on synthetic embeddings."""
+    """kind -> artifact directory: the shipped MF, blend and domain prior, and kNN / SW ranking fitted on
+    synthetic embeddings."""
     train, embedder = two_clusters()
     directory = tmp_path_factory.mktemp("embedding-artifacts")
-    paths = {"mf": MF_ARTIFACT, "blend": BLEND_ARTIFACT}
+    paths = {"mf": MF_ARTIFACT, "blend": BLEND_ARTIFACT, "domain_prior": DOMAIN_PRIOR_ARTIFACT}
     for kind in ("knn", "sw_ranking"):
         fitted(kind, train, embedder).save(directory / kind)
         paths[kind] = directory / kind
@@ -108,17 +110,20 @@ def test_the_config_serves_knn_mf_and_sw_ranking(artifacts: dict[str, Path]) -> 
                             ).routers.mf.threshold == 0.3
 
 
-def test_the_shipped_app_serves_mf_and_blend_next_to_hybrid() -> None:
+def test_the_shipped_app_serves_mf_blend_and_domain_prior_next_to_hybrid() -> None:
     """blend is the default: the best measured unseen-domain APGR (bench/README.md)."""
     args = yaml.safe_load((ROOT / "serve_config.yaml").read_text())["applications"][0]["args"]
     config = parse_app_config(args)
     assert config.default_router == "blend"
     assert config.routers.mf is not None and config.routers.mf.artifact == "artifacts/mf"
     assert config.routers.blend is not None and config.routers.blend.artifact == "artifacts/blend"
-    assert {"hybrid", "mf", "blend"} <= set(config.enabled_routers())
+    assert config.routers.domain_prior is not None
+    assert config.routers.domain_prior.artifact == "artifacts/domain_prior"
+    assert {"hybrid", "mf", "blend", "domain_prior"} <= set(config.enabled_routers())
     engine = EmbedderConfig.model_validate(args["embedder"]["engine"])
     check_embedder_matches("mf", MF_ARTIFACT, engine)  # no error
     check_embedder_matches("blend", BLEND_ARTIFACT, engine)
+    check_embedder_matches("domain_prior", DOMAIN_PRIOR_ARTIFACT, engine)
 
 
 @pytest.mark.parametrize("kind", NEW_KINDS)
@@ -195,6 +200,8 @@ def test_the_served_decision_is_the_library_routers(artifacts: dict[str, Path], 
     batch = run(pipelines.route_only(kind, ["a", "b"], None))
     assert [item["score"] for item in batch] == pytest.approx([local.score] * 2)
     assert {item["router"] for item in batch} == {kind}
+    if kind == "domain_prior":  # it names the training domain it takes the query to be from
+        assert routing.info["domain"] == local.extra["domain"] and 0.0 < routing.info["domain_probability"] <= 1.0
 
 
 @pytest.mark.parametrize("kind", NEW_KINDS)
