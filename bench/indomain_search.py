@@ -88,13 +88,13 @@ from threadpoolctl import threadpool_limits
 from bench.unseen_search import (
     Data,
     Fitter,
-    apgr_of,
     ensemble_variant,
     fit_ridge,
     hybrid_variant,
     interval,
     load_data,
     logistic_variant,
+    paired_bootstrap,
     ridge_variant,
 )
 from routers.evaluation.generalisation import query_folds, task_of
@@ -269,22 +269,13 @@ def variants() -> dict[str, tuple[str, Fitter]]:
 
 # --- paired comparison -----------------------------------------------------------------------------
 def paired_difference(data: Data, a: Fitter, b: Fitter, n_resamples: int, fold_seed: int) -> str:
-    """Pooled APGR of ``a`` minus ``b`` on the same out-of-fold queries, with a paired percentile bootstrap
-    (the same resampled queries for both); ``bench/unseen_search.py``'s, on the pooled query folds."""
+    """Pooled APGR of ``a`` minus ``b`` on the same out-of-fold queries (``paired_bootstrap``), on the pooled
+    query folds."""
     splits = pooled_splits(data, 5, fold_seed)
     rows_a, scores_a = fold_scores(data, a, splits)
     rows_b, scores_b = fold_scores(data, b, splits)
     assert np.array_equal(rows_a, rows_b)
-    apgr_a, apgr_b = apgr_of(data, rows_a, scores_a), apgr_of(data, rows_b, scores_b)
-    rng = np.random.default_rng(0)
-    deltas = []
-    for _ in range(n_resamples):
-        pick = rng.integers(0, len(rows_a), len(rows_a))
-        deltas.append(apgr_of(data, rows_a[pick], scores_a[pick]) - apgr_of(data, rows_b[pick], scores_b[pick]))
-    low, high = np.percentile(deltas, [2.5, 97.5])
-    share = float(np.mean(np.asarray(deltas) > 0))
-    return (f"{apgr_a:.3f} - {apgr_b:.3f} = {apgr_a - apgr_b:+.3f} [{low:+.3f}, {high:+.3f}] "
-            f"(resamples with a > b: {share:.1%})")
+    return paired_bootstrap(data, rows_a, scores_a, scores_b, n_resamples)
 
 
 def main(argv: list[str] | None = None) -> int:

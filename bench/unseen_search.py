@@ -251,7 +251,7 @@ def mf_variant(with_feats: bool = False) -> Fitter:
         x = inputs(d, with_feats)
         targets, weights = battle_targets(d.gap[idx], 1.0)
         weights_mf = fit_mf(x[idx], targets, weights, MFTraining(128, 50, 64, 3e-4, 1e-5, 0.1, True, seed))
-        return lambda rows: weights_mf.small_win_probability(x[rows])
+        return lambda rows: weights_mf.scores(x[rows])
     return fitter
 
 
@@ -370,24 +370,29 @@ def interval(data: Data, rows: np.ndarray, scores: np.ndarray, n_resamples: int)
     return f"{point:.3f} [{boot.low:.3f}, {boot.high:.3f}]"
 
 
-def paired_difference(data: Data, a: Fitter, b: Fitter, n_resamples: int, fold_seed: int,
-                      n_folds: int) -> str:
-    """Unseen APGR of ``a`` minus ``b`` on the same out-of-fold queries, with a paired percentile bootstrap
-    (the same resampled queries for both)."""
-    rows_a, scores_a = unseen_scores(data, a, n_folds, fold_seed)
-    rows_b, scores_b = unseen_scores(data, b, n_folds, fold_seed)
-    assert np.array_equal(rows_a, rows_b)
-    apgr_a, apgr_b = apgr_of(data, rows_a, scores_a), apgr_of(data, rows_b, scores_b)
-    point = apgr_a - apgr_b
+def paired_bootstrap(data: Data, rows: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray,
+                     n_resamples: int) -> str:
+    """APGR of scores ``a`` minus ``b`` on the same queries ``rows``, with a paired percentile bootstrap (the
+    same resampled queries for both)."""
+    apgr_a, apgr_b = apgr_of(data, rows, scores_a), apgr_of(data, rows, scores_b)
     rng = np.random.default_rng(0)
     deltas = []
     for _ in range(n_resamples):
-        pick = rng.integers(0, len(rows_a), len(rows_a))
-        deltas.append(apgr_of(data, rows_a[pick], scores_a[pick]) - apgr_of(data, rows_b[pick], scores_b[pick]))
+        pick = rng.integers(0, len(rows), len(rows))
+        deltas.append(apgr_of(data, rows[pick], scores_a[pick]) - apgr_of(data, rows[pick], scores_b[pick]))
     low, high = np.percentile(deltas, [2.5, 97.5])
     share = float(np.mean(np.asarray(deltas) > 0))
-    return (f"{apgr_a:.3f} - {apgr_b:.3f} = {point:+.3f} [{low:+.3f}, {high:+.3f}] "
+    return (f"{apgr_a:.3f} - {apgr_b:.3f} = {apgr_a - apgr_b:+.3f} [{low:+.3f}, {high:+.3f}] "
             f"(resamples with a > b: {share:.1%})")
+
+
+def paired_difference(data: Data, a: Fitter, b: Fitter, n_resamples: int, fold_seed: int,
+                      n_folds: int) -> str:
+    """Unseen APGR of ``a`` minus ``b`` on the same out-of-fold queries (``paired_bootstrap``)."""
+    rows_a, scores_a = unseen_scores(data, a, n_folds, fold_seed)
+    rows_b, scores_b = unseen_scores(data, b, n_folds, fold_seed)
+    assert np.array_equal(rows_a, rows_b)
+    return paired_bootstrap(data, rows_a, scores_a, scores_b, n_resamples)
 
 
 # --- the variants looked at ------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 import numpy as np
 
@@ -338,4 +338,67 @@ class EmbeddingBankRouter(EmbeddingRouter):
     def load_state(self, state: dict[str, Any], directory: Path) -> None:
         self.bank = EmbeddingBank.load(directory / state.get("bank_file", self.bank_file),
                                        int(state["embedding_dim"]), int(state["n_train"]))
+        self.load_embedding_state(state)
+
+
+class EmbeddingWeights(Protocol):
+    """A learned scorer of embeddings kept in one safetensors file (MF's factors, blend's heads, the
+    domain prior's parts)."""
+
+    @property
+    def embedding_dim(self) -> int: ...
+
+    def scores(self, embeddings: np.ndarray) -> np.ndarray: ...
+
+    def save(self, path: Path) -> None: ...
+
+
+WeightsT = TypeVar("WeightsT", bound=EmbeddingWeights)
+
+
+class EmbeddingWeightsRouter(EmbeddingRouter, Generic[WeightsT]):
+    """An embedding router whose learned state is one ``EmbeddingWeights`` object: it keeps it, checks it
+    is there before scoring, saves it as ``weights_file`` next to ``router.json`` and checks its size
+    against the manifest on load. Subclasses fit ``self.weights`` and say how to read the file back."""
+
+    weights_file: ClassVar[str] = "weights.safetensors"
+
+    def __init__(self, config: Any = None, llm_data: Any = None) -> None:
+        super().__init__(config, llm_data)
+        self.weights: WeightsT | None = None
+
+    def require_weights(self) -> WeightsT:
+        if self.weights is None:
+            self.require_fitted()
+            raise ArtifactError(f"the {self.display_name} router has no weights")
+        return self.weights
+
+    def embedding_dim(self) -> int:
+        return self.require_weights().embedding_dim
+
+    def score_matrix(self, embeddings: np.ndarray) -> np.ndarray:
+        return self.require_weights().scores(embeddings)
+
+    def weights_state(self) -> dict[str, Any]:
+        """Manifest fields the weights file needs to be read back (``load_weights`` gets them)."""
+        return {}
+
+    @abstractmethod
+    def load_weights(self, path: Path, state: dict[str, Any]) -> WeightsT:
+        """The weights saved at ``path``, with the manifest's ``state``."""
+
+    def state(self) -> dict[str, Any]:
+        return {"weights_file": self.weights_file, "embedding_dim": self.require_weights().embedding_dim,
+                **self.weights_state(), **self.embedding_state()}
+
+    def save_tensors(self, directory: Path) -> None:
+        self.require_weights().save(directory / self.weights_file)
+
+    def load_state(self, state: dict[str, Any], directory: Path) -> None:
+        path = directory / state.get("weights_file", self.weights_file)
+        weights = self.load_weights(path, state)
+        if weights.embedding_dim != int(state["embedding_dim"]):
+            raise ArtifactError(f"{path}: weights expect {weights.embedding_dim}-d embeddings, "
+                                f"manifest says {state['embedding_dim']}")
+        self.weights = weights
         self.load_embedding_state(state)

@@ -34,24 +34,20 @@ from pydantic import Field, field_validator
 
 from routers.blend.model import BlendWeights, choose_blend_weight, fit_heads
 from routers.data import RoutingDataset
-from routers.embedding import EmbeddingRouter, EmbeddingRouterConfig
-from routers.errors import ArtifactError
+from routers.embedding import EmbeddingRouterConfig, EmbeddingWeightsRouter, WeightsT
 from routers.evaluation.generalisation import task_groups
 
 WEIGHTS_FILE = "blend.safetensors"
 
 
-class BlendConfig(EmbeddingRouterConfig):
-    """Blend settings: the heads' L2 strength, the blend weight (or its grid and inner folds)."""
+class BlendedScoreConfig(EmbeddingRouterConfig):
+    """What a router that blends two CDF-scaled parts as ``w * first + (1 - w) * second`` sets: the weight,
+    or the grid it is chosen from at fit time and the inner folds that choose it (blend, domain prior)."""
 
-    c: float = Field(default=1e-3, gt=0.0, description="inverse L2 strength of both logistic heads")
-    correct_at: float = Field(default=0.5, description="the small model is 'right' iff its quality >= this")
     blend_weight: float | None = Field(default=None, ge=0.0, le=1.0,
-                                       description="weight of the small_right head; None = chosen at fit")
+                                       description="weight of the first part; None = chosen at fit")
     blend_grid: list[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0], min_length=1)
-    inner_folds: int = Field(default=3, ge=2, description="group folds over task_name to choose the weight")
-    fallback_blend_weight: float = Field(default=0.5, ge=0.0, le=1.0,
-                                         description="the weight when train has a single task_name group")
+    inner_folds: int = Field(default=3, ge=2, description="inner folds of the training data choosing the weight")
 
     @field_validator("blend_grid")
     @classmethod
@@ -61,26 +57,51 @@ class BlendConfig(EmbeddingRouterConfig):
         return value
 
 
-class BlendRouter(EmbeddingRouter):
-    name = "blend"
-    Config = BlendConfig
-    display_name = "blend"
-    config: BlendConfig
+class BlendConfig(BlendedScoreConfig):
+    """Blend settings: the heads' L2 strength and the blend weight (``BlendedScoreConfig``; the first part
+    is the small_right head, the inner folds are group folds over task_name)."""
+
+    c: float = Field(default=1e-3, gt=0.0, description="inverse L2 strength of both logistic heads")
+    correct_at: float = Field(default=0.5, description="the small model is 'right' iff its quality >= this")
+    fallback_blend_weight: float = Field(default=0.5, ge=0.0, le=1.0,
+                                         description="the weight when train has a single task_name group")
+
+
+class BlendedScoreRouter(EmbeddingWeightsRouter[WeightsT]):
+    """A router of ``BlendedScoreConfig``: it keeps every grid weight's inner APGR (``inner_apgr``, saved in
+    the manifest) and takes the weight as given when there is nothing to choose."""
+
+    config: BlendedScoreConfig
 
     def __init__(self, config: Any = None, llm_data: Any = None) -> None:
         super().__init__(config, llm_data)
-        self.weights: BlendWeights | None = None
         self.inner_apgr: list[float] = []
+
+    def preset_weight(self) -> float | None:
+        """The configured weight, or a one-point grid's; None when the grid is to be searched."""
+        self.inner_apgr = []
+        if self.config.blend_weight is not None:
+            return self.config.blend_weight
+        return self.config.blend_grid[0] if len(self.config.blend_grid) == 1 else None
+
+    def load_inner_apgr(self, state: dict[str, Any]) -> None:
+        self.inner_apgr = [float(v) for v in state.get("inner_apgr", [])]
+
+
+class BlendRouter(BlendedScoreRouter[BlendWeights]):
+    name = "blend"
+    Config = BlendConfig
+    display_name = "blend"
+    weights_file = WEIGHTS_FILE
+    config: BlendConfig
 
     # --- learning --------------------------------------------------------------------------------
     def choose_weight(self, data: RoutingDataset, x: np.ndarray, small: np.ndarray,
                       large: np.ndarray) -> float:
         c = self.config
-        self.inner_apgr = []
-        if c.blend_weight is not None:
-            return c.blend_weight
-        if len(c.blend_grid) == 1:
-            return c.blend_grid[0]
+        preset = self.preset_weight()
+        if preset is not None:
+            return preset
         n_domains = len(task_groups(data))
         if n_domains < 2:
             return c.fallback_blend_weight
@@ -103,33 +124,10 @@ class BlendRouter(EmbeddingRouter):
                               "inner_apgr": self.inner_apgr, **calibration}
         return dict(self.train_metrics)
 
-    # --- scoring ---------------------------------------------------------------------------------
-    def require_weights(self) -> BlendWeights:
-        if self.weights is None:
-            self.require_fitted()
-            raise ArtifactError("the blend router has no weights")
-        return self.weights
-
-    def embedding_dim(self) -> int:
-        return self.require_weights().embedding_dim
-
-    def score_matrix(self, embeddings: np.ndarray) -> np.ndarray:
-        return self.require_weights().scores(embeddings)
-
     # --- artifacts -------------------------------------------------------------------------------
-    def state(self) -> dict[str, Any]:
-        weights = self.require_weights()
-        return {"weights_file": WEIGHTS_FILE, "embedding_dim": weights.embedding_dim,
-                "blend_weight": weights.blend_weight, "inner_apgr": self.inner_apgr, **self.embedding_state()}
+    def weights_state(self) -> dict[str, Any]:
+        return {"blend_weight": self.require_weights().blend_weight, "inner_apgr": self.inner_apgr}
 
-    def save_tensors(self, directory: Path) -> None:
-        self.require_weights().save(directory / WEIGHTS_FILE)
-
-    def load_state(self, state: dict[str, Any], directory: Path) -> None:
-        path = directory / state.get("weights_file", WEIGHTS_FILE)
-        self.weights = BlendWeights.load(path, float(state["blend_weight"]))
-        if self.weights.embedding_dim != int(state["embedding_dim"]):
-            raise ArtifactError(f"{path}: weights expect {self.weights.embedding_dim}-d embeddings, "
-                                f"manifest says {state['embedding_dim']}")
-        self.inner_apgr = [float(v) for v in state.get("inner_apgr", [])]
-        self.load_embedding_state(state)
+    def load_weights(self, path: Path, state: dict[str, Any]) -> BlendWeights:
+        self.load_inner_apgr(state)
+        return BlendWeights.load(path, float(state["blend_weight"]))

@@ -21,21 +21,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from routers.base import RouteDecision
+from routers.blend.router import BlendedScoreConfig, BlendedScoreRouter
 from routers.data import RoutingDataset
 from routers.domain_prior.model import DomainPriorWeights, PriorSettings, choose_prior_weight, fit_prior
-from routers.embedding import EmbeddingRouter, EmbeddingRouterConfig
 from routers.errors import ArtifactError
 from routers.evaluation.generalisation import query_folds, task_of
 
 WEIGHTS_FILE = "domain_prior.safetensors"
 
 
-class DomainPriorConfig(EmbeddingRouterConfig):
+class DomainPriorConfig(BlendedScoreConfig):
     """Domain-prior settings: the domain classifier's L2 strength, the shrinkage and topics of the
-    per-domain rates, the ridge, and the blend weight (or its grid and inner folds)."""
+    per-domain rates, the ridge, and the blend weight (``BlendedScoreConfig``; the first part is the
+    prior, the inner folds are random folds stratified by domain)."""
 
     c: float = Field(default=0.1, gt=0.0, description="inverse L2 strength of the domain classifier")
     prior_strength: float = Field(default=20.0, ge=0.0,
@@ -43,43 +44,27 @@ class DomainPriorConfig(EmbeddingRouterConfig):
     sub_clusters: int = Field(default=8, ge=0, description="k-means topics per domain (0 or 1: none)")
     min_topic_queries: int = Field(default=50, ge=1, description="training queries per topic, at least")
     ridge_alpha: float = Field(default=1e4, gt=0.0, description="L2 strength of the ridge on the gap")
-    blend_weight: float | None = Field(default=None, ge=0.0, le=1.0,
-                                       description="weight of the domain prior; None = chosen at fit")
     blend_grid: list[float] = Field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0], min_length=1)
-    inner_folds: int = Field(default=3, ge=2, description="random folds, stratified by domain, choosing w")
-
-    @field_validator("blend_grid")
-    @classmethod
-    def _in_unit_interval(cls, value: list[float]) -> list[float]:
-        if any(not 0.0 <= w <= 1.0 for w in value):
-            raise ValueError("blend weights must lie in [0, 1]")
-        return value
 
     def settings(self) -> PriorSettings:
         return PriorSettings(self.c, self.prior_strength, self.sub_clusters, self.min_topic_queries,
                              self.ridge_alpha, self.seed)
 
 
-class DomainPriorRouter(EmbeddingRouter):
+class DomainPriorRouter(BlendedScoreRouter[DomainPriorWeights]):
     name = "domain_prior"
     Config = DomainPriorConfig
     display_name = "domain-prior"
+    weights_file = WEIGHTS_FILE
     config: DomainPriorConfig
-
-    def __init__(self, config: Any = None, llm_data: Any = None) -> None:
-        super().__init__(config, llm_data)
-        self.weights: DomainPriorWeights | None = None
-        self.inner_apgr: list[float] = []
 
     # --- learning --------------------------------------------------------------------------------
     def choose_weight(self, data: RoutingDataset, x: np.ndarray, gap: np.ndarray, small: np.ndarray,
                       large: np.ndarray, domains: list[str]) -> float:
         c = self.config
-        self.inner_apgr = []
-        if c.blend_weight is not None:
-            return c.blend_weight
-        if len(c.blend_grid) == 1:
-            return c.blend_grid[0]
+        preset = self.preset_weight()
+        if preset is not None:
+            return preset
         folds = [(np.asarray(f.fit_indices), np.asarray(f.eval_indices))
                  for f in query_folds(data, min(c.inner_folds, len(data)), c.seed + 1)]
         weight, self.inner_apgr = choose_prior_weight(x, gap, small, large, domains, folds, c.blend_grid,
@@ -102,18 +87,6 @@ class DomainPriorRouter(EmbeddingRouter):
         return dict(self.train_metrics)
 
     # --- scoring ---------------------------------------------------------------------------------
-    def require_weights(self) -> DomainPriorWeights:
-        if self.weights is None:
-            self.require_fitted()
-            raise ArtifactError("the domain-prior router has no weights")
-        return self.weights
-
-    def embedding_dim(self) -> int:
-        return self.require_weights().embedding_dim
-
-    def score_matrix(self, embeddings: np.ndarray) -> np.ndarray:
-        return self.require_weights().scores(embeddings)
-
     def route_embedding(self, query: str, embedding: np.ndarray, threshold: float | None = None) -> RouteDecision:
         decision = super().route_embedding(query, embedding, threshold)
         domain, probability = self.require_weights().top_domain(np.asarray(embedding, dtype=np.float64))
@@ -121,23 +94,13 @@ class DomainPriorRouter(EmbeddingRouter):
                                                      "domain_probability": round(probability, 4)}})
 
     # --- artifacts -------------------------------------------------------------------------------
-    def state(self) -> dict[str, Any]:
+    def weights_state(self) -> dict[str, Any]:
         weights = self.require_weights()
-        return {"weights_file": WEIGHTS_FILE, "embedding_dim": weights.embedding_dim,
-                "blend_weight": weights.blend_weight, "domains": weights.domains, "inner_apgr": self.inner_apgr,
-                **self.embedding_state()}
+        return {"blend_weight": weights.blend_weight, "domains": weights.domains, "inner_apgr": self.inner_apgr}
 
-    def save_tensors(self, directory: Path) -> None:
-        self.require_weights().save(directory / WEIGHTS_FILE)
-
-    def load_state(self, state: dict[str, Any], directory: Path) -> None:
-        path = directory / state.get("weights_file", WEIGHTS_FILE)
+    def load_weights(self, path: Path, state: dict[str, Any]) -> DomainPriorWeights:
         domains = state.get("domains")
         if not isinstance(domains, list) or not all(isinstance(d, str) for d in domains):
-            raise ArtifactError(f"{directory / 'router.json'}: 'domains' must be the list of domain names")
-        self.weights = DomainPriorWeights.load(path, float(state["blend_weight"]), domains)
-        if self.weights.embedding_dim != int(state["embedding_dim"]):
-            raise ArtifactError(f"{path}: weights expect {self.weights.embedding_dim}-d embeddings, "
-                                f"manifest says {state['embedding_dim']}")
-        self.inner_apgr = [float(v) for v in state.get("inner_apgr", [])]
-        self.load_embedding_state(state)
+            raise ArtifactError(f"{path.parent / 'router.json'}: 'domains' must be the list of domain names")
+        self.load_inner_apgr(state)
+        return DomainPriorWeights.load(path, float(state["blend_weight"]), domains)

@@ -75,7 +75,8 @@ class MFWeights:
         latent = np.asarray(embeddings, dtype=np.float64) @ self.projection.T
         return latent @ self.direction() + (self.model_bias[0] - self.model_bias[1])
 
-    def small_win_probability(self, embeddings: np.ndarray) -> np.ndarray:
+    def scores(self, embeddings: np.ndarray) -> np.ndarray:
+        """The small model's win probability for each embedding row (the MF router's score)."""
         return sigmoid(self.logits(embeddings))
 
     def loss(self, embeddings: np.ndarray, targets: np.ndarray, weights: np.ndarray) -> float:

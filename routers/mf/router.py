@@ -21,8 +21,7 @@ import numpy as np
 from pydantic import Field
 
 from routers.data import RoutingDataset
-from routers.embedding import EmbeddingRouter, EmbeddingRouterConfig
-from routers.errors import ArtifactError
+from routers.embedding import EmbeddingRouterConfig, EmbeddingWeightsRouter
 from routers.mf.model import MFTraining, MFWeights, battle_targets, fit_mf
 
 WEIGHTS_FILE = "mf.safetensors"
@@ -42,15 +41,12 @@ class MFConfig(EmbeddingRouterConfig):
     tie_weight: float = Field(default=1.0, ge=0.0, description="weight of a tie (target 0.5) in the loss; 0 skips ties")
 
 
-class MatrixFactorizationRouter(EmbeddingRouter):
+class MatrixFactorizationRouter(EmbeddingWeightsRouter[MFWeights]):
     name = "mf"
     Config = MFConfig
     display_name = "MF"
+    weights_file = WEIGHTS_FILE
     config: MFConfig
-
-    def __init__(self, config: Any = None, llm_data: Any = None) -> None:
-        super().__init__(config, llm_data)
-        self.weights: MFWeights | None = None
 
     def fit(self, train: RoutingDataset) -> dict[str, Any]:
         training = self.embedded_training_set(train)
@@ -65,29 +61,5 @@ class MatrixFactorizationRouter(EmbeddingRouter):
                               "final_loss": settings.losses[-1], "epochs": c.epochs, **calibration}
         return dict(self.train_metrics)
 
-    def require_weights(self) -> MFWeights:
-        if self.weights is None:
-            self.require_fitted()
-            raise ArtifactError("the MF router has no factors")
-        return self.weights
-
-    def embedding_dim(self) -> int:
-        return self.require_weights().embedding_dim
-
-    def score_matrix(self, embeddings: np.ndarray) -> np.ndarray:
-        return self.require_weights().small_win_probability(embeddings)
-
-    def state(self) -> dict[str, Any]:
-        weights = self.require_weights()
-        return {"weights_file": WEIGHTS_FILE, "embedding_dim": weights.embedding_dim, **self.embedding_state()}
-
-    def save_tensors(self, directory: Path) -> None:
-        self.require_weights().save(directory / WEIGHTS_FILE)
-
-    def load_state(self, state: dict[str, Any], directory: Path) -> None:
-        path = directory / state.get("weights_file", WEIGHTS_FILE)
-        self.weights = MFWeights.load(path)
-        if self.weights.embedding_dim != int(state["embedding_dim"]):
-            raise ArtifactError(f"{path}: factors expect {self.weights.embedding_dim}-d embeddings, "
-                                f"manifest says {state['embedding_dim']}")
-        self.load_embedding_state(state)
+    def load_weights(self, path: Path, state: dict[str, Any]) -> MFWeights:
+        return MFWeights.load(path)
