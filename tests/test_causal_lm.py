@@ -23,7 +23,7 @@ from routers.data import ModelOutcome, QueryExample
 from routers.errors import ConfigError
 from routers.safe_io import UNSAFE_SUFFIXES
 from tests.conftest import LARGE_NAME, ROOT, SMALL_NAME, synthetic_dataset, two_candidates
-from tests.tiny_models import TINY_EXAMPLES, tiny_train_config
+from tests.tiny_models import TINY_EXAMPLES, full_forward_logprobs, tiny_train_config
 
 SMOLLM = ROOT / "models" / "smollm2-135m-instruct"
 ARTIFACT = ROOT / "artifacts" / "causallm_router"
@@ -274,8 +274,8 @@ def test_merged_model_loads_in_transformers_generator_and_generates(tiny_model_d
     result = generator.generate(prompts, SamplingParams(max_tokens=6, stop=["\n"]))
     assert len(result) == 2 and all(isinstance(r.text, str) for r in result)
     batched = generator.batch_sequence_logprobs(prompts, [SMALL_NAME, LARGE_NAME])
-    single = np.array([generator.sequence_logprobs(p, [SMALL_NAME, LARGE_NAME]) for p in prompts])
-    np.testing.assert_allclose(batched, single, rtol=1e-4, atol=1e-4)
+    reference = np.array([full_forward_logprobs(generator, p, [SMALL_NAME, LARGE_NAME]) for p in prompts])
+    np.testing.assert_allclose(batched, reference, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.slow

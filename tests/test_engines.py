@@ -20,7 +20,7 @@ from routers.engines.base import Embedder, StopStringFilter, render_plain_chat, 
 from routers.engines.cache import CachedEmbedder, LookupEmbedder
 from routers.engines.hf import TransformersEmbedder, TransformersGenerator
 from routers.errors import ArtifactError, EngineError
-from tests.tiny_models import save_tiny_llama, tiny_tokenizer
+from tests.tiny_models import full_forward_logprobs, save_tiny_llama, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,10 @@ def test_stream_equals_generate_for_greedy(tiny_generator: TransformersGenerator
 
 def test_sequence_logprobs_are_sane(tiny_generator: TransformersGenerator) -> None:
     prompt = "What is two plus two? The answer is"
-    one, two, longer = tiny_generator.sequence_logprobs(prompt, [" four", " five", " four. The capital of France"])
+    continuations = [" four", " five", " four. The capital of France"]
+    one, two, longer = tiny_generator.sequence_logprobs(prompt, continuations)
+    # the one-pass scoring (LM head on the continuation positions only) equals every position's log-softmax
+    assert [one, two, longer] == pytest.approx(full_forward_logprobs(tiny_generator, prompt, continuations), abs=1e-4)
     assert all(v < 0 and math.isfinite(v) for v in (one, two, longer))
     assert longer < one  # more tokens, each with probability < 1
     # The sum over every single-token continuation is a probability distribution.

@@ -6,8 +6,9 @@ The builders import torch/transformers when called, so importing this module (co
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from routers.causal_lm.labels import SFTExample, router_prompt
 from tests.conftest import LARGE_NAME, ROOT, SMALL_NAME
@@ -134,3 +135,21 @@ def save_tiny_llama(directory: Path, chat: bool = True) -> Path:
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+def full_forward_logprobs(generator: Any, prompt: str, continuations: Sequence[str]) -> list[float]:
+    """The reference for ``TransformersGenerator.batch_sequence_logprobs``: every position through the LM
+    head, one padded row per continuation, summed log-probabilities of the continuation's tokens."""
+    import torch
+
+    tokenizer = generator.tokenizer
+    prompt_ids = tokenizer(prompt, add_special_tokens=generator.prompt_format == "plain").input_ids
+    sequences = [prompt_ids + tokenizer(c, add_special_tokens=False).input_ids for c in continuations]
+    width = max(len(s) for s in sequences)
+    pad = tokenizer.pad_token_id
+    input_ids = torch.tensor([s + [pad] * (width - len(s)) for s in sequences])
+    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences])
+    with torch.inference_mode():
+        logits = generator.model(input_ids=input_ids, attention_mask=mask).logits.float()
+    token_logprobs = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    return [float(token_logprobs[row, len(prompt_ids) - 1 : len(seq) - 1].sum()) for row, seq in enumerate(sequences)]

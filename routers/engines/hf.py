@@ -263,25 +263,11 @@ class TransformersGenerator(Generator):
             raise EngineError(f"generation failed: {errors[0]}") from errors[0]
 
     def sequence_logprobs(self, prompt: str, continuations: Sequence[str]) -> list[float]:
-        prompt_ids = self.tokenizer(prompt, add_special_tokens=self.prompt_format == "plain").input_ids
-        sequences = [prompt_ids + self.tokenizer(c, add_special_tokens=False).input_ids for c in continuations]
-        width = max(len(s) for s in sequences)
-        pad = self.tokenizer.pad_token_id
-        input_ids = torch.tensor([s + [pad] * (width - len(s)) for s in sequences], device=self.device)
-        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences], device=self.device)
-        with self._lock, torch.inference_mode():
-            logits = self.model(input_ids=input_ids, attention_mask=mask).logits.float()
-        logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
-        targets = input_ids[:, 1:]
-        token_logprobs = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-        totals = []
-        for row, sequence in enumerate(sequences):
-            start, end = len(prompt_ids) - 1, len(sequence) - 1
-            totals.append(float(token_logprobs[row, start:end].sum()))
-        return totals
+        return [float(v) for v in self.batch_sequence_logprobs([prompt], continuations)[0]]
 
     def batch_sequence_logprobs(self, prompts: Sequence[str], continuations: Sequence[str]) -> np.ndarray:
-        """Same numbers as ``sequence_logprobs``, for many prompts in one forward pass."""
+        """log P(continuation | prompt) summed over the continuation's tokens, for every prompt and
+        continuation, in one forward pass (the prompt keeps its last ``max_input_tokens`` tokens)."""
         add_special = self.prompt_format == "plain"
         limit = self.config.max_input_tokens
         cont_ids = [self.tokenizer(c, add_special_tokens=False).input_ids for c in continuations]
