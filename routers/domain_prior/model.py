@@ -4,7 +4,7 @@ ridge on the gap, blended on their training CDFs.
 On traffic from the domains it was trained on, *which domain a query comes from* is most of what a
 router can know about the small-vs-large gap: on the shared data the per-domain mean gap, looked up with
 the true task_name, already scores APGR 0.680 in 5-fold CV inside train, where Hybrid's MLP scores
-0.634 (``bench/unseen_search.py``'s in-domain log). The training data names the domain of each query
+0.633 (``bench/indomain_search.py``). The training data names the domain of each query
 (``task_name``), a label the embedding routers never use; this model learns from it:
 
 * ``domain_logits``: a multinomial L2 logistic regression on the standardised embedding, P(domain | q);
@@ -22,7 +22,7 @@ the true task_name, already scores APGR 0.680 in 5-fold CV inside train, where H
 
 What it cannot do: a domain it never saw has no rate of its own; its queries get a mixture of the rates
 of the domains they resemble, which is no better than a coin flip (bench/README.md: unseen-domain APGR
-about 0.5). For new domains use ``blend``. Everything is numpy at inference; scikit-learn only fits.
+0.510). For new domains use ``blend``. Everything is numpy at inference; scikit-learn only fits.
 """
 
 from __future__ import annotations
