@@ -51,6 +51,7 @@ def require(*paths: Path) -> None:
 
 def test_hybrid_job_embeds_with_ray_data_and_writes_a_servable_artifact(tmp_path: Path, ray_cluster: None) -> None:
     require(MINILM)
+    from routers.domain_prior.router import DomainPriorRouter
     from routers.hybrid.router import HybridLLMRouter
     from train_jobs.hybrid import main
 
@@ -66,12 +67,17 @@ def test_hybrid_job_embeds_with_ray_data_and_writes_a_servable_artifact(tmp_path
     loaded = HybridLLMRouter.load(tmp_path / "artifact")
     assert loaded.mlp is not None and loaded.mlp.input_dim == 384
     assert metrics["embedding"]["embedded"] == metrics["embedding"]["texts"] > 0
-    # A rerun (here another MLP) finds every query in the embedding cache: nothing is embedded again.
-    router_yaml(tmp_path, "hybrid_llm", train, test, {"hidden_layer_sizes": [8], "max_iter": 100},
-                {"embedder": {"model": str(MINILM)}})
-    assert main(["--config", str(job), "--quiet"]) == 0
-    rerun = json.loads((tmp_path / "run/metrics.json").read_text())["embedding"]
-    assert rerun["embedded"] == 0 and rerun["cached"] == metrics["embedding"]["texts"]
+    # A rerun (here another embedding router: the domain prior) finds every query in the embedding cache:
+    # nothing is embedded again.
+    other = router_yaml(tmp_path, "domain_prior", train, test, {"min_topic_queries": 20},
+                        {"embedder": {"model": str(MINILM)}})
+    other_job = write_yaml(tmp_path / "job_domain_prior.yaml", {
+        "router_config": str(other), "output_dir": str(tmp_path / "run"), "ray": {"num_workers": 2, "batch_size": 32}})
+    assert main(["--config", str(other_job), "--quiet"]) == 0
+    rerun = json.loads((tmp_path / "run/metrics.json").read_text())
+    assert rerun["embedding"]["embedded"] == 0 and rerun["embedding"]["cached"] == metrics["embedding"]["texts"]
+    assert rerun["router"] == "domain_prior" and {"domain_prior", "random", "oracle"} <= set(rerun["test"])
+    assert DomainPriorRouter.load(tmp_path / "artifact").require_weights().embedding_dim == 384
 
 
 def test_automix_job_samples_on_two_actors_and_refits_from_saved_samples(tmp_path: Path, ray_cluster: None) -> None:

@@ -1,7 +1,11 @@
-"""Train the Hybrid LLM router: embed queries with Ray Data, fit the MLP, save, evaluate, plot.
+"""Train the Hybrid LLM router (or any embedding router: the router config's ``router:`` key, e.g.
+``domain_prior`` or ``blend``): embed queries with Ray Data, fit, save, evaluate, plot.
 
     python -m train_jobs.hybrid --config configs/train/hybrid.yaml
     ray job submit --working-dir . -- python -m train_jobs.hybrid --config configs/train/hybrid.yaml
+
+Another embedding router: a job config whose ``router_config`` names its router config (e.g.
+``configs/routers/domain_prior.yaml``).
 
 Embeddings are cached on disk (``embedding_cache_dir``), keyed by the embedder configuration and each
 text's hash: a rerun (another MLP mode, new hyperparameters) embeds only queries it has not seen, and
@@ -36,7 +40,7 @@ class HybridJobConfig(JobConfig):
 
 def train_hybrid(config: HybridJobConfig) -> dict[str, Any]:
     router_cfg = load_config_file(config_file(config.router_config))
-    router = build_router(router_cfg, "hybrid_llm")
+    router = build_router(router_cfg, router_cfg.router or "hybrid_llm")
     train = router_cfg.dataset("train")
     test = router_cfg.dataset("test") if router_cfg.data_path.routing_data_test else None
     if not isinstance(router, EmbeddingRouter):
@@ -51,7 +55,7 @@ def train_hybrid(config: HybridJobConfig) -> dict[str, Any]:
     embedder, embedding = embed_with_cache(texts, embedder_cfg, config.ray, cache_dir)
     router.bind_engines(embedder=embedder)
     metrics = router.fit(train)
-    summary: dict[str, Any] = {"router": "hybrid_llm", "train": metrics, "n_train": len(train), "embedding": embedding}
+    summary: dict[str, Any] = {"router": router.name, "train": metrics, "n_train": len(train), "embedding": embedding}
     save_to = router_cfg.model_path.save_model_path
     if not save_to:
         raise ConfigError(f"{config.router_config}: model_path.save_model_path is required")
@@ -64,7 +68,7 @@ def train_hybrid(config: HybridJobConfig) -> dict[str, Any]:
             baselines.append(baseline)
         results = evaluate_routers([router, *baselines], test)
         summary["test"] = {report.router: report.to_dict() for report, _ in results}
-        summary["plot"] = str(plot_curves(results, out / "curves.png", title="Hybrid LLM router, test split"))
+        summary["plot"] = str(plot_curves(results, out / "curves.png", title=f"{router.name} router, test split"))
     write_json(out / "metrics.json", summary)
     return summary
 
