@@ -56,6 +56,8 @@ took 6m51s, ``python bench/indomain_search.py``):
 Paired (same queries) pooled APGR, router_domain_prior - hybrid_shipped
 (``--paired router_domain_prior,hybrid_shipped --bootstrap 1000``, 1m14s):
     0.683 - 0.643 = +0.040 [+0.026, +0.054]; every resample > 0.
+    other deals of the pooled folds (``--fold-seed 1`` / ``--fold-seed 2``, about 65 s each):
+    0.676 - 0.641 = +0.035 [+0.023, +0.048];  0.685 - 0.645 = +0.040 [+0.028, +0.054]; every resample > 0.
 
 Lessons: in-domain, *which domain a query is from* is most of what predicts the gap: the per-domain mean gap
 looked up with the true task_name (0.680 dev / 0.682 pooled) beats every model of the embedding alone
