@@ -206,7 +206,12 @@ class EmbeddingRouter(CalibratedRouter):
         if embedding.ndim != 1 and not (embedding.ndim == 2 and embedding.shape[0] == 1):
             raise ConfigError(f"route_embedding takes one embedding, got shape {embedding.shape}")
         score = float(self.score_embeddings(embedding.reshape(1, -1))[0])
-        return self.decide(query, score, threshold)
+        return self.decide(query, score, threshold, **self.decision_extra(embedding.reshape(-1)))
+
+    def decision_extra(self, embedding: np.ndarray) -> dict[str, Any]:
+        """What a decision reports besides its score, from the query's (whole-text) embedding: nothing by
+        default; the domain prior names the training domain it takes the query to be from."""
+        return {}
 
     async def aroute_many(self, queries: Sequence[str], engines: Engines,
                           thresholds: Thresholds = None) -> list[RouteDecision]:
@@ -231,8 +236,10 @@ class EmbeddingRouter(CalibratedRouter):
         if embeddings.ndim != 2 or len(embeddings) != len(plan.texts):
             raise ConfigError(f"the embedder returned shape {embeddings.shape} for {len(plan.texts)} texts")
         scores = plan.combine(self.score_embeddings(embeddings), len(queries))
-        return [self.decide(query, float(score), threshold) for query, score, threshold
-                in zip(queries, scores, per_query(thresholds, len(queries)), strict=True)]
+        whole = embeddings[plan.whole_mask]
+        return [self.decide(query, float(score), threshold, **self.decision_extra(vector))
+                for query, score, threshold, vector
+                in zip(queries, scores, per_query(thresholds, len(queries)), whole, strict=True)]
 
 
     # --- artifacts -------------------------------------------------------------------------------

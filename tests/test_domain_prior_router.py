@@ -7,6 +7,7 @@ download), which separates the subjects well enough for the domain classifier an
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +18,12 @@ from routers.config import load_config_file
 from routers.data import QueryExample, RoutingDataset
 from routers.domain_prior.model import PriorSettings, fit_prior, fit_topics, shrunk_mean
 from routers.domain_prior.router import WEIGHTS_FILE, DomainPriorRouter
+from routers.engines import Embedder
 from routers.engines.cache import LookupEmbedder
 from routers.errors import ArtifactError
 from routers.evaluation.generalisation import task_groups
 from routers.registry import canonical_name, router_class
+from tests.synthetic_data import HASHED_DIM, hashed_vector
 
 
 def fitted(data: RoutingDataset, embedder: LookupEmbedder, **params: object) -> DomainPriorRouter:
@@ -138,3 +141,24 @@ def test_one_domain_and_rows_without_a_task_name(real_slice: tuple[RoutingDatase
     assert router.train_metrics["n_topics"] >= 2
     scores = router.dataset_scores(unnamed)
     assert np.all(np.isfinite(scores)) and len(np.unique(scores)) > 10
+
+
+class HashedWords(Embedder):
+    """``hashed_vector`` of any text (the defended path embeds windows of words no lookup table holds)."""
+
+    dim = HASHED_DIM
+    model_name = "hashed-words"
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return np.array([hashed_vector(t) for t in texts], dtype=np.float32)
+
+
+def test_the_defended_path_names_the_domain_too(real_slice: tuple[RoutingDataset, LookupEmbedder]) -> None:
+    """With a gadget defence the score is the max over windows, but the domain is the whole query's."""
+    data, _ = real_slice
+    router = fitted(data, HashedWords(), blend_weight=0.75, defence={"kind": "window_max"})
+    plain = fitted(data, HashedWords(), blend_weight=0.75)
+    query = next(q for q, e in zip(data.queries, data.examples, strict=True) if e.task_name == "gsm8k")
+    defended, undefended = router.route_single(query), plain.route_single(query)
+    assert defended["domain"] == undefended["domain"] == "gsm8k"
+    assert defended["domain_probability"] == undefended["domain_probability"]

@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from routers.base import RouteDecision
 from routers.blend.router import BlendedScoreConfig, BlendedScoreRouter
 from routers.data import RoutingDataset
 from routers.domain_prior.model import DomainPriorWeights, PriorSettings, choose_prior_weight, fit_prior
@@ -87,11 +86,9 @@ class DomainPriorRouter(BlendedScoreRouter[DomainPriorWeights]):
         return dict(self.train_metrics)
 
     # --- scoring ---------------------------------------------------------------------------------
-    def route_embedding(self, query: str, embedding: np.ndarray, threshold: float | None = None) -> RouteDecision:
-        decision = super().route_embedding(query, embedding, threshold)
+    def decision_extra(self, embedding: np.ndarray) -> dict[str, Any]:
         domain, probability = self.require_weights().top_domain(np.asarray(embedding, dtype=np.float64))
-        return decision.model_copy(update={"extra": {**decision.extra, "domain": domain,
-                                                     "domain_probability": round(probability, 4)}})
+        return {"domain": domain, "domain_probability": round(probability, 4)}
 
     # --- artifacts -------------------------------------------------------------------------------
     def weights_state(self) -> dict[str, Any]:
