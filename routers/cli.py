@@ -343,9 +343,9 @@ def check_fold_counts(args: argparse.Namespace, pool: RoutingDataset) -> None:
     (--in-domain-folds)."""
     from routers.evaluation.generalisation import task_groups
 
-    if args.leave_domains_out is not None and len(task_groups(pool)) < args.leave_domains_out:
+    if args.leave_domains_out is not None and (n_groups := len(task_groups(pool))) < args.leave_domains_out:
         raise ConfigError(f"--leave-domains-out {args.leave_domains_out}: the data has only "
-                          f"{len(task_groups(pool))} task_name groups")
+                          f"{n_groups} task_name groups")
     if args.in_domain_folds is not None and len(pool) < args.in_domain_folds:
         raise ConfigError(f"--in-domain-folds {args.in_domain_folds}: the data has only {len(pool)} queries")
 

@@ -77,11 +77,21 @@ def win_outcomes(gap: np.ndarray, tie_credit: float) -> np.ndarray:
     return np.where(gap > 0, 1.0, np.where(gap < 0, 0.0, tie_credit))
 
 
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm (zero rows stay zero), so a dot product is a cosine similarity."""
-    x = np.asarray(x, dtype=np.float32)
+def unit_rows(x: np.ndarray, dtype: type[np.floating] = np.float32) -> np.ndarray:
+    """Rows scaled to unit L2 norm (zero rows stay zero), so a dot product is a cosine similarity; in
+    float32 by default (the memory routers' similarity matrices)."""
+    x = np.asarray(x, dtype=dtype)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.where(norms > 0, norms, 1.0)
+
+
+def standardisation(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and standard deviation of ``x`` (float64), a constant column's scale set to 1 so
+    ``(x - mean) / scale`` stays finite."""
+    x = np.asarray(x, dtype=np.float64)
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale[scale < 1e-8] = 1.0
+    return mean, scale
 
 
 class EmbeddingRouter(CalibratedRouter):

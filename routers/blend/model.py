@@ -29,6 +29,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from routers.data import RoutingDataset
+from routers.embedding import standardisation
 from routers.errors import ArtifactError
 from routers.safe_io import load_arrays, save_arrays
 
@@ -142,8 +143,7 @@ def fit_heads(x: np.ndarray, small: np.ndarray, large: np.ndarray, c: float, cor
               seed: int, blend_weight: float = 0.5) -> BlendWeights:
     """Both heads and their CDF scales on (embeddings, the two models' quality)."""
     x = np.asarray(x, dtype=np.float64)
-    mean, scale = x.mean(axis=0), x.std(axis=0)
-    scale[scale < 1e-8] = 1.0
+    mean, scale = standardisation(x)
     z = (x - mean) / scale
     targets = head_targets(small, large, correct_at)
     with threadpool_limits(limits=1, user_api="blas"):  # small matmuls: threads cost more than they save

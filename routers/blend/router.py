@@ -77,8 +77,9 @@ class BlendedScoreRouter(EmbeddingWeightsRouter[WeightsT]):
         super().__init__(config, llm_data)
         self.inner_apgr: list[float] = []
 
-    def preset_weight(self) -> float | None:
-        """The configured weight, or a one-point grid's; None when the grid is to be searched."""
+    def start_weight_choice(self) -> float | None:
+        """Forget the last fit's inner APGRs, and give the weight when there is nothing to choose (the
+        configured one, or a one-point grid's); None when the grid is to be searched."""
         self.inner_apgr = []
         if self.config.blend_weight is not None:
             return self.config.blend_weight
@@ -99,7 +100,7 @@ class BlendRouter(BlendedScoreRouter[BlendWeights]):
     def choose_weight(self, data: RoutingDataset, x: np.ndarray, small: np.ndarray,
                       large: np.ndarray) -> float:
         c = self.config
-        preset = self.preset_weight()
+        preset = self.start_weight_choice()
         if preset is not None:
             return preset
         n_domains = len(task_groups(data))

@@ -36,6 +36,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from routers.blend.model import HeadScale, pooled_apgr
+from routers.embedding import standardisation, unit_rows
 from routers.errors import ArtifactError
 from routers.safe_io import load_arrays, save_arrays
 
@@ -60,11 +61,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(shifted)
     return e / e.sum(axis=1, keepdims=True)
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norms > 0, norms, 1.0)
 
 
 @dataclass
@@ -103,7 +99,7 @@ class DomainPriorWeights:
         rates = np.tile(self.domain_rate, (n, 1))
         if len(self.centroids) == 0:
             return rates
-        similarity = unit(np.asarray(embeddings, dtype=np.float64)) @ self.centroids.T
+        similarity = unit_rows(embeddings, np.float64) @ self.centroids.T
         for d in np.unique(self.centroid_domain).astype(int):
             topics = np.nonzero(self.centroid_domain == d)[0]
             nearest = topics[np.argmax(similarity[:, topics], axis=1)]
@@ -196,7 +192,7 @@ def fit_topics(x_unit: np.ndarray, gap: np.ndarray, domain_rate: float, settings
     from sklearn.cluster import KMeans
 
     labels = KMeans(k, n_init=2, random_state=settings.seed).fit_predict(x_unit)
-    centres = unit(np.stack([x_unit[labels == t].mean(axis=0) for t in range(k)]))
+    centres = unit_rows(np.stack([x_unit[labels == t].mean(axis=0) for t in range(k)]))
     rates = np.array([shrunk_mean(gap[labels == t], domain_rate, settings.prior_strength) for t in range(k)])
     return centres, rates
 
@@ -213,10 +209,9 @@ def fit_prior(x: np.ndarray, gap: np.ndarray, domains: Sequence[str], settings: 
     x, gap = np.asarray(x, dtype=np.float64), np.asarray(gap, dtype=np.float64)
     names = sorted(set(domains))
     domain_index = np.searchsorted(names, np.asarray(domains))
-    mean, scale = x.mean(axis=0), x.std(axis=0)
-    scale[scale < 1e-8] = 1.0
+    mean, scale = standardisation(x)
     z = (x - mean) / scale
-    x_unit = unit(x)
+    x_unit = unit_rows(x, np.float64)
     overall = float(gap.mean())
     with threadpool_limits(limits=1, user_api="blas"):  # small matmuls: threads cost more than they save
         coef, intercept = fit_domain_classifier(z, domain_index, len(names), settings)

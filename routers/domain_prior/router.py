@@ -61,7 +61,7 @@ class DomainPriorRouter(BlendedScoreRouter[DomainPriorWeights]):
     def choose_weight(self, data: RoutingDataset, x: np.ndarray, gap: np.ndarray, small: np.ndarray,
                       large: np.ndarray, domains: list[str]) -> float:
         c = self.config
-        preset = self.preset_weight()
+        preset = self.start_weight_choice()
         if preset is not None:
             return preset
         folds = [(np.asarray(f.fit_indices), np.asarray(f.eval_indices))

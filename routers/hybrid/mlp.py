@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from routers.embedding import standardisation
 from routers.errors import ArtifactError
 from routers.safe_io import load_arrays, save_arrays
 
@@ -104,9 +105,7 @@ def fit_mlp(x: np.ndarray, y: np.ndarray, hidden_layer_sizes: tuple[int, ...], a
     from sklearn.neural_network import MLPRegressor
 
     x = np.asarray(x, dtype=np.float64)
-    mean = x.mean(axis=0)
-    scale = x.std(axis=0)
-    scale[scale < 1e-8] = 1.0
+    mean, scale = standardisation(x)
     model = MLPRegressor(hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
                          max_iter=max_iter, alpha=alpha, learning_rate_init=learning_rate_init,
                          early_stopping=early_stopping, random_state=seed)
