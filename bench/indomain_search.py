@@ -99,6 +99,7 @@ from bench.unseen_search import (
     paired_bootstrap,
     ridge_variant,
 )
+from routers.embedding import standardisation, unit_rows
 from routers.evaluation.generalisation import query_folds, task_of
 
 #: (fit rows, eval rows) of one fold, as indices into ``Data``'s pooled arrays
@@ -144,13 +145,12 @@ def fold_scores(data: Data, fitter: Fitter, splits: Sequence[Split]) -> tuple[np
 
 # --- domain-prior families -------------------------------------------------------------------------
 def standardiser(x: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-    mean, scale = x.mean(axis=0), x.std(axis=0)
-    scale[scale < 1e-8] = 1.0
+    mean, scale = standardisation(x)
     return lambda z: (z - mean) / scale
 
 
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+def unit64(x: np.ndarray) -> np.ndarray:
+    return unit_rows(x, np.float64)
 
 
 def true_task_prior() -> Fitter:
@@ -171,7 +171,7 @@ def soft_prior(c: float = 0.1, clusters: int = 0) -> Fitter:
         if clusters:
             from sklearn.cluster import KMeans
 
-            labels = KMeans(clusters, n_init=2, random_state=seed).fit_predict(unit_rows(d.x[idx]))
+            labels = KMeans(clusters, n_init=2, random_state=seed).fit_predict(unit64(d.x[idx]))
         else:
             labels = d.tasks[idx]
         scale = standardiser(d.x[idx])
@@ -184,12 +184,12 @@ def soft_prior(c: float = 0.1, clusters: int = 0) -> Fitter:
 def knn_variant(k: int, chunk: int = 1000) -> Fitter:
     """Mean gap of the ``k`` most cosine-similar training queries (scored in chunks of ``chunk`` rows)."""
     def fitter(d: Data, idx: np.ndarray, seed: int) -> Callable[[np.ndarray], np.ndarray]:
-        bank, gap = unit_rows(d.x[idx]), d.gap[idx]
+        bank, gap = unit64(d.x[idx]), d.gap[idx]
 
         def score(rows: np.ndarray) -> np.ndarray:
             out = []
             for part in np.array_split(rows, max(1, len(rows) // chunk)):
-                top = np.argpartition(-(unit_rows(d.x[part]) @ bank.T), k, axis=1)[:, :k]
+                top = np.argpartition(-(unit64(d.x[part]) @ bank.T), k, axis=1)[:, :k]
                 out.append(gap[top].mean(axis=1))
             return np.concatenate(out)
         return score
