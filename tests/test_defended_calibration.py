@@ -160,6 +160,9 @@ def test_the_shipped_defended_artifacts_carry_the_defence_and_their_defended_cal
     assert router.config.defence.kind == "window_max"
     assert "defended" in str(router.train_metrics.get("calibrated_on"))
     assert router.reference_scores() is not None and 0.0 < router.threshold < 1.0
+    # ``router-X:quality=T`` works on it: cross-fitted evidence on its defended scores, bound met at 0.95
+    chosen = router.threshold_for_quality(0.95)
+    assert chosen.met and chosen.ratio_lower_bound >= 0.95 and chosen.n_queries == 9603
     # It serves as the router of its kind (the app checks the artifact's router and embedder at start).
     config = parse_app_config({
         "models": {"small": {"engine": {"model": "org/small"}}, "large": {"engine": {"model": "org/large"}}},
