@@ -17,7 +17,7 @@ from routers.baselines import OracleRouter, RandomRouter
 from routers.data import ModelOutcome, QueryExample, RoutingDataset
 from routers.evaluation import Protocol, group_folds, in_domain, in_domain_folds, leave_domains_out, query_folds
 from routers.evaluation.bootstrap import MetricInterval
-from routers.evaluation.generalisation import RouterFactory, select_params, task_groups
+from routers.evaluation.generalisation import QUERY_FOLDS, RouterFactory, select_params, task_groups
 from routers.hybrid.router import HybridLLMRouter
 from tests.conftest import LARGE_NAME, SMALL_NAME, two_candidates
 from tests.synthetic_data import AxisEmbedder
@@ -206,7 +206,7 @@ def test_select_params_with_query_folds_works_on_a_single_domain() -> None:
     grid = [{"sign": 1.0}, {"sign": -1.0}]
     with pytest.raises(ValueError, match="at least 2 task_name groups"):
         select_params(make, data, grid, Protocol(inner_folds=2), seed=0)  # group folds: one group
-    params, scores = select_params(make, data, grid, Protocol(inner_folds=2), seed=0, folds=query_folds)
+    params, scores = select_params(make, data, grid, Protocol(inner_folds=2), seed=0, folds=QUERY_FOLDS)
     assert params == {"sign": -1.0} and scores[1] > scores[0]
     # in_domain_folds chooses by inner query folds too, so a grid runs on one domain
     result = in_domain_folds(make, data, 3, grid, Protocol(n_resamples=0, inner_folds=2))

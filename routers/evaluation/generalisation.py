@@ -143,14 +143,20 @@ def query_folds(data: RoutingDataset, n_folds: int, seed: int = 0) -> list[Fold]
     return folds
 
 
-#: ``(data, n_folds, seed) -> folds``: ``group_folds`` or ``query_folds``
-FoldMaker = Callable[[RoutingDataset, int, int], list[Fold]]
-#: what each fold kind deals out (name, count in a dataset), so an inner k-fold can shrink k to fit the
-#: training data; a maker not listed is taken to deal queries
-FOLD_UNITS: dict[FoldMaker, tuple[str, Callable[[RoutingDataset], int]]] = {
-    group_folds: ("task_name groups", lambda data: len(task_groups(data))),
-    query_folds: ("queries", len),
-}
+@dataclass(frozen=True)
+class FoldKind:
+    """One way of dealing a dataset into k folds: what it deals (``unit``, for messages), how many of those
+    a dataset has (so an inner k-fold can shrink k to fit the training data), and the deal itself."""
+
+    unit: str
+    count: Callable[[RoutingDataset], int]
+    deal: Callable[[RoutingDataset, int, int], list[Fold]]
+
+
+#: domains held out together: for an unseen-domain figure
+DOMAIN_FOLDS = FoldKind("task_name groups", lambda data: len(task_groups(data)), group_folds)
+#: random queries, every domain in every fold: for an in-domain figure
+QUERY_FOLDS = FoldKind("queries", len, query_folds)
 
 
 # --- predictions -----------------------------------------------------------------------------------
@@ -381,21 +387,20 @@ def inner_apgr(predictions: Predictions, protocol: Protocol) -> float:
 
 def select_params(make_router: RouterFactory, train: RoutingDataset, grid: Sequence[Mapping[str, Any]] | None,
                   protocol: Protocol, seed: int,
-                  folds: FoldMaker = group_folds) -> tuple[dict[str, Any], list[float]]:
+                  folds: FoldKind = DOMAIN_FOLDS) -> tuple[dict[str, Any], list[float]]:
     """The grid point with the best pooled APGR over an inner k-fold of ``train`` (ties: the earlier
-    point), and every point's APGR. The inner folds should match the figure being tuned for: group folds
-    over ``train``'s domains (the default) for an unseen-domain figure, ``query_folds`` for an in-domain
-    one. Only ``train`` is read: the caller's held-out fold is not in it. No grid, or one point: that
+    point), and every point's APGR. The inner folds should match the figure being tuned for:
+    ``DOMAIN_FOLDS`` over ``train``'s domains (the default) for an unseen-domain figure, ``QUERY_FOLDS``
+    for an in-domain one. Only ``train`` is read: the caller's held-out fold is not in it. No grid, or one point: that
     point, unscored."""
     if not grid:
         return {}, []
     if len(grid) == 1:
         return dict(grid[0]), []
-    unit, count = FOLD_UNITS.get(folds, ("queries", len))
-    available = count(train)
+    available = folds.count(train)
     if available < 2:
-        raise ValueError(f"choosing among grid points needs at least 2 {unit} in the training data")
-    inner = folds(train, min(protocol.inner_folds, available), seed)
+        raise ValueError(f"choosing among grid points needs at least 2 {folds.unit} in the training data")
+    inner = folds.deal(train, min(protocol.inner_folds, available), seed)
     scores = [inner_apgr(out_of_fold(make_router, params, train, inner), protocol) for params in grid]
     return dict(grid[int(np.argmax(scores))]), scores
 
@@ -403,7 +408,7 @@ def select_params(make_router: RouterFactory, train: RoutingDataset, grid: Seque
 # --- the modes -------------------------------------------------------------------------------------
 def _pooled_folds(make_router: RouterFactory, data: RoutingDataset, folds: Sequence[Fold], mode: Mode,
                   grid: Sequence[Mapping[str, Any]] | None, protocol: Protocol,
-                  inner_folds: FoldMaker) -> GeneralisationResult:
+                  inner_folds: FoldKind) -> GeneralisationResult:
     """Fit per fold (choosing the grid by ``inner_folds`` over that fold's training part only), score
     its eval queries once, and summarise the pooled out-of-fold predictions: the one loop behind both
     k-fold modes, which differ only in the folds."""
@@ -435,7 +440,7 @@ def leave_domains_out(make_router: RouterFactory, data: RoutingDataset, n_folds:
                       protocol: Protocol = Protocol()) -> GeneralisationResult:
     """Pooled held-out-domain figures of the router ``make_router`` builds (module docstring)."""
     return _pooled_folds(make_router, data, group_folds(data, n_folds, protocol.seed), "leave_domains_out",
-                         grid, protocol, group_folds)
+                         grid, protocol, DOMAIN_FOLDS)
 
 
 def in_domain_folds(make_router: RouterFactory, data: RoutingDataset, n_folds: int,
@@ -444,7 +449,7 @@ def in_domain_folds(make_router: RouterFactory, data: RoutingDataset, n_folds: i
     """Pooled in-domain figures over all of ``data``: ``leave_domains_out``'s loop on ``query_folds``, so
     the two figures rest on the same queries and differ only in whether each fold's domains were seen."""
     return _pooled_folds(make_router, data, query_folds(data, n_folds, protocol.seed), "in_domain_folds",
-                         grid, protocol, query_folds)
+                         grid, protocol, QUERY_FOLDS)
 
 
 def evaluate_fitted(router: Router, test: RoutingDataset, protocol: Protocol = Protocol(),
