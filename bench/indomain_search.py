@@ -231,13 +231,15 @@ def residual_ridge(alpha: float = 1e4, target: str = "gap", with_feats: bool = F
     """soft_prior plus ``weight`` x a ridge fitted to what the TRUE domain's (shrunk) mean leaves over
     (``target`` gap, or the small model's correctness: within-domain difficulty), each part divided by
     its training-score spread: the ridge then models only within-domain signal."""
+    from routers.domain_prior.model import shrunk_mean
+
     prior = soft_prior()
 
     def fitter(d: Data, idx: np.ndarray, seed: int) -> Callable[[np.ndarray], np.ndarray]:
         fitted_prior = prior(d, idx, seed)
         y, tasks = (d.gap if target == "gap" else d.small)[idx], d.tasks[idx]
         overall = y.mean()
-        means = {t: (y[tasks == t].sum() + strength * overall) / ((tasks == t).sum() + strength) for t in set(tasks)}
+        means = {t: shrunk_mean(y[tasks == t], overall, strength) for t in set(tasks)}
         x = inputs(d, with_feats)
         ridge = fit_ridge(x[idx], y - np.array([means[t] for t in tasks]), alpha)
         spread_prior, spread_ridge = fitted_prior(idx).std(), ridge(x[idx]).std()

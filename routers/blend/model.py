@@ -69,6 +69,21 @@ class HeadScale:
         return np.interp(logits, q, levels) + tie_break
 
 
+def fit_part_scales(values: np.ndarray) -> np.ndarray:
+    """(n_parts, n_quantiles): each column's training quantiles (``HeadScale.fit``), one row per part."""
+    return np.stack([HeadScale.fit(values[:, k]).quantiles for k in range(values.shape[1])])
+
+
+def part_cdfs(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
+    """(n, n_parts): each column of ``values`` on its own training CDF (row k of ``quantiles``)."""
+    return np.stack([HeadScale(quantiles[k]).cdf(values[:, k]) for k in range(len(quantiles))], axis=1)
+
+
+def mix_parts(parts: np.ndarray, weight: float) -> np.ndarray:
+    """``weight * first + (1 - weight) * second`` of two CDF-scaled parts (columns)."""
+    return weight * parts[:, 0] + (1.0 - weight) * parts[:, 1]
+
+
 @dataclass
 class BlendWeights:
     """Shared standardisation, the two heads' linear logits, their CDF scales and the blend weight."""
@@ -91,12 +106,10 @@ class BlendWeights:
 
     def head_scores(self, embeddings: np.ndarray) -> np.ndarray:
         """(n, 2): each head's logit on its training CDF scale."""
-        logits = self.logits(embeddings)
-        return np.stack([HeadScale(self.quantiles[k]).cdf(logits[:, k]) for k in range(len(HEADS))], axis=1)
+        return part_cdfs(self.logits(embeddings), self.quantiles)
 
     def scores(self, embeddings: np.ndarray) -> np.ndarray:
-        heads = self.head_scores(embeddings)
-        return self.blend_weight * heads[:, 0] + (1.0 - self.blend_weight) * heads[:, 1]
+        return mix_parts(self.head_scores(embeddings), self.blend_weight)
 
     def as_stored(self) -> BlendWeights:
         """Rounded to the float32 the artifact keeps, so a loaded router scores as the fitted one."""
@@ -151,8 +164,7 @@ def fit_heads(x: np.ndarray, small: np.ndarray, large: np.ndarray, c: float, cor
     coef = np.stack([f[0] for f in fitted])
     intercept = np.array([f[1] for f in fitted])
     logits = z @ coef.T + intercept
-    quantiles = np.stack([HeadScale.fit(logits[:, k]).quantiles for k in range(len(HEADS))])
-    return BlendWeights(mean, scale, coef, intercept, quantiles, blend_weight)
+    return BlendWeights(mean, scale, coef, intercept, fit_part_scales(logits), blend_weight)
 
 
 def pooled_apgr(scores: np.ndarray, small: np.ndarray, large: np.ndarray) -> float:
@@ -162,6 +174,14 @@ def pooled_apgr(scores: np.ndarray, small: np.ndarray, large: np.ndarray) -> flo
     n = len(scores)
     curve = cost_quality_curve(scores, small, large, CostModel(small=np.ones(n), large=np.ones(n)))
     return apgr(curve, float(np.mean(small)), float(np.mean(large)))
+
+
+def best_weight(parts: np.ndarray, small: np.ndarray, large: np.ndarray,
+                grid: Sequence[float]) -> tuple[float, list[float]]:
+    """The grid's w whose ``mix_parts`` of the out-of-fold ``parts`` has the best APGR against the rows'
+    ``small`` / ``large`` quality (ties: the earlier w), and every w's APGR."""
+    apgrs = [pooled_apgr(mix_parts(parts, w), small, large) for w in grid]
+    return float(grid[int(np.argmax(apgrs))]), apgrs
 
 
 def choose_blend_weight(data: RoutingDataset, x: np.ndarray, small: np.ndarray, large: np.ndarray,
@@ -178,6 +198,4 @@ def choose_blend_weight(data: RoutingDataset, x: np.ndarray, small: np.ndarray, 
         rows.append(eval_rows)
         heads.append(weights.head_scores(x[eval_rows]))
     order = np.concatenate(rows)
-    pooled = np.concatenate(heads)
-    apgrs = [pooled_apgr(w * pooled[:, 0] + (1 - w) * pooled[:, 1], small[order], large[order]) for w in grid]
-    return float(grid[int(np.argmax(apgrs))]), apgrs
+    return best_weight(np.concatenate(heads), small[order], large[order], grid)

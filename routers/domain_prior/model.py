@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from routers.blend.model import HeadScale, pooled_apgr
+from routers.blend.model import best_weight, fit_part_scales, mix_parts, part_cdfs
 from routers.embedding import standardisation, unit_rows
 from routers.errors import ArtifactError
 from routers.safe_io import load_arrays, save_arrays
@@ -114,12 +114,10 @@ class DomainPriorWeights:
 
     def part_scores(self, embeddings: np.ndarray) -> np.ndarray:
         """(n, 2): each part on its training CDF."""
-        values = self.part_values(embeddings)
-        return np.stack([HeadScale(self.quantiles[k]).cdf(values[:, k]) for k in range(len(PARTS))], axis=1)
+        return part_cdfs(self.part_values(embeddings), self.quantiles)
 
     def scores(self, embeddings: np.ndarray) -> np.ndarray:
-        parts = self.part_scores(embeddings)
-        return self.blend_weight * parts[:, 0] + (1.0 - self.blend_weight) * parts[:, 1]
+        return mix_parts(self.part_scores(embeddings), self.blend_weight)
 
     def top_domain(self, embedding: np.ndarray) -> tuple[str, float]:
         """The most probable training domain of one query and its probability."""
@@ -226,8 +224,7 @@ def fit_prior(x: np.ndarray, gap: np.ndarray, domains: Sequence[str], settings: 
         np.concatenate([np.full(len(t[1]), d, dtype=np.float64) for d, t in enumerate(topics)]),
         np.concatenate([t[1] for t in topics]), ridge_coef, np.array([ridge_intercept]),
         np.zeros((len(PARTS), 2)), blend_weight, names)
-    values = weights.part_values(x)
-    weights.quantiles = np.stack([HeadScale.fit(values[:, k]).quantiles for k in range(len(PARTS))])
+    weights.quantiles = fit_part_scales(weights.part_values(x))
     return weights
 
 
@@ -243,6 +240,4 @@ def choose_prior_weight(x: np.ndarray, gap: np.ndarray, small: np.ndarray, large
         rows.append(eval_rows)
         parts.append(fold_weights.part_scores(x[eval_rows]))
     order = np.concatenate(rows)
-    pooled = np.concatenate(parts)
-    apgrs = [pooled_apgr(w * pooled[:, 0] + (1 - w) * pooled[:, 1], small[order], large[order]) for w in grid]
-    return float(grid[int(np.argmax(apgrs))]), apgrs
+    return best_weight(np.concatenate(parts), small[order], large[order], grid)
