@@ -341,13 +341,12 @@ def reject_interval_conflicts(args: argparse.Namespace) -> None:
 def check_fold_counts(args: argparse.Namespace, pool: RoutingDataset) -> None:
     """The pool must have a unit per fold: a task_name group (--leave-domains-out) or a query
     (--in-domain-folds)."""
-    from routers.evaluation.generalisation import task_groups
+    from routers.evaluation.generalisation import DOMAIN_FOLDS, QUERY_FOLDS
 
-    if args.leave_domains_out is not None and (n_groups := len(task_groups(pool))) < args.leave_domains_out:
-        raise ConfigError(f"--leave-domains-out {args.leave_domains_out}: the data has only "
-                          f"{n_groups} task_name groups")
-    if args.in_domain_folds is not None and len(pool) < args.in_domain_folds:
-        raise ConfigError(f"--in-domain-folds {args.in_domain_folds}: the data has only {len(pool)} queries")
+    for option, n_folds, kind in (("--leave-domains-out", args.leave_domains_out, DOMAIN_FOLDS),
+                                  ("--in-domain-folds", args.in_domain_folds, QUERY_FOLDS)):
+        if n_folds is not None and (available := kind.count(pool)) < n_folds:
+            raise ConfigError(f"{option} {n_folds}: the data has only {available} {kind.unit}")
 
 
 def evaluate_with_intervals(args: argparse.Namespace, config: RouterFileConfig,

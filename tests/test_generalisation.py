@@ -346,6 +346,13 @@ def test_cli_rejects_what_does_not_combine_with_intervals(capsys, routing_files)
         cli.main(evaluate_argv(routing_files, "--leave-domains-out", "3", "--grid", "{\"alpha\": 1}"))
     with pytest.raises(SystemExit):
         cli.main(evaluate_argv(routing_files, "--leave-domains-out", "1"))
+    # more folds than the pool has units of the fold kind: the option, the count and the unit named
+    n_groups, n_queries = len(SIZES), sum(SIZES.values())
+    assert cli.main(evaluate_argv(routing_files, "--leave-domains-out", str(n_groups + 1))) == 2
+    err = capsys.readouterr().err
+    assert f"--leave-domains-out {n_groups + 1}: the data has only {n_groups} task_name groups" in err
+    assert cli.main(evaluate_argv(routing_files, "--in-domain-folds", str(n_queries + 1))) == 2
+    assert f"--in-domain-folds {n_queries + 1}: the data has only {n_queries} queries" in capsys.readouterr().err
 
 
 def test_cli_without_the_new_flags_keeps_the_plain_table(capsys, routing_files) -> None:
