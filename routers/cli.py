@@ -15,6 +15,7 @@
     llmrouter reference-scores --router hybrid_llm --config configs/routers/hybrid_llm.yaml [--queries 2000]
     llmrouter calibrate-quality --router hybrid_llm --config configs/routers/hybrid_llm.yaml \
                        [--data my_labelled_traffic.jsonl | --cross-fit 5]
+    llmrouter data get routerbench [--from DIR] [--dest DIR]     (routellm, llmrouter, routerbench)
 """
 
 from __future__ import annotations
@@ -451,6 +452,40 @@ def cmd_setup_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_get(args: argparse.Namespace) -> int:
+    """Download (or copy with ``--from``), check and convert one published dataset into the data directory."""
+    from routers.data.fetch import get
+    from routers.data.location import DATA_ENV, default_data_dir, find_data_dir
+
+    dest = Path(args.dest).expanduser() if args.dest else default_data_dir()
+    for line in get(args.name, dest, args.from_dir):
+        print(line)
+    print(f"{args.name}: ready in {dest}")
+    found = find_data_dir()
+    if found is None or found.resolve() != dest.resolve():
+        # The readers look in LLMROUTER_DATA (else ../shared/data, else the user cache): say how to point them here.
+        print(f"to read it from there: export {DATA_ENV}={dest.resolve()}")
+    return 0
+
+
+def add_data_verbs(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``llmrouter data get NAME``: the published routing data into the data directory (LLMROUTER_DATA)."""
+    from routers.data.fetch import DATASETS
+
+    data = sub.add_parser("data", help="the published routing data (routellm, llmrouter, routerbench)")
+    verbs = data.add_subparsers(dest="data_command", required=True)
+    get = verbs.add_parser(
+        "get", parents=[common],
+        help="download NAME from its public source (or --from a local copy), check its sha256 and convert it")
+    get.add_argument("name", choices=sorted(DATASETS), metavar="NAME",
+                     help=", ".join(f"{name}: {spec.description}" for name, spec in DATASETS.items()))
+    get.add_argument("--from", dest="from_dir", metavar="DIR",
+                     help="take the files from this local copy instead of downloading (flat or in their layout)")
+    get.add_argument("--dest", metavar="DIR",
+                     help="the data directory to fill (default: $LLMROUTER_DATA, else ~/.cache/llmrouter/data)")
+    get.set_defaults(func=cmd_data_get)
+
+
 # --- parser -----------------------------------------------------------------------------------------
 def _budget_fraction(text: str) -> float:
     try:
@@ -584,6 +619,7 @@ def build_parser(extend: Callable[[Any, argparse.ArgumentParser], None] | None =
     setup.add_argument("--only", action="append", help="build only this model (repeatable)")
     setup.add_argument("--force", action="store_true")
     setup.set_defaults(func=cmd_setup_models)
+    add_data_verbs(sub, common)
     if extend is not None:
         extend(sub, common)
     return parser
