@@ -31,6 +31,7 @@ Step API (the Ray Serve router-model deployment composes these over a remote eng
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -40,7 +41,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -137,11 +138,25 @@ def ensure_merged(artifact_dir: str | Path) -> Path:
     return ensure_merged_from(base_model, adapter_dir, artifact_dir / MERGED_SUBDIR)
 
 
+# Errors that mean "this directory cannot be written", so the merged model goes to the cache instead. A
+# read-only mount (the RayService's runs/ volume) raises OSError(EROFS), which is not a PermissionError.
+UNWRITABLE_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def _is_unwritable(exc: OSError) -> bool:
+    return isinstance(exc, PermissionError) or exc.errno in UNWRITABLE_ERRNOS
+
+
+def _open_lock_file(target: Path) -> IO[str]:
+    """The lock file beside ``target``; raises OSError where its directory cannot be written."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return open(target.parent / f".{target.name}.lock", "w")  # closed by _merge_lock
+
+
 @contextmanager
 def _merge_lock(target: Path) -> Iterator[None]:
     """Serialise merges of one target across processes (several Serve replicas start at once)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f".{target.name}.lock", "w") as handle:
+    with _open_lock_file(target) as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -158,16 +173,20 @@ def ensure_merged_from(base_model: str, adapter_dir: Path, merged: Path) -> Path
     for target in (merged, _merge_cache_dir(fingerprint)):
         if _merged_is_current(target, source):
             return target
+    failures: list[str] = []
     for target in (merged, _merge_cache_dir(fingerprint)):
         try:
             with _merge_lock(target):
                 if not _merged_is_current(target, source):  # another process may have just merged it
                     merge_lora(base_model, adapter_dir, target)
                     (target / MERGE_SOURCE_FILE).write_text(json.dumps(source, indent=2))
-        except PermissionError:
+        except OSError as exc:
+            if not _is_unwritable(exc):
+                raise
+            failures.append(f"{target}: {exc}")
             continue
         return target
-    raise ArtifactError(f"cannot write a merged model to {merged} or the cache directory")
+    raise ArtifactError("cannot write a merged model to the artifact or the cache directory: " + "; ".join(failures))
 
 
 class CausalLMRouter(GenerativeRouter):
