@@ -20,7 +20,17 @@ import pytest
 from routers import cli
 from routers.data import LLMCandidate, ModelOutcome, QueryExample, RoutingDataset
 from routers.data import fetch as fetch_module
-from routers.data.fetch import DATASETS, ROUTELLM, DataFetchError, PublishedDataset, PublishedFile, get
+from routers.data.fetch import (
+    DATASETS,
+    ROUTELLM,
+    ROUTELLM_GSM8K_QUESTIONS,
+    ROUTELLM_GSM8K_RESPONSES,
+    ROUTELLM_MMLU_DIR,
+    DataFetchError,
+    PublishedDataset,
+    PublishedFile,
+    get,
+)
 from routers.data.location import DATA_ENV, data_dir, find_data_dir
 from routers.data.multimodel import (
     MultiModelDataset,
@@ -403,6 +413,34 @@ def test_download_checks_the_checksum_before_moving_the_file_in(monkeypatch, tmp
     with pytest.raises(DataFetchError, match="https://example.org/bad.json"):
         fetch_module.download_all(PublishedDataset("pool", "test pool", (bad,)), tmp_path, tmp_path)
     assert sorted(p.name for p in (tmp_path / "pool").iterdir()) == ["good.json"]  # no half or bad file left
+
+
+def mini_routellm(sources_dir: Path) -> PublishedDataset:
+    """ROUTELLM with three synthetic source files in place of RouteLLM's 59 (same repository paths)."""
+    mmlu, responses, questions = write_routellm_sources(sources_dir)
+    paths = {mmlu[0]: f"{ROUTELLM_MMLU_DIR}/mmlu_anatomy.csv", responses: ROUTELLM_GSM8K_RESPONSES,
+             questions: ROUTELLM_GSM8K_QUESTIONS}
+    sources = tuple(PublishedFile(repo_path, hashlib.sha256(local.read_bytes()).hexdigest(), local.stat().st_size,
+                                  f"https://example.org/{repo_path}") for local, repo_path in paths.items())
+    return PublishedDataset("routellm", "test pool", ROUTELLM.files, sources, ROUTELLM.convert)
+
+
+def test_routellm_download_converts_the_published_responses(monkeypatch, tmp_path: Path) -> None:
+    spec = mini_routellm(tmp_path / "published")
+    bodies = {f.url: (tmp_path / "published" / f.name).read_bytes() for f in spec.sources}
+    monkeypatch.setitem(DATASETS, "routellm", spec)
+    monkeypatch.setattr(fetch_module, "open_url", lambda url, timeout: FakeResponse(bodies[url]))
+    summaries = get("routellm", tmp_path / "data")
+    assert sorted(p.name for p in (tmp_path / "data" / "routellm").iterdir()) == ["gsm8k.jsonl", "mmlu.jsonl"]
+    assert len(summaries) == 2 and all("2 records, 1 queries" in line for line in summaries)  # read back
+
+
+def test_routellm_from_a_copy_of_the_published_responses(tmp_path: Path) -> None:
+    spec = mini_routellm(tmp_path / "by_hand")  # flat: the files as fetched by hand from the listed URLs
+    fetch_module.copy_from(spec, tmp_path / "by_hand", tmp_path / "data")
+    data = read_routing_jsonl(tmp_path / "data" / "routellm" / "gsm8k.jsonl", tmp_path / "data" / "llm_candidates.json")
+    assert data.models == ("mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview")
+    assert data.quality.tolist() == [[1.0, 1.0]] and not data.call_cost_known.any()
 
 
 def test_data_dir_follows_the_environment(monkeypatch, tmp_path: Path) -> None:
