@@ -18,15 +18,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from pydantic import TypeAdapter
 
 from routers.base import RouteContext, RouteDecision
 from routers.engines import AsyncEmbedder, ChatModel, Engines, GenerationResult, Messages, SamplingParams
-from serve_app.answer_clients import AnswerClient
 from serve_app.api import ApiError
+
+if TYPE_CHECKING:  # the answer clients use this module's helpers
+    from serve_app.answer_clients import AnswerClient
 
 T = TypeVar("T")
 GENERATION = TypeAdapter(GenerationResult)
@@ -93,11 +95,14 @@ class AnswerModelChat(ChatModel):
         self.what = what
 
     async def achat(self, chats: Sequence[Messages], params: SamplingParams) -> list[GenerationResult]:
-        # One request per chat: the answer deployment batches concurrent requests itself.
+        from serve_app.openai_shapes import AnswerRequest
+
+        # One request per chat: the answer deployment (or server) batches concurrent requests itself.
         with router_step(self.what):
-            raws = await asyncio.gather(*[with_timeout(self.client.generate(chat, params), self.timeout_s, self.what)
-                                          for chat in chats])
-            return [generation_result(raw) for raw in raws]
+            answers = await asyncio.gather(*[
+                with_timeout(self.client.complete(AnswerRequest.chat(chat, params)), self.timeout_s, self.what)
+                for chat in chats])
+            return [answer.generation_result() for answer in answers]
 
 
 class HostedRouter:

@@ -1,7 +1,9 @@
 """Request and response models of the HTTP API (OpenAI-compatible, plus ``/v1/route``).
 
-Requests are strict: an unknown field, a wrong type or a value out of range is a 400 with the field named,
-the same way the OpenAI API answers, so a client bug never turns into a silent default. Responses of the
+Requests are checked where the router knows the field: a wrong type or a value out of range is a 400 with the
+field named, the same way the OpenAI API answers. Fields the router does not know pass through to the answering
+model (as an OpenAI-compatible proxy forwards them); a model that cannot take one answers 400 naming it, so a
+client's field is never silently dropped. Responses of the
 JSON endpoints are declared too, so the OpenAPI schema describes what clients really get (the fuzz test
 checks every response against it).
 
@@ -69,28 +71,82 @@ class ApiError(Exception):
         return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
 
 
-class TextPart(StrictModel):
-    type: Literal["text"]
-    text: str
+class OpenModel(BaseModel):
+    """A request part that passes through: the fields we know are checked, any other is kept and forwarded
+    (as an OpenAI-compatible proxy does), to be taken by a model that knows it or named in a 400 by one that
+    does not (``Answers.check_fields``)."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
 
 
-class ChatMessage(StrictModel):
-    role: Literal["system", "user", "assistant", "developer"]
-    content: str | list[TextPart]
+class ContentPart(OpenModel):
+    """One part of a message's content: ``text``, ``image_url``, ``input_audio``, ``file``, ..."""
+
+    type: str = Field(min_length=1)
+    text: str | None = None
+    image_url: dict[str, Any] | str | None = None
+
+    @model_validator(mode="after")
+    def _fields_of_its_type(self) -> ContentPart:
+        if self.type == "text" and self.text is None:
+            raise ValueError("a 'text' content part needs 'text'")
+        if self.type == "image_url" and not self.image_url:
+            raise ValueError("an 'image_url' content part needs 'image_url'")
+        return self
+
+
+class ChatMessage(OpenModel):
+    role: Literal["system", "user", "assistant", "developer", "tool", "function"]
+    content: str | list[ContentPart] | None = None
     name: str | None = Field(default=None, max_length=64)
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+
+    @model_validator(mode="after")
+    def _content_or_tool_calls(self) -> ChatMessage:
+        if self.content is None and not (self.role == "assistant" and (self.tool_calls or self.model_extra
+                                                                       and self.model_extra.get("function_call"))):
+            raise ValueError(f"a {self.role!r} message needs 'content' (only an assistant turn with tool_calls may "
+                             "leave it out)")
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a 'tool' message needs 'tool_call_id'")
+        return self
 
     def text(self) -> str:
+        if self.content is None:
+            return ""
         if isinstance(self.content, str):
             return self.content
-        return "".join(part.text for part in self.content)
+        return "".join(part.text or "" for part in self.content if part.type == "text")
 
 
-class StreamOptions(StrictModel):
+class StreamOptions(OpenModel):
     include_usage: bool = False
 
 
-class SamplingFields(StrictModel):
-    """The sampling knobs shared by chat and text completions."""
+class ResponseFormat(OpenModel):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if self.type == "json_schema" and not self.json_schema:
+            raise ValueError("response_format of type 'json_schema' needs 'json_schema'")
+        return self
+
+
+class ToolFunction(OpenModel):
+    name: str = Field(min_length=1, max_length=64)
+
+
+class Tool(OpenModel):
+    type: str = "function"
+    function: ToolFunction | None = None
+
+
+class SamplingFields(OpenModel):
+    """The fields shared by chat and text completions. The router reads and caps the sampling knobs; every
+    other field the client sends, known or not, passes through to the answering model (``passthrough``)."""
 
     model: str = Field(min_length=1, max_length=128)
     max_tokens: int | None = Field(default=None, ge=1)
@@ -103,9 +159,10 @@ class SamplingFields(StrictModel):
     stop: str | list[str] | None = None
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     user: str | None = Field(default=None, max_length=256)
-    # Accepted for client compatibility; the local engines do not implement these penalties.
+    metadata: dict[str, str] | None = None
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    logit_bias: dict[str, float] | None = None
 
     @field_validator("stop")
     @classmethod
@@ -117,6 +174,14 @@ class SamplingFields(StrictModel):
             raise ValueError("stop sequences must be non-empty")
         return value
 
+    @field_validator("logit_bias")
+    @classmethod
+    def _biases(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for token, bias in (value or {}).items():
+            if not -100.0 <= bias <= 100.0:
+                raise ValueError(f"logit_bias[{token!r}] = {bias} must be within [-100, 100]")
+        return value
+
     def stop_list(self) -> list[str]:
         if self.stop is None:
             return []
@@ -125,27 +190,48 @@ class SamplingFields(StrictModel):
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
+    def passthrough(self) -> dict[str, Any]:
+        """Every field the client set that the router does not set itself, as it sent them."""
+        from serve_app.openai_shapes import ROUTER_FIELDS
+
+        sent = self.model_dump(mode="json", exclude_unset=True, exclude_none=True)
+        return {key: value for key, value in sent.items() if key not in ROUTER_FIELDS}
+
 
 class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    response_format: ResponseFormat | None = None
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
 
     @model_validator(mode="after")
     def _has_user_turn(self) -> ChatCompletionRequest:
-        if not any(m.role == "user" and m.text().strip() for m in self.messages):
+        if not any(m.role == "user" and (m.text().strip() or isinstance(m.content, list)) for m in self.messages):
             raise ValueError("messages must contain a non-empty user message")
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
         return self
 
     def query(self) -> str:
-        """The text the router decides on: the last user message."""
-        return next(m.text() for m in reversed(self.messages) if m.role == "user" and m.text().strip())
+        """The text the router decides on: the last user turn, with the tool results that followed it (the
+        conversation so far, as far as the router can read it)."""
+        last_user = max(i for i, m in enumerate(self.messages) if m.role == "user")
+        parts = [self.messages[last_user].text()]
+        parts += [m.text() for m in self.messages[last_user + 1:] if m.role in ("tool", "function") and m.text()]
+        return "\n".join(p for p in parts if p.strip()) or "(image)"
 
-    def chat(self) -> list[dict[str, str]]:
-        return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in self.messages]
+    def raw_messages(self) -> list[dict[str, Any]]:
+        """The messages as the client sent them (for models that take the whole request)."""
+        return [m.model_dump(mode="json", exclude_unset=True, exclude_none=True) for m in self.messages]
 
 
 class CompletionRequest(SamplingFields):
     prompt: str | list[str]
     echo: bool = False
+    logprobs: int | None = Field(default=None, ge=0, le=5)
 
     @field_validator("prompt")
     @classmethod
@@ -321,27 +407,41 @@ class RoutingInfo(BaseModel):
 
 
 class Usage(BaseModel):
+    """Token counts as the answering model reported them (its extra details, if any, ride along)."""
+
+    model_config = ConfigDict(extra="allow")
+
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
 
 
 class AssistantMessage(BaseModel):
+    """The model's message as it sent it: text, or ``tool_calls`` with no text (and any other field it adds)."""
+
+    model_config = ConfigDict(extra="allow")
+
     role: Literal["assistant"]
-    content: str
+    content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
 
 
-FinishReason = Literal["stop", "length"]
+#: stop, length, tool_calls, content_filter, ... as the model said
+FinishReason = str | None
 
 
 class ChatChoice(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
     index: int
     message: AssistantMessage
     finish_reason: FinishReason
-    logprobs: None = None
+    logprobs: dict[str, Any] | None = None
 
 
 class ChatCompletionResponse(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
     id: str
     object: Literal["chat.completion"]
     created: int
@@ -352,13 +452,17 @@ class ChatCompletionResponse(BaseModel):
 
 
 class TextChoice(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
     index: int
     text: str
     finish_reason: FinishReason
-    logprobs: None = None
+    logprobs: dict[str, Any] | None = None
 
 
 class CompletionResponse(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
     id: str
     object: Literal["text_completion"]
     created: int

@@ -5,6 +5,7 @@ Deployment graph::
     Ingress ──┬── Embedder            (Hybrid, kNN, MF, SW ranking: embed -> library score in the ingress)
               ├── AnswerModel-small   (answers; AutoMix answer + N verification samples in one call)
               ├── AnswerModel-large   (backend vllm: a Ray Serve LLM LLMServer; else our transformers deployment)
+              │   (models with an ``endpoint`` have no deployment: the ingress calls their URL)
               ├── CausalLMRouter      (generates the best model's name)
               ├── PolicyRouter        (policy label -> policy map -> model)
               └── BertRouter          (a fine-tuned encoder scores the query; RouteLLM's BERT router)
@@ -48,6 +49,7 @@ def _options(settings: DeploymentSettings, name: str, user_config: dict[str, Any
 
 def answer_model_app(key: str, spec: AnswerModelSpec) -> Application:
     """vLLM answer models are Ray Serve LLM ``LLMServer`` deployments; transformers ones our AnswerModel."""
+    assert spec.engine is not None
     if spec.engine.backend == "vllm":
         return build_llm_server(key, spec)
     return AnswerModelDeployment.options(**_options(spec.deployment, f"AnswerModel-{key}")).bind(
@@ -56,7 +58,8 @@ def answer_model_app(key: str, spec: AnswerModelSpec) -> Application:
 
 def build_app(args: dict[str, Any] | AppConfig) -> Application:
     config = parse_app_config(args).resolved()
-    answer = {key: answer_model_app(key, spec) for key, spec in config.models.items()}
+    # Models at endpoints get no deployment: the ingress calls them over HTTP.
+    answer = {key: answer_model_app(key, spec) for key, spec in config.models.items() if spec.hosted}
     embedder = None
     if config.embedder is not None and config.routers.embedding_routers():
         spec = config.embedder

@@ -68,30 +68,132 @@ class BatchingSettings(StrictModel):
     batch_wait_timeout_s: float = Field(default=0.01, ge=0.0, le=1.0)
 
 
-class AnswerModelSpec(StrictModel):
-    """One answer model (``small``, ``large``, ...) and how it is deployed."""
+ApiStyle = Literal["chat", "completions"]
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
-    engine: GeneratorConfig
-    served_name: str | None = Field(default=None, description="the name clients see; default: the model dir name")
+
+class EndpointSpec(StrictModel):
+    """An answer model served elsewhere, behind an OpenAI-compatible API: a vLLM or SGLang server, llama.cpp's
+    ``llama-server``, Ollama, or a hosted API. Secrets never live in the config: the key (and any secret
+    header) is read from the environment variable named here, in the ingress replica."""
+
+    base_url: str = Field(description="the API root, e.g. http://10.0.0.5:8000/v1 or https://api.openai.com/v1")
+    model: str = Field(min_length=1, description="the upstream's model id (what its /v1/models lists)")
+    api_key_env: str | None = Field(default=None, description="name of the env var holding the bearer key")
+    headers: dict[str, str] = Field(default_factory=dict, description="extra non-secret headers sent upstream")
+    headers_env: dict[str, str] = Field(default_factory=dict,
+                                        description="header name -> env var holding its (secret) value")
+    api: ApiStyle = Field(default="chat", description="chat: /chat/completions; completions: /completions only")
+    timeout_s: float = Field(default=120.0, gt=0, description="a whole answer, or a stream's first chunk")
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    max_in_flight: int = Field(default=64, ge=1, description="requests open upstream at once, per ingress replica")
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError(f"base_url {value!r} must start with http:// or https:// and name a host")
+        return value.rstrip("/")
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(ENV_NAME, value):
+            raise ValueError(f"api_key_env {value!r} must be the NAME of an environment variable, not a key")
+        return value
+
+    @field_validator("headers_env")
+    @classmethod
+    def _header_env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for header, env in value.items():
+            if not re.match(ENV_NAME, env):
+                raise ValueError(f"headers_env.{header}: {env!r} must be the name of an environment variable")
+        return value
+
+
+class Capabilities(StrictModel):
+    """What a model can take. Unset fields get the defaults of its kind (``AnswerModelSpec.capabilities_resolved``):
+    an endpoint takes tools, JSON schemas and logprobs; a hosted vLLM model JSON schemas and logprobs; a hosted
+    transformers model plain text. No model takes images unless told."""
+
+    tools: bool | None = None
+    json_schema: bool | None = Field(default=None, description="response_format json_object / json_schema")
+    images: bool | None = None
+    logprobs: bool | None = None
+    context_tokens: int | None = Field(default=None, ge=16,
+                                       description="prompt + completion tokens it takes; unset on an endpoint: unknown")
+
+
+class AnswerModelSpec(StrictModel):
+    """One answer model (``small``, ``large``, ...): hosted by the app (``engine``) or remote (``endpoint``)."""
+
+    engine: GeneratorConfig | None = None
+    endpoint: EndpointSpec | None = None
+    served_name: str | None = Field(default=None, description="the name clients see; default: the model dir name "
+                                                              "or the endpoint's model id")
     input_price: float = Field(default=0.0, ge=0.0, description="USD per 1M prompt tokens (for cost reporting)")
     output_price: float = Field(default=0.0, ge=0.0, description="USD per 1M completion tokens")
+    capabilities: Capabilities = Field(default_factory=Capabilities)
+    fallbacks: list[str] | None = Field(
+        default=None, description="models to try, in order, when this one fails; default: every other model")
     deployment: DeploymentSettings = Field(default_factory=DeploymentSettings)
     batching: BatchingSettings = Field(default_factory=lambda: BatchingSettings(max_batch_size=8))
+
+    @model_validator(mode="after")
+    def _engine_or_endpoint(self) -> AnswerModelSpec:
+        if (self.engine is None) == (self.endpoint is None):
+            raise ValueError("give exactly one of engine (hosted by the app) or endpoint (an OpenAI-compatible URL)")
+        return self
 
     @model_validator(mode="after")
     def _vllm_gpus_in_bundles(self) -> AnswerModelSpec:
         # Ray Serve LLM adds the replica actor's resources to the engine's first bundle: a GPU asked for in
         # ray_actor_options would be reserved twice and never used.
-        if self.engine.backend == "vllm" and float(self.deployment.ray_actor_options.get("num_gpus", 0) or 0) > 0:
+        if (self.engine is not None and self.engine.backend == "vllm"
+                and float(self.deployment.ray_actor_options.get("num_gpus", 0) or 0) > 0):
             raise ValueError("a vLLM answer model takes its GPUs from deployment.placement_group_bundles "
                              "(one {GPU: 1} per tensor-parallel rank), not ray_actor_options.num_gpus")
         return self
 
+    @property
+    def hosted(self) -> bool:
+        return self.engine is not None
+
     def public_name(self) -> str:
-        return self.served_name or Path(self.engine.model.rstrip("/")).name
+        if self.served_name:
+            return self.served_name
+        if self.endpoint is not None:
+            return self.endpoint.model
+        assert self.engine is not None
+        return Path(self.engine.model.rstrip("/")).name
 
     def call_cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (prompt_tokens * self.input_price + completion_tokens * self.output_price) / 1e6
+
+    def capabilities_resolved(self) -> Capabilities:
+        """``capabilities`` with every unset flag given its kind's default (see ``Capabilities``)."""
+        if self.endpoint is not None:
+            defaults = Capabilities(tools=True, json_schema=True, images=False, logprobs=True)
+        elif self.engine is not None and self.engine.backend == "vllm":
+            # LLMServer gets no tool-call parser from our engine settings, so tools stay off unless declared.
+            defaults = Capabilities(tools=False, json_schema=True, images=False, logprobs=True,
+                                    context_tokens=self.engine.max_model_len)
+        else:
+            assert self.engine is not None
+            defaults = Capabilities(tools=False, json_schema=False, images=False, logprobs=False,
+                                    context_tokens=self.engine.max_input_tokens)
+        declared = self.capabilities.model_dump(exclude_none=True)
+        return defaults.model_copy(update=declared)
+
+
+class ResilienceSettings(StrictModel):
+    """How answer-model failures are handled (``serve_app.answers``): each model's ``fallbacks`` are tried in order
+    on connection errors, timeouts, 5xx and 429s; a model failing ``cooldown_failures`` times in a row is routed
+    around for ``cooldown_s`` (a 429 for its ``Retry-After``, at most ``max_retry_after_s``), then tried again."""
+
+    cooldown_failures: int = Field(default=3, ge=1)
+    cooldown_s: float = Field(default=30.0, ge=0.0)
+    max_retry_after_s: float = Field(default=60.0, ge=0.0)
 
 
 class EmbedderSpec(StrictModel):
@@ -313,6 +415,7 @@ class AppConfig(StrictModel):
     share_calibration: ShareCalibration = Field(default_factory=ShareCalibration)
     limits: Limits = Field(default_factory=Limits)
     timeouts: Timeouts = Field(default_factory=Timeouts)
+    resilience: ResilienceSettings = Field(default_factory=ResilienceSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     budgets: BudgetSettings | None = Field(default=None, description="per-key budgets and rate limits; off if unset")
     ingress: IngressSpec = Field(default_factory=IngressSpec)
@@ -331,6 +434,11 @@ class AppConfig(StrictModel):
             name = getattr(self, key)
             if name is not None and name not in self.models:
                 raise ValueError(f"{key} {name!r} is not one of models: {sorted(self.models)}")
+        for key, spec in self.models.items():
+            for other in spec.fallbacks or []:
+                if other not in self.models or other == key:
+                    raise ValueError(f"models.{key}.fallbacks: {other!r} is not another of models: "
+                                     f"{sorted(self.models)}")
         for kind in self.routers.embedding_routers():
             if self.embedder is None:
                 raise ValueError(f"routers.{kind} needs an 'embedder' section")
@@ -347,6 +455,11 @@ class AppConfig(StrictModel):
         enabled = [kind for kind in ROUTER_KINDS if getattr(self.routers, kind) is not None]
         return enabled + list(BASELINE_KINDS)
 
+    def fallback_chain(self, model_key: str) -> list[str]:
+        """The models tried after ``model_key`` fails, in order: its ``fallbacks``, else every other model."""
+        spec = self.models[model_key].fallbacks
+        return list(spec) if spec is not None else [key for key in self.models if key != model_key]
+
     def public_model_names(self) -> dict[str, str]:
         """Served name -> model key (clients may call a model directly by either)."""
         names = {spec.public_name(): key for key, spec in self.models.items()}
@@ -358,7 +471,8 @@ class AppConfig(StrictModel):
         """A copy with every local path absolute, after checking each one exists."""
         data = self.model_copy(deep=True)
         for key, spec in data.models.items():
-            spec.engine.model = resolve_model_path(spec.engine.model, f"models.{key}.engine.model")
+            if spec.engine is not None:  # an endpoint model has nothing local
+                spec.engine.model = resolve_model_path(spec.engine.model, f"models.{key}.engine.model")
         if data.embedder is not None:
             data.embedder.engine.model = resolve_model_path(data.embedder.engine.model, "embedder.engine.model")
         for kind in ROUTER_KINDS:

@@ -16,16 +16,16 @@ streaming ``serve_app.sse``.
 # ``serve_app.guard.GUARD``, the settings the guard middleware reads.
 import functools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any
 
 import ray
 from fastapi import Request
-from fastapi.responses import HTMLResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from ray import serve
 
-from routers.engines import GenerationResult, SamplingParams
+from routers.engines import SamplingParams
 from serve_app import sse
 from serve_app.adapters import RouterUnavailable
 from serve_app.answer_clients import answer_client
@@ -53,6 +53,7 @@ from serve_app.errors import ERROR_RESPONSES, SERVER_ERROR, STREAMING_RESPONSES,
 from serve_app.guard import IngressGuard, configure_guard, load_named_keys
 from serve_app.hot_swap import merged_config
 from serve_app.observability import RouterMetrics, log_event
+from serve_app.openai_shapes import Answer, AnswerRequest, ApiKind
 from serve_app.pipelines import Pipelines, router_unavailable
 from serve_app.routing import ModelCall, Routing
 
@@ -93,25 +94,15 @@ def remember(request: Request, **fields: str) -> None:
         setattr(request.state, key, value)
 
 
-# --- the per-endpoint response shapes (the path to them is shared: RouterIngress._complete) ------------------
-def chat_answer(result: GenerationResult, usage: dict[str, int], info: dict[str, Any]) -> dict[str, Any]:
-    """A chat completion: each choice is an assistant message."""
-    return {
-        "id": completion_id(), "object": "chat.completion", "created": now(), "model": info["model"],
-        "choices": [{"index": i, "message": {"role": "assistant", "content": c.text},
-                     "finish_reason": c.finish_reason, "logprobs": None} for i, c in enumerate(result.completions)],
-        "usage": usage, "routing": info,
-    }
-
-
-def text_answer(result: GenerationResult, usage: dict[str, int], info: dict[str, Any]) -> dict[str, Any]:
-    """A text completion: each choice is the text itself."""
-    return {
-        "id": completion_id("cmpl"), "object": "text_completion", "created": now(), "model": info["model"],
-        "choices": [{"index": i, "text": c.text, "finish_reason": c.finish_reason, "logprobs": None}
-                    for i, c in enumerate(result.completions)],
-        "usage": usage, "routing": info,
-    }
+def answer_body(answer: Answer, info: dict[str, Any], api: ApiKind) -> dict[str, Any]:
+    """The model's completion as it gave it (tool calls, logprobs, finish reasons), under this response's id
+    and the answering model's public name, with the ``routing`` object added."""
+    text = api == "completions"
+    body = dict(answer.body)
+    body.update({"id": completion_id("cmpl" if text else "chatcmpl"),
+                 "object": "text_completion" if text else "chat.completion",
+                 "created": now(), "model": info["model"], "usage": answer.usage, "routing": info})
+    return body
 
 
 @serve.deployment(name="Ingress")
@@ -122,11 +113,12 @@ class RouterIngress:
         # The config the app was started with; user_config overrides always merge onto this one.
         self.base_config = AppConfig.model_validate(config)
         self.config = self.base_config
-        # vLLM answer models are Ray Serve LLM servers, the others our AnswerModel deployment: one interface.
-        clients = {key: answer_client(self.config.models[key], handle) for key, handle in answer.items()}
-        self.pipelines = Pipelines(self.config, clients, embedder, causal, policy, bert)
-        self.answers = Answers(self.config, clients)
+        # Endpoint models are called over HTTP from here; hosted ones through their deployment (vLLM answer
+        # models are Ray Serve LLM servers, the others our AnswerModel deployment): one interface.
+        clients = {key: answer_client(key, spec, answer.get(key)) for key, spec in self.config.models.items()}
         self.metrics = RouterMetrics()
+        self.pipelines = Pipelines(self.config, clients, embedder, causal, policy, bert)
+        self.answers = Answers(self.config, clients, self.metrics)
         self.model_names = self.config.public_model_names()
         keys, key_ids = load_named_keys(self.config.auth)
         configure_guard(keys, self.config.limits.max_body_bytes, self.metrics, key_ids)
@@ -237,6 +229,9 @@ class RouterIngress:
         info = {**routing.info, "model": specs[routing.model_key].public_name(), "model_key": routing.model_key,
                 "cost": cost, "cost_saved": large_cost - cost, "router_latency_ms": round(1000 * router_latency, 2)}
         self.metrics.record(routing.router, routing.model_key, info, router_latency)
+        for call in calls:
+            self.metrics.record_model_usage(call.model_key, call.prompt_tokens, call.completion_tokens,
+                                            specs[call.model_key].call_cost(call.prompt_tokens, call.completion_tokens))
         if admission is not None:
             self.metrics.record_key(admission.key_id, info)
             if self.budgets is not None:
@@ -259,15 +254,19 @@ class RouterIngress:
 
     @app.post("/v1/chat/completions", response_model=ChatCompletionResponse, responses=STREAMING_RESPONSES)
     async def chat_completions(self, body: ChatCompletionRequest, request: Request) -> Any:
-        return await self._complete(body, request, body.query(), body.chat(), chat_answer, text=False)
+        """Chat completions: the whole request (tools, response_format, logprobs, ...) reaches the model."""
+        params = self.sampling(body)
+        answer_request = AnswerRequest.chat(body.raw_messages(), params, body.passthrough())
+        return await self._complete(body, request, body.query(), answer_request)
 
     @app.post("/v1/completions", response_model=CompletionResponse, responses=STREAMING_RESPONSES)
     async def completions(self, body: CompletionRequest, request: Request) -> Any:
-        """Text completions; the prompt is sent to the chosen model as one user turn."""
+        """Text completions; a chat model gets the prompt as one user turn."""
         if body.echo:
             raise ApiError(400, "echo is not supported", param="echo")
-        messages = [{"role": "user", "content": body.text()}]
-        return await self._complete(body, request, body.text(), messages, text_answer, text=True)
+        params = self.sampling(body)
+        return await self._complete(body, request, body.text(),
+                                    AnswerRequest.completion(body.text(), params, body.passthrough()))
 
     @app.post("/v1/route", response_model=RouteResponse, responses=ERROR_RESPONSES)
     async def route(self, body: RouteRequest, request: Request) -> dict[str, Any]:
@@ -296,69 +295,60 @@ class RouterIngress:
         return HTMLResponse(page)
 
     # --- helpers ----------------------------------------------------------------------------------------
-    async def _complete(self, body: SamplingFields, request: Request, query: str, messages: list[dict[str, str]],
-                        shape: Callable[[GenerationResult, dict[str, int], dict[str, Any]], dict[str, Any]],
-                        text: bool) -> Any:
-        """Both generation endpoints: pick the router, check sampling and prompt, route (with fallback), then
-        stream (``text`` picks the chunk shapes) or answer (``shape`` makes the endpoint's body)."""
+    async def _complete(self, body: SamplingFields, request: Request, query: str, answer_request: AnswerRequest) -> Any:
+        """Both generation endpoints: pick the router, check the prompt, route (with fallback), then stream or
+        answer in the endpoint's shape."""
         choice = self.choose(body.model, request)
-        params = self.sampling(body)
-        self.check_prompt([m["content"] for m in messages], len(messages))
-        admission = await self.admit(request, choice, messages, params)
+        params = answer_request.params
+        texts = answer_request.text_messages()
+        self.check_prompt([m["content"] for m in texts], len(texts))
+        admission = await self.admit(request, choice, texts, params)
         streaming = False
         try:
             if admission.mode == "small":  # the key's budget is spent: the small model, no routing
                 routing, latency = budget_routing(choice.kind, self.config.small_model), 0.0
             else:
-                routing, latency = await self.routing_for(choice, query, messages, params)
+                routing, latency = await self.routing_for(choice, query, texts, params)
             remember(request, model=routing.model_key)
             if body.stream:
-                response = await self.streaming_response(routing, messages, params, latency, body, request,
-                                                         text=text, admission=admission)
+                response = await self.streaming_response(routing, answer_request, latency, body, request,
+                                                         admission=admission)
                 streaming = True
                 return response
-            result, usage, info = await self.answer(routing, messages, params, latency, request, admission)
-            return shape(result, usage, info)
+            answer, info = await self.answer(routing, answer_request, latency, request, admission)
+            return JSONResponse(answer_body(answer, info, answer_request.api))
         finally:
             if not streaming:  # answered: already settled (a no-op); failed: release the reservation
                 self.release(admission)
 
-    async def answer(self, routing: Routing, messages: list[dict[str, str]], params: SamplingParams, latency: float,
-                     request: Request,
-                     admission: Admission | None = None) -> tuple[GenerationResult, dict[str, int], dict[str, Any]]:
-        """A non-streamed answer: the model's result, its usage and the finished routing object."""
-        result = await self.answers.generate(routing, messages, params)
-        remember(request, model=routing.model_key)  # a retry may have moved it
-        usage = self.usage(result)
+    async def answer(self, routing: Routing, answer_request: AnswerRequest, latency: float, request: Request,
+                     admission: Admission | None = None) -> tuple[Answer, dict[str, Any]]:
+        """A non-streamed answer: the model's completion and the finished routing object."""
+        answer = await self.answers.generate(routing, answer_request)
+        remember(request, model=routing.model_key)  # a fallback may have moved it
+        usage = answer.usage
         final = ModelCall(model_key=routing.model_key, prompt_tokens=usage["prompt_tokens"],
                           completion_tokens=usage["completion_tokens"], purpose="final")
-        return result, usage, self.finish_routing(routing, final, latency, admission)
+        return answer, self.finish_routing(routing, final, latency, admission)
 
-    @staticmethod
-    def usage(result: GenerationResult) -> dict[str, int]:
-        completion_tokens, prompt_tokens = result.completion_tokens, result.prompt_tokens
-        return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens}
-
-    async def streaming_response(self, routing: Routing, messages: list[dict[str, str]], params: SamplingParams,
-                                 latency: float, body: SamplingFields, request: Request,
-                                 text: bool, admission: Admission | None = None) -> StreamingResponse:
-        """Wait for the model's first token before committing to a 200 stream: a model that is down gets the
-        same retry / 503 as a plain request."""
-        opened = await self.answers.open_stream(routing, messages, params)
+    async def streaming_response(self, routing: Routing, answer_request: AnswerRequest, latency: float,
+                                 body: SamplingFields, request: Request,
+                                 admission: Admission | None = None) -> StreamingResponse:
+        """Wait for the model's first chunk before committing to a 200 stream: a model that is down gets the
+        same fallback / 503 as a plain request."""
+        opened = await self.answers.open_stream(routing, answer_request)
         remember(request, model=routing.model_key)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        chunks = self.stream_chunks(routing, opened, messages, params, latency, include_usage,
-                                    request.state.request_id, text, admission)
+        chunks = self.stream_chunks(routing, opened, answer_request, latency, include_usage,
+                                    request.state.request_id, admission)
         if admission is not None and self.budgets is not None:
             chunks = settled_stream(chunks, self.budgets, admission)
         return StreamingResponse(chunks, media_type="text/event-stream")
 
-    def stream_chunks(self, routing: Routing, opened: OpenStream, messages: list[dict[str, str]],
-                      params: SamplingParams, latency: float, include_usage: bool, request_id: str,
-                      text: bool = False, admission: Admission | None = None) -> AsyncIterator[str]:
-        """The SSE chunks of an opened stream (see ``serve_app.sse``), finished and counted by this ingress."""
-        served = self.config.models[routing.model_key].public_name()
+    def stream_chunks(self, routing: Routing, opened: OpenStream, answer_request: AnswerRequest, latency: float,
+                      include_usage: bool, request_id: str, admission: Admission | None = None) -> AsyncIterator[str]:
+        """The SSE events of an opened stream (see ``serve_app.sse``), finished and counted by this ingress."""
+        served = self.config.models[opened.model_key].public_name()
         finish = functools.partial(self.finish_routing, admission=admission)
-        return sse.stream_chunks(self.answers, self.metrics, finish, served, routing, opened, messages,
-                                 params, latency, include_usage, request_id, text)
+        return sse.stream_chunks(self.answers, self.metrics, finish, served, routing, opened, answer_request,
+                                 latency, include_usage, request_id)

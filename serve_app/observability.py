@@ -17,6 +17,13 @@ Per API key (``key`` is the key's configured name or ``key-<8 hex of its sha256>
 (``budget``, ``rate``, ``ledger_error``), ``llmrouter_key_budget_downgrades{key}`` (answered by the small
 model because the budget was spent) and ``llmrouter_ledger_errors{on_error}`` (the budget ledger was
 unreachable; ``allow``: admitted unchecked). Ray exports each as ``ray_<name>_total``.
+
+Per answer model (``model`` is its key in the config): ``llmrouter_model_calls{model, outcome}`` (``ok``, or why
+it failed: ``connect``, ``timeout``, ``server_error``, ``rate_limited``, ``auth``, ``not_found``,
+``bad_response``, ``stream_error``, ``unavailable``, ``rejected``, ``error``), ``llmrouter_model_latency_s{model}``
+(a whole answer, or a stream's first chunk), ``llmrouter_model_tokens{model, kind}`` (``prompt`` /
+``completion``), ``llmrouter_model_cost_usd{model}`` and ``llmrouter_model_cooldowns{model}`` (times a model was
+put in cooldown; see ``serve_app.model_health``).
 """
 
 from __future__ import annotations
@@ -69,6 +76,20 @@ class RouterMetrics:
         self.key_downgrades = counter(
             "llmrouter_key_budget_downgrades",
             description="Requests answered by the small model because the key's budget was spent.", tag_keys=("key",))
+        self.model_calls = counter(
+            "llmrouter_model_calls", description="Answer-model calls, by model and outcome (ok or the failure kind).",
+            tag_keys=("model", "outcome"))
+        self.model_latency = histogram(
+            "llmrouter_model_latency_s", description="Answer-model latency: a whole answer, or a stream's first chunk.",
+            boundaries=LATENCY_BUCKETS_S, tag_keys=("model",))
+        self.model_tokens = counter(
+            "llmrouter_model_tokens", description="Tokens answered, by model and kind (prompt, completion).",
+            tag_keys=("model", "kind"))
+        self.model_cost = counter(
+            "llmrouter_model_cost_usd", description="Estimated cost of answer-model calls (USD), by model.",
+            tag_keys=("model",))
+        self.model_cooldowns = counter(
+            "llmrouter_model_cooldowns", description="Times an answer model was put in cooldown.", tag_keys=("model",))
         self.ledger_errors = counter(
             "llmrouter_ledger_errors", description="Budget ledger calls that failed or timed out.",
             tag_keys=("on_error",))
@@ -99,6 +120,19 @@ class RouterMetrics:
             add(self.cost, float(cost), {"router": router})
             if saved is not None:
                 add(self.cost_baseline, float(cost) + float(saved), {"router": router})
+
+    def record_model_call(self, model: str, outcome: str, latency_s: float | None) -> None:
+        self.model_calls.inc(tags={"model": model, "outcome": outcome})
+        if latency_s is not None:
+            self.model_latency.observe(latency_s, tags={"model": model})
+
+    def record_model_usage(self, model: str, prompt_tokens: int, completion_tokens: int, cost: float) -> None:
+        add(self.model_tokens, float(prompt_tokens), {"model": model, "kind": "prompt"})
+        add(self.model_tokens, float(completion_tokens), {"model": model, "kind": "completion"})
+        add(self.model_cost, cost, {"model": model})
+
+    def record_cooldown(self, model: str) -> None:
+        self.model_cooldowns.inc(tags={"model": model})
 
     def record_error(self, router: str | None, model: str | None, status: int | str) -> None:
         """One error response (or a stream that failed in-band); router/model ``none`` when not known yet."""

@@ -56,6 +56,14 @@ class Routing(BaseModel):
     fallback: bool = False
     #: the model that answered instead, after ``model_key`` failed
     retried_on: str | None = None
+    #: the models that failed before one answered, in order: ``{"model": key, "error": kind}``
+    failures: list[dict[str, str]] = Field(default_factory=list)
+    #: the model the router chose, when another answered because the request needs what it lacks
+    rerouted_from: str | None = None
+    #: the capabilities the request needs (tools, json_schema, images, logprobs)
+    needs: list[str] = Field(default_factory=list)
+    #: the answer's token counts were estimated from characters (the model sent none)
+    usage_estimated: bool = False
     threshold: ThresholdChoice = Field(default_factory=ThresholdChoice)
     calls: list[ModelCall] = Field(default_factory=list)
 
@@ -98,17 +106,28 @@ class Routing(BaseModel):
     def score(self) -> float | None:
         return None if self.decision is None else self.decision.score
 
+    def failed_on(self, model_key: str, kind: str) -> None:
+        """``model_key`` failed (``kind``: connect, timeout, server_error, rate_limited, ...)."""
+        self.failures.append({"model": model_key, "error": kind})
+
     def retried(self, model_key: str) -> None:
         """``model_key`` answered because the routed model failed."""
         self.reason += f"; {self.model_key!r} failed, answered by {model_key!r}"
         self.retried_on = model_key
         self.model_key = model_key
 
+    def rerouted(self, model_key: str, why: str) -> None:
+        """``model_key`` answers instead of the router's choice, which cannot take this request (``why``)."""
+        self.reason += f"; {self.model_key!r} {why}, so {model_key!r} answers"
+        self.rerouted_from = self.model_key
+        self.model_key = model_key
+
     @property
     def info(self) -> dict[str, Any]:
         """The routing object's fields (without the answer's model name, cost and latency)."""
         if self.router == "direct":
-            return {"router": None, "reason": self.reason, "fallback": False, "use_large": self.use_large}
+            return self.with_answering({"router": None, "reason": self.reason, "fallback": False,
+                                        "use_large": self.use_large})
         out: dict[str, Any] = {"router": self.router, "use_large": self.use_large, "score": None, "threshold": None,
                                "reason": self.reason, "verification_score": None, "escalated": None, "policy": None,
                                "fallback": self.fallback}
@@ -125,6 +144,18 @@ class Routing(BaseModel):
                 if key in extra:
                     out[key] = extra[key]
             out.update(self.threshold.info)
+        return self.with_answering(out)
+
+    def with_answering(self, out: dict[str, Any]) -> dict[str, Any]:
+        """What happened on the way to the answering model: fallbacks, a capability reroute, estimated usage."""
         if self.retried_on is not None:
             out["retried_on"] = self.retried_on
+        if self.failures:
+            out["fallbacks"] = list(self.failures)
+        if self.rerouted_from is not None:
+            out["rerouted_from"] = self.rerouted_from
+        if self.needs:
+            out["needs"] = list(self.needs)
+        if self.usage_estimated:
+            out["usage_estimated"] = True
         return out

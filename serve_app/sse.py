@@ -1,7 +1,8 @@
-"""Streamed answers as Server-Sent Events: the event framing (``sse``), the chunk shapes of the chat and
-text-completion streams (``make_chunk``), and the stream itself (``stream_chunks``): the routing object first,
-then the model's token deltas, then the finish (and usage) chunk; a failure after the 200 has started is
-reported in-band as an error event, and every stream ends with ``[DONE]``."""
+"""Streamed answers as Server-Sent Events: the model's own chunks relayed one by one (tool-call deltas,
+logprobs and finish reasons as it sent them), each under this response's id and the answering model's
+name, the first one carrying the ``routing`` object; then, if the client asked for it, the usage chunk with
+the finished routing object (cost). A failure after the 200 has started is reported in-band as an OpenAI-style
+error event (``{"error": {...}}``), and every stream ends with ``[DONE]``."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from routers.engines import SamplingParams
 from serve_app.answers import Answers, OpenStream
 from serve_app.api import completion_id, now
 from serve_app.observability import RouterMetrics, log_event
+from serve_app.openai_shapes import AnswerRequest
 from serve_app.routing import ModelCall, Routing
 
 
@@ -21,50 +22,40 @@ def sse(payload: dict[str, Any] | str) -> str:
     return f"data: {data}\n\n"
 
 
-def make_chunk(meta: dict[str, Any], delta: str | None, finish: str | None = None,
-               first: bool = False) -> dict[str, Any]:
-    """One SSE chunk, chat (``delta``) or text-completion (``text``) shaped."""
-    if meta["text"]:
-        choice: dict[str, Any] = {"index": 0, "text": delta or "", "finish_reason": finish, "logprobs": None}
-    else:
-        d: dict[str, Any] = {"role": "assistant"} if first else {}
-        if delta is not None:
-            d["content"] = delta
-        choice = {"index": 0, "delta": d, "finish_reason": finish, "logprobs": None}
-    return {"id": meta["id"], "object": meta["object"], "created": meta["created"], "model": meta["model"],
-            "choices": [choice]}
-
-
 async def stream_chunks(answers: Answers, metrics: RouterMetrics,
                         finish_routing: Callable[[Routing, ModelCall, float], dict[str, Any]], served: str,
-                        routing: Routing, opened: OpenStream, messages: list[dict[str, str]], params: SamplingParams,
-                        latency: float, include_usage: bool, request_id: str, text: bool) -> AsyncIterator[str]:
-    """SSE chunks: the first carries the routing object, then token deltas, then finish (and usage).
+                        routing: Routing, opened: OpenStream, request: AnswerRequest, latency: float,
+                        include_usage: bool, request_id: str) -> AsyncIterator[str]:
+    """SSE events: the model's chunks (the first with the routing object), then usage, then ``[DONE]``.
 
     ``served`` is the answering model's public name; ``finish_routing`` completes the routing object (cost,
     metrics) once the usage is known.
     """
-    meta = {"id": completion_id("cmpl" if text else "chatcmpl"), "created": now(), "model": served, "text": text,
-            "object": "text_completion" if text else "chat.completion.chunk"}
-    head = make_chunk(meta, "", first=True)
-    head["routing"] = {**routing.info, "model": served, "model_key": routing.model_key,
-                       "router_latency_ms": round(1000 * latency, 2)}
-    yield sse(head)
-    pieces: list[str] = []
+    meta = {"id": completion_id("cmpl" if request.api == "completions" else "chatcmpl"), "created": now(),
+            "model": served}
+    first = True
     try:
-        async for delta in answers.deltas(opened):
-            pieces.append(delta)
-            yield sse(make_chunk(meta, delta))
-        counted = await answers.usage(opened, messages, "".join(pieces))
-        finish = "length" if counted["completion_tokens"] >= params.max_tokens else "stop"
-        yield sse(make_chunk(meta, None, finish=finish))
+        async for chunk in answers.chunks(opened):
+            out = {**chunk, **meta}
+            if first:
+                out["routing"] = {**routing.info, "model": served, "model_key": routing.model_key,
+                                  "router_latency_ms": round(1000 * latency, 2)}
+                first = False
+            yield sse(out)
+        if first:  # the model finished without a chunk: the routing object still goes first
+            kind = "text_completion" if request.api == "completions" else "chat.completion.chunk"
+            yield sse({**meta, "object": kind, "choices": [], "routing": {
+                **routing.info, "model": served, "model_key": routing.model_key,
+                "router_latency_ms": round(1000 * latency, 2)}})
+        counted, estimated = answers.usage(opened, request)
+        routing.usage_estimated = estimated
         final = ModelCall(model_key=routing.model_key, prompt_tokens=counted["prompt_tokens"],
                           completion_tokens=counted["completion_tokens"], purpose="final")
         info = finish_routing(routing, final, latency)
         if include_usage:
             usage = {**counted, "total_tokens": counted["prompt_tokens"] + counted["completion_tokens"]}
-            yield sse({**{k: meta[k] for k in ("id", "object", "created", "model")}, "choices": [],
-                       "usage": usage, "routing": info})
+            kind = "text_completion" if request.api == "completions" else "chat.completion.chunk"
+            yield sse({**meta, "object": kind, "choices": [], "usage": usage, "routing": info})
     except Exception as exc:  # noqa: BLE001 - a started stream cannot change its status: report in-band
         log_event("stream_failed", request_id=request_id, model=routing.model_key,
                   error=f"{type(exc).__name__}: {exc}"[:500])

@@ -130,5 +130,7 @@ def stop_serve() -> None:
 def as_clients(handles: dict[str, Any]) -> dict[str, Any]:
     """Answer-model handles (or fakes of them) as the ingress calls them: behind the AnswerModel client."""
     from serve_app.answer_clients import DeploymentAnswerClient
+    from serve_app.config import AnswerModelSpec
 
-    return {key: DeploymentAnswerClient(handle) for key, handle in handles.items()}
+    return {key: DeploymentAnswerClient(key, AnswerModelSpec(engine={"model": f"models/{key}"}), handle)
+            for key, handle in handles.items()}

@@ -13,9 +13,9 @@ import pytest
 
 from routers.engines import SamplingParams
 from routers.engines.base import PLAIN_STOP
-from routers.errors import EngineError
-from serve_app.answer_clients import LLMServerAnswerClient, LLMServerStream
+from serve_app.answer_clients import LLMServerAnswerClient, LLMServerStream, ModelFailure, ModelRejected
 from serve_app.config import AnswerModelSpec, AppConfig
+from serve_app.openai_shapes import AnswerRequest
 from serve_app.pipelines import Pipelines
 from tests.fake_handles import Stream
 
@@ -77,7 +77,7 @@ def test_automix_sends_one_request_with_n_verdicts() -> None:
         "models": {"small": {"engine": {"backend": "vllm", "model": "org/small"}},
                    "large": {"engine": {"backend": "vllm", "model": "org/large"}}},
         "routers": {"hybrid": None, "automix": {"artifact": str(AUTOMIX)}}, "default_router": "automix"})
-    clients = {key: LLMServerAnswerClient(server, config.models[key]) for key in config.models}
+    clients = {key: LLMServerAnswerClient(key, config.models[key], server) for key in config.models}
     pipelines = Pipelines(config, clients, None, None, None)
     query = "What is 12 + 30?"
     routing = run(pipelines.route("automix", query, [{"role": "user", "content": query}],
@@ -85,19 +85,36 @@ def test_automix_sends_one_request_with_n_verdicts() -> None:
     assert [(method, request.n) for method, request in server.requests] == [("chat", 1), ("chat", samples)]
     assert routing.info["verification_samples"] == samples and routing.info["verification_score"] == 1.0
     verify = server.requests[1][1]
-    assert verify.model == "small" and verify.return_token_ids is True and not verify.stream
+    assert verify.model == "small" and not verify.stream
     assert routing.calls[1].completion_tokens == samples  # one token per verdict, per completion
 
 
-def test_a_chat_result_keeps_every_completion_and_its_token_count() -> None:
+def chat(content: str = "hi", **params: Any) -> AnswerRequest:
+    return AnswerRequest.chat([{"role": "user", "content": content}], SamplingParams(**params))
+
+
+def test_a_chat_result_keeps_every_completion_and_the_servers_token_counts() -> None:
     server = FakeLLMServer(lambda method, request: [chat_response(request, ["a b", "c"])])
-    result = run(LLMServerAnswerClient(server, spec()).generate(
-        [{"role": "user", "content": "hi"}], SamplingParams(n=2, temperature=0.5, seed=3, stop=["\n"])))
-    assert result == {"model": "m", "prompt_tokens": 11, "completions": [
-        {"text": "a b", "finish_reason": "stop", "completion_tokens": 2},
-        {"text": "c", "finish_reason": "stop", "completion_tokens": 1}]}
+    answer = run(LLMServerAnswerClient("m", spec(), server).complete(chat(n=2, temperature=0.5, seed=3, stop=["\n"])))
+    assert answer.texts() == ["a b", "c"] and not answer.usage_estimated
+    assert answer.usage == {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}
+    assert [c.completion_tokens for c in answer.generation_result().completions] == [2, 1]  # 3 split over 2
     (_, request), = server.requests
     assert (request.n, request.temperature, request.seed, request.stop) == (2, 0.5, 3, ["\n"])
+
+
+def test_the_whole_request_reaches_the_llm_server() -> None:
+    """Tools, a JSON schema and logprobs pass through to vLLM's own request model untouched."""
+    server = FakeLLMServer(lambda method, request: [chat_response(request, ["{}"])])
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}
+    request = AnswerRequest.chat([{"role": "user", "content": "weather?"}], SamplingParams(),
+                                 {"tools": tools, "tool_choice": "none", "response_format": schema,
+                                  "logprobs": True, "top_logprobs": 2})
+    run(LLMServerAnswerClient("m", spec(), server).complete(request))
+    (_, sent), = server.requests
+    assert sent.tools[0].function.name == "get_weather" and sent.tool_choice == "none"
+    assert sent.response_format.type == "json_schema" and sent.logprobs is True and sent.top_logprobs == 2
 
 
 def test_a_base_model_without_chat_template_gets_the_plain_prompt_and_stops(tmp_path: Path) -> None:
@@ -107,22 +124,23 @@ def test_a_base_model_without_chat_template_gets_the_plain_prompt_and_stops(tmp_
 
     def reply(method: str, request: Any) -> list[Any]:
         return [CompletionResponse.model_validate({
-            "id": "x", "created": 0, "model": "m", "choices": [{"index": 0, "text": " Paris", "finish_reason": "stop",
-                                                                "token_ids": [5]}],
+            "id": "x", "created": 0, "model": "m", "choices": [{"index": 0, "text": " Paris", "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 7, "completion_tokens": 1, "total_tokens": 8}})]
 
     server = FakeLLMServer(reply)
-    client = LLMServerAnswerClient(server, spec(str(tmp_path)))
-    result = run(client.generate([{"role": "user", "content": "Capital of France?"}], SamplingParams(stop=["."])))
+    client = LLMServerAnswerClient("m", spec(str(tmp_path)), server)
+    answer = run(client.complete(chat("Capital of France?", stop=["."])))
     (method, request), = server.requests
     assert method == "completions" and request.prompt == "Question: Capital of France?\nAnswer:"
-    assert request.stop == [".", *PLAIN_STOP] and result["completions"][0]["text"] == " Paris"
+    assert request.stop == [".", *PLAIN_STOP]
+    assert answer.body["choices"][0]["message"] == {"role": "assistant", "content": " Paris"}  # a chat answer
 
 
-def test_streams_yield_deltas_and_keep_vllms_token_counts() -> None:
-    def sse(data: Any) -> str:
-        return f"data: {json.dumps(data)}\n\n"
+def sse(data: Any) -> str:
+    return f"data: {json.dumps(data)}\n\n"
 
+
+def test_streams_relay_chunks_and_keep_vllms_token_counts() -> None:
     chunks = [
         [sse({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}),
          sse({"choices": [{"index": 0, "delta": {"content": "Bl"}}]})],
@@ -131,30 +149,30 @@ def test_streams_yield_deltas_and_keep_vllms_token_counts() -> None:
          "data: [DONE]\n\n"],
     ]
     server = FakeLLMServer(lambda method, request: chunks)
-    client = LLMServerAnswerClient(server, spec())
-    stream = client.stream([{"role": "user", "content": "colour?"}], SamplingParams(n=3))
+    stream = LLMServerAnswerClient("m", spec(), server).stream(chat("colour?", n=3))
 
-    async def collect() -> list[str]:
-        return [delta async for delta in stream]
+    async def collect() -> list[dict[str, Any]]:
+        return [chunk async for chunk in stream]
 
-    assert run(collect()) == ["Bl", "ue"]
+    relayed = run(collect())
+    assert [c["choices"][0]["delta"].get("content") for c in relayed] == ["", "Bl", "ue"]
+    assert relayed[-1]["choices"][0]["finish_reason"] == "stop"
     (_, request), = server.requests
     assert request.stream and request.n == 1 and request.stream_options.include_usage
-    assert run(client.usage([], "Blue", stream)) == {"prompt_tokens": 9, "completion_tokens": 2}
+    assert stream.usage == {"prompt_tokens": 9, "completion_tokens": 2} and not stream.usage_estimated
 
 
-def test_vllm_errors_become_400s_for_the_request_and_engine_errors_otherwise() -> None:
+def test_vllm_errors_become_400s_for_the_request_and_failures_otherwise() -> None:
     from ray.llm._internal.serve.core.configs.openai_api_models import ErrorInfo, ErrorResponse
 
     def failing(code: int) -> Any:
         error = ErrorResponse(error=ErrorInfo(message=f"boom {code}", type="BadRequestError", code=code))
         return FakeLLMServer(lambda method, request: [error])
 
-    messages = [{"role": "user", "content": "hi"}]
-    with pytest.raises(ValueError, match="boom 400"):
-        run(LLMServerAnswerClient(failing(400), spec()).generate(messages, SamplingParams()))
-    with pytest.raises(EngineError, match="boom 500"):
-        run(LLMServerAnswerClient(failing(500), spec()).generate(messages, SamplingParams()))
-    in_stream = LLMServerStream(Stream([['data: {"error": {"message": "too long", "code": 400}}\n\n']]), chat=True)
+    with pytest.raises(ModelRejected, match="boom 400"):
+        run(LLMServerAnswerClient("m", spec(), failing(400)).complete(chat()))
+    with pytest.raises(ModelFailure, match="boom 500"):
+        run(LLMServerAnswerClient("m", spec(), failing(500)).complete(chat()))
+    in_stream = LLMServerStream(Stream([[sse({"error": {"message": "too long", "code": 400}})]]), chat(), "m")
     with pytest.raises(ValueError, match="too long"):
         run(in_stream.__anext__())

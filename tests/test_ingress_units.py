@@ -33,6 +33,7 @@ from serve_app.guard import GuardSettings, IngressGuard
 from serve_app.hot_swap import check_ingress_user_config, merged_config
 from serve_app.ingress import RouterIngress
 from serve_app.pipelines import Pipelines
+from serve_app.openai_shapes import AnswerRequest
 from serve_app.routing import Routing
 from tests.fake_handles import ANSWER, Handle, Stream, fake_metrics, remote_error, value
 from tests.serve_helpers import as_clients
@@ -320,6 +321,10 @@ def model(generate: Any = ANSWER, stream: Stream | None = None) -> Handle:
                   usage=lambda m, t: value({"prompt_tokens": 2, "completion_tokens": len(t)}))
 
 
+def ask(**params: Any) -> AnswerRequest:
+    return AnswerRequest.chat([{"role": "user", "content": "hi"}], SamplingParams(**params))
+
+
 def routing(model_key: str = "small") -> Routing:
     return Routing(router="hybrid", model_key=model_key, use_large=model_key == "large", reason="test")
 
@@ -336,14 +341,14 @@ def test_transient_failure_is_retried_on_the_other_model() -> None:
     small, large = model(ray_errors.ActorDiedError()), model()
     answers = Answers(config(), as_clients({"small": small, "large": large}))
     chosen = routing("small")
-    assert run(answers.generate(chosen, [], SamplingParams())) == generation_result(ANSWER)
+    assert run(answers.generate(chosen, ask())).generation_result() == generation_result(ANSWER)
     assert chosen.model_key == "large" and chosen.info["retried_on"] == "large"
 
 
 def test_bad_parameters_are_400_and_not_retried() -> None:
     small, large = model(remote_error(ValueError("Seed must be between 0 and 2**64 - 1"))), model()
     with pytest.raises(ApiError) as caught:
-        run(Answers(config(), as_clients({"small": small, "large": large})).generate(routing(), [], SamplingParams()))
+        run(Answers(config(), as_clients({"small": small, "large": large})).generate(routing(), ask()))
     assert caught.value.status == 400 and "Seed must be" in caught.value.message
     assert "Traceback" not in caught.value.message
     assert large.generate.calls == 0  # type: ignore[attr-defined]
@@ -352,7 +357,7 @@ def test_bad_parameters_are_400_and_not_retried() -> None:
 def test_model_bug_is_500_and_not_retried() -> None:
     small, large = model(remote_error(KeyError("oops"))), model()
     with pytest.raises(ApiError) as caught:
-        run(Answers(config(), as_clients({"small": small, "large": large})).generate(routing(), [], SamplingParams()))
+        run(Answers(config(), as_clients({"small": small, "large": large})).generate(routing(), ask()))
     assert caught.value.status == 500 and caught.value.kind == "server_error"
     assert large.generate.calls == 0  # type: ignore[attr-defined]
 
@@ -360,7 +365,7 @@ def test_model_bug_is_500_and_not_retried() -> None:
 def test_both_models_down_is_503_with_retry_after() -> None:
     handles = {"small": model(ray_errors.ActorDiedError()), "large": model(StepTimeout("slow"))}
     with pytest.raises(ApiError) as caught:
-        run(Answers(config(), as_clients(handles)).generate(routing(), [], SamplingParams()))
+        run(Answers(config(), as_clients(handles)).generate(routing(), ask()))
     assert caught.value.status == 503 and caught.value.headers["Retry-After"]
 
 
@@ -369,19 +374,23 @@ def test_stream_waits_for_the_first_token_and_retries_a_dead_model() -> None:
     alive = Stream(["Hel", "lo"])
     answers = Answers(config(), as_clients({"small": model(stream=dead), "large": model(stream=alive)}))
     chosen = routing("small")
-    opened = run(answers.open_stream(chosen, [], SamplingParams()))
-    assert opened.model_key == chosen.model_key == "large" and opened.first == "Hel" and dead.cancelled
+    opened = run(answers.open_stream(chosen, ask()))
+    assert opened.model_key == chosen.model_key == "large" and dead.cancelled
+    assert opened.first is not None and opened.first["choices"][0]["delta"] == {"role": "assistant", "content": "Hel"}
+    assert chosen.info["fallbacks"] == [{"model": "small", "error": "unavailable"}]
 
-    async def collect() -> list[str]:
-        return [d async for d in answers.deltas(opened)]
+    async def collect() -> list[dict[str, Any]]:
+        return [c async for c in answers.chunks(opened)]
 
-    assert run(collect()) == ["Hel", "lo"]
+    chunks = run(collect())
+    assert [c["choices"][0]["delta"].get("content") for c in chunks] == ["Hel", "lo", None]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
 
 
 def test_stream_first_token_timeout_then_503() -> None:
     slow = {k: model(stream=Stream(["late"], delays=[5.0])) for k in ("small", "large")}
     with pytest.raises(ApiError) as caught:
-        run(Answers(config(), as_clients(slow)).open_stream(routing(), [], SamplingParams()))
+        run(Answers(config(), as_clients(slow)).open_stream(routing(), ask()))
     assert caught.value.status == 503 and "Retry-After" in caught.value.headers
 
 
@@ -391,17 +400,17 @@ def test_stream_chunk_timeout_sends_an_error_event_then_done() -> None:
     ingress = plain_ingress()
     ingress.answers = answers
     chosen = routing("small")
-    opened = run(answers.open_stream(chosen, [], SamplingParams()))
+    opened = run(answers.open_stream(chosen, ask()))
 
     async def collect() -> list[str]:
-        params = SamplingParams(max_tokens=4)
-        return [e async for e in ingress.stream_chunks(chosen, opened, [], params, 0.0, False, "r1")]
+        return [e async for e in ingress.stream_chunks(chosen, opened, ask(max_tokens=4), 0.0, False, "r1")]
 
     events = run(collect())
     assert events[-1] == "data: [DONE]\n\n"
     error = json.loads(events[-2].removeprefix("data: "))["error"]
     assert error["type"] == "server_error" and "StepTimeout" in error["message"]
-    assert json.loads(events[1].removeprefix("data: "))["choices"][0]["delta"]["content"] == "one"
+    head = json.loads(events[0].removeprefix("data: "))
+    assert head["choices"][0]["delta"]["content"] == "one" and head["routing"]["model_key"] == "small"
     assert stalls.cancelled
     assert ingress.metrics.requests.total(status="stream_error") == 1
 

@@ -127,7 +127,24 @@ def test_chat_request_query_is_the_last_user_turn() -> None:
         {"role": "system", "content": "be brief"}, {"role": "user", "content": "first"},
         {"role": "assistant", "content": "ok"}, {"role": "user", "content": [{"type": "text", "text": "second"}]}]})
     assert req.query() == "second"
-    assert req.chat()[-1] == {"role": "user", "content": "second"}
+    assert req.raw_messages()[-1] == {"role": "user", "content": [{"type": "text", "text": "second"}]}
+
+
+def test_a_tool_result_turn_is_part_of_what_the_router_reads() -> None:
+    req = ChatCompletionRequest.model_validate({"model": "router-hybrid", "messages": [
+        {"role": "user", "content": "weather in Paris?"},
+        {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function",
+                                              "function": {"name": "weather", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "18C, sunny"}]})
+    assert req.query() == "weather in Paris?\n18C, sunny"
+
+
+def test_fields_the_router_does_not_know_pass_through() -> None:
+    req = ChatCompletionRequest.model_validate({
+        "model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5, "vendor_knob": {"a": 1},
+        "response_format": {"type": "json_object"}, "logprobs": True, "top_logprobs": 3, "presence_penalty": 0.5})
+    assert req.passthrough() == {"vendor_knob": {"a": 1}, "response_format": {"type": "json_object"},
+                                 "logprobs": True, "top_logprobs": 3, "presence_penalty": 0.5}
 
 
 @pytest.mark.parametrize(
@@ -138,7 +155,11 @@ def test_chat_request_query_is_the_last_user_turn() -> None:
         {"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 3},
         {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stop": ["a", "b", "c", "d", "e"]},
         {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 0},
-        {"model": "m", "messages": [{"role": "user", "content": "hi"}], "unknown": True},
+        {"model": "m", "messages": [{"role": "user", "content": "hi"}], "top_logprobs": 2},
+        {"model": "m", "messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_schema"}},
+        {"model": "m", "messages": [{"role": "user", "content": "hi"}, {"role": "tool", "content": "18C"}]},
+        {"model": "m", "messages": [{"role": "user", "content": "hi"}], "logit_bias": {"5": 300}},
+        {"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
         {"model": "", "messages": [{"role": "user", "content": "hi"}]},
     ],
 )

@@ -59,6 +59,7 @@ def llm_config_for(key: str, spec: AnswerModelSpec, env_vars: dict[str, str] | N
     """The ``ray.serve.llm.LLMConfig`` serving answer model ``key``."""
     from ray.serve.llm import LLMConfig
 
+    assert spec.engine is not None, f"answer model {key!r} is not hosted"
     engine_kwargs, engine_env = llm_engine_kwargs(spec.engine)
     settings = spec.deployment.model_dump()
     deployment_config = {k: settings[k] for k in _SERVE_KEYS if settings.get(k) is not None}
