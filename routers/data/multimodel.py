@@ -374,10 +374,12 @@ def read_llmrouter_scores(scores_path: str | Path, queries_path: str | Path | No
                             f"extra {extra}", field="scores")
         rows.append({m: unit_score(scores_path, lineno, f"scores.{m}", scores[m]) for m in models})
         queries.append(question)
-    if llm_data is not None and (unpriced := [m for m in models or () if m not in candidates]):
+    if models is None:
+        raise DataError(str(scores_path), None, "the list has no {question, scores} entries")
+    if llm_data is not None and (unpriced := [m for m in models if m not in candidates]):
         raise DataError(str(llm_data), None, f"no price for scored model(s) {unpriced}")
     # The files list each entry's scores in varying order; one fixed column order makes splits line up.
-    models = canonical_model_order(models or (), candidates)
+    models = canonical_model_order(models, candidates)
     rows = [[row_scores[m] for m in models] for row_scores in rows]
     report.kept = len(queries)
     report.without_task_name = sum(q not in task_of for q in queries) if queries_path is not None else 0
