@@ -275,17 +275,17 @@ def download(expected: PublishedFile, target: Path) -> None:
     assert expected.url is not None
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".part")
-    with open_url(expected.url, timeout=DOWNLOAD_TIMEOUT_S) as response, partial.open("wb") as out:
-        total = int(response.headers.get("Content-Length") or expected.size)
-        with progress_bar(expected.name, total=total, unit="B") as bar:
-            bar.unit_scale = True  # kB / MB rather than a byte count
-            for chunk in iter(lambda: response.read(CHUNK_BYTES), b""):
-                out.write(chunk)
-                bar.update(len(chunk))
     try:
+        with open_url(expected.url, timeout=DOWNLOAD_TIMEOUT_S) as response, partial.open("wb") as out:
+            total = int(response.headers.get("Content-Length") or expected.size)
+            with progress_bar(expected.name, total=total, unit="B") as bar:
+                bar.unit_scale = True  # kB / MB rather than a byte count
+                for chunk in iter(lambda: response.read(CHUNK_BYTES), b""):
+                    out.write(chunk)
+                    bar.update(len(chunk))
         check_sha256(partial, expected)
-    except DataFetchError:
-        partial.unlink(missing_ok=True)
+    except BaseException:
+        partial.unlink(missing_ok=True)  # a cut connection or a wrong checksum leaves nothing behind
         raise
     partial.replace(target)
 
