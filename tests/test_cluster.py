@@ -1,9 +1,11 @@
 """The KubeRay manifests in ``cluster/`` are valid and match the code they deploy (fast: no Ray, no cluster).
 
-Schemas: ``tests/data/kuberay/*.schema.json.gz`` are KubeRay's CRD ``openAPIV3Schema`` (``v1``), vendored
-by ``tests/data/kuberay/extract.py`` (see ``SOURCE.md`` there). CRD schemas are OpenAPI v3, not quite
-JSON Schema, and they let unknown fields through (the API server prunes them silently), so
-:func:`strict_schema` rewrites them before validating:
+Schemas: the ``v1`` ``openAPIV3Schema`` of KubeRay's CRDs (``ray.io_rayservices.yaml``, ``ray.io_rayjobs.yaml``,
+``ray.io_rayclusters.yaml``), read where they lie, never copied here: from the directory ``LLMROUTER_KUBERAY_CRDS``
+names, else ``../shared/kuberay-crds`` beside the checkout (where CI has them). Without either the schema tests
+skip, saying how to get them (``scripts/get_kuberay_crds.sh`` downloads a KubeRay release's). CRD schemas are
+OpenAPI v3, not quite JSON Schema, and they let unknown fields through (the API server prunes them silently),
+so :func:`strict_schema` rewrites them before validating:
 
 - every object schema that lists ``properties`` (and neither ``additionalProperties`` nor
   ``x-kubernetes-preserve-unknown-fields``) gets ``additionalProperties: false``: a typo such as
@@ -15,12 +17,15 @@ JSON Schema, and they let unknown fields through (the API server prunes them sil
 
 from __future__ import annotations
 
-import gzip
 import importlib
 import importlib.util
 import json
+import os
 import re
 import shlex
+import shutil
+import subprocess
+import warnings
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -30,10 +35,24 @@ import pytest
 import yaml
 
 from serve_app.config import AppConfig
+from tests.placement import (
+    Replica,
+    deployments,
+    groups_that_fit,
+    node_groups,
+    pack,
+    replica_within_first_bundle,
+    replicas_at_max_scale,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "cluster"
-SCHEMAS = Path(__file__).resolve().parent / "data" / "kuberay"
+CRDS_ENV = "LLMROUTER_KUBERAY_CRDS"
+SHARED_CRDS = ROOT.parent / "shared" / "kuberay-crds"   # CI: shared/ beside the clone
+CRD_FILES = {"RayService": "ray.io_rayservices.yaml", "RayJob": "ray.io_rayjobs.yaml",
+             "RayCluster": "ray.io_rayclusters.yaml"}
+# libyaml's loader where PyYAML has it: the three CRDs are 3 MB of YAML
+YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 TRAIN_JOBS = ("causal_lm", "policy", "automix", "hybrid", "oracle")
 GPU_JOBS = ("causal_lm", "policy", "automix", "hybrid")
 RAYJOB_FILES = [CLUSTER / f"rayjob-{job}.yaml" for job in TRAIN_JOBS]
@@ -64,9 +83,30 @@ def strict_schema(node: Any) -> Any:
     return out
 
 
+def crd_dir() -> Path:
+    """Where KubeRay's CRDs are: ``$LLMROUTER_KUBERAY_CRDS`` (it must exist when set), else ../shared/kuberay-crds;
+    the test skips when neither holds them."""
+    configured = os.environ.get(CRDS_ENV)
+    if configured:
+        directory = Path(configured)
+        missing = [name for name in CRD_FILES.values() if not (directory / name).is_file()]
+        assert not missing, f"{CRDS_ENV}={configured} lacks {missing}: bash scripts/get_kuberay_crds.sh TAG DIR"
+        return directory
+    if all((SHARED_CRDS / name).is_file() for name in CRD_FILES.values()):
+        return SHARED_CRDS
+    pytest.skip(f"KubeRay's CRDs are not here: `bash scripts/get_kuberay_crds.sh` downloads a KubeRay release's "
+                f"({', '.join(CRD_FILES.values())}); then set {CRDS_ENV} to their directory (or put them in "
+                f"{SHARED_CRDS})")
+
+
 @cache
 def crd_schema(kind: str) -> dict[str, Any]:
-    return json.loads(gzip.decompress((SCHEMAS / f"{kind.lower()}.schema.json.gz").read_bytes()))
+    """The ``v1`` openAPIV3Schema of KubeRay's CRD for ``kind``."""
+    crd = yaml.load((crd_dir() / CRD_FILES[kind]).read_text(), Loader=YAML_LOADER)
+    assert crd["spec"]["names"]["kind"] == kind, f"{CRD_FILES[kind]} is not the {kind} CRD"
+    versions = {v["name"]: v for v in crd["spec"]["versions"]}
+    assert "v1" in versions, f"{CRD_FILES[kind]}: no v1 version (found {sorted(versions)})"
+    return versions["v1"]["schema"]["openAPIV3Schema"]
 
 
 @cache
@@ -139,7 +179,7 @@ ALL_FILES = [RAYSERVICE_FILE, *RAYJOB_FILES]
 
 
 # --- the schema machinery itself --------------------------------------------------------------------
-def test_vendored_schemas_are_the_crd_v1_schemas() -> None:
+def test_the_crd_schemas_are_kuberays_v1_schemas() -> None:
     for kind in ("RayService", "RayJob", "RayCluster"):
         schema = crd_schema(kind)
         assert schema["type"] == "object" and "spec" in schema["properties"], kind
@@ -266,6 +306,113 @@ def test_cluster_readme_creates_the_token_secret_and_reaches_the_job_api_with_it
     assert f"kubectl get secret {RAY_TOKEN_SECRET} -o jsonpath='{{.data.auth_token}}' | base64 -d" in readme
 
 
+# --- the Hugging Face token: required wherever a workload downloads hub models --------------------------------
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+LOCAL_PREFIXES = ("models/", "artifacts/", "runs/", "/")
+
+
+def hub_models(node: Any) -> set[str]:
+    """The hub ids a config names as a ``model`` or ``base_model`` (not local directories)."""
+    found: set[str] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("model", "base_model") and isinstance(value, str) and HUB_ID.match(value) \
+                    and not value.startswith(LOCAL_PREFIXES) and not (ROOT / value).exists():
+                found.add(value)
+            else:
+                found |= hub_models(value)
+    elif isinstance(node, list):
+        for item in node:
+            found |= hub_models(item)
+    return found
+
+
+def workload_hub_models(path: Path) -> set[str]:
+    """Hub models a manifest's workload downloads: the serve config's, or the job config's and its router
+    config's."""
+    manifest = load(path)
+    if manifest["kind"] == "RayService":
+        return hub_models(serve_config())
+    argv = shlex.split(manifest["spec"]["entrypoint"])
+    job_config = yaml.safe_load((ROOT / argv[argv.index("--config") + 1]).read_text())
+    found = hub_models(job_config)
+    if job_config.get("router_config"):
+        found |= hub_models(yaml.safe_load((ROOT / job_config["router_config"]).read_text()))
+    return found
+
+
+@pytest.mark.parametrize("path", ALL_FILES, ids=lambda p: p.name)
+def test_the_hf_token_secret_is_required_where_hub_models_are_downloaded(path: Path) -> None:
+    """Without the secret such pods must fail to start (CreateContainerConfigError: secret "hf-token" not found),
+    not start and 401 later inside a replica or a training worker."""
+    hub = workload_hub_models(path)
+    if not hub:
+        return   # local models only: the token is optional there
+    for group, container in ray_containers(load(path)).items():
+        reference = env_of(container)["HF_TOKEN"]["valueFrom"]["secretKeyRef"]
+        assert not reference.get("optional", False), f"{path.name} {group}: downloads {sorted(hub)}; require the token"
+
+
+def test_the_rayservice_and_the_gpu_jobs_download_gated_hub_models() -> None:
+    """The check above has something to check: the production layout's models come from the hub."""
+    assert {"meta-llama/Llama-3.1-8B-Instruct", "meta-llama/Llama-3.1-70B-Instruct"} <= workload_hub_models(
+        RAYSERVICE_FILE)
+    assert "google/gemma-2b" in workload_hub_models(CLUSTER / "rayjob-policy.yaml")
+    assert workload_hub_models(CLUSTER / "rayjob-oracle.yaml") == set()
+
+
+# --- the image: one value, in cluster/kustomization.yaml --------------------------------------------------------
+KUSTOMIZATION = CLUSTER / "kustomization.yaml"
+PLACEHOLDER_REPOSITORY = "ghcr.io/your-org/ray-llm-router"
+
+
+def container_images(node: Any) -> list[str]:
+    """Every container image in a manifest (Ray containers, the RayJob submitter, init containers)."""
+    images: list[str] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("containers", "initContainers") and isinstance(value, list):
+                images += [c["image"] for c in value if "image" in c]
+            images += container_images(value)
+    elif isinstance(node, list):
+        for item in node:
+            images += container_images(item)
+    return images
+
+
+def image_entry() -> dict[str, str]:
+    kustomization = yaml.safe_load(KUSTOMIZATION.read_text())
+    assert sorted(kustomization["resources"]) == sorted(p.name for p in ALL_FILES), "every manifest, once"
+    (entry,) = kustomization["images"]
+    return entry
+
+
+def kustomize_rendered_images() -> list[str] | None:
+    """The images `kubectl kustomize cluster/` renders; None where kubectl is not installed."""
+    if shutil.which("kubectl") is None:
+        return None
+    rendered = subprocess.run(["kubectl", "kustomize", str(CLUSTER)], capture_output=True, text=True, check=True)
+    return [image for document in yaml.safe_load_all(rendered.stdout) for image in container_images(document)]
+
+
+def test_one_kustomize_entry_sets_the_image_of_every_container() -> None:
+    """The image is one value to set: cluster/kustomization.yaml's `images` entry rewrites every container of
+    every manifest (kustomize matches the image name); the test warns while that value is the placeholder."""
+    entry = image_entry()
+    target = f"{entry['newName']}:{entry['newTag']}"
+    per_file = {path.name: container_images(load(path)) for path in ALL_FILES}
+    for name, images in per_file.items():
+        assert images and {image.split(":")[0] for image in images} == {entry["name"]}, (name, images)
+    rendered = kustomize_rendered_images()
+    if rendered is not None:
+        assert rendered and set(rendered) == {target}, f"kubectl kustomize renders {set(rendered)}"
+    if entry["newName"] == PLACEHOLDER_REPOSITORY:
+        message = (f"cluster/kustomization.yaml still sets the placeholder image {target} for "
+                   f"{', '.join(per_file)}: set images[0].newName/newTag to your registry's image (cluster/README.md)")
+        assert os.environ.get("LLMROUTER_REQUIRE_IMAGE") != "1", message
+        warnings.warn(message, UserWarning, stacklevel=1)
+
+
 # --- RayService ------------------------------------------------------------------------------------
 def test_serve_config_is_the_gpu_layout_verbatim() -> None:
     assert serve_config() == yaml.safe_load((ROOT / "configs" / "serve_gpu.yaml").read_text())
@@ -295,40 +442,83 @@ def test_rayservice_serves_on_8000_with_proxy_readiness_on_workers() -> None:
         assert f"localhost:{port}/-/healthz" in readiness, group
 
 
-def deployments_needing_gpus(args: dict[str, Any]) -> list[tuple[str, int, float]]:
-    """(name, GPUs that must share one node, GPUs per replica) at max replicas, from the serve args."""
-    config = AppConfig.model_validate(args)
-    settings = [(f"model {k}", s.deployment) for k, s in config.models.items()]
-    if config.embedder is not None:
-        settings.append(("embedder", config.embedder.deployment))
-    settings += [(f"router {k}", getattr(config.routers, k).deployment) for k in ("causal", "policy")
-                 if getattr(config.routers, k) is not None]
-    needs = []
-    for name, deployment in settings:
-        bundles = deployment.placement_group_bundles or [deployment.ray_actor_options]
-        per_replica = sum(float(b.get("GPU", b.get("num_gpus", 0))) for b in bundles)
-        packed = per_replica if deployment.placement_group_strategy in ("STRICT_PACK", None) else max(
-            float(b.get("GPU", 0)) for b in bundles)
-        replicas = (deployment.autoscaling_config or {}).get("max_replicas", deployment.num_replicas or 1)
-        needs.append((name, packed, per_replica * replicas))
-    return needs
+# --- placement: every replica fits the node groups, GPU deployments only their own ------------------------------
+# The GPU size each GPU group's node affinity asks for (MiB per GPU, NVIDIA GPU feature discovery's label):
+# 48 GB class cards report ~46000, 80 GB ones ~81500 (cluster/README.md, "Node layout and scaling").
+GPU_MEMORY_FLOOR_MIB = {"gpu-x2": 45000, "gpu-x4": 79000}
+GPU_MEMORY_LABEL = "nvidia.com/gpu.memory"
 
 
-def test_gpu_worker_groups_fit_every_deployment_at_max_scale() -> None:
-    manifest = load(RAYSERVICE_FILE)
-    args = serve_config()["applications"][0]["args"]
-    containers = ray_containers(manifest)
-    groups = {g["groupName"]: g for g in cluster_spec(manifest)["workerGroupSpecs"]}
-    node_gpus = sorted({gpus(c) for c in containers.values()})
-    total_max = sum(gpus(containers[name]) * g["maxReplicas"] for name, g in groups.items())
-    needed = deployments_needing_gpus(args)
-    for name, packed, _ in needed:
-        largest = node_gpus[-1]
-        assert packed <= largest, f"{name} needs {packed} GPUs on one node; the largest has {largest}"
-    assert sum(total for _, _, total in needed) <= total_max
-    large = args["models"][args["large_model"]]
-    tp = large["engine"]["tensor_parallel_size"]
-    assert any(gpus(containers[name]) == tp for name in groups), "a node group sized for the large model's TP"
+def rayservice_groups() -> list[Any]:
+    return node_groups(cluster_spec(load(RAYSERVICE_FILE)))
+
+
+def serve_args() -> dict[str, Any]:
+    return serve_config()["applications"][0]["args"]
+
+
+def unpinned_gpu_replicas(replicas: list[Replica], groups: list[Any]) -> dict[str, list[str]]:
+    """GPU replicas that more than one group could take (they may land on the large model's GPUs)."""
+    return {r.deployment: fit for r in replicas if r.gpus > 0 and len(fit := groups_that_fit(r, groups)) != 1}
+
+
+def test_every_replica_fits_the_rayservice_node_groups_at_max_scale() -> None:
+    """Every deployment's bundles (GPUs, custom resources, accelerator types, CPUs) at its max_replicas fit
+    the worker groups at their maxReplicas, as Ray's autoscaler reads the groups; a fractional GPU on one GPU."""
+    groups = rayservice_groups()
+    replicas = replicas_at_max_scale(serve_args())
+    for replica in replicas:
+        assert groups_that_fit(replica, groups), f"{replica.deployment}: {replica.bundles} fits no node group"
+    assert pack(replicas, groups) == []
+    for name, (settings, llm_server) in deployments(serve_args()).items():
+        # Serve runs a replica inside its first bundle (Ray Serve LLM adds it there instead)
+        assert llm_server or replica_within_first_bundle(settings), f"{name}: replica outside its first bundle"
+
+
+def test_gpu_deployments_are_pinned_to_one_node_group() -> None:
+    """Each GPU deployment fits exactly one group (its custom resource), so the small model, embedder and
+    routers never take the gpu-x4 GPUs the large model's STRICT_PACK group needs."""
+    groups = rayservice_groups()
+    replicas = replicas_at_max_scale(serve_args())
+    assert unpinned_gpu_replicas(replicas, groups) == {}
+    large = next(r for r in replicas if r.deployment == f"model {serve_args()['large_model']}")
+    assert groups_that_fit(large, groups) == ["gpu-x4"]
+
+
+def test_the_pinning_check_catches_unpinned_gpu_deployments() -> None:
+    """The layout as it shipped (GPU bundles with no custom resource) fails the pinning check."""
+    args = json.loads(json.dumps(serve_args()))
+    for spec in [*args["models"].values(), args["embedder"], args["routers"]["causal"], args["routers"]["policy"]]:
+        deployment = spec["deployment"]
+        deployment["ray_actor_options"].pop("resources", None)
+        for bundle in deployment.get("placement_group_bundles") or []:
+            for key in [k for k in bundle if k.startswith("llmrouter_")]:
+                del bundle[key]
+    unpinned = unpinned_gpu_replicas(replicas_at_max_scale(args), rayservice_groups())
+    assert {"model small", "embedder", "router policy", "router causal"} <= set(unpinned)
+
+
+def test_gpu_groups_require_the_gpu_size_they_are_sized_for() -> None:
+    for group in cluster_spec(load(RAYSERVICE_FILE))["workerGroupSpecs"]:
+        if gpus(group["template"]["spec"]["containers"][0]) == 0:
+            continue
+        terms = group["template"]["spec"]["affinity"]["nodeAffinity"][
+            "requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+        floors = [int(e["values"][0]) for term in terms for e in term["matchExpressions"]
+                  if e["key"] == GPU_MEMORY_LABEL and e["operator"] == "Gt"]
+        assert floors and min(floors) >= GPU_MEMORY_FLOOR_MIB[group["groupName"]], group["groupName"]
+
+
+@pytest.mark.parametrize("job", TRAIN_JOBS)
+def test_rayjob_workers_fit_the_job_node_groups(job: str) -> None:
+    """The job's Ray workers (num_workers x its CPU/GPU per worker) fit its worker groups at their maxima."""
+    manifest = load(CLUSTER / f"rayjob-{job}.yaml")
+    argv = shlex.split(manifest["spec"]["entrypoint"])
+    settings = job_config_of(job, argv[argv.index("--config") + 1]).ray
+    worker = Replica(f"{job} worker", ({k: float(v) for k, v in settings.worker_resources().items()},))
+    groups = node_groups(cluster_spec(manifest))
+    assert groups_that_fit(worker, groups), f"{job}: a worker {worker.bundles} fits no group"
+    assert pack([worker] * settings.num_workers, groups) == [], f"{job}: {settings.num_workers} workers do not fit"
 
 
 # --- artifacts: shipped in the image, or written to runs/ by a RayJob ----------------------------------
