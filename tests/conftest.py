@@ -168,3 +168,24 @@ def tiny_gemma(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.tiny_models import save_tiny_gemma
 
     return save_tiny_gemma(tmp_path_factory.mktemp("tiny-gemma"))
+
+
+#: the API key of the vLLM server the remote-model tests run (a canary: it must never reach a log or a body)
+UPSTREAM_KEY = "sk-canary-7f3c9a1e5b2d4086"
+
+
+@pytest.fixture(scope="session")
+def vllm_upstream(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """vLLM's own OpenAI server on the project's SmolLM2 (served as ``remote-smol``), with ``UPSTREAM_KEY`` and a
+    tool-call parser: the real remote model of the endpoint tests (``tests/upstreams.py``)."""
+    require_vllm()
+    from tests.serve_helpers import free_port
+    from tests.upstreams import SMOLLM, VLLMServer
+
+    if not (SMOLLM / "config.json").exists():
+        pytest.skip("models/smollm2-135m-instruct not set up; run scripts/setup.sh")
+    server = VLLMServer(free_port(), UPSTREAM_KEY, tmp_path_factory.mktemp("vllm") / "server.log").start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -32,8 +32,8 @@ from serve_app.errors import install_error_handlers
 from serve_app.guard import GuardSettings, IngressGuard
 from serve_app.hot_swap import check_ingress_user_config, merged_config
 from serve_app.ingress import RouterIngress
-from serve_app.pipelines import Pipelines
 from serve_app.openai_shapes import AnswerRequest
+from serve_app.pipelines import Pipelines
 from serve_app.routing import Routing
 from tests.fake_handles import ANSWER, Handle, Stream, fake_metrics, remote_error, value
 from tests.serve_helpers import as_clients
