@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ray import serve
 from ray.autoscaler._private.kuberay.autoscaling_config import _get_ray_resources_from_group_spec
 
 from serve_app.config import AppConfig, DeploymentSettings
@@ -124,12 +125,15 @@ def replica_of(name: str, settings: DeploymentSettings, replica_in_first_bundle:
     return Replica(name, tuple(bundles))
 
 
-def replica_within_first_bundle(settings: DeploymentSettings) -> bool:
-    """Ray Serve schedules a replica with bundles inside its first bundle: its actor options must fit there."""
-    if not settings.placement_group_bundles:
-        return True
-    first = settings.placement_group_bundles[0]
-    return all(first.get(k, 0.0) + EPSILON >= v for k, v in actor_bundle(settings.ray_actor_options).items())
+@serve.deployment
+class _Probe:
+    """A deployment to hang options on: Ray Serve validates them when they are set."""
+
+
+def serve_validates(settings: DeploymentSettings) -> None:
+    """Ray Serve's own checks of a deployment's options (raises ValueError): among them, that a replica with
+    placement-group bundles fits inside its first bundle, where Serve schedules it."""
+    _Probe.options(**settings.serve_options())
 
 
 def max_replicas(settings: DeploymentSettings) -> int:

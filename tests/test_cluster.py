@@ -41,8 +41,8 @@ from tests.placement import (
     groups_that_fit,
     node_groups,
     pack,
-    replica_within_first_bundle,
     replicas_at_max_scale,
+    serve_validates,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -346,11 +346,11 @@ def test_the_hf_token_secret_is_required_where_hub_models_are_downloaded(path: P
     """Without the secret such pods must fail to start (CreateContainerConfigError: secret "hf-token" not found),
     not start and 401 later inside a replica or a training worker."""
     hub = workload_hub_models(path)
-    if not hub:
-        return   # local models only: the token is optional there
     for group, container in ray_containers(load(path)).items():
         reference = env_of(container)["HF_TOKEN"]["valueFrom"]["secretKeyRef"]
-        assert not reference.get("optional", False), f"{path.name} {group}: downloads {sorted(hub)}; require the token"
+        assert reference["name"] == "hf-token", (path.name, group)
+        if hub:   # local models only: optional, so a job that needs none starts without the secret
+            assert not reference.get("optional", False), f"{path.name} {group}: downloads {sorted(hub)}"
 
 
 def test_the_rayservice_and_the_gpu_jobs_download_gated_hub_models() -> None:
@@ -470,9 +470,9 @@ def test_every_replica_fits_the_rayservice_node_groups_at_max_scale() -> None:
     for replica in replicas:
         assert groups_that_fit(replica, groups), f"{replica.deployment}: {replica.bundles} fits no node group"
     assert pack(replicas, groups) == []
-    for name, (settings, llm_server) in deployments(serve_args()).items():
-        # Serve runs a replica inside its first bundle (Ray Serve LLM adds it there instead)
-        assert llm_server or replica_within_first_bundle(settings), f"{name}: replica outside its first bundle"
+    for settings, llm_server in deployments(serve_args()).values():
+        if not llm_server:   # Ray Serve LLM adds its replica to the first bundle instead of placing it inside
+            serve_validates(settings)
 
 
 def test_gpu_deployments_are_pinned_to_one_node_group() -> None:
@@ -483,6 +483,14 @@ def test_gpu_deployments_are_pinned_to_one_node_group() -> None:
     assert unpinned_gpu_replicas(replicas, groups) == {}
     large = next(r for r in replicas if r.deployment == f"model {serve_args()['large_model']}")
     assert groups_that_fit(large, groups) == ["gpu-x4"]
+
+
+def test_serve_refuses_a_replica_bigger_than_its_first_bundle() -> None:
+    """The check above is Ray Serve's own validation: it does refuse a replica outside its first bundle."""
+    causal = deployments(serve_args())["router causal"][0]
+    oversized = causal.model_copy(update={"ray_actor_options": {"num_cpus": 2, "num_gpus": 0}})
+    with pytest.raises(ValueError, match="first bundle"):
+        serve_validates(oversized)
 
 
 def test_the_pinning_check_catches_unpinned_gpu_deployments() -> None:
