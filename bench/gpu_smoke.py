@@ -4,7 +4,7 @@
     python bench/gpu_smoke.py --dry-run       # anywhere (CI): builds every config, starts nothing
     python bench/gpu_smoke.py --stages a,c --budget-s 300 --out bench/out/gpu_smoke.json
 
-Stages (each its own Serve application, deleted before the next, so each has the GPU to itself):
+Stages (each its own Serve applications, deleted before the next stage, so each has the GPU to itself):
 
 (a) vLLM's Ray executor inside a Serve replica's placement group: the causal-LM router deployment (Gemma
     artifact) with bundles [{CPU: 1}, {GPU: 1}], its vLLM shard a Ray worker in bundle 1, scores a query;
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import json
 import sys
@@ -56,6 +57,11 @@ class Context:
 
     def left_s(self) -> float:
         return self.deadline - time.monotonic()
+
+    def timeout_s(self) -> float:
+        """How long one call may wait: what is left of the budget, but a minute at least (a stage started in
+        time gets to finish)."""
+        return max(self.left_s(), 60.0)
 
 
 @dataclass
@@ -127,11 +133,10 @@ def stage_a(ctx: Context) -> dict[str, Any]:
         return figures
     handle = serve.run(app, name="smoke-a", route_prefix=None)
     started = time.perf_counter()
-    decision = handle.route.remote(QUERY).result(timeout_s=ctx.left_s())
+    decision = handle.route.remote(QUERY).result(timeout_s=ctx.timeout_s())
     figures.update(route_s=round(time.perf_counter() - started, 3), model=decision["model_name"],
                    score=round(float(decision["score"]), 4))
     assert 0.0 <= decision["score"] <= 1.0, decision
-    serve.delete("smoke-a")
     return figures
 
 
@@ -198,15 +203,14 @@ def stage_b(ctx: Context) -> dict[str, Any]:
     serve.run(build_openai_app({"llm_configs": serving_args.llm_configs}), name="smoke-b", route_prefix="/")
     url = f"http://127.0.0.1:{ctx.port}"
     started = time.perf_counter()
-    one = chat(url, spec.public_name(), 1, ctx.left_s())
+    one = chat(url, spec.public_name(), 1, ctx.timeout_s())
     figures["chat_s"] = round(time.perf_counter() - started, 3)
     started = time.perf_counter()
-    eight = chat(url, spec.public_name(), 8, ctx.left_s())
+    eight = chat(url, spec.public_name(), 8, ctx.timeout_s())
     figures["n8_s"] = round(time.perf_counter() - started, 3)
     assert one["choices"][0]["message"]["content"], one
     assert len(eight["choices"]) == 8, eight
     figures["n8_distinct"] = len({c["message"]["content"] for c in eight["choices"]})
-    serve.delete("smoke-b")
     return figures
 
 
@@ -239,12 +243,10 @@ def stage_c(ctx: Context) -> dict[str, Any]:
 
     embedder = serve.run(embedder_app, name="smoke-c-embedder", route_prefix=None)   # first: vLLM sizes to what is free
     router = serve.run(router_app, name="smoke-c-router", route_prefix=None)
-    vector = embedder.embed.remote([QUERY]).result(timeout_s=ctx.left_s())
-    decision = router.route.remote(QUERY).result(timeout_s=ctx.left_s())
+    vector = embedder.embed.remote([QUERY]).result(timeout_s=ctx.timeout_s())
+    decision = router.route.remote(QUERY).result(timeout_s=ctx.timeout_s())
     figures.update(embedding_dim=int(vector.shape[1]), policy=decision["extra"]["policy"],
                    model=decision["model_name"])
-    serve.delete("smoke-c-router")
-    serve.delete("smoke-c-embedder")
     return figures
 
 
@@ -285,7 +287,8 @@ def stage_d(ctx: Context) -> dict[str, Any]:
 
         GeneratorConfig.model_validate({**bench.VLLM_CPU, "model": str(SMOLLM)})
         return {"vllm_engine": bench.VLLM_CPU}
-    verification = bench.part_b(samples=8, queries=8)
+    with contextlib.redirect_stdout(sys.stderr):   # its own table: this script prints one, at the end
+        verification = bench.part_b(samples=8, queries=8)
     return {"automix_n8_one_call_s_vllm": round(verification["vllm"]["one_call"], 3),
             "automix_n8_one_call_s_transformers": round(verification["transformers"]["one_call"], 3),
             "automix_vllm_speedup_vs_8_calls": round(verification["vllm"]["speedup_vs_sequential"], 2),
@@ -307,7 +310,17 @@ def run_stage(stage: str, ctx: Context) -> StageResult:
         status = "dry-ok" if ctx.dry else "ok"
     except Exception as exc:  # noqa: BLE001 - the table reports it; the next stage still runs
         figures, status = {}, f"FAIL {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+    finally:
+        if not ctx.dry:
+            delete_applications()   # a failed stage must not keep the GPU from the next one
     return StageResult(stage, status, round(time.perf_counter() - started, 2), figures)
+
+
+def delete_applications() -> None:
+    from ray import serve
+
+    for name in list(serve.status().applications):
+        serve.delete(name)
 
 
 def missing_inputs() -> list[str]:
@@ -329,7 +342,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dry-run", action="store_true", help="build every config on this CPU; start nothing")
     parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of a,b,c,d")
-    parser.add_argument("--budget-s", type=float, default=450.0, help="stop starting stages after this long")
+    parser.add_argument("--budget-s", type=float, default=300.0,
+                        help="start no stage after this long (the last one started may take ~3 min more)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--out", default=str(ROOT / "bench/out/gpu_smoke.json"))
     args = parser.parse_args(argv)
