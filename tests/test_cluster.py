@@ -485,6 +485,28 @@ def test_gpu_deployments_are_pinned_to_one_node_group() -> None:
     assert groups_that_fit(large, groups) == ["gpu-x4"]
 
 
+@pytest.mark.slow
+def test_ray_serve_llm_reserves_the_bundles_the_placement_check_assumes() -> None:
+    """The placement check's model of an answer model's replica is what Ray Serve LLM builds: the layout's
+    bundles with the replica's own resources added to the first (building the deployment starts local Ray)."""
+    import ray
+
+    from serve_app.deployments.llm_server import build_llm_server
+    from tests.placement import replica_of
+
+    started_here = not ray.is_initialized()
+    try:
+        config = AppConfig.model_validate(serve_args())
+        for key, spec in config.models.items():
+            built = build_llm_server(key, spec)._bound_deployment._replica_config
+            expected = replica_of(key, spec.deployment, replica_in_first_bundle=True).bundles
+            assert [{k: float(v) for k, v in b.items()} for b in built.placement_group_bundles] == list(expected), key
+            assert built.placement_group_strategy == (spec.deployment.placement_group_strategy or "PACK")
+    finally:
+        if started_here and ray.is_initialized():
+            ray.shutdown()
+
+
 def test_serve_refuses_a_replica_bigger_than_its_first_bundle() -> None:
     """The check above is Ray Serve's own validation: it does refuse a replica outside its first bundle."""
     causal = deployments(serve_args())["router causal"][0]
