@@ -121,7 +121,7 @@ class Answers:
         for need in request.needs():
             if not getattr(capabilities, need):
                 return need
-        if capabilities.context_tokens is not None and request.estimated_tokens() > capabilities.context_tokens:
+        if capabilities.context_tokens is not None and request.fewest_tokens() > capabilities.context_tokens:
             return "context"
         return None
 
@@ -155,8 +155,8 @@ class Answers:
         lacks = {key: self.lacks(key, request) for key in self.clients}
         missing = sorted({lack for lack in lacks.values() if lack is not None})
         if missing == ["context"]:
-            return ApiError(400, f"the prompt (~{request.estimated_tokens()} tokens with max_tokens) is longer than "
-                            "the context of every model", param="messages", code="context_length_exceeded")
+            return ApiError(400, f"the prompt and max_tokens (at least {request.fewest_tokens()} tokens) do not fit "
+                            "the context of any model", param="messages", code="context_length_exceeded")
         need = next(lack for lack in missing if lack != "context")
         return ApiError(400, f"no model of this router can take {need} (the request's "
                         f"{CAPABILITY_FIELDS[need]!r}); models: {sorted(self.clients)}",

@@ -29,8 +29,11 @@ ROUTER_FIELDS = frozenset({"model", "messages", "prompt", "n", "max_tokens", "ma
 #: fields that change nothing about an answer, so a model that cannot use them still answers
 HARMLESS_FIELDS = frozenset({"user", "metadata"})
 IMAGE_PARTS = frozenset({"image_url", "input_image"})
-#: a rough English average, used only where no tokenizer is at hand (context checks, a missing usage)
+#: a rough English average, used only where no tokenizer is at hand (a server that sends no usage)
 CHARS_PER_TOKEN = 4
+#: more characters per token than BPE tokenizers give ordinary text: a prompt judged too long for a model's
+#: context by this count surely is (borderline prompts are left to the server, which answers 400 if needed)
+MAX_CHARS_PER_TOKEN = 6
 TOKENS_PER_MESSAGE = 4
 
 
@@ -107,6 +110,11 @@ class AnswerRequest:
         """Prompt plus completion tokens, estimated from characters (no tokenizer of the upstream is at hand)."""
         prompt = sum(estimate_tokens(content_text(m.get("content"))) + TOKENS_PER_MESSAGE for m in self.messages)
         return prompt + self.params.max_tokens * self.params.n
+
+    def fewest_tokens(self) -> int:
+        """A lower bound of the prompt's tokens plus ``max_tokens``: what must fit a model's context."""
+        chars = sum(len(content_text(m.get("content"))) for m in self.messages)
+        return math.ceil(chars / MAX_CHARS_PER_TOKEN) + self.params.max_tokens
 
     # --- as text, for routers and models that take plain text ------------------------------------------
     def text_messages(self) -> list[dict[str, str]]:

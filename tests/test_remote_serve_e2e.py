@@ -14,7 +14,14 @@ import httpx
 import pytest
 
 from tests.conftest import UPSTREAM_KEY
-from tests.serve_helpers import default_app_args, free_port, missing_prerequisites, serve_log_text, start_serve, stop_serve
+from tests.serve_helpers import (
+    default_app_args,
+    free_port,
+    missing_prerequisites,
+    serve_log_text,
+    start_serve,
+    stop_serve,
+)
 from tests.upstreams import SERVED_NAME, FaultProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -100,7 +107,8 @@ def test_a_streamed_remote_answer_with_usage(openai_client: Any) -> None:
     assert chunks[0].model_extra["routing"]["model"] == SERVED_NAME
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text.strip() and chunks[-1].usage.completion_tokens > 0
-    assert chunks[-1].model_extra["routing"]["cost"] > 0 and not chunks[-1].model_extra["routing"].get("usage_estimated")
+    final = chunks[-1].model_extra["routing"]
+    assert final["cost"] > 0 and not final.get("usage_estimated")
     assert len({c.id for c in chunks}) == 1
 
 
@@ -112,7 +120,8 @@ def test_a_tool_call_goes_to_the_model_that_takes_tools(openai_client: Any) -> N
     assert choice.finish_reason == "tool_calls" and choice.message.tool_calls[0].function.name == "get_weather"
     routing = routing_of(reply)
     assert routing["model"] == SERVED_NAME and routing["rerouted_from"] == "small" and routing["needs"] == ["tools"]
-    follow_up = openai_client.chat.completions.create(model="router-hybrid", max_tokens=16, tools=[WEATHER_TOOL], messages=[
+    follow_up = openai_client.chat.completions.create(
+        model="router-hybrid", max_tokens=16, tools=[WEATHER_TOOL], messages=[
         {"role": "user", "content": "What is the weather in Paris?"},
         {"role": "assistant", "tool_calls": [tc.model_dump() for tc in choice.message.tool_calls]},
         {"role": "tool", "tool_call_id": choice.message.tool_calls[0].id, "content": "18C and sunny"}])

@@ -107,6 +107,11 @@ def test_vllm_rejections_are_400s_naming_the_problem(client: httpx.Client) -> No
     long_prompt = "word " * 2600  # within the ingress's character cap, over the engine's 2048-token context
     body = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": long_prompt}], "max_tokens": 8}
     response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 400, response.text  # the model's context (max_model_len) is known: no call
+    assert response.json()["error"]["code"] == "context_length_exceeded"
+    tight = "word " * 1850  # fits our lower bound of its tokens, not vLLM's count with max_tokens: vLLM says so
+    response = client.post("/v1/chat/completions", json={
+        **body, "messages": [{"role": "user", "content": tight}], "max_tokens": 256})
     assert response.status_code == 400, response.text
     assert "rejected the request" in response.json()["error"]["message"]
     assert client.post("/v1/chat/completions", json={**body, "messages": [{"role": "user", "content": "hi"}]}
