@@ -353,6 +353,16 @@ def test_the_hf_token_secret_is_required_where_hub_models_are_downloaded(path: P
             assert not reference.get("optional", False), f"{path.name} {group}: downloads {sorted(hub)}"
 
 
+def test_every_rayservice_container_reads_remote_model_keys_from_the_secret() -> None:
+    """Keys of endpoint models (``api_key_env``) reach the ingress from Secret llmrouter-upstream-keys, optional:
+    a layout with no remote model starts without it."""
+    for group, container in ray_containers(load(RAYSERVICE_FILE)).items():
+        sources = [source["secretRef"] for source in container.get("envFrom") or [] if "secretRef" in source]
+        assert {"name": "llmrouter-upstream-keys", "optional": True} in sources, group
+    readme = (CLUSTER / "README.md").read_text()
+    assert "kubectl create secret generic llmrouter-upstream-keys" in readme
+
+
 def test_the_rayservice_and_the_gpu_jobs_download_gated_hub_models() -> None:
     """The check above has something to check: the production layout's models come from the hub."""
     assert {"meta-llama/Llama-3.1-8B-Instruct", "meta-llama/Llama-3.1-70B-Instruct"} <= workload_hub_models(
