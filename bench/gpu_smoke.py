@@ -83,50 +83,19 @@ def causal_deployment_options() -> dict[str, Any]:
             "placement_group_bundles": [{"CPU": 1}, {"GPU": 1}], "placement_group_strategy": "STRICT_PACK"}
 
 
-EngineArguments = Callable[[Any, str, bool], tuple[dict[str, Any], dict[str, str]]]
-
-
-def keep_ray_executor(original: EngineArguments) -> EngineArguments:
-    """``engine_arguments`` that keeps an explicit ``distributed_executor_backend: ray`` at TP=1.
-
-    The project passes the backend only from TP=2 (one shard needs no workers); this smoke test has one GPU for
-    the TP=2 layout's Ray-worker path, so it asks for the Ray executor at TP=1."""
-
-    def with_ray(config: Any, path: str, on_cpu: bool) -> tuple[dict[str, Any], dict[str, str]]:
-        engine_args, env = original(config, path, on_cpu)
-        if config.distributed_executor_backend == "ray":
-            engine_args["distributed_executor_backend"] = "ray"
-        return engine_args, env
-
-    return with_ray
-
-
-def ray_executor_router_class() -> type:
-    """The causal-LM router deployment, its vLLM engine started with the Ray executor (keep_ray_executor)."""
-    from serve_app.deployments.router_models import CausalLMRouterDeployment
-
-    class RayExecutorCausalRouter(CausalLMRouterDeployment.func_or_class):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            from routers.engines import vllm_engine
-
-            vllm_engine.engine_arguments = keep_ray_executor(vllm_engine.engine_arguments)
-            super().__init__(*args, **kwargs)
-
-    return RayExecutorCausalRouter
-
-
 def stage_a(ctx: Context) -> dict[str, Any]:
     from ray import serve
 
     from routers.engines import GeneratorConfig
     from routers.engines.vllm_settings import engine_arguments
+    from serve_app.deployments.router_models import CausalLMRouterDeployment
 
     config = GeneratorConfig.model_validate({"model": str(CAUSAL), **causal_engine()})
     options = causal_deployment_options()
-    app = serve.deployment(ray_executor_router_class()).options(**options).bind(str(CAUSAL), causal_engine())
+    app = CausalLMRouterDeployment.options(**options).bind(str(CAUSAL), causal_engine())
     figures: dict[str, Any] = {"bundles": options["placement_group_bundles"]}
     if ctx.dry:
-        engine_args = keep_ray_executor(engine_arguments)(config, str(CAUSAL), False)[0]
+        engine_args = engine_arguments(config, str(CAUSAL), False)[0]
         assert engine_args["distributed_executor_backend"] == "ray", engine_args
         figures["executor"] = engine_args["distributed_executor_backend"]
         figures.update(vllm_config_figures(router_model_dir(CAUSAL), causal_engine()))
@@ -159,7 +128,7 @@ def vllm_config_figures(model_dir: str, engine: dict[str, Any]) -> dict[str, Any
     assert not problems, problems
     if importlib.util.find_spec("vllm") is None:
         return {"vllm_config": "vllm not installed"}
-    built = build_vllm_config(keep_ray_executor(engine_arguments)(config, model_dir, False)[0])
+    built = build_vllm_config(engine_arguments(config, model_dir, False)[0])
     return {"vllm_config": f"tp={built.parallel_config.tensor_parallel_size}"}
 
 

@@ -63,6 +63,9 @@ def test_cpu_defaults_are_float32_kv_cache_from_config_and_one_core_group_per_ra
                                dtype="bfloat16")
     args, env = engine_arguments(explicit, "m", on_cpu=True)
     assert env["VLLM_CPU_OMP_THREADS_BIND"] == "0|1" and args["dtype"] == "bfloat16"
+    one_shard = GeneratorConfig(model="m", backend="vllm", distributed_executor_backend="ray")
+    assert engine_arguments(one_shard, "m", on_cpu=False)[0]["distributed_executor_backend"] == "ray"  # as asked
+    assert "distributed_executor_backend" not in engine_arguments(GeneratorConfig(model="m"), "m", on_cpu=False)[0]
     assert split_cores([3, 0, 1, 2], 2) == "0,1|2,3" and split_cores([0, 1, 2], 2) == "0|1"
     with pytest.raises(Exception, match="at least 4 CPU cores"):
         split_cores([0, 1], 4)

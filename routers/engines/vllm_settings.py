@@ -82,12 +82,12 @@ def engine_arguments(config: GeneratorConfig, path: str, on_cpu: bool) -> tuple[
         # below vLLM's CPU default (4 GiB, or the whole-GB VLLM_CPU_KVCACHE_SPACE): a 2-core machine serves
         # four engines at once in 24 GB only with a few hundred MB each
         args["kv_cache_memory_bytes"] = int(config.kv_cache_memory_gb * 2**30)
-    if config.tensor_parallel_size > 1:
-        backend = config.distributed_executor_backend
-        if backend == "auto":
-            # GPU: shards are Ray workers in the replica's placement group (one GPU bundle per shard). CPU:
-            # vLLM 0.32 refuses Ray there ("current platform cpu does not support ray"), so the shards run
-            # as local processes of the replica, bound to the cores its bundles reserve.
-            backend = "mp" if on_cpu else "ray"
+    backend = config.distributed_executor_backend
+    if backend != "auto":  # asked for by name: kept at any size (one Ray worker at TP=1 is a real layout too)
         args["distributed_executor_backend"] = backend
+    elif config.tensor_parallel_size > 1:
+        # GPU: shards are Ray workers in the replica's placement group (one GPU bundle per shard). CPU:
+        # vLLM 0.32 refuses Ray there ("current platform cpu does not support ray"), so the shards run
+        # as local processes of the replica, bound to the cores its bundles reserve.
+        args["distributed_executor_backend"] = "mp" if on_cpu else "ray"
     return args, env
