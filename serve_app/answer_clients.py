@@ -29,7 +29,7 @@ import httpx
 
 from routers.errors import ConfigError
 from serve_app.adapters import generation_result
-from serve_app.config import AnswerModelSpec, Capabilities
+from serve_app.config import AnswerModelSpec
 from serve_app.openai_shapes import (
     HARMLESS_FIELDS,
     Answer,
@@ -80,10 +80,6 @@ class AnswerStream(ABC):
 class AnswerClient(ABC):
     key: str
     spec: AnswerModelSpec
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return self.spec.capabilities_resolved()
 
     def unsupported_field(self, request: AnswerRequest) -> str | None:
         """A field of the request this model cannot take (answered with a 400 naming it), else None."""

@@ -117,7 +117,7 @@ class Answers:
     # --- who may answer -----------------------------------------------------------------------------------
     def lacks(self, key: str, request: AnswerRequest) -> str | None:
         """What model ``key`` lacks to answer the request ("tools", "context"), else None."""
-        capabilities = self.clients[key].capabilities
+        capabilities = self.config.models[key].capabilities_resolved()
         for need in request.needs():
             if not getattr(capabilities, need):
                 return need

@@ -178,6 +178,19 @@ def test_an_upstream_cut_mid_stream_ends_with_an_error_event(served: str, proxy:
     assert len(events) >= 4  # the chunks before the cut were relayed
 
 
+def test_a_client_that_goes_away_closes_the_upstream_request(served: str, proxy: FaultProxy) -> None:
+    abandoned = proxy.abandoned
+    body = {"model": "router-largest", "messages": [{"role": "user", "content": "Write a long story about a fox."}],
+            "max_tokens": 200, "stream": True}
+    with httpx.stream("POST", f"{served}/v1/chat/completions", json=body, timeout=120) as response:
+        first = next(line for line in response.iter_lines() if line.startswith("data: "))
+        assert json.loads(first.removeprefix("data: "))["routing"]["model"] == SERVED_NAME
+    deadline = time.time() + 20  # the client hung up after one chunk: the ingress closes its upstream stream
+    while proxy.abandoned == abandoned and time.time() < deadline:
+        time.sleep(0.2)
+    assert proxy.abandoned == abandoned + 1
+
+
 def test_the_upstream_key_never_reaches_the_logs(openai_client: Any, served: str) -> None:
     ask(openai_client, "router-largest")
     time.sleep(1)

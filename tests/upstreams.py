@@ -84,7 +84,8 @@ class FaultProxy:
     """A loopback HTTP proxy to ``upstream`` (the API root, ``.../v1``) whose ``mode`` says how it misbehaves.
 
     ``stop()`` closes its port (connections are refused, as for a dead server); ``start()`` opens it again.
-    ``requests`` counts the requests it received.
+    ``requests`` counts the requests it received, ``abandoned`` the responses its client stopped reading before
+    the end (the router closing its upstream connection when its own client went away).
     """
 
     def __init__(self, upstream: str, port: int) -> None:
@@ -95,6 +96,7 @@ class FaultProxy:
         self.slow_s = 5.0
         self.cut_after_chunks = 3
         self.requests = 0
+        self.abandoned = 0
         self.server: Any = None
         self.thread: threading.Thread | None = None
 
@@ -134,13 +136,16 @@ class FaultProxy:
 
         return Starlette(routes=[Route("/v1/{path:path}", forward, methods=["GET", "POST"])])
 
-    @staticmethod
-    async def relay(upstream: httpx.Response) -> AsyncIterator[bytes]:
+    async def relay(self, upstream: httpx.Response) -> AsyncIterator[bytes]:
+        finished = False
         try:
             async for piece in upstream.aiter_raw():
                 yield piece
+            finished = True
         finally:
-            await upstream.aclose()
+            if not finished:
+                self.abandoned += 1
+            await upstream.aclose()  # the upstream server sees its connection close and aborts the request
 
     async def cut(self, upstream: httpx.Response) -> AsyncIterator[bytes]:
         """The first ``cut_after_chunks`` events, then the connection drops (no ``[DONE]``)."""
