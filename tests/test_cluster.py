@@ -667,7 +667,7 @@ def test_the_alert_rules_query_metrics_the_router_exports_with_their_labels() ->
     assert rules["kind"] == "PrometheusRule" and rules["apiVersion"] == "monitoring.coreos.com/v1"
     exprs = [rule["expr"] for group in rules["spec"]["groups"] for rule in group["rules"]]
     alerts = [rule["alert"] for group in rules["spec"]["groups"] for rule in group["rules"] if "alert" in rule]
-    assert {"LLMRouterKeyLargeShareJump", "LLMRouterKeyBudgetRefusals"} <= set(alerts)
+    assert {"LLMRouterKeyLargeShareJump", "LLMRouterKeyBudgetRefusals", "LLMRouterAnswerModelCooldown"} <= set(alerts)
     used = 0
     for expr in exprs:
         for name, selector in re.findall(r"ray_(llmrouter_\w+?)_total(\{[^}]*\})?", expr):
