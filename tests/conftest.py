@@ -189,3 +189,16 @@ def vllm_upstream(tmp_path_factory: pytest.TempPathFactory) -> Any:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def proxy(vllm_upstream: Any) -> Any:
+    """A fault proxy in front of ``vllm_upstream`` (``tests/upstreams.FaultProxy``), passing by default."""
+    from tests.serve_helpers import free_port
+    from tests.upstreams import FaultProxy
+
+    proxy = FaultProxy(vllm_upstream.base_url, free_port()).start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()

@@ -21,7 +21,6 @@ from serve_app.openai_shapes import AnswerRequest
 from serve_app.routing import Routing
 from tests.conftest import UPSTREAM_KEY
 from tests.fake_handles import fake_metrics
-from tests.serve_helpers import free_port
 from tests.upstreams import SERVED_NAME, FaultProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -41,15 +40,6 @@ def run(coro: Any) -> Any:
 @pytest.fixture(autouse=True)
 def upstream_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(KEY_ENV, UPSTREAM_KEY)
-
-
-@pytest.fixture(scope="module")
-def proxy(vllm_upstream: Any) -> Iterator[FaultProxy]:
-    proxy = FaultProxy(vllm_upstream.base_url, free_port()).start()
-    try:
-        yield proxy
-    finally:
-        proxy.stop()
 
 
 @pytest.fixture(autouse=True)

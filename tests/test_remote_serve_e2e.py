@@ -34,15 +34,6 @@ WEATHER_TOOL = {"type": "function", "function": {
 
 
 @pytest.fixture(scope="module")
-def proxy(vllm_upstream: Any) -> Iterator[FaultProxy]:
-    proxy = FaultProxy(vllm_upstream.base_url, free_port()).start()
-    try:
-        yield proxy
-    finally:
-        proxy.stop()
-
-
-@pytest.fixture(scope="module")
 def served(proxy: FaultProxy) -> Iterator[str]:
     missing = missing_prerequisites()
     if missing:
