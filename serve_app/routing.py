@@ -7,6 +7,7 @@ A ``Routing`` is built once per request: from a decision (``Routing.decided``), 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -79,8 +80,9 @@ class Routing(BaseModel):
         ``decision_model`` keeps the artifact's name for the side it chose.
         """
         reason = decision.reason
-        if decision.model_name and decision.model_name != served:
-            reason = reason.replace(decision.model_name, f"{served} (the artifact's {decision.model_name})")
+        if decision.model_name and decision.model_name != served:  # the name as a word: not 'small' in 'smallest'
+            reason = re.sub(rf"(?<![\w./-]){re.escape(decision.model_name)}(?![\w-]|\.\w)",
+                            lambda _: f"{served} (the artifact's {decision.model_name})", reason)
         calls = [ModelCall(model_key=role_keys[u.role], prompt_tokens=u.prompt_tokens,
                            completion_tokens=u.completion_tokens, purpose=u.purpose) for u in decision.usage]
         return cls(router=kind, model_key=model_key, use_large=bool(decision.use_large), reason=reason,

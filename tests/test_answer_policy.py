@@ -211,3 +211,15 @@ def test_the_chunk_reader_keeps_usage_and_raises_error_events() -> None:
     late.read('data: {"choices": [{"index": 0, "delta": {"content": "hi"}}]}')
     with pytest.raises(ModelFailure):  # after text has gone out, an error is the model's, whatever its code
         late.read('data: {"error": {"message": "oops", "code": 400}}')
+
+
+def test_the_reason_names_the_served_model_where_the_artifact_named_its_own() -> None:
+    from routers.base import RouteDecision
+
+    roles = {"small": "small", "large": "large"}
+    baseline = RouteDecision(query="q", use_large=False, model_name="small", reason="always the smallest model: small")
+    assert Routing.decided("smallest", baseline, "small", "smol", roles).reason == (
+        "always the smallest model: smol (the artifact's small)")  # not 'smol (...)est'
+    name = "org/Mixtral-8x7B-v0.1"
+    scored = RouteDecision(query="q", use_large=False, model_name=name, reason=f"0.7 -> {name}.")
+    assert Routing.decided("hybrid", scored, "small", "smol", roles).reason == f"0.7 -> smol (the artifact's {name})."
