@@ -174,10 +174,11 @@ def tiny_gemma(tmp_path_factory: pytest.TempPathFactory) -> Path:
 UPSTREAM_KEY = "sk-canary-7f3c9a1e5b2d4086"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def vllm_upstream(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """vLLM's own OpenAI server on the project's SmolLM2 (served as ``remote-smol``), with ``UPSTREAM_KEY`` and a
-    tool-call parser: the real remote model of the endpoint tests (``tests/upstreams.py``)."""
+    tool-call parser: the real remote model of the endpoint tests (``tests/upstreams.py``). One per module, so
+    it is gone (with its ~2 GB) before the vLLM app tests start theirs."""
     require_vllm()
     from tests.serve_helpers import free_port
     from tests.upstreams import SMOLLM, VLLMServer

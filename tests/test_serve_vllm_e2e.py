@@ -116,3 +116,23 @@ def test_vllm_rejections_are_400s_naming_the_problem(client: httpx.Client) -> No
     assert "rejected the request" in response.json()["error"]["message"]
     assert client.post("/v1/chat/completions", json={**body, "messages": [{"role": "user", "content": "hi"}]}
                        ).status_code == 200  # and the model still serves
+
+
+def test_a_hosted_vllm_model_takes_the_whole_request(openai_client: Any) -> None:
+    """The LLMServer answer model gets the request's JSON schema and logprobs as the client sent them, and its
+    answer comes back as vLLM gave it; tools it does not declare (no tool parser) go to a 400 naming them."""
+    import json
+
+    schema = {"type": "json_schema", "json_schema": {"name": "city", "schema": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+    reply = ask(openai_client, "router-smallest", "Which city is the Eiffel Tower in? Answer in JSON.",
+                max_tokens=30, response_format=schema, logprobs=True, top_logprobs=2)
+    assert "city" in json.loads(reply.choices[0].message.content)
+    assert len(reply.choices[0].logprobs.content[0].top_logprobs) == 2
+    assert reply.model_extra["routing"]["model"] == "smollm2-135m-instruct"
+    from openai import BadRequestError
+
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    with pytest.raises(BadRequestError) as caught:
+        ask(openai_client, "router-smallest", tools=[tool])
+    assert caught.value.body["param"] == "tools" and caught.value.body["code"] == "unsupported_capability"
