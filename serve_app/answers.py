@@ -25,7 +25,7 @@ from ray import exceptions as ray_errors
 from ray.serve import exceptions as serve_errors
 
 from routers.engines import GenerationResult
-from serve_app.adapters import StepTimeout, with_timeout
+from serve_app.adapters import with_timeout
 from serve_app.answer_clients import AnswerClient, AnswerStream, ModelFailure
 from serve_app.api import ApiError
 from serve_app.config import AppConfig
@@ -345,5 +345,3 @@ async def close_quietly(stream: AnswerStream | None) -> None:
     except Exception:  # noqa: BLE001, S110 - closing a broken stream must not mask the real error
         pass
 
-
-__all__ = ["Answers", "OpenStream", "StepTimeout", "client_error_message", "is_transient", "unavailable"]
