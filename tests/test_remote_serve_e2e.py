@@ -170,6 +170,7 @@ def test_an_upstream_cut_mid_stream_ends_with_an_error_event(served: str, proxy:
 
 
 def test_a_client_that_goes_away_closes_the_upstream_request(served: str, proxy: FaultProxy) -> None:
+    time.sleep(2.5)  # a fault test before this one may have cooled 'large' down (cooldown_s 2)
     abandoned = proxy.abandoned
     body = {"model": "router-largest", "messages": [{"role": "user", "content": "Write a long story about a fox."}],
             "max_tokens": 200, "stream": True}
