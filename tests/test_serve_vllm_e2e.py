@@ -54,7 +54,7 @@ def openai_client(served: str) -> Any:
 
 def ask(openai_client: Any, model: str, content: str = "What is the capital of France?", **extra: Any) -> Any:
     return openai_client.chat.completions.create(
-        model=model, messages=[{"role": "user", "content": content}], max_tokens=8, **extra)
+        model=model, messages=[{"role": "user", "content": content}], max_tokens=extra.pop("max_tokens", 8), **extra)
 
 
 @pytest.mark.parametrize("router", ROUTERS)
@@ -109,9 +109,8 @@ def test_vllm_rejections_are_400s_naming_the_problem(client: httpx.Client) -> No
     response = client.post("/v1/chat/completions", json=body)
     assert response.status_code == 400, response.text  # the model's context (max_model_len) is known: no call
     assert response.json()["error"]["code"] == "context_length_exceeded"
-    tight = "word " * 1850  # fits our lower bound of its tokens, not vLLM's count with max_tokens: vLLM says so
-    response = client.post("/v1/chat/completions", json={
-        **body, "messages": [{"role": "user", "content": tight}], "max_tokens": 256})
+    tight = "word " * 2100  # within our lower bound of its tokens (5 characters a word), over vLLM's count
+    response = client.post("/v1/chat/completions", json={**body, "messages": [{"role": "user", "content": tight}]})
     assert response.status_code == 400, response.text
     assert "rejected the request" in response.json()["error"]["message"]
     assert client.post("/v1/chat/completions", json={**body, "messages": [{"role": "user", "content": "hi"}]}
