@@ -203,3 +203,11 @@ def proxy(vllm_upstream: Any) -> Any:
         yield proxy
     finally:
         proxy.stop()
+
+
+@pytest.fixture(scope="module")
+def openai_client(served: str) -> Any:
+    """The ``openai`` client on the app a Serve end-to-end module starts (its ``served`` fixture: the base URL)."""
+    from openai import OpenAI
+
+    return OpenAI(base_url=f"{served}/v1", api_key="unused", timeout=300, max_retries=0)

@@ -134,3 +134,9 @@ def as_clients(handles: dict[str, Any]) -> dict[str, Any]:
 
     return {key: DeploymentAnswerClient(key, AnswerModelSpec(engine={"model": f"models/{key}"}), handle)
             for key, handle in handles.items()}
+
+
+def ask(openai_client: Any, model: str, content: str = "What is the capital of France?", **extra: Any) -> Any:
+    """One chat completion through the app with the ``openai`` client (``max_tokens`` 8 unless given)."""
+    return openai_client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": content}], max_tokens=extra.pop("max_tokens", 8), **extra)

@@ -15,6 +15,7 @@ import pytest
 
 from tests.conftest import UPSTREAM_KEY
 from tests.serve_helpers import (
+    ask,
     default_app_args,
     free_port,
     missing_prerequisites,
@@ -56,18 +57,6 @@ def proxy_passes(proxy: FaultProxy) -> Iterator[None]:
     proxy.mode = "pass"
     if proxy.server is None:
         proxy.start()
-
-
-@pytest.fixture(scope="module")
-def openai_client(served: str) -> Any:
-    from openai import OpenAI
-
-    return OpenAI(base_url=f"{served}/v1", api_key="unused", timeout=300, max_retries=0)
-
-
-def ask(openai_client: Any, model: str, content: str = "What is the capital of France?", **extra: Any) -> Any:
-    return openai_client.chat.completions.create(
-        model=model, messages=[{"role": "user", "content": content}], max_tokens=extra.pop("max_tokens", 8), **extra)
 
 
 def routing_of(reply: Any) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-from serve_helpers import ROOT, default_app_args, free_port, missing_prerequisites, start_serve, stop_serve
+from serve_helpers import ROOT, ask, default_app_args, free_port, missing_prerequisites, start_serve, stop_serve
 
 from tests.conftest import require_vllm
 
@@ -43,18 +43,6 @@ def served() -> Iterator[str]:
 def client(served: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=served, timeout=300) as c:
         yield c
-
-
-@pytest.fixture(scope="module")
-def openai_client(served: str) -> Any:
-    from openai import OpenAI
-
-    return OpenAI(base_url=f"{served}/v1", api_key="unused", timeout=300, max_retries=0)
-
-
-def ask(openai_client: Any, model: str, content: str = "What is the capital of France?", **extra: Any) -> Any:
-    return openai_client.chat.completions.create(
-        model=model, messages=[{"role": "user", "content": content}], max_tokens=extra.pop("max_tokens", 8), **extra)
 
 
 @pytest.mark.parametrize("router", ROUTERS)

@@ -12,13 +12,13 @@ published query (``routellm/mmlu.jsonl``, ``routellm/gsm8k.jsonl``) and the spli
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from routers.data.loaders import iter_jsonl
+from routers.data.multimodel import iter_csv_rows
 from routers.errors import DataError
 
 WEAK, STRONG = "mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview"
@@ -41,12 +41,10 @@ def llm_candidates_text() -> str:
 
 def csv_records(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
     """(line where the record starts, row by column name) for each record after the header."""
-    with path.open("r", encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        previous_end = 1
-        for row in reader:
-            yield previous_end + 1, row
-            previous_end = reader.line_num
+    rows = iter_csv_rows(path)
+    _, header = next(rows, (1, []))
+    for lineno, cells in rows:
+        yield lineno, dict(zip(header, cells, strict=False))
 
 
 def correctness(path: Path, lineno: int, row: dict[str, str], model: str) -> float:
