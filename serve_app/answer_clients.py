@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import BaseModel
 
 from routers.errors import ConfigError
 from serve_app.adapters import generation_result
@@ -37,6 +38,7 @@ from serve_app.openai_shapes import (
     AnswerRequest,
     ApiKind,
     body_from_result,
+    choice_text,
     chunk_text,
     convert_body,
     convert_chunk,
@@ -212,8 +214,8 @@ class ChunkReader:
         """The server's token counts, or (marked estimated) a count from characters when it sent none."""
         if self.usage is not None:
             return self.usage, False
-        prompt = request.estimated_tokens() - request.params.max_tokens * request.params.n
-        return {"prompt_tokens": prompt, "completion_tokens": estimate_tokens("".join(self.text))}, True
+        return {"prompt_tokens": request.estimated_prompt_tokens(),
+                "completion_tokens": estimate_tokens("".join(self.text))}, True
 
 
 def with_usage(body: dict[str, Any], request: AnswerRequest) -> Answer:
@@ -221,9 +223,8 @@ def with_usage(body: dict[str, Any], request: AnswerRequest) -> Answer:
     usage = body.get("usage")
     if isinstance(usage, dict) and usage.get("completion_tokens") is not None:
         return Answer(body)
-    texts = "".join(str(c.get("text") or (c.get("message") or {}).get("content") or "") for c in body["choices"])
-    prompt = request.estimated_tokens() - request.params.max_tokens * request.params.n
-    completion = estimate_tokens(texts)
+    prompt = request.estimated_prompt_tokens()
+    completion = estimate_tokens("".join(choice_text(c) for c in body["choices"]))
     body["usage"] = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
     return Answer(body, usage_estimated=True)
 
@@ -319,7 +320,7 @@ class LLMServerAnswerClient(AnswerClient):
         try:
             async for item in response:
                 raise_for_error(item)
-                body = item.model_dump(mode="json", exclude_none=True) if hasattr(item, "model_dump") else item
+                body = item.model_dump(mode="json", exclude_none=True) if isinstance(item, BaseModel) else item
                 return with_usage(convert_body(body, request.api), request)
         finally:
             response.cancel()  # a timeout or an error above: free the engine's slot

@@ -131,7 +131,7 @@ class Answers:
         chosen = routing.model_key
         chain = self.config.fallback_chain(chosen)
         nearest = list(dict.fromkeys([chosen, *chain, *self.clients]))
-        capable = [key for key in nearest if key in self.clients and self.lacks(key, request) is None]
+        capable = [key for key in nearest if self.lacks(key, request) is None]
         routing.needs = request.needs()
         if not capable:
             raise self.nobody_can(request)
@@ -146,7 +146,7 @@ class Answers:
         return ordered
 
     def why_not(self, key: str, request: AnswerRequest) -> str:
-        lack = self.lacks(key, request) if key in self.clients else "hosting"
+        lack = self.lacks(key, request)
         if lack == "context":
             return "has no room for this prompt"
         return f"cannot take {lack}"
@@ -171,6 +171,13 @@ class Answers:
                            f"{field!r}; send it to a model that does, or leave it out", param=field,
                            code="unsupported_parameter")
 
+    def callable_models(self, routing: Routing, request: AnswerRequest) -> list[str]:
+        """``candidates`` that can take every field of the request: the first one must (else a 400 naming the
+        field), a fallback that cannot is passed over."""
+        ordered = self.candidates(routing, request)
+        self.check_fields(ordered[0], request)
+        return [ordered[0], *(key for key in ordered[1:] if self.clients[key].unsupported_field(request) is None)]
+
     def timeout_s(self, key: str) -> float:
         endpoint = self.config.models[key].endpoint
         return self.config.timeouts.answer_s if endpoint is None else min(endpoint.timeout_s,
@@ -184,11 +191,7 @@ class Answers:
         if kept is not None and request.params.n == 1 and not request.shapes_the_answer():
             return Answer(body_from_result(kept, request.api))
         failures: list[str] = []
-        for index, key in enumerate(self.candidates(routing, request)):
-            if index == 0:
-                self.check_fields(key, request)
-            elif self.clients[key].unsupported_field(request) is not None:
-                continue
+        for key in self.callable_models(routing, request):
             started = time.perf_counter()
             try:
                 answer = await with_timeout(self.clients[key].complete(request), self.timeout_s(key),
@@ -208,11 +211,7 @@ class Answers:
         if kept is not None and not request.shapes_the_answer():
             return kept_stream(routing.model_key, kept, request.api)
         failures: list[str] = []
-        for index, key in enumerate(self.candidates(routing, request)):
-            if index == 0:
-                self.check_fields(key, request)
-            elif self.clients[key].unsupported_field(request) is not None:
-                continue
+        for key in self.callable_models(routing, request):
             stream = None
             started = time.perf_counter()
             try:
@@ -256,8 +255,7 @@ class Answers:
             return opened.counted, False
         stream = opened.stream
         if stream is None or stream.usage is None:
-            estimate = request.estimated_tokens() - request.params.max_tokens
-            return {"prompt_tokens": estimate, "completion_tokens": 0}, True
+            return {"prompt_tokens": request.estimated_prompt_tokens(), "completion_tokens": 0}, True
         return stream.usage, stream.usage_estimated
 
     # --- bookkeeping --------------------------------------------------------------------------------------

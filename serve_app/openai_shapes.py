@@ -106,10 +106,13 @@ class AnswerRequest:
             not isinstance(m.get("content"), str) or m.get("role") not in ("system", "user", "assistant")
             for m in self.messages)
 
+    def estimated_prompt_tokens(self) -> int:
+        """The prompt's tokens, estimated from characters (no tokenizer of the upstream is at hand)."""
+        return sum(estimate_tokens(content_text(m.get("content"))) + TOKENS_PER_MESSAGE for m in self.messages)
+
     def estimated_tokens(self) -> int:
-        """Prompt plus completion tokens, estimated from characters (no tokenizer of the upstream is at hand)."""
-        prompt = sum(estimate_tokens(content_text(m.get("content"))) + TOKENS_PER_MESSAGE for m in self.messages)
-        return prompt + self.params.max_tokens * self.params.n
+        """Prompt plus (at most) completion tokens, estimated from characters."""
+        return self.estimated_prompt_tokens() + self.params.max_tokens * self.params.n
 
     def fewest_tokens(self) -> int:
         """A lower bound of the prompt's tokens plus ``max_tokens``: what must fit a model's context."""
