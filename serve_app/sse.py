@@ -33,20 +33,18 @@ async def stream_chunks(answers: Answers, metrics: RouterMetrics,
     """
     meta = {"id": completion_id("cmpl" if request.api == "completions" else "chatcmpl"), "created": now(),
             "model": served}
-    first = True
+    empty = {**meta, "object": "text_completion" if request.api == "completions" else "chat.completion.chunk",
+             "choices": []}
+    head: dict[str, Any] | None = {**routing.info, "model": served, "model_key": routing.model_key,
+                                   "router_latency_ms": round(1000 * latency, 2)}
     try:
         async for chunk in answers.chunks(opened):
             out = {**chunk, **meta}
-            if first:
-                out["routing"] = {**routing.info, "model": served, "model_key": routing.model_key,
-                                  "router_latency_ms": round(1000 * latency, 2)}
-                first = False
+            if head is not None:  # the routing object rides on the first chunk
+                out["routing"], head = head, None
             yield sse(out)
-        if first:  # the model finished without a chunk: the routing object still goes first
-            kind = "text_completion" if request.api == "completions" else "chat.completion.chunk"
-            yield sse({**meta, "object": kind, "choices": [], "routing": {
-                **routing.info, "model": served, "model_key": routing.model_key,
-                "router_latency_ms": round(1000 * latency, 2)}})
+        if head is not None:  # the model finished without a chunk: the routing object still goes first
+            yield sse({**empty, "routing": head})
         counted, estimated = answers.usage(opened, request)
         routing.usage_estimated = estimated
         final = ModelCall(model_key=routing.model_key, prompt_tokens=counted["prompt_tokens"],
@@ -54,8 +52,7 @@ async def stream_chunks(answers: Answers, metrics: RouterMetrics,
         info = finish_routing(routing, final, latency)
         if include_usage:
             usage = {**counted, "total_tokens": counted["prompt_tokens"] + counted["completion_tokens"]}
-            kind = "text_completion" if request.api == "completions" else "chat.completion.chunk"
-            yield sse({**meta, "object": kind, "choices": [], "usage": usage, "routing": info})
+            yield sse({**empty, "usage": usage, "routing": info})
     except Exception as exc:  # noqa: BLE001 - a started stream cannot change its status: report in-band
         log_event("stream_failed", request_id=request_id, model=routing.model_key,
                   error=f"{type(exc).__name__}: {exc}"[:500])
