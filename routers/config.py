@@ -3,9 +3,9 @@
 ```yaml
 router: hybrid_llm
 data_path:
-  routing_data_train: data/routing/mmlu_train.jsonl.gz   # or a list of files
-  routing_data_test: data/routing/mmlu_test.jsonl.gz
-  llm_data: data/routing/llm_candidates.json
+  routing_data_train: "${LLMROUTER_DATA}/mmlu_train.jsonl"   # or a list of files
+  routing_data_test: "${LLMROUTER_DATA}/mmlu_test.jsonl"
+  llm_data: "${LLMROUTER_DATA}/llm_candidates.json"
 model_path:
   save_model_path: artifacts/hybrid_llm
   load_model_path: artifacts/hybrid_llm
@@ -18,7 +18,12 @@ engines:
   large: {model: models/gemma-3-270m}
 ```
 
-Relative paths resolve against ``LLMROUTER_HOME`` (default: the working directory).
+Relative paths resolve against ``LLMROUTER_HOME`` (default: the working directory). The published routing
+data is not in the checkout: a path starting with ``${LLMROUTER_DATA}`` names a file in the data directory,
+expanded when the path is resolved (``routers.paths.resolve_path``, so only when a file is read; a trained
+artifact is served without it) to ``$LLMROUTER_DATA``, else ``../shared/data`` beside the checkout, else
+``~/.cache/llmrouter/data``; without any, the read fails naming ``llmrouter data get NAME``, which fills that
+directory (``routers.data.location``). Quote such paths in YAML: ``{`` is not allowed unquoted in a ``[...]``.
 """
 
 from __future__ import annotations

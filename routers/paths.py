@@ -4,6 +4,9 @@ Relative paths in every config resolve against ``LLMROUTER_HOME`` (default: the 
 job runs in Ray's temporary copy of the uploaded working directory, which leaves out git-ignored folders
 (``models/``, ``runs/``) and is deleted with the Ray session; setting ``LLMROUTER_HOME`` to the checkout
 (or a volume every node mounts) keeps the job's inputs found and its outputs durable.
+
+Published data is not under ``LLMROUTER_HOME``: a path that starts with ``${LLMROUTER_DATA}`` names a file in the
+data directory (``routers.data.location``), e.g. ``${LLMROUTER_DATA}/mmlu_train.jsonl``.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from routers.data.location import expand_data_path
 from routers.errors import ConfigError
 
 HOME_ENV = "LLMROUTER_HOME"
@@ -22,8 +26,10 @@ def home() -> Path:
 
 
 def resolve_path(path: str | Path) -> Path:
-    """``path`` with ``~`` expanded; relative paths against ``LLMROUTER_HOME`` (default: the working directory)."""
-    path = Path(path).expanduser()
+    """``path`` with a leading ``${LLMROUTER_DATA}`` expanded to the data directory
+    (``routers.data.location.expand_data_path``) and ``~`` expanded; relative paths against ``LLMROUTER_HOME``
+    (default: the working directory)."""
+    path = Path(expand_data_path(str(path))).expanduser()
     return path if path.is_absolute() else home() / path
 
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: repository paths, the shipped routing data, small synthetic datasets, local models.
+"""Shared fixtures: repository paths, the published routing data (read from the data directory, which the
+project does not carry: ``tests.job_helpers.routing_data``), small synthetic datasets, local models.
 
 Other test modules add their own module-level fixtures; everything here has a distinct name so they
 never clash.
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 
 from routers.data import LLMCandidate, ModelOutcome, QueryExample, RoutingDataset
+from tests.job_helpers import routing_data
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_NAME = "small-llm"
@@ -28,7 +30,7 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def routing_data_dir() -> Path:
-    return ROOT / "data" / "routing"
+    return routing_data()
 
 
 @pytest.fixture(scope="session")
@@ -38,22 +40,22 @@ def llm_data_path(routing_data_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def mmlu_train_path(routing_data_dir: Path) -> Path:
-    return routing_data_dir / "mmlu_train.jsonl.gz"
+    return routing_data_dir / "mmlu_train.jsonl"
 
 
 @pytest.fixture(scope="session")
 def mmlu_test_path(routing_data_dir: Path) -> Path:
-    return routing_data_dir / "mmlu_test.jsonl.gz"
+    return routing_data_dir / "mmlu_test.jsonl"
 
 
 @pytest.fixture(scope="session")
 def gsm8k_train_path(routing_data_dir: Path) -> Path:
-    return routing_data_dir / "gsm8k_train.jsonl.gz"
+    return routing_data_dir / "gsm8k_train.jsonl"
 
 
 @pytest.fixture(scope="session")
 def gsm8k_test_path(routing_data_dir: Path) -> Path:
-    return routing_data_dir / "gsm8k_test.jsonl.gz"
+    return routing_data_dir / "gsm8k_test.jsonl"
 
 
 #: queries of each subject in ``real_slice``

@@ -1,18 +1,40 @@
-"""Tiny real inputs for the training-job tests: routing files cut from the shipped data, YAML, a tiny LM."""
+"""Tiny real inputs for the training-job tests: routing files cut from the published data, YAML, a tiny LM."""
 
 from __future__ import annotations
 
-import gzip
 import json
+import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
+
+from routers.data.location import DATA_ENV, data_dir, find_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOLLM = ROOT / "models/smollm2-135m-instruct"
 MINILM = ROOT / "models/all-minilm-l6-v2"
-DATA = ROOT / "data/routing"
+#: a file of RouteLLM's data (``llmrouter data get routellm``) that tells a data directory holding it
+ROUTELLM_MARKER = "llm_candidates.json"
+
+
+def routing_data() -> Path:
+    """The data directory holding RouteLLM's routing data (``routers.data.location``), which the project does
+    not carry. With ``LLMROUTER_DATA`` set (CI sets it) it must be there: a missing directory or file fails
+    the test. Without it, a checkout with neither ``../shared/data`` nor ``~/.cache/llmrouter/data`` skips the
+    tests that read it, saying how to get it."""
+    if os.environ.get(DATA_ENV):
+        return data_dir()
+    found = find_data_dir()
+    if found is None or not (found / ROUTELLM_MARKER).is_file():
+        pytest.skip(f"no routing data: `llmrouter data get routellm` (or set {DATA_ENV} to a directory holding it)")
+    return found
+
+
+def data_file(name: str) -> Path:
+    """``name`` in the data directory (:func:`routing_data`)."""
+    return routing_data() / name
 
 
 def write_yaml(path: Path, payload: dict[str, Any]) -> Path:
@@ -22,9 +44,9 @@ def write_yaml(path: Path, payload: dict[str, Any]) -> Path:
 
 
 def tiny_routing_files(tmp_path: Path, source: str, n_train: int, n_test: int) -> tuple[str, str]:
-    """The first queries of a shipped routing file (both models' lines), as small train/test files."""
-    with gzip.open(DATA / source, "rt") as handle:
-        lines = [line for line in handle.read().split("\n") if line.strip()]
+    """The first queries of a published routing file in the data directory (both models' lines), as small
+    train/test files."""
+    lines = [line for line in data_file(source).read_text(encoding="utf-8").split("\n") if line.strip()]
     by_query: dict[str, list[str]] = {}
     for line in lines:
         by_query.setdefault(json.loads(line)["query"], []).append(line)
@@ -51,12 +73,12 @@ def save_tiny_router_lm(path: Path) -> Path:
 
 
 def save_tiny_bert_router(path: Path, workdir: Path, seed: int = 0) -> Path:
-    """A BERT router fine-tuned for two steps on 24 shipped MMLU queries: a real artifact in seconds."""
+    """A BERT router fine-tuned for two steps on 24 published MMLU queries: a real artifact in seconds."""
     from routers.bert.router import BertRouter
     from routers.data import RoutingDataset, load_llm_data
 
-    train, _ = tiny_routing_files(workdir, "mmlu_train.jsonl.gz", 24, 0)
-    data = RoutingDataset.from_files([train], load_llm_data(DATA / "llm_candidates.json"))
+    train, _ = tiny_routing_files(workdir, "mmlu_train.jsonl", 24, 0)
+    data = RoutingDataset.from_files([train], load_llm_data(data_file("llm_candidates.json")))
     router = BertRouter({"base_model": str(MINILM), "max_length": 32, "batch_size": 8, "max_steps": 2,
                          "max_train_examples": 24, "seed": seed}, data.llm_data)
     router.fit(data)

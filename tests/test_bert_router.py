@@ -157,7 +157,7 @@ def test_llmrouter_train_then_evaluate_the_artifact(tmp_path: Path, llm_data_pat
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """``llmrouter train`` binds no engine for bert, saves the artifact; ``evaluate --load`` reads it back."""
     monkeypatch.setenv("LLMROUTER_HOME", str(tmp_path))
-    train, test = tiny_routing_files(tmp_path / "data", "gsm8k_train.jsonl.gz", 16, 8)
+    train, test = tiny_routing_files(tmp_path / "data", "gsm8k_train.jsonl", 16, 8)
     config = write_yaml(tmp_path / "bert.yaml", {
         "router": "bert",
         "data_path": {"routing_data_train": train, "routing_data_test": test, "llm_data": str(llm_data_path)},

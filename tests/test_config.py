@@ -114,9 +114,34 @@ def test_resolve_path_uses_llmrouter_home(monkeypatch: pytest.MonkeyPatch, tmp_p
 @pytest.mark.parametrize(
     "path", sorted((ROOT / "configs" / "routers").glob("*.yaml")), ids=lambda p: p.name
 )
-def test_shipped_router_configs_validate(path: Path) -> None:
+def test_shipped_router_configs_validate(path: Path, routing_data_dir: Path) -> None:
     config = load_config_file(path)
-    build_router(config)  # the router's own keys are validated too
+    build_router(config)  # the router's own keys are validated too (and llm_data read from the data directory)
+
+
+def config_data_paths(value: Any) -> list[str]:
+    """Every string in a parsed YAML value that names a file in the data directory."""
+    if isinstance(value, dict):
+        return [p for v in value.values() for p in config_data_paths(v)]
+    if isinstance(value, list):
+        return [p for v in value for p in config_data_paths(v)]
+    return [value] if isinstance(value, str) and "LLMROUTER_DATA" in value else []
+
+
+def test_configs_name_published_data_only_in_the_data_directory_and_each_file_is_there(routing_data_dir: Path) -> None:
+    """The project carries no copy of the published data: configs name it as ${LLMROUTER_DATA}/<file> (uncompressed,
+    as `llmrouter data get` writes it), and each file they name is in the data directory."""
+    import yaml
+
+    named: dict[str, list[str]] = {}
+    for path in sorted((ROOT / "configs").rglob("*.yaml")):
+        text = path.read_text()
+        assert "data/routing" not in text and "data/benchmarks" not in text, path
+        for value in config_data_paths(yaml.safe_load(text)):
+            named.setdefault(value, []).append(path.name)
+    assert "${LLMROUTER_DATA}/mmlu_train.jsonl" in named and "${LLMROUTER_DATA}/gsm8k_test.jsonl" in named
+    missing = {value: files for value, files in named.items() if not resolve_path(value).is_file()}
+    assert not missing, f"not in the data directory {routing_data_dir}: {missing}"
 
 
 @pytest.mark.parametrize("read", [

@@ -92,13 +92,25 @@ def test_a_job_started_in_rays_copy_without_a_home_exits_2_before_reading_anythi
     assert err.startswith("train_jobs.hybrid: error: this job runs in Ray's temporary copy") and "Traceback" not in err
 
 
+def tiny_data_dir(path: Path) -> Path:
+    """A data directory with a two-query ``mmlu_train.jsonl`` and its ``llm_candidates.json`` (made up)."""
+    path.mkdir(parents=True, exist_ok=True)
+    models = ("small-llm", "large-llm")
+    (path / "llm_candidates.json").write_text(json.dumps({m: {"size": "1B", "input_price": 1.0, "output_price": 1.0}
+                                                          for m in models}))
+    (path / "mmlu_train.jsonl").write_text("".join(
+        json.dumps({"task_name": "mmlu/x", "query": q, "model_name": m, "performance": 1.0}) + "\n"
+        for q in ("first question", "second question") for m in models))
+    return path
+
+
 def test_a_hybrid_job_with_a_missing_embedder_fails_before_ray_starts(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    root = Path(__file__).resolve().parents[1]
+    monkeypatch.setenv("LLMROUTER_DATA", str(tiny_data_dir(tmp_path / "data")))
     router = write_yaml(tmp_path / "router.yaml", {
         "router": "hybrid_llm",
-        "data_path": {"routing_data_train": str(root / "data/routing/mmlu_train.jsonl.gz"),
-                      "llm_data": str(root / "data/routing/llm_candidates.json")},
+        "data_path": {"routing_data_train": "${LLMROUTER_DATA}/mmlu_train.jsonl",
+                      "llm_data": "${LLMROUTER_DATA}/llm_candidates.json"},
         "model_path": {"save_model_path": str(tmp_path / "artifact")},
         "engines": {"embedder": {"model": f"models/{MINILM.name}"}},
     })
@@ -109,6 +121,57 @@ def test_a_hybrid_job_with_a_missing_embedder_fails_before_ray_starts(
     assert f"engines.embedder.model: model directory 'models/{MINILM.name}' does not exist" in err
     assert str(tmp_path / "models" / MINILM.name) in err
     assert not (tmp_path / "run/embedding_cache").exists()
+
+
+# --- ${LLMROUTER_DATA}: the data directory, not under LLMROUTER_HOME ----------------------------------------
+def test_the_data_placeholder_names_the_data_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("LLMROUTER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("LLMROUTER_DATA", str(tmp_path / "data"))
+    (tmp_path / "data").mkdir()
+    assert resolve_path("${LLMROUTER_DATA}/mmlu_train.jsonl") == tmp_path / "data/mmlu_train.jsonl"
+    assert resolve_path("${LLMROUTER_DATA}/multimodel/llmrouter/train.json") == \
+        tmp_path / "data/multimodel/llmrouter/train.json"
+    assert resolve_path("${LLMROUTER_DATA}") == tmp_path / "data"
+    assert resolve_path("data/x.jsonl") == tmp_path / "home/data/x.jsonl"  # no placeholder: LLMROUTER_HOME
+    for misplaced in ("runs/${LLMROUTER_DATA}/x.jsonl", "${LLMROUTER_DATA}x.jsonl"):
+        with pytest.raises(ConfigError, match=r"can only start a path"):
+            resolve_path(misplaced)
+
+
+def test_unset_the_placeholder_falls_back_to_shared_data_beside_the_checkout_then_says_how_to_get_data(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from routers.data import location
+
+    monkeypatch.delenv("LLMROUTER_DATA", raising=False)
+    monkeypatch.setattr(location, "repo_root", lambda: tmp_path / "checkout")
+    monkeypatch.setattr(location, "USER_DATA_DIR", tmp_path / "no-cache")
+    with pytest.raises(ConfigError, match=r"no routing-data directory .*`llmrouter data get NAME`"):
+        resolve_path("${LLMROUTER_DATA}/mmlu_train.jsonl")
+    (tmp_path / "checkout").mkdir()
+    (tmp_path / "shared/data").mkdir(parents=True)
+    assert resolve_path("${LLMROUTER_DATA}/mmlu_train.jsonl") == tmp_path / "shared/data/mmlu_train.jsonl"
+
+
+def test_the_placeholder_is_resolved_in_this_checkout_without_llmrouter_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a clone with ../shared/data beside it (CI, the development machines) reads with nothing set."""
+    from routers.data.location import SHARED_DATA_RELATIVE_TO_REPO, repo_root
+
+    shared = (repo_root() / SHARED_DATA_RELATIVE_TO_REPO).resolve()
+    if not shared.is_dir():
+        pytest.skip(f"no {shared} beside this checkout")
+    monkeypatch.delenv("LLMROUTER_DATA", raising=False)
+    assert resolve_path("${LLMROUTER_DATA}/llm_candidates.json") == shared / "llm_candidates.json"
+
+
+def test_a_job_whose_data_directory_lacks_the_file_names_it_and_the_command_that_gets_it(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("LLMROUTER_DATA", str(tmp_path / "empty"))
+    monkeypatch.setenv("LLMROUTER_HOME", str(tmp_path))
+    assert hybrid.main(["--config", "configs/train/hybrid.yaml", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"train_jobs.hybrid: error: {tmp_path / 'empty'}/") and "file does not exist" in err
+    assert "`llmrouter data get routellm`" in err and "Traceback" not in err
 
 
 def test_router_errors_raised_inside_ray_tasks_are_found_behind_rays_wrappers() -> None:

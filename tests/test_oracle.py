@@ -300,18 +300,26 @@ def test_read_benchmark_formats_and_errors(tmp_path: Path) -> None:
         read_benchmark(bad)
 
 
-def test_shipped_benchmark_sample_is_auto_scorable() -> None:
-    from routers.oracle.pipeline import require_auto_scorable
+def test_the_configs_gsm8k_benchmark_is_read_from_the_published_routing_data(gsm8k_test_path: Path) -> None:
+    """configs/train/oracle.yaml's benchmark: GSM8K's test queries in routing-data form (each query on one line
+    per model, with the reference number), read once per query and scored without a judge."""
+    import yaml
 
-    items = read_benchmark(ROOT / "data/benchmarks/gsm8k_sample.jsonl")
-    assert len(items) == 40
-    require_auto_scorable(items)
+    from routers.oracle.pipeline import require_auto_scorable
+    from routers.paths import resolve_path
+
+    benchmark = yaml.safe_load((ROOT / "configs/train/oracle.yaml").read_text())["benchmark"]
+    assert resolve_path(benchmark) == gsm8k_test_path
+    items = read_benchmark(gsm8k_test_path, limit=40)
+    assert len(items) == 40 and len({item.query for item in items}) == 40
+    assert {item.task_name for item in items} == {"gsm8k"} and {item.metric for item in items} == {"exact_answer"}
+    require_auto_scorable(items)  # each has a reference number
 
 
 # --- the Ray job end to end -----------------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_oracle_job_end_to_end_and_resume(tmp_path: Path) -> None:
+def test_oracle_job_end_to_end_and_resume(tmp_path: Path, routing_data_dir: Path) -> None:
     import ray
     import yaml
 
@@ -321,7 +329,7 @@ def test_oracle_job_end_to_end_and_resume(tmp_path: Path) -> None:
         if not (ROOT / model).exists():
             pytest.skip(f"{model} is not present")
     payload = {
-        "benchmark": str(ROOT / "data/benchmarks/gsm8k_sample.jsonl"), "limit": 3,
+        "benchmark": "${LLMROUTER_DATA}/gsm8k_test.jsonl", "limit": 3,  # as configs/train/oracle.yaml names it
         "medium": {"model": str(ROOT / "models/smollm2-135m-instruct")},
         "large": {"model": str(ROOT / "models/gemma-3-270m")},
         "judge": None, "answer_max_tokens": 4, "output_dir": str(tmp_path / "oracle"),

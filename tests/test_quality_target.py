@@ -18,7 +18,7 @@ from routers.evaluation.quality_target import (
     threshold_for_quality,
 )
 from routers.registry import router_class
-from tests.job_helpers import DATA, MINILM, tiny_routing_files, write_yaml
+from tests.job_helpers import MINILM, data_file, tiny_routing_files, write_yaml
 from tests.synthetic_data import FAST_PARAMS, fitted, two_clusters
 
 
@@ -136,11 +136,11 @@ def test_cross_fitted_scores_come_from_routers_that_never_saw_the_query() -> Non
 @pytest.mark.slow
 def test_calibrate_quality_cli_cross_fits_or_scores_labelled_files(tmp_path: Path,
                                                                    capsys: pytest.CaptureFixture) -> None:
-    train, test = tiny_routing_files(tmp_path, "mmlu_train.jsonl.gz", 60, 40)
+    train, test = tiny_routing_files(tmp_path, "mmlu_train.jsonl", 60, 40)
     artifact = tmp_path / "hybrid"
     config = write_yaml(tmp_path / "hybrid.yaml", {
         "router": "hybrid_llm",
-        "data_path": {"routing_data_train": train, "llm_data": str(DATA / "llm_candidates.json")},
+        "data_path": {"routing_data_train": train, "llm_data": str(data_file("llm_candidates.json"))},
         "model_path": {"save_model_path": str(artifact), "load_model_path": str(artifact)},
         "hparam": {"hidden_layer_sizes": [8], "max_iter": 20},
         "engines": {"embedder": {"model": str(MINILM)}},

@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.job_helpers import DATA, MINILM, ROOT, SMOLLM, save_tiny_router_lm, tiny_routing_files, write_yaml
+from tests.job_helpers import MINILM, ROOT, SMOLLM, data_file, save_tiny_router_lm, tiny_routing_files, write_yaml
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -141,8 +141,8 @@ def test_submitted_hybrid_job_writes_its_artifact_under_llmrouter_home_and_it_ro
     from routers.hybrid.router import HybridLLMRouter
 
     home = head.home
-    tiny_routing_files(home / "data", "mmlu_train.jsonl.gz", 120, 40)
-    shutil.copy(DATA / "llm_candidates.json", home / "data" / "llm_candidates.json")
+    tiny_routing_files(home / "data", "mmlu_train.jsonl", 120, 40)
+    shutil.copy(data_file("llm_candidates.json"), home / "data" / "llm_candidates.json")
     write_yaml(home / "configs/routers/ci_hybrid.yaml", {
         "router": "hybrid_llm",
         "data_path": {"routing_data_train": "data/train.jsonl", "routing_data_test": "data/test.jsonl",
@@ -176,8 +176,8 @@ def test_submitted_ray_train_job_checkpoints_under_llmrouter_home_and_its_artifa
 
     home = head.home
     save_tiny_router_lm(home / "models/tiny-router-lm")
-    tiny_routing_files(home / "data/causal", "mmlu_train.jsonl.gz", 32, 8)
-    shutil.copy(DATA / "llm_candidates.json", home / "data/causal/llm_candidates.json")
+    tiny_routing_files(home / "data/causal", "mmlu_train.jsonl", 32, 8)
+    shutil.copy(data_file("llm_candidates.json"), home / "data/causal/llm_candidates.json")
     write_yaml(home / "configs/routers/ci_causal.yaml", {
         "router": "causallm_router",
         "data_path": {"routing_data_train": "data/causal/train.jsonl", "routing_data_test": "data/causal/test.jsonl",
@@ -214,11 +214,12 @@ def test_a_job_whose_paths_would_resolve_in_rays_copy_fails_before_it_starts_nam
 
 
 def test_a_job_missing_its_data_names_the_path_it_looked_at(head: Head, tmp_path: Path) -> None:
-    empty_home = tmp_path / "elsewhere"
+    empty_home, empty_data = tmp_path / "elsewhere", tmp_path / "no-data"
     empty_home.mkdir()
+    empty_data.mkdir()
     done = head.submit("python", "-m", "train_jobs.hybrid", "--config", "configs/train/hybrid.yaml",
-                       runtime_env={"env_vars": {"LLMROUTER_HOME": str(empty_home)}})
+                       runtime_env={"env_vars": {"LLMROUTER_HOME": str(empty_home), "LLMROUTER_DATA": str(empty_data)}})
     output = done.stdout + done.stderr
     assert done.returncode != 0
-    assert f"train_jobs.hybrid: error: {empty_home / 'data/routing'}/" in output and "does not exist" in output
-    assert "Traceback" not in output
+    assert f"train_jobs.hybrid: error: {empty_data}/" in output and "file does not exist" in output
+    assert "`llmrouter data get routellm`" in output and "Traceback" not in output

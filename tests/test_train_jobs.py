@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import vllm_available
-from tests.job_helpers import DATA, MINILM, SMOLLM, save_tiny_router_lm, tiny_routing_files, write_yaml
+from tests.job_helpers import MINILM, SMOLLM, data_file, save_tiny_router_lm, tiny_routing_files, write_yaml
 from tests.synthetic_data import POLICY_LARGE as LARGE
 from tests.synthetic_data import POLICY_SMALL as SMALL
 from tests.synthetic_data import policy_dataset as dataset
@@ -32,7 +32,7 @@ def router_yaml(tmp_path: Path, router: str, train: str, test: str | None, hpara
                 engines: dict[str, Any] | None = None) -> Path:
     payload: dict[str, Any] = {
         "router": router,
-        "data_path": {"routing_data_train": train, "llm_data": str(DATA / "llm_candidates.json")},
+        "data_path": {"routing_data_train": train, "llm_data": str(data_file("llm_candidates.json"))},
         "model_path": {"save_model_path": str(tmp_path / "artifact"), "load_model_path": str(tmp_path / "artifact")},
         "hparam": hparam,
     }
@@ -55,7 +55,7 @@ def test_hybrid_job_embeds_with_ray_data_and_writes_a_servable_artifact(tmp_path
     from routers.hybrid.router import HybridLLMRouter
     from train_jobs.hybrid import main
 
-    train, test = tiny_routing_files(tmp_path, "mmlu_train.jsonl.gz", 160, 60)
+    train, test = tiny_routing_files(tmp_path, "mmlu_train.jsonl", 160, 60)
     router_cfg = router_yaml(tmp_path, "hybrid_llm", train, test, {"hidden_layer_sizes": [16], "max_iter": 100},
                              {"embedder": {"model": str(MINILM)}})
     job = write_yaml(tmp_path / "job.yaml", {"router_config": str(router_cfg), "output_dir": str(tmp_path / "run"),
@@ -85,7 +85,7 @@ def test_automix_job_samples_on_two_actors_and_refits_from_saved_samples(tmp_pat
     from routers.automix.router import AutomixRouter
     from train_jobs.automix import main
 
-    train, _ = tiny_routing_files(tmp_path, "gsm8k_train.jsonl.gz", 4, 0)
+    train, _ = tiny_routing_files(tmp_path, "gsm8k_train.jsonl", 4, 0)
     hparam = {"routing_method": "Threshold", "num_samples": 2, "verifier_max_tokens": 3, "sampling_batch_size": 2}
     router_cfg = router_yaml(tmp_path, "automix", train, None, hparam, {"small": {"model": str(SMOLLM)}})
     job = write_yaml(tmp_path / "job.yaml", {"router_config": str(router_cfg), "output_dir": str(tmp_path / "run"),
@@ -124,7 +124,7 @@ def test_causal_lm_job_trains_with_two_ddp_workers_resumes_from_ray_checkpoints_
     from train_jobs.causal_lm import main
 
     base = save_tiny_router_lm(tmp_path / "tiny-llama")
-    train, test = tiny_routing_files(tmp_path, "mmlu_train.jsonl.gz", 48, 8)
+    train, test = tiny_routing_files(tmp_path, "mmlu_train.jsonl", 48, 8)
     hparam = {"base_model": str(base), "learning_rate": 0.01, "batch_size": 4, "max_length": 48, "max_steps": 4,
               "num_epochs": 4, "lora_r": 4, "lora_alpha": 8, "max_new_tokens": 8, "balance_labels": False,
               "lr_schedule": "constant"}
@@ -206,7 +206,7 @@ def test_policy_job_runs_sft_then_dpo_on_two_ddp_workers_and_serves(
     # The policy tests' short queries as an oracle dataset (train_jobs.oracle's output format).
     oracle = tmp_path / "oracle.jsonl"
     oracle.write_text("".join(r.model_dump_json() + "\n" for r in oracle_records_from_routing(dataset(), SMALL, LARGE)))
-    train, _ = tiny_routing_files(tmp_path, "mmlu_train.jsonl.gz", 4, 0)  # only names the model pair
+    train, _ = tiny_routing_files(tmp_path, "mmlu_train.jsonl", 4, 0)  # only names the model pair
     hparam = {"base_model": str(tiny_gemma), "sft_max_steps": 6, "dpo_max_steps": 2, "batch_size": 4,
               "sft_learning_rate": 5e-3, "dpo_learning_rate": 1e-3, "max_length": 160, "lora_r": 4, "lora_alpha": 8,
               "eval_fraction": 0.2}
@@ -257,7 +257,7 @@ def test_jobs_fail_loudly_on_bad_config_and_bad_data(tmp_path: Path, capsys: pyt
     # A resumable AutoMix samples file corrupted before its last line (not a crash's cut-off tail).
     samples_dir = tmp_path / "automix-run"
     samples_dir.mkdir()
-    train, _ = tiny_routing_files(samples_dir, "gsm8k_train.jsonl.gz", 2, 0)
+    train, _ = tiny_routing_files(samples_dir, "gsm8k_train.jsonl", 2, 0)
     (samples_dir / "verification_samples.jsonl").write_text(
         "{cut\n" + json.dumps({"query": "q", "model_name": "m"}) + "\n")
     automix_cfg = router_yaml(samples_dir, "automix", train, None, {}, {"small": {"model": str(SMOLLM)}})

@@ -17,6 +17,7 @@ from typing import IO, Any, Literal
 
 from pydantic import ValidationError
 
+from routers.data.location import missing_data_hint
 from routers.data.schema import CompactRecord, LLMCandidate, ModelOutcome, QueryExample, RoutingRecord
 from routers.errors import DataError
 
@@ -63,7 +64,7 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | None]]:
     """Yield (line number, parsed object) for each line; blank lines yield None. Bad JSON raises DataError."""
     path = Path(path)
     if not path.exists():
-        raise DataError(str(path), None, "file does not exist")
+        raise DataError(str(path), None, "file does not exist" + missing_data_hint(path))
     with _open_text(path) as handle:
         for lineno, line in enumerate(handle, start=1):
             if not line.strip():
@@ -152,7 +153,7 @@ def load_llm_data(path: str | Path) -> dict[str, LLMCandidate]:
     """Read the candidate-LLM JSON file: ``{name: {size, input_price, output_price, model, ...}}``."""
     path = Path(path)
     if not path.exists():
-        raise DataError(str(path), None, "file does not exist")
+        raise DataError(str(path), None, "file does not exist" + missing_data_hint(path))
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
