@@ -33,13 +33,13 @@ def main() -> int:
     import ray
 
     from routers.automix.router import AutomixRouter, user
-    from routers.data import RoutingDataset, load_llm_data
+    from routers.data import RoutingDataset, data_dir, load_llm_data
     from routers.engines import GeneratorConfig, build_generator
     from train_jobs.automix import sample_in_parallel
     from train_jobs.common import RaySettings
 
-    llm_data = load_llm_data(ROOT / "data/routing/llm_candidates.json")
-    data = RoutingDataset.from_files([ROOT / "data/routing/gsm8k_train.jsonl.gz"], llm_data)
+    llm_data = load_llm_data(data_dir() / "llm_candidates.json")  # `llmrouter data get routellm`
+    data = RoutingDataset.from_files([data_dir() / "gsm8k_train.jsonl"], llm_data)
     router = AutomixRouter({"num_samples": args.samples, "verifier_max_tokens": 6, "sampling_batch_size": 4}, llm_data)
     pair = router.resolve_pair(data)
     data = data.complete_for([pair.small, pair.large]).head(args.queries)

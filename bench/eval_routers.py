@@ -34,7 +34,7 @@ if str(ROOT) not in sys.path:
 from routers.base import Router
 from routers.cli import DEFAULT_EMBEDDER, EMBEDDING_CACHE_DIR, format_table
 from routers.config import load_config_file
-from routers.data import RoutingDataset, load_llm_data
+from routers.data import RoutingDataset, data_dir, load_llm_data
 from routers.engines import EmbedderConfig, build_embedder
 from routers.engines.cache import CachedEmbedder
 from routers.evaluation import evaluate_router, evaluate_routers
@@ -42,7 +42,6 @@ from routers.evaluation.plot import plot_curves
 from routers.progress import log, set_quiet
 from routers.registry import canonical_name, router_class
 
-DATA = ROOT / "data" / "routing"
 DEFAULT_ROUTERS = "hybrid_llm,random,smallest_llm,largest_llm,oracle"
 QUICK_TRAIN, QUICK_TEST = 2000, 500
 
@@ -64,9 +63,9 @@ FIT_SETTINGS: dict[str, Any] = {"max_iter": 30, "early_stopping": False, "learni
 
 
 def load_split(split: str, quick: bool) -> RoutingDataset:
-    llm_data = load_llm_data(DATA / "llm_candidates.json")
+    llm_data = load_llm_data(data_dir() / "llm_candidates.json")  # `llmrouter data get routellm`
     tasks = ["mmlu"] if quick else ["mmlu", "gsm8k"]
-    data = RoutingDataset.from_files([DATA / f"{task}_{split}.jsonl.gz" for task in tasks], llm_data)
+    data = RoutingDataset.from_files([data_dir() / f"{task}_{split}.jsonl" for task in tasks], llm_data)
     if quick:
         data = data.head(QUICK_TRAIN if split == "train" else QUICK_TEST)
     return data

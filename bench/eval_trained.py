@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-TEST = ["data/routing/mmlu_test.jsonl.gz", "data/routing/gsm8k_test.jsonl.gz"]
+TEST = ["mmlu_test.jsonl", "gsm8k_test.jsonl"]  # in the data directory: `llmrouter data get routellm`
 
 
 def main() -> int:
@@ -30,15 +30,15 @@ def main() -> int:
     args = parser.parse_args()
 
     from routers.cli import format_table
-    from routers.data import RoutingDataset, load_llm_data
+    from routers.data import RoutingDataset, data_dir, load_llm_data
     from routers.engines import build_embedder
     from routers.engines.cache import CachedEmbedder
     from routers.evaluation import evaluate_routers
     from routers.evaluation.plot import plot_curves
     from routers.registry import router_class
 
-    llm_data = load_llm_data(ROOT / "data/routing/llm_candidates.json")
-    test = RoutingDataset.from_files([ROOT / p for p in TEST], llm_data)
+    llm_data = load_llm_data(data_dir() / "llm_candidates.json")
+    test = RoutingDataset.from_files([data_dir() / name for name in TEST], llm_data)
     rng = np.random.default_rng(args.seed)
     test = test.subset(sorted(rng.choice(len(test), size=min(args.queries, len(test)), replace=False).tolist()))
     routers = []

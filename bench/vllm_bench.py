@@ -176,11 +176,11 @@ def verification_timings(engine: Any, prompts: list[str], params: Any, samples: 
 
 def part_b(samples: int, queries: int) -> dict[str, Any]:
     from routers.automix.router import AutomixRouter, user
-    from routers.data import RoutingDataset, load_llm_data
+    from routers.data import RoutingDataset, data_dir, load_llm_data
     from routers.engines import GeneratorConfig, build_generator
 
-    llm_data = load_llm_data(ROOT / "data/routing/llm_candidates.json")
-    data = RoutingDataset.from_files([ROOT / "data/routing/gsm8k_train.jsonl.gz"], llm_data)
+    llm_data = load_llm_data(data_dir() / "llm_candidates.json")  # `llmrouter data get routellm`
+    data = RoutingDataset.from_files([data_dir() / "gsm8k_train.jsonl"], llm_data)
     router = AutomixRouter({"num_samples": samples, "verifier_max_tokens": 8}, llm_data)
     pair = router.resolve_pair(data)
     data = data.complete_for([pair.small, pair.large]).head(queries)

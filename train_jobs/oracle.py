@@ -39,7 +39,9 @@ from train_jobs.common import JobConfig, init_ray, run_job, write_json
 
 
 class OracleJobConfig(JobConfig):
-    benchmark: str = Field(description="benchmark JSONL: query/ground_truth/metric/task_name, or GSM8K question/answer")
+    benchmark: str = Field(description="benchmark JSONL: query/ground_truth/metric/task_name (routing data too: a "
+                           "query's per-model lines are merged), or GSM8K question/answer; e.g. "
+                           "${LLMROUTER_DATA}/gsm8k_test.jsonl")
     limit: int | None = Field(default=None, ge=1, description="use only the first N distinct queries")
     medium: GeneratorConfig
     large: GeneratorConfig

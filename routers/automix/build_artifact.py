@@ -1,10 +1,11 @@
 """Build the default AutoMix artifact by really sampling verdicts from a small CPU model.
 
-The shipped routing data has no verification fields, so this samples them: the small model
-(``models/smollm2-135m-instruct``) verifies Mixtral's GSM8K answers on a seeded subset of the training
-file, N verdicts per answer in one generate call. It writes the enriched data as LLMRouter JSONL
-(``verification_samples.jsonl``, with ``verifier_votes``) so refits never resample, reports a held-out
-evaluation (fit on 70 %, evaluate on 30 %), then fits the policy on the whole subset and saves it.
+The published routing data (``llmrouter data get routellm``, read from the data directory) has no
+verification fields, so this samples them: the small model (``models/smollm2-135m-instruct``) verifies
+Mixtral's GSM8K answers on a seeded subset of the training file, N verdicts per answer in one generate call.
+It writes the enriched data as LLMRouter JSONL (``verification_samples.jsonl``, with ``verifier_votes``) so
+refits never resample, reports a held-out evaluation (fit on 70 %, evaluate on 30 %), then fits the policy
+on the whole subset and saves it.
 
     python -m routers.automix.build_artifact --queries 96 --samples 4 --out artifacts/automix
 """
@@ -29,8 +30,8 @@ SAMPLES_FILE = "verification_samples.jsonl"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--train", default="data/routing/gsm8k_train.jsonl.gz")
-    parser.add_argument("--llm-data", default="data/routing/llm_candidates.json")
+    parser.add_argument("--train", default="${LLMROUTER_DATA}/gsm8k_train.jsonl")
+    parser.add_argument("--llm-data", default="${LLMROUTER_DATA}/llm_candidates.json")
     parser.add_argument("--verifier", default="models/smollm2-135m-instruct")
     parser.add_argument("--queries", type=int, default=96)
     parser.add_argument("--samples", type=int, default=4)
