@@ -10,25 +10,27 @@ from typing import Any
 import pytest
 import yaml
 
+from routers.data.fetch import DATASETS
 from routers.data.location import DATA_ENV, data_dir, find_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOLLM = ROOT / "models/smollm2-135m-instruct"
 MINILM = ROOT / "models/all-minilm-l6-v2"
-#: a file of RouteLLM's data (``llmrouter data get routellm``) that tells a data directory holding it
-ROUTELLM_MARKER = "llm_candidates.json"
+#: the files the tests read: RouteLLM's data as this project splits it (``llmrouter data get routellm --from DIR``)
+ROUTELLM_FILES = [f.path for f in DATASETS["routellm"].files]
 
 
 def routing_data() -> Path:
     """The data directory holding RouteLLM's routing data (``routers.data.location``), which the project does
     not carry. With ``LLMROUTER_DATA`` set (CI sets it) it must be there: a missing directory or file fails
-    the test. Without it, a checkout with neither ``../shared/data`` nor ``~/.cache/llmrouter/data`` skips the
-    tests that read it, saying how to get it."""
+    the test. Unset, the tests that read it skip, saying how to get it, when neither ``../shared/data`` beside
+    the checkout nor ``~/.cache/llmrouter/data`` holds ``ROUTELLM_FILES``."""
     if os.environ.get(DATA_ENV):
         return data_dir()
     found = find_data_dir()
-    if found is None or not (found / ROUTELLM_MARKER).is_file():
-        pytest.skip(f"no routing data: `llmrouter data get routellm` (or set {DATA_ENV} to a directory holding it)")
+    if found is None or not all((found / name).is_file() for name in ROUTELLM_FILES):
+        pytest.skip(f"no routing data: `llmrouter data get routellm --from DIR`, DIR a copy of a data directory "
+                    f"(CI: ../shared/data), or set {DATA_ENV} to one")
     return found
 
 

@@ -171,7 +171,7 @@ def test_a_job_whose_data_directory_lacks_the_file_names_it_and_the_command_that
     assert hybrid.main(["--config", "configs/train/hybrid.yaml", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"train_jobs.hybrid: error: {tmp_path / 'empty'}/") and "file does not exist" in err
-    assert "`llmrouter data get routellm`" in err and "Traceback" not in err
+    assert "`llmrouter data get routellm --from DIR`" in err and "Traceback" not in err
 
 
 def test_router_errors_raised_inside_ray_tasks_are_found_behind_rays_wrappers() -> None:

@@ -222,4 +222,4 @@ def test_a_job_missing_its_data_names_the_path_it_looked_at(head: Head, tmp_path
     output = done.stdout + done.stderr
     assert done.returncode != 0
     assert f"train_jobs.hybrid: error: {empty_data}/" in output and "file does not exist" in output
-    assert "`llmrouter data get routellm`" in output and "Traceback" not in output
+    assert "`llmrouter data get routellm --from DIR`" in output and "Traceback" not in output

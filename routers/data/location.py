@@ -91,5 +91,9 @@ def missing_data_hint(path: str | Path) -> str:
     names = [name for name, spec in DATASETS.items() if any(f.path == relative for f in spec.files)]
     if not names:
         return f" in the data directory {found}, and no `llmrouter data get NAME` ({', '.join(DATASETS)}) puts it there"
+    spec = DATASETS[names[0]]
     dest = "" if found.resolve() == default_data_dir().resolve() else f" --dest {found}"
-    return f" in the data directory {found}: `llmrouter data get {names[0]}{dest}` puts it there"
+    if spec.sources:  # a download writes the published sources, converted, under their own names
+        return (f" in the data directory {found}: `llmrouter data get {spec.name} --from DIR{dest}` copies it there "
+                f"from a data directory DIR that has it (a download converts {spec.name}'s published files instead)")
+    return f" in the data directory {found}: `llmrouter data get {spec.name}{dest}` puts it there"
