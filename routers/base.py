@@ -76,11 +76,21 @@ class ModelUsage(StrictModel):
     completion_tokens: int
 
 
+class CandidateEstimate(StrictModel):
+    """What an N-model router expects of one candidate for one query (``routers.selection``)."""
+
+    model: str
+    quality: float
+    cost: float
+
+
 class RouteDecision(StrictModel):
     """One routing decision: the typed result every router returns, from ``aroute`` to the HTTP response.
 
     ``to_dict`` gives the seeds' result keys. ``answer`` is an answer the router produced while deciding
     and keeps (AutoMix's verified small-model answer), ``usage`` the model calls deciding cost.
+    N-model routers also fill ``candidates`` (every candidate's predicted quality and cost) and ``rule``
+    (the selection rule that chose, e.g. ``cost=500``); two-model routers leave them empty.
     """
 
     query: str
@@ -93,6 +103,8 @@ class RouteDecision(StrictModel):
     extra: dict[str, Any] = Field(default_factory=dict)
     answer: GenerationResult | None = None
     usage: list[ModelUsage] = Field(default_factory=list)
+    candidates: list[CandidateEstimate] = Field(default_factory=list)
+    rule: str | None = None
 
     def to_dict(self, score_key: str = "router_score") -> dict[str, Any]:
         out: dict[str, Any] = {"query": self.query, "model_name": self.model_name}
@@ -104,6 +116,10 @@ class RouteDecision(StrictModel):
             out["use_large"] = self.use_large
         out["cost"] = self.cost
         out["reason"] = self.reason
+        if self.candidates:
+            out["candidates"] = [c.model_dump() for c in self.candidates]
+        if self.rule is not None:
+            out["rule"] = self.rule
         out.update(self.extra)
         return out
 

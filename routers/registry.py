@@ -17,12 +17,14 @@ from routers.errors import ConfigError
 
 if TYPE_CHECKING:
     from routers.base import Router
+    from routers.nmodel.base import MultiModelRouter
 
 #: where the Serve app decides: ``embedding`` (Embedder deployment, then the library router scores the
 #: vector in the ingress), ``deployment`` (a deployment of its own hosts the router and its model),
 #: ``ingress`` (the ingress runs it over the answer models: AutoMix), ``baseline`` (no artifact, always on),
-#: ``evaluation`` (not served: needs labels)
-Placement = Literal["embedding", "deployment", "ingress", "baseline", "evaluation"]
+#: ``evaluation`` (not served: needs labels), ``multimodel`` (N-model routers, ``routers.nmodel``: the library
+#: and the CLI; not served yet)
+Placement = Literal["embedding", "deployment", "ingress", "baseline", "evaluation", "multimodel"]
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,22 @@ _ENTRIES: tuple[RouterEntry, ...] = (
                 no_threshold="always answers with the large model"),
     RouterEntry("random", "routers.baselines:RandomRouter", "baseline", serve_name="random", routellm_name="random"),
     RouterEntry("oracle", "routers.baselines:OracleRouter", "evaluation"),
+    # N-model routers (``routers.nmodel``): they predict every candidate's quality; ``routers.selection`` picks
+    RouterEntry("nmodel_mlp", "routers.nmodel.routers:MultiModelMLPRouter", "multimodel", ("mlp_n",),
+                no_threshold="chooses among N models by a selection rule (cost=, quality=, budget=, share=)",
+                scorer="multi-output MLP"),
+    RouterEntry("nmodel_mf", "routers.nmodel.routers:MultiModelMFRouter", "multimodel", ("mf_n",),
+                no_threshold="chooses among N models by a selection rule (cost=, quality=, budget=, share=)",
+                scorer="matrix factorisation"),
+    RouterEntry("nmodel_knn", "routers.nmodel.routers:MultiModelKNNRouter", "multimodel", ("knn_n",),
+                no_threshold="chooses among N models by a selection rule (cost=, quality=, budget=, share=)",
+                scorer="kNN bank"),
+    RouterEntry("nmodel_single", "routers.nmodel.routers:PriorRouter", "multimodel", ("single_n",),
+                no_threshold="the same model for every query, chosen by the rule from training quality"),
+    RouterEntry("nmodel_random", "routers.nmodel.routers:MultiModelRandomRouter", "multimodel", ("random_n",),
+                no_threshold="random predicted qualities"),
+    RouterEntry("nmodel_oracle", "routers.nmodel.routers:MultiModelOracleRouter", "multimodel", ("oracle_n",),
+                no_threshold="reads the labels: evaluation only"),
 )
 _BY_NAME = {entry.name: entry for entry in _ENTRIES}
 ALIASES: dict[str, str] = {alias: entry.name for entry in _ENTRIES for alias in entry.aliases}
@@ -102,12 +120,36 @@ def router_entry(name: str) -> RouterEntry:
 
 
 def router_class(name: str) -> type[Router]:
-    module_name, class_name = router_entry(name).target.split(":")
+    entry = router_entry(name)
+    if entry.placement == "multimodel":
+        raise ConfigError(f"router {name!r} chooses among N models: it evaluates on N-model data "
+                          "(`llmrouter evaluate --pool llmrouter|routerbench`), see routers.nmodel")
+    module_name, class_name = entry.target.split(":")
+    return getattr(import_module(module_name), class_name)
+
+
+def is_multimodel(name: str) -> bool:
+    """Whether ``name`` is an N-model router (``routers.nmodel``), not a two-model one."""
+    return router_entry(name).placement == "multimodel"
+
+
+def multimodel_router_class(name: str) -> type[MultiModelRouter]:
+    """The N-model router class registered as ``name``; a clear error for a two-model router."""
+    entry = router_entry(name)
+    if entry.placement != "multimodel":
+        known = sorted(e.name for e in _ENTRIES if e.placement == "multimodel")
+        raise ConfigError(f"router {name!r} chooses between two models; N-model routers: {', '.join(known)}")
+    module_name, class_name = entry.target.split(":")
     return getattr(import_module(module_name), class_name)
 
 
 def router_names() -> list[str]:
-    return list(_BY_NAME)
+    """The two-model routers (``Router`` subclasses); ``multimodel_router_names`` lists the N-model ones."""
+    return [entry.name for entry in _ENTRIES if entry.placement != "multimodel"]
+
+
+def multimodel_router_names() -> list[str]:
+    return [entry.name for entry in _ENTRIES if entry.placement == "multimodel"]
 
 
 def served_entries(*placements: Placement) -> dict[str, RouterEntry]:
