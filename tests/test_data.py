@@ -75,7 +75,7 @@ def test_gzip_file_loads_like_plain(tmp_path: Path) -> None:
     assert plain == gz
 
 
-def test_shipped_data_loads(mmlu_test_path: Path, gsm8k_test_path: Path, llm_data_path: Path) -> None:
+def test_published_data_loads(mmlu_test_path: Path, gsm8k_test_path: Path, llm_data_path: Path) -> None:
     data = RoutingDataset.from_files([mmlu_test_path, gsm8k_test_path], load_llm_data(llm_data_path))
     assert len(data) > 2000
     assert set(data.models) == {"mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview"}
@@ -153,7 +153,7 @@ def test_parse_model_size_rejects_nonsense() -> None:
         parse_model_size("big")
 
 
-def test_shipped_llm_data(llm_data_path: Path) -> None:
+def test_published_llm_data(llm_data_path: Path) -> None:
     candidates = load_llm_data(llm_data_path)
     mixtral = candidates["mistralai/Mixtral-8x7B-Instruct-v0.1"]
     assert mixtral.parameters == pytest.approx(4.67e10)
