@@ -3,8 +3,8 @@
     llmrouter train    --router hybrid_llm --config configs/routers/hybrid_llm.yaml
     llmrouter infer    --router hybrid_llm --config configs/routers/hybrid_llm.yaml --query "What is 2+2?"
     llmrouter infer    --router hybrid_llm --config ... --input queries.jsonl --output results.json --route-only
-    llmrouter evaluate --router hybrid_llm,random,oracle --train data/routing/mmlu_train.jsonl.gz \\
-                       --test data/routing/mmlu_test.jsonl.gz --llm-data data/routing/llm_candidates.json \\
+    llmrouter evaluate --router hybrid_llm,random,oracle --train $LLMROUTER_DATA/mmlu_train.jsonl \\
+                       --test $LLMROUTER_DATA/mmlu_test.jsonl --llm-data $LLMROUTER_DATA/llm_candidates.json \\
                        --plot curves.png --json [--budget 0.5]
     llmrouter evaluate --router hybrid_llm,random,oracle --config configs/routers/hybrid_llm.yaml \\
                        --leave-domains-out 5 [--bootstrap 1000] [--grid '[{"alpha": 1.0}, {"alpha": 10.0}]'] \\
@@ -16,6 +16,16 @@
     llmrouter calibrate-quality --router hybrid_llm --config configs/routers/hybrid_llm.yaml \
                        [--data my_labelled_traffic.jsonl | --cross-fit 5]
     llmrouter data get routerbench [--from DIR] [--dest DIR]     (routellm, llmrouter, routerbench)
+
+N-model data (a router predicts every candidate's quality; a selection rule picks the model):
+
+    llmrouter evaluate --pool llmrouter --router nmodel_mlp,nmodel_knn,nmodel_single,nmodel_oracle \\
+                       --json [--plot curves.png] [--bootstrap 1000] [--bootstrap-mode clusters]
+    llmrouter evaluate --pool routerbench --router nmodel_knn --leave-tasks-out 2
+    llmrouter evaluate --multimodel --train a_train.csv --test a_test.csv --router nmodel_knn
+
+``--pool`` reads a published pool from $LLMROUTER_DATA (``llmrouter data get llmrouter``); ``--multimodel`` reads
+--train/--test as N-model files (RouterBench's CSV, LLMRouter's JSON, this project's JSONL).
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ from typing import Any
 from routers.base import Router
 from routers.config import RouterFileConfig, build_router, load_config_file, load_router
 from routers.data import RoutingDataset, load_llm_data, read_queries
+from routers.data.multimodel import MultiModelDataset
 from routers.engines import EmbedderConfig, GeneratorConfig, SamplingParams, build_embedder, build_generator
 from routers.errors import ConfigError, RouterError
 from routers.evaluation.bootstrap import DEFAULT_RESAMPLES, MetricInterval
@@ -38,7 +49,7 @@ from routers.evaluation.generalisation import DEFAULT_INNER_FOLDS, Generalisatio
 from routers.evaluation.metrics import DEFAULT_BUDGET_FRACTION
 from routers.paths import resolve_path
 from routers.progress import log, progress, set_quiet
-from routers.registry import canonical_name, router_class
+from routers.registry import canonical_name, is_multimodel, router_class
 
 DEFAULT_EMBEDDER = "models/all-minilm-l6-v2"
 EMBEDDING_CACHE_DIR = ".cache/embeddings"
@@ -238,6 +249,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from routers.evaluation import calibrate, evaluate_router
     from routers.evaluation.plot import plot_curves
 
+    if args.pool is not None or args.multimodel:
+        return evaluate_multimodel(args)
+    named = [n for n in args.router.split(",") if n]
+    if nmodel := [n for n in named if is_multimodel(n)]:
+        raise ConfigError(f"{', '.join(nmodel)}: N-model router(s); evaluate them on N-model data with "
+                          "--pool llmrouter|routerbench or --multimodel --train FILE --test FILE")
     config = load_config_file(args.config) if args.config else RouterFileConfig()
     llm_data_path = args.llm_data or config.data_path.llm_data
     if args.leave_domains_out is not None or args.in_domain_folds is not None or args.bootstrap is not None:
@@ -301,6 +318,103 @@ def format_table(reports: Sequence[Any]) -> str:
             f"oracle {first.quality_oracle:.3f}; Q@budget = best quality at <= "
             f"{first.budget_fraction:.0%} of the always-large cost per query"
         )
+    return "\n".join(rows)
+
+
+# --- evaluate among N models ------------------------------------------------------------------------------
+TWO_MODEL_ONLY_OPTIONS = (("--config", "config"), ("--load", "load"), ("--target-large-share", "target_large_share"),
+                          ("--leave-domains-out", "leave_domains_out"), ("--in-domain-folds", "in_domain_folds"),
+                          ("--grid", "grid"))
+
+
+def reject_two_model_options(args: argparse.Namespace) -> None:
+    given = [flag for flag, key in TWO_MODEL_ONLY_OPTIONS if getattr(args, key) is not None]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: two-model options; with --pool/--multimodel use --router, --json, "
+                          "--plot, --bootstrap, --bootstrap-mode, --leave-tasks-out, --seed")
+    if args.pool is not None and (args.train or args.test or args.multimodel):
+        raise ConfigError("--pool reads a published pool's own splits; for files give --multimodel --train "
+                          "FILE --test FILE instead")
+    if args.multimodel and not (args.train and args.test):
+        raise ConfigError("--multimodel needs --train and --test (N-model files: RouterBench CSV, LLMRouter "
+                          "JSON or this project's JSONL)")
+
+
+def evaluate_multimodel(args: argparse.Namespace) -> int:
+    """``--pool NAME`` / ``--multimodel``: N-model routers' cost-quality figures with cluster-bootstrap intervals."""
+    from routers.data.location import data_dir
+    from routers.evaluation.multimodel import PlotPanel, evaluate_runs, plot_multimodel
+    from routers.nmodel.evaluate import fit_and_predict, leave_tasks_out, load_files, load_pool
+    from routers.registry import multimodel_router_class
+
+    reject_two_model_options(args)
+    names = [canonical_name(n) for n in args.router.split(",") if n]
+    two_model = [n for n in names if not is_multimodel(n)]
+    if two_model:
+        raise ConfigError(f"{', '.join(two_model)}: two-model router(s); on N-model data use "
+                          "nmodel_mlp, nmodel_mf, nmodel_knn, nmodel_single, nmodel_random, nmodel_oracle")
+    if args.pool is not None:
+        pool = load_pool(args.pool, data_dir())
+    else:
+        pool = load_files([resolve_path(p) for p in args.train.split(",")],
+                          [resolve_path(p) for p in args.test.split(",")],
+                          resolve_path(args.llm_data) if args.llm_data else None)
+    for note in pool.notes:
+        log(f"{pool.name}: {note}")
+    embedder = None
+    if any(multimodel_router_class(n).uses_embeddings for n in names):
+        from routers.engines.cache import CachedEmbedder
+
+        embedder = CachedEmbedder(build_embedder(EmbedderConfig(model=DEFAULT_EMBEDDER)),
+                                  resolve_path(EMBEDDING_CACHE_DIR))
+    if args.leave_tasks_out is not None:
+        data = MultiModelDataset.concat([pool.train, pool.test])
+        runs = [leave_tasks_out(n, data, args.leave_tasks_out, embedder, seed=args.seed)
+                for n in progress(names, desc="routers", unit="router")]
+    else:
+        data = pool.test
+        runs = [fit_and_predict(n, pool.train, pool.test, embedder)[1]
+                for n in progress(names, desc="routers", unit="router")]
+    resamples = DEFAULT_RESAMPLES if args.bootstrap is None else args.bootstrap
+    reports = evaluate_runs(runs, data.models, data.quality, data.cost, data.task_names, n_resamples=resamples,
+                            seed=args.seed, mode=args.bootstrap_mode)
+    if args.plot:
+        mode = f"leave {args.leave_tasks_out} task folds out" if args.leave_tasks_out else "test split"
+        panel = PlotPanel(f"{pool.name}: {data.n_queries} queries, {mode}", reports, data.models,
+                          data.quality.mean(axis=0), data.cost.mean(axis=0))
+        log(f"wrote {plot_multimodel([panel], args.plot)}")
+    if args.json:
+        for report in reports:
+            print(json.dumps(report.summary(), default=float))
+    else:
+        print(format_multimodel_table(reports))
+    return 0
+
+
+def format_multimodel_table(reports: Sequence[Any]) -> str:
+    def fmt(interval: MetricInterval, scale: float = 1.0, spec: str = ".3f") -> str:
+        if interval.value is None:
+            return "-"
+        if interval.low is None or interval.high is None:
+            return format(interval.value * scale, spec)
+        return (f"{format(interval.value * scale, spec)} [{format(interval.low * scale, spec)}, "
+                f"{format(interval.high * scale, spec)}]")
+
+    header = (f"{'router':<15}{'quality':>23}{'$/1k q':>9}{'AIQ':>23}{'Q@best-single-$':>23}"
+              f"{'gain vs best single':>25}{'fit s':>8}")
+    rows = [header, "-" * len(header)]
+    for r in reports:
+        i = r.intervals
+        rows.append(f"{r.router:<15}{fmt(i['quality']):>23}{r.cost * 1000:>9.4f}{fmt(i['aiq']):>23}"
+                    f"{fmt(i['quality_at_best_single_cost']):>23}{fmt(i['gain_at_best_single_cost']):>25}"
+                    f"{(r.fit_seconds or 0.0):>8.1f}")
+    if reports:
+        first = reports[0]
+        single_aiq = "-" if first.single_models_aiq is None else f"{first.single_models_aiq:.4f}"
+        rows.append(f"best single model {first.best_single_model}: quality {first.best_single_quality:.3f} at "
+                    f"${first.best_single_cost * 1000:.4f} per 1k queries; oracle {first.oracle_quality:.3f}; "
+                    f"single models' AIQ {single_aiq}")
+        rows.append(f"[low, high]: {first.bootstrap}; quality and $ at each router's default rule")
     return "\n".join(rows)
 
 
@@ -589,6 +703,17 @@ def build_parser(extend: Callable[[Any, argparse.ArgumentParser], None] | None =
     evaluate.add_argument("--inner-folds", type=_at_least(2), default=DEFAULT_INNER_FOLDS, metavar="K",
                           help=f"inner folds that score --grid (default {DEFAULT_INNER_FOLDS})")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the folds and the bootstrap resamples")
+    evaluate.add_argument("--pool", choices=("llmrouter", "routerbench"),
+                          help="N-model data: a published pool's train/test splits from $LLMROUTER_DATA "
+                          "(with N-model routers: nmodel_mlp, nmodel_mf, nmodel_knn, nmodel_single, ...)")
+    evaluate.add_argument("--multimodel", action="store_true",
+                          help="read --train/--test as N-model files (RouterBench CSV, LLMRouter JSON, JSONL)")
+    evaluate.add_argument("--leave-tasks-out", type=_at_least(2), metavar="K",
+                          help="N-model: deal the tasks of train+test into K folds, fit on K-1, pool the out-of-fold "
+                          "predictions")
+    evaluate.add_argument("--bootstrap-mode", choices=("clusters", "stratified", "queries"), default="clusters",
+                          help="N-model intervals: resample task clusters then queries in them (default), queries "
+                          "within each task, or queries alone")
     evaluate.set_defaults(func=cmd_evaluate)
 
     reference = sub.add_parser("reference-scores", parents=[common],

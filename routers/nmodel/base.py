@@ -168,6 +168,8 @@ class MultiModelRouter(ABC):
         self.config = self.validate_config(config)
         self.models: tuple[str, ...] = ()
         self.costs: CostEstimator | None = None
+        #: each model's mean training cost per call (the baselines price every query at it)
+        self.mean_cost: np.ndarray | None = None
         self.calibration: SelectionCalibration | None = None
         self.embedder: AsyncEmbedder | None = None
         self.params: dict[str, Any] = {}
@@ -232,7 +234,8 @@ class MultiModelRouter(ABC):
         started = time.time()
         self.models = train.models
         self.costs = CostEstimator.fit(train.queries, train.cost)
-        cost_estimate = self.costs.predict(train.queries)
+        self.mean_cost = train.cost.mean(axis=0)
+        cost_estimate = self.cost_estimates(train.queries)
         x = self.features(train.queries, f"{self.name}: embedding train queries")
         metrics: dict[str, Any] = {"n_train": len(train), "models": list(self.models)}
         if self.trainable:
@@ -280,8 +283,14 @@ class MultiModelRouter(ABC):
         return self.predict_arrays(self.features(queries, f"{self.name}: embedding queries"))
 
     def estimate_costs(self, queries: Sequence[str]) -> np.ndarray:
+        """Every candidate's estimated USD cost per query, (n_queries, n_models)."""
         self.require_fitted()
-        assert self.costs is not None
+        return self.cost_estimates(queries)
+
+    def cost_estimates(self, queries: Sequence[str]) -> np.ndarray:
+        """The cost lines (``CostEstimator``) on ``queries``: longer queries cost more."""
+        if self.costs is None:
+            raise NotFittedError(f"router {self.name!r} has no cost estimates; fit or load it first")
         return self.costs.predict(queries)
 
     def dataset_predictions(self, data: MultiModelDataset) -> tuple[np.ndarray, np.ndarray]:
@@ -350,7 +359,9 @@ class MultiModelRouter(ABC):
         payload: dict[str, Any] = {
             "format_version": ARTIFACT_FORMAT_VERSION, "kind": ARTIFACT_KIND, "router": self.name,
             "config": self.config.model_dump(mode="json"), "models": list(self.models),
-            "costs": self.costs.to_json(), "params": self.params, "train_metrics": self.train_metrics,
+            "costs": self.costs.to_json(),
+            "mean_cost": None if self.mean_cost is None else [float(c) for c in self.mean_cost],
+            "params": self.params, "train_metrics": self.train_metrics,
             "embedder": self.default_embedder_config().model_dump(mode="json") if self.uses_embeddings else None,
             "state": self.state(),
         }
@@ -371,6 +382,8 @@ class MultiModelRouter(ABC):
         try:
             router.models = tuple(str(m) for m in payload["models"])
             router.costs = CostEstimator.from_json(payload["costs"], len(router.models))
+            if payload.get("mean_cost") is not None:
+                router.mean_cost = np.asarray(payload["mean_cost"], dtype=np.float64)
             router.params = dict(payload.get("params", {}))
             router.train_metrics = dict(payload.get("train_metrics", {}))
             if router.config.embedder is None and payload.get("embedder"):

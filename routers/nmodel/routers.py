@@ -7,7 +7,7 @@ Learned state is numpy arrays in one safetensors file; inference is numpy (torch
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -204,9 +204,10 @@ class MultiModelKNNRouter(MultiModelRouter):
 
 # --- baselines ---------------------------------------------------------------------------------------------------
 class PriorRouter(MultiModelRouter):
-    """Every model's mean training quality, the same for every query: its ``cost=L`` sweep walks the single
-    models (the default rule picks the best single model, or a cheaper one as good); the baseline a router must
-    beat by reading the query."""
+    """Every model's mean training quality and mean training cost, the same for every query: its ``cost=L``
+    sweep walks the single models (the default rule picks the best single model, or a cheaper one as good); the
+    baseline a router must beat by reading the query. (Per-query cost estimates would let it route by query
+    length, which on RouterBench tells ARC from MBPP: a router, not a single model.)"""
 
     name = "nmodel_single"
     uses_embeddings = False
@@ -219,6 +220,11 @@ class PriorRouter(MultiModelRouter):
 
     def fit_arrays(self, x: np.ndarray, quality: np.ndarray, params: Mapping[str, Any]) -> None:
         self.prior = np.asarray(quality, dtype=np.float64).mean(axis=0)
+
+    def cost_estimates(self, queries: Sequence[str]) -> np.ndarray:
+        if self.mean_cost is None:
+            raise ArtifactError(f"the {self.name} router has no mean costs")
+        return np.broadcast_to(self.mean_cost, (len(queries), len(self.mean_cost))).copy()
 
     def predict_arrays(self, x: np.ndarray) -> np.ndarray:
         if self.prior is None:
