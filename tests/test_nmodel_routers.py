@@ -19,8 +19,10 @@ from tests.nmodel_synthetic import COSTS, MODELS, train_test
 
 FAST = {"nmodel_mlp": {"epochs": 25, "batch_size": 32, "learning_rate": 1e-2, "grid": [{"hidden": 16}], "cv_folds": 3},
         "nmodel_mf": {"epochs": 25, "batch_size": 32, "learning_rate": 1e-2, "grid": [{"hidden": 4}], "cv_folds": 3},
-        "nmodel_knn": {"cv_folds": 3}}
-LEARNED = ("nmodel_mlp", "nmodel_mf", "nmodel_knn")
+        "nmodel_knn": {"cv_folds": 3},
+        "nmodel_blend": {"epochs": 25, "batch_size": 32, "learning_rate": 1e-2, "mlp": {"hidden": 16}, "knn_k": 10,
+                         "grid": [{"weight": 0.3}, {"weight": 0.7}], "cv_folds": 3}}
+LEARNED = ("nmodel_mlp", "nmodel_mf", "nmodel_knn", "nmodel_blend")
 
 
 def fitted(name: str) -> MultiModelRouter:
@@ -36,7 +38,7 @@ def learned(request: pytest.FixtureRequest) -> MultiModelRouter:
 
 
 def test_the_registry_lists_the_n_model_routers_apart() -> None:
-    assert set(multimodel_router_names()) == {"nmodel_mlp", "nmodel_mf", "nmodel_knn", "nmodel_single",
+    assert set(multimodel_router_names()) == {"nmodel_mlp", "nmodel_mf", "nmodel_knn", "nmodel_blend", "nmodel_single",
                                               "nmodel_random", "nmodel_oracle"}
     assert is_multimodel("knn_n") and not is_multimodel("knn")
     with pytest.raises(ConfigError, match="chooses among N models"):

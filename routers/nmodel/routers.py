@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import Field
 
 from routers.data.multimodel import MultiModelDataset
 from routers.embedding import standardisation, unit_rows
@@ -269,3 +270,65 @@ class MultiModelOracleRouter(PriorRouter):
 
     async def aroute_many(self, queries: Any, engines: Any, rule: str | None = None) -> Any:
         return self.route(queries, rule)
+
+
+# --- blend ------------------------------------------------------------------------------------------------------
+class BlendConfig(NetworkConfig):
+    knn_k: int = Field(default=25, ge=1)
+    mlp: dict[str, Any] = Field(default_factory=lambda: {"hidden": 128, "weight_decay": 1e-2, "dropout": 0.2})
+
+
+class MultiModelBlendRouter(MultiModelRouter):
+    """``weight`` x the MLP's predicted quality + (1 - ``weight``) x the kNN's: the MLP generalises across
+    queries, the kNN remembers its neighbourhood; their errors differ, so their mean is better calibrated
+    than either. The weight is chosen by cross-validated AIQ; the members are fitted once per fold (their
+    out-of-fold predictions are blended at every weight)."""
+
+    name = "nmodel_blend"
+    Config = BlendConfig
+    config: BlendConfig
+    default_grid = ({"weight": 0.25}, {"weight": 0.5}, {"weight": 0.75})
+
+    def __init__(self, config: Any = None) -> None:
+        super().__init__(config)
+        self.mlp = MultiModelMLPRouter(self.member_config())
+        self.knn = MultiModelKNNRouter({"seed": self.config.seed})
+        self.weight = 0.5
+        self._members_oof: tuple[int, np.ndarray, np.ndarray] | None = None
+
+    def member_config(self) -> dict[str, Any]:
+        return {key: getattr(self.config, key) for key in ("seed", "epochs", "batch_size", "learning_rate",
+                                                           "num_threads")}
+
+    def cross_fitted(self, x: np.ndarray, quality: np.ndarray, folds: np.ndarray,
+                     params: Mapping[str, Any]) -> np.ndarray:
+        key = hash((x.shape, folds.tobytes(), float(x.sum())))
+        if self._members_oof is None or self._members_oof[0] != key:
+            mlp = self.mlp.cross_fitted(x, quality, folds, self.config.mlp)
+            knn = self.knn.cross_fitted(x, quality, folds, {"k": self.config.knn_k})
+            self._members_oof = (key, mlp, knn)
+        _, mlp, knn = self._members_oof
+        weight = float(params.get("weight", 0.5))
+        return weight * mlp + (1.0 - weight) * knn
+
+    def fit_arrays(self, x: np.ndarray, quality: np.ndarray, params: Mapping[str, Any]) -> None:
+        self.weight = float(params.get("weight", 0.5))
+        self.mlp.models = self.knn.models = self.models
+        self.mlp.fit_arrays(x, quality, self.config.mlp)
+        self.knn.fit_arrays(x, quality, {"k": self.config.knn_k})
+
+    def predict_arrays(self, x: np.ndarray) -> np.ndarray:
+        return self.weight * self.mlp.predict_arrays(x) + (1.0 - self.weight) * self.knn.predict_arrays(x)
+
+    def state(self) -> dict[str, Any]:
+        return {"weight": self.weight, "k": self.knn.k}
+
+    def save_tensors(self, directory: Path) -> None:
+        self.mlp.save_tensors(directory)
+        self.knn.save_tensors(directory)
+
+    def load_state(self, state: Mapping[str, Any], directory: Path) -> None:
+        self.weight = float(state["weight"])
+        self.mlp.models = self.knn.models = self.models
+        self.mlp.load_state({}, directory)
+        self.knn.load_state({"k": state["k"]}, directory)
