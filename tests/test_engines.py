@@ -169,7 +169,7 @@ def test_longformer_gets_global_attention_on_first_token(tiny_longformer: tuple[
     try:
         embedder = longformer_embedder(tiny_longformer)
         assert embedder.is_longformer and embedder.dim == 32
-        embedder.embed(["What is two plus two?", "a b"])
+        embedder.embed(["What is two plus two?", "What is three plus one?"])  # one length bucket
     finally:
         handle.remove()
     mask = seen[0]

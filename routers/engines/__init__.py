@@ -20,6 +20,10 @@ from routers.engines.base import (
 
 
 def build_embedder(config: EmbedderConfig) -> Embedder:
+    if config.backend == "onnx":
+        from routers.engines.onnx import OnnxEmbedder
+
+        return OnnxEmbedder(config)
     from routers.engines.hf import TransformersEmbedder
 
     return TransformersEmbedder(config)

@@ -128,7 +128,10 @@ class EngineConfigBase(StrictModel):
 class EmbedderConfig(EngineConfigBase):
     """Sentence embedder (MiniLM on CPU, Longformer in the GPU config)."""
 
-    backend: Literal["transformers"] = "transformers"
+    backend: Literal["transformers", "onnx"] = Field(
+        default="transformers", description="'onnx': ONNX Runtime on the CPU (same weights, exported once, "
+        "faster); 'transformers': the reference, and the one for GPUs and Longformer"
+    )
     pooling: Literal["mean", "cls"] = "mean"
     normalize: bool = True
     max_length: int = Field(default=512, ge=8)

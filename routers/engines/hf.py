@@ -30,6 +30,7 @@ from routers.engines.base import (
     render_plain_chat,
     truncate_at_stop,
 )
+from routers.engines.batching import length_buckets
 from routers.errors import ArtifactError, EngineError
 from routers.safe_io import assert_no_unsafe_weights
 
@@ -353,13 +354,12 @@ class TransformersEmbedder(Embedder):
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        # Sorting by length keeps padding (and wasted compute) small inside each batch.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        # Batches of similar token length: padding (wasted compute) stays small inside each one.
+        lengths = [len(ids) for ids in self.tokenizer(list(texts), truncation=True,
+                                                       max_length=self.config.max_length)["input_ids"]]
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        size = self.config.max_batch_size
-        for start in range(0, len(order), size):
-            index = order[start : start + size]
-            out[index] = self._embed_batch([texts[i] for i in index])
+        for bucket in length_buckets(lengths, self.config.max_batch_size):
+            out[bucket] = self._embed_batch([texts[i] for i in bucket])
         return out
 
     def _embed_batch(self, texts: list[str]) -> np.ndarray:

