@@ -38,6 +38,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "defended")
     parser.add_argument("--control", action="store_true", help="also fit without the defence (not saved)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--backend", choices=["transformers", "onnx"], default="transformers",
+                        help="the embedder's runtime (same vectors to 1e-6; onnx is faster on CPUs)")
     args = parser.parse_args()
 
     import torch
@@ -58,7 +60,8 @@ def main() -> None:
             config_file = args.out / f"{name}.yaml"
             config_file.write_text(yaml.safe_dump(raw, sort_keys=False))
             config = load_config_file(config_file)
-            engine = config.engines.embedder.model_copy(update={"num_threads": args.threads})
+            engine = config.engines.embedder.model_copy(update={"num_threads": args.threads,
+                                                                "backend": args.backend})
             if embedder is None:
                 shared = cache_path(ROOT / ".cache" / "embeddings", engine)
                 if shared.exists():

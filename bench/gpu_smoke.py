@@ -193,7 +193,7 @@ def shared_gpu_apps() -> tuple[Any, Any]:
     from serve_app.deployments.router_models import PolicyRouterDeployment
 
     embedder = EmbedderDeployment.options(ray_actor_options={"num_cpus": 1, "num_gpus": 0.25}).bind(
-        EMBEDDER_ENGINE, {"max_batch_size": 32, "batch_wait_timeout_s": 0.005})
+        EMBEDDER_ENGINE, {"max_batch_size": 32})
     router = PolicyRouterDeployment.options(ray_actor_options={"num_cpus": 1, "num_gpus": 0.5}).bind(
         str(POLICY), POLICY_ENGINE, None, str(POLICY_MAP))
     return embedder, router

@@ -196,11 +196,33 @@ class ResilienceSettings(StrictModel):
     max_retry_after_s: float = Field(default=60.0, ge=0.0)
 
 
+class EmbedderBatching(StrictModel):
+    """How the embedder shares its engine between concurrent queries (``routers.engines.batching``): a call
+    runs as soon as the engine is free and takes every query that arrived while it was busy."""
+
+    max_batch_size: int = Field(default=64, ge=1, le=1024, description="queries per engine call at most")
+    cache_size: int = Field(default=4096, ge=0, description="recent query vectors kept; a repeat skips the "
+                            "model (0: off)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_wait_timeout(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "batch_wait_timeout_s" in data:
+            raise ValueError("batch_wait_timeout_s is gone: the embedder no longer waits to fill a batch (batches "
+                             "form while the engine is busy); remove it")
+        return data
+
+
 class EmbedderSpec(StrictModel):
+    """The query embedder of the embedding routers. ``placement: ingress`` runs it inside each ingress replica
+    (no extra hop per decision; it scales with the ingress's replicas, so give the ingress the embedder's
+    CPUs); ``deployment`` runs it in a deployment of its own (scales on its own; the choice for a GPU
+    embedder)."""
+
     engine: EmbedderConfig
+    placement: Literal["ingress", "deployment"] = "deployment"
     deployment: DeploymentSettings = Field(default_factory=DeploymentSettings)
-    batching: BatchingSettings = Field(
-        default_factory=lambda: BatchingSettings(max_batch_size=32, batch_wait_timeout_s=0.005))
+    batching: EmbedderBatching = Field(default_factory=EmbedderBatching)
 
 
 class EmbeddingRouterSpec(StrictModel):

@@ -24,7 +24,8 @@ import numpy as np
 from routers.base import RouteContext, RouteDecision, Router, RouterConfig
 from routers.baselines import LargestLLMRouter, RandomRouter, SmallestLLMRouter
 from routers.embedding import EmbeddingRouter
-from routers.engines import Engines, SamplingParams
+from routers.engines import AsyncEmbedder, Engines, SamplingParams, build_embedder
+from routers.engines.batching import BatchingEmbedder
 from routers.errors import ConfigError
 from routers.evaluation.calibrate import threshold_for_large_share
 from routers.evaluation.quality_target import QualityThreshold
@@ -82,6 +83,14 @@ def baseline_routers(config: AppConfig) -> dict[str, Router]:
             "random": RandomRouter({**pair, "large_share": config.random_large_share, "seed": rng_seed})}
 
 
+def local_embedder(config: AppConfig) -> AsyncEmbedder | None:
+    """The ingress's own embedder where the config places it here and an embedding router needs it."""
+    spec = config.embedder
+    if spec is None or spec.placement != "ingress" or not config.routers.embedding_routers():
+        return None
+    return BatchingEmbedder(build_embedder(spec.engine), spec.batching.max_batch_size, spec.batching.cache_size)
+
+
 class Pipelines:
     """The routers of the app (library routers in the ingress, stand-ins for those in deployments), the
     engines they decide with, and the threshold arguments of the ``model`` field."""
@@ -91,6 +100,8 @@ class Pipelines:
         self.config = config
         self.answer = answer
         self.embedder = embedder
+        #: the embedder in this process (``embedder.placement: ingress``), built once per replica
+        self.local_embedder = local_embedder(config)
         self.causal = causal
         self.policy = policy
         self.bert = bert
@@ -140,14 +151,20 @@ class Pipelines:
                 raise not_enabled(kind)
             return HostedRouter(kind, handle, self.config.timeouts.router_s)
         router = self.library_router(kind)
-        if router is None or (placement == "embedding" and self.embedder is None):
+        if router is None or (placement == "embedding" and not self.has_embedder):
             raise not_enabled(kind)
         return router
+
+    @property
+    def has_embedder(self) -> bool:
+        return self.local_embedder is not None or self.embedder is not None
 
     def engines(self) -> Engines:
         """The deployments as the library's engines: the embedder, and the answer models by role."""
         timeouts = self.config.timeouts
-        embedder = None if self.embedder is None else DeploymentEmbedder(self.embedder, timeouts.router_s)
+        embedder: AsyncEmbedder | None = self.local_embedder
+        if embedder is None and self.embedder is not None:
+            embedder = DeploymentEmbedder(self.embedder, timeouts.router_s)
         models = {role: AnswerModelChat(self.answer[key], timeouts.answer_s, "AutoMix small-model step")
                   for role, key in self.role_keys().items() if key in self.answer}
         return Engines(embedder=embedder, models=models)

@@ -115,10 +115,15 @@ def test_the_shipped_app_serves_mf_blend_and_domain_prior_next_to_hybrid() -> No
     args = yaml.safe_load((ROOT / "serve_config.yaml").read_text())["applications"][0]["args"]
     config = parse_app_config(args)
     assert config.default_router == "blend"
-    assert config.routers.mf is not None and config.routers.mf.artifact == "artifacts/mf"
-    assert config.routers.blend is not None and config.routers.blend.artifact == "artifacts/blend"
+    # every embedding router ships with the gadget defence on (bench/README.md, "The router's own cost")
+    assert config.routers.mf is not None and config.routers.mf.artifact == "artifacts/mf_defended"
+    assert config.routers.blend is not None and config.routers.blend.artifact == "artifacts/blend_defended"
     assert config.routers.domain_prior is not None
-    assert config.routers.domain_prior.artifact == "artifacts/domain_prior"
+    assert config.routers.domain_prior.artifact == "artifacts/domain_prior_defended"
+    assert config.routers.hybrid is not None and config.routers.hybrid.artifact == "artifacts/hybrid_llm_defended"
+    for kind in ("hybrid", "mf", "blend", "domain_prior"):
+        manifest = json.loads((ROOT / getattr(config.routers, kind).artifact / "router.json").read_text())
+        assert manifest["config"]["defence"]["kind"] == "window_max", kind
     assert {"hybrid", "mf", "blend", "domain_prior"} <= set(config.enabled_routers())
     engine = EmbedderConfig.model_validate(args["embedder"]["engine"])
     check_embedder_matches("mf", MF_ARTIFACT, engine)  # no error

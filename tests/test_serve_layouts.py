@@ -39,6 +39,12 @@ DEVICE_SETTINGS = {
     "num_replicas", "max_ongoing_requests", "max_queued_requests", "batching", "input_price", "output_price",
     "limits", "timeouts", "ingress",
 }
+# The embedder runs on ONNX Runtime inside the ingress on CPUs, in a deployment of its own on a GPU.
+EMBEDDER_DEVICE_SETTINGS = {"backend", "placement", "deployment"}
+
+
+def is_device_setting(path: tuple[str, ...]) -> bool:
+    return bool(DEVICE_SETTINGS & set(path)) or (path[0] == "embedder" and bool(EMBEDDER_DEVICE_SETTINGS & set(path)))
 
 
 def args_of(path: str) -> dict[str, Any]:
@@ -56,7 +62,7 @@ def differing_paths(a: Any, b: Any, path: tuple[str, ...] = ()) -> list[tuple[st
 
 def test_the_cpu_vllm_layout_differs_from_the_gpu_layout_only_in_device_settings() -> None:
     gpu, cpu = args_of("configs/serve_gpu.yaml"), args_of("configs/serve_vllm_cpu.yaml")
-    code_paths = [p for p in differing_paths(gpu, cpu) if not DEVICE_SETTINGS & set(p)]
+    code_paths = [p for p in differing_paths(gpu, cpu) if not is_device_setting(p)]
     assert code_paths == [], f"the layouts differ beyond device settings at {code_paths}"
     rayservice = yaml.safe_load((ROOT / "cluster/rayservice.yaml").read_text())["spec"]["serveConfigV2"]
     assert yaml.safe_load(rayservice)["applications"][0]["args"] == gpu  # KubeRay serves the GPU layout

@@ -1,0 +1,285 @@
+"""What deciding costs: route-only throughput of the shipped app against what this machine can embed.
+
+One run, side by side (these machines are noisy: compare the ratios, which share the run's conditions):
+
+1. **The limit**: all-MiniLM-L6-v2 in plain torch (``AutoModel``, ``--threads`` threads, one query at a
+   time, no server) over the same queries: queries/s and the p50 of one forward (tokenising and pooling
+   included).
+2. **Runtimes** (``--runtimes``): the library's embedders one query at a time and in length-bucketed
+   batches of 32 (transformers, ONNX Runtime), and ONNX Runtime with int8 dynamic quantisation, with each
+   one's largest distance from the plain-torch vectors.
+3. **Served**: ``serve_config.yaml`` as shipped (``--config``), started once; ``POST /v1/route`` with one
+   query per request at ``--clients`` concurrent clients for the default router and ``router-hybrid``,
+   with the gadget defence on (the shipped artifacts) and off (the undefended artifacts swapped in through
+   the ingress's ``user_config``, no restart), plus ``router-random`` (no embedding: the HTTP and Serve
+   path alone). Every request carries a query no earlier request sent, so the embedding cache never hits;
+   every request must come back 200 (anything else is counted and fails the run).
+
+Prints one table and the two goals' ratios (issue: served req/s at 16 clients over the plain-torch limit,
+with the defence on, at least 0.75; p50 at 1 client at most 1.5x one plain forward). Writes
+``bench/out/route_throughput.json``.
+
+    python bench/route_throughput.py [--clients 1 16 64] [--requests 64 320 512] [--runtimes]
+        [--config serve_config.yaml] [--threads 2] [--skip-served]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from routers.data.location import data_dir
+
+EMBEDDER = ROOT / "models" / "all-minilm-l6-v2"
+#: the undefended artifacts of the routers the shipped config defends
+UNDEFENDED = {"hybrid": "artifacts/hybrid_llm", "blend": "artifacts/blend", "mf": "artifacts/mf",
+              "domain_prior": "artifacts/domain_prior"}
+
+
+def load_queries() -> list[str]:
+    """Distinct MMLU questions from the routing data (test split first), in a fixed shuffled order."""
+    seen: dict[str, None] = {}
+    for name in ("mmlu_test.jsonl", "mmlu_train.jsonl"):
+        with open(data_dir() / name) as f:
+            for line in f:
+                seen.setdefault(json.loads(line)["query"], None)
+    queries = list(seen)
+    np.random.default_rng(0).shuffle(queries)
+    return queries
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+# --- 1. the plain-torch limit ---------------------------------------------------------------------------
+def plain_torch_limit(queries: list[str], threads: int) -> dict[str, Any]:
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    torch.set_num_threads(threads)
+    tokenizer = AutoTokenizer.from_pretrained(str(EMBEDDER))
+    model = AutoModel.from_pretrained(str(EMBEDDER)).eval()
+
+    def forward(text: str) -> np.ndarray:
+        encoded = tokenizer([text], return_tensors="pt", truncation=True, max_length=512)
+        with torch.inference_mode():
+            hidden = model(**encoded).last_hidden_state
+        mask = encoded["attention_mask"].unsqueeze(-1).float()
+        pooled = (hidden * mask).sum(1) / mask.sum(1)
+        return torch.nn.functional.normalize(pooled, dim=-1)[0].numpy()
+
+    for text in queries[:5]:
+        forward(text)  # warm-up
+    times, vectors = [], []
+    started = time.perf_counter()
+    for text in queries:
+        t0 = time.perf_counter()
+        vectors.append(forward(text))
+        times.append(time.perf_counter() - t0)
+    elapsed = time.perf_counter() - started
+    return {"queries": len(queries), "qps": len(queries) / elapsed, "p50_ms": 1000 * percentile(times, 50),
+            "vectors": np.stack(vectors)}
+
+
+# --- 2. runtimes ------------------------------------------------------------------------------------------
+def runtime_rows(queries: list[str], threads: int, reference: np.ndarray) -> list[dict[str, Any]]:
+    from routers.engines import EmbedderConfig, build_embedder
+
+    rows = []
+    for backend in ("transformers", "onnx"):
+        embedder = build_embedder(EmbedderConfig(model=str(EMBEDDER), backend=backend, num_threads=threads,
+                                                 max_batch_size=32))
+        embedder.embed(queries[:5])
+        started = time.perf_counter()
+        single = np.stack([embedder.embed([q])[0] for q in queries])
+        single_qps = len(queries) / (time.perf_counter() - started)
+        started = time.perf_counter()
+        embedder.embed(queries)
+        batched_qps = len(queries) / (time.perf_counter() - started)
+        rows.append({"runtime": backend, "one_at_a_time_qps": single_qps, "bucketed_batch32_qps": batched_qps,
+                     "max_abs_diff": float(np.abs(single - reference).max()),
+                     "min_cosine": float((single * reference).sum(1).min())})
+    rows.append(onnx_int8_row(queries, threads, reference))
+    return rows
+
+
+def onnx_int8_row(queries: list[str], threads: int, reference: np.ndarray) -> dict[str, Any]:
+    """int8 dynamic quantisation of the exported encoder: measured, not shipped (see the min cosine)."""
+    import tempfile
+
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from transformers import AutoTokenizer
+
+    from routers.engines.onnx import export_encoder, l2_normalise, mean_pool
+
+    tokenizer = AutoTokenizer.from_pretrained(str(EMBEDDER))
+    with tempfile.TemporaryDirectory() as tmp:
+        quantised = Path(tmp) / "encoder_int8.onnx"
+        quantize_dynamic(str(export_encoder(EMBEDDER)), str(quantised), weight_type=QuantType.QInt8)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        session = ort.InferenceSession(str(quantised), options, providers=["CPUExecutionProvider"])
+
+        def embed(text: str) -> np.ndarray:
+            enc = tokenizer([text], return_tensors="np", truncation=True, max_length=512)
+            feeds = {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")}
+            hidden = session.run(None, feeds)[0]
+            return l2_normalise(mean_pool(hidden, feeds["attention_mask"]))[0]
+
+        embed(queries[0])
+        started = time.perf_counter()
+        vectors = np.stack([embed(q) for q in queries])
+        qps = len(queries) / (time.perf_counter() - started)
+    return {"runtime": "onnx int8 (not shipped)", "one_at_a_time_qps": qps, "bucketed_batch32_qps": None,
+            "max_abs_diff": float(np.abs(vectors - reference).max()),
+            "min_cosine": float((vectors * reference).sum(1).min())}
+
+
+# --- 3. served --------------------------------------------------------------------------------------------
+async def route_load(base: str, model: str, queries: list[str], clients: int) -> dict[str, Any]:
+    """``len(queries)`` route-only requests, one query each, from ``clients`` concurrent clients."""
+    latencies: list[float] = []
+    statuses: dict[str, int] = {}
+    todo = iter(queries)
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+
+    async def client(http: httpx.AsyncClient) -> None:
+        for query in todo:
+            t0 = time.perf_counter()
+            try:
+                response = await http.post("/v1/route", json={"model": model, "query": query})
+                status = str(response.status_code)
+            except httpx.HTTPError as exc:
+                status = type(exc).__name__
+            latencies.append(time.perf_counter() - t0)
+            statuses[status] = statuses.get(status, 0) + 1
+
+    async with httpx.AsyncClient(base_url=base, timeout=120.0, limits=limits) as http:
+        started = time.perf_counter()
+        await asyncio.gather(*[client(http) for _ in range(clients)])
+        elapsed = time.perf_counter() - started
+    return {"requests": len(queries), "rps": len(queries) / elapsed, "p50_ms": 1000 * percentile(latencies, 50),
+            "p99_ms": 1000 * percentile(latencies, 99), "statuses": statuses}
+
+
+def served_rows(args: argparse.Namespace, queries: list[str]) -> list[dict[str, Any]]:
+    from serve_helpers import default_app_args, deploy_config, free_port, start_serve, stop_serve
+
+    app_args = default_app_args(args.config)
+    defended = {kind: spec["artifact"] for kind, spec in app_args["routers"].items()
+                if isinstance(spec, dict) and kind in UNDEFENDED and spec.get("artifact") != UNDEFENDED[kind]}
+    base = start_serve(app_args, free_port(), num_cpus=args.ray_cpus, declarative=True)
+    rows: list[dict[str, Any]] = []
+    offset = 0
+
+    def run(variant: str, model: str, clients: int, count: int) -> None:
+        nonlocal offset
+        warm_up, batch = queries[offset: offset + 8], queries[offset + 8: offset + 8 + count]
+        if len(batch) < count:
+            raise SystemExit(f"only {len(queries)} distinct queries; ask for fewer --requests")
+        offset += 8 + count
+        asyncio.run(route_load(base, model, warm_up, min(clients, 8)))
+        result = asyncio.run(route_load(base, model, batch, clients))
+        rows.append({"variant": variant, "model": model, "clients": clients, **result})
+        print(json.dumps(rows[-1]), flush=True)
+
+    try:
+        variants = [("defence on (shipped)", {})] if defended else []
+        variants.append(("defence off", {"routers": {k: {"artifact": UNDEFENDED[k]} for k in defended}}))
+        for variant, user_config in variants:
+            if user_config:
+                deploy_config(app_args, {"Ingress": user_config})
+            for model in ("router", "router-hybrid"):
+                for clients, count in zip(args.clients, args.requests, strict=True):
+                    run(variant, model, clients, count)
+        for clients, count in zip(args.clients, args.requests, strict=True):
+            run("no embedding", "router-random", clients, count)
+    finally:
+        stop_serve()
+    return rows
+
+
+def print_table(limit: dict[str, Any], runtimes: list[dict[str, Any]], served: list[dict[str, Any]]) -> None:
+    print(f"\nplain torch, one query at a time: {limit['qps']:.1f} queries/s, p50 forward {limit['p50_ms']:.1f} ms "
+          f"({limit['queries']} queries)")
+    if runtimes:
+        print("\n| runtime | one at a time q/s (x plain) | bucketed batches of 32 q/s | max abs diff | min cosine |")
+        print("|---|---|---|---|---|")
+        for r in runtimes:
+            batched = "-" if r["bucketed_batch32_qps"] is None else f"{r['bucketed_batch32_qps']:.1f}"
+            print(f"| {r['runtime']} | {r['one_at_a_time_qps']:.1f} ({r['one_at_a_time_qps'] / limit['qps']:.2f}) "
+                  f"| {batched} | {r['max_abs_diff']:.1e} | {r['min_cosine']:.5f} |")
+    if served:
+        print("\n| variant | model | clients | req/s (x plain limit) | p50 ms (x plain forward) | p99 ms | statuses |")
+        print("|---|---|---|---|---|---|---|")
+        for r in served:
+            print(f"| {r['variant']} | {r['model']} | {r['clients']} | {r['rps']:.1f} ({r['rps'] / limit['qps']:.2f}) "
+                  f"| {r['p50_ms']:.1f} ({r['p50_ms'] / limit['p50_ms']:.2f}) | {r['p99_ms']:.1f} | {r['statuses']} |")
+
+
+def goals(limit: dict[str, Any], served: list[dict[str, Any]]) -> dict[str, Any]:
+    shipped = [r for r in served if r["variant"].startswith("defence on")]
+    out = {}
+    for model in ("router", "router-hybrid"):
+        at16 = [r for r in shipped if r["model"] == model and r["clients"] == 16]
+        at1 = [r for r in shipped if r["model"] == model and r["clients"] == 1]
+        if at16:
+            ratio = at16[0]["rps"] / limit["qps"]
+            out[f"{model}: req/s at 16 clients / plain limit (goal >= 0.75)"] = round(ratio, 3)
+        if at1:
+            ratio = at1[0]["p50_ms"] / limit["p50_ms"]
+            out[f"{model}: p50 at 1 client / plain forward (goal <= 1.5)"] = round(ratio, 3)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default="serve_config.yaml")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--requests", type=int, nargs="+", default=[64, 320, 512])
+    parser.add_argument("--limit-queries", type=int, default=200, help="queries for the plain-torch limit")
+    parser.add_argument("--threads", type=int, default=2, help="torch / ONNX threads for parts 1 and 2")
+    parser.add_argument("--ray-cpus", type=float, default=4, help="CPUs Ray may schedule (not the cores used)")
+    parser.add_argument("--runtimes", action="store_true", help="also part 2: the embedder runtimes")
+    parser.add_argument("--skip-served", action="store_true")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "route_throughput.json")
+    args = parser.parse_args()
+    if len(args.clients) != len(args.requests):
+        parser.error("--clients and --requests need as many values each")
+
+    queries = load_queries()
+    limit_queries, served_queries = queries[: args.limit_queries], queries[args.limit_queries:]
+    limit = plain_torch_limit(limit_queries, args.threads)
+    runtimes = runtime_rows(limit_queries, args.threads, limit["vectors"]) if args.runtimes else []
+    served = [] if args.skip_served else served_rows(args, served_queries)
+    print_table(limit, runtimes, served)
+    summary = goals(limit, served)
+    for name, value in summary.items():
+        print(f"{name}: {value}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    limit_out = {k: v for k, v in limit.items() if k != "vectors"}
+    args.out.write_text(json.dumps({"limit": limit_out, "runtimes": runtimes, "served": served, "goals": summary},
+                                   indent=2))
+    lost = sum(n for r in served for status, n in r["statuses"].items() if status != "200")
+    if lost:
+        print(f"{lost} requests did not come back 200", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
