@@ -56,7 +56,7 @@ class MultiModelMLPRouter(MultiModelRouter):
     config: NetworkConfig
     activation: ClassVar[str] = "relu"
     default_grid = ({"hidden": 128, "weight_decay": 1e-2, "dropout": 0.2},
-                    {"hidden": 128, "weight_decay": 1e-1, "dropout": 0.5})
+                    {"hidden": 256, "weight_decay": 1e-1, "dropout": 0.5, "epochs": 10})
     tensors_file = "mlp.safetensors"
     tensor_names: ClassVar[tuple[str, ...]] = ("w1", "b1", "w2", "b2", "mean", "scale")
 
@@ -153,7 +153,7 @@ class MultiModelKNNRouter(MultiModelRouter):
     """Each model's mean quality over the ``k`` most similar training queries (cosine of the embeddings)."""
 
     name = "nmodel_knn"
-    default_grid = ({"k": 10}, {"k": 25}, {"k": 50}, {"k": 100})
+    default_grid = ({"k": 10}, {"k": 25}, {"k": 50}, {"k": 100}, {"k": 200})
     tensors_file = "bank.safetensors"
 
     def __init__(self, config: Any = None) -> None:
