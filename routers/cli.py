@@ -23,6 +23,8 @@ N-model data (a router predicts every candidate's quality; a selection rule pick
                        --json [--plot curves.png] [--bootstrap 1000] [--bootstrap-mode clusters]
     llmrouter evaluate --pool routerbench --router nmodel_knn --leave-tasks-out 2
     llmrouter evaluate --multimodel --train a_train.csv --test a_test.csv --router nmodel_knn
+    llmrouter train    --pool routerbench --router nmodel_knn --out artifacts/nmodel_knn_routerbench
+    llmrouter infer    --artifact artifacts/nmodel_knn_routerbench --query "..." [--rule budget=0.002]
 
 ``--pool`` reads a published pool from $LLMROUTER_DATA (``llmrouter data get llmrouter``); ``--multimodel`` reads
 --train/--test as N-model files (RouterBench's CSV, LLMRouter's JSON, this project's JSONL).
@@ -91,6 +93,11 @@ def log_coverage(router: Router, splits: dict[str, RoutingDataset]) -> None:
 
 # --- verbs ------------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.pool is not None or args.multimodel:
+        return train_multimodel(args)
+    if args.config is None:
+        raise ConfigError("give --config (a two-model router's YAML), or --pool NAME / --multimodel --train FILE "
+                          "with an N-model router")
     config = load_config_file(args.config)
     router = build_router(config, args.router)
     train = config.dataset("train")
@@ -138,6 +145,12 @@ def _route_queries(router: Router, queries: list[dict[str, Any]], config: Router
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
+    if args.artifact is not None:
+        return infer_multimodel(args)
+    if args.config is None:
+        raise ConfigError("give --config (a two-model router's YAML) or --artifact DIR (an N-model router)")
+    if args.rule is not None:
+        raise ConfigError("--rule picks among N models: it goes with --artifact DIR (an N-model router)")
     config = load_config_file(args.config)
     router = load_router(config, args.router)
     roles = set(router.engine_roles)
@@ -388,6 +401,67 @@ def evaluate_multimodel(args: argparse.Namespace) -> int:
             print(json.dumps(report.summary(), default=float))
     else:
         print(format_multimodel_table(reports))
+    return 0
+
+
+def multimodel_embedder() -> Any:
+    from routers.engines.cache import CachedEmbedder
+
+    return CachedEmbedder(build_embedder(EmbedderConfig(model=DEFAULT_EMBEDDER)), resolve_path(EMBEDDING_CACHE_DIR))
+
+
+def train_multimodel(args: argparse.Namespace) -> int:
+    """``train --pool NAME`` / ``--multimodel --train FILE``: fit an N-model router on the train split, save it."""
+    from routers.data.location import data_dir
+    from routers.data.multimodel import read_multimodel
+    from routers.nmodel.evaluate import load_pool
+    from routers.registry import multimodel_router_class
+
+    if args.router is None or args.out is None:
+        raise ConfigError("training an N-model router needs --router NAME and --out DIR")
+    if args.config is not None:
+        raise ConfigError("--config is a two-model router's YAML; an N-model router takes --params JSON")
+    try:
+        params = json.loads(args.params) if args.params else {}
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--params is not valid JSON: {exc.msg}") from None
+    if args.pool is not None:
+        train = load_pool(args.pool, data_dir()).train
+    elif args.train:
+        llm_data = resolve_path(args.llm_data) if args.llm_data else None
+        train = MultiModelDataset.concat([read_multimodel(resolve_path(p), llm_data) for p in args.train.split(",")])
+    else:
+        raise ConfigError("--multimodel needs --train FILE (RouterBench CSV, LLMRouter JSON or JSONL)")
+    router = multimodel_router_class(args.router)(params)
+    if router.uses_embeddings:
+        router.bind_engines(multimodel_embedder())
+    metrics = router.fit(train)
+    saved = router.save(resolve_path(args.out))
+    print(json.dumps({"router": router.name, "train": metrics, "saved_to": str(saved)}, indent=2, default=float))
+    return 0
+
+
+def infer_multimodel(args: argparse.Namespace) -> int:
+    """``infer --artifact DIR [--rule cost=L|quality=R|budget=USD|share=S]``: route with a saved N-model router."""
+    from routers.nmodel.base import read_manifest
+    from routers.registry import multimodel_router_class
+
+    directory = resolve_path(args.artifact)
+    router = multimodel_router_class(read_manifest(directory)["router"]).load(directory)
+    if router.uses_embeddings:
+        router.bind_engines(multimodel_embedder())
+    if args.query is not None:
+        queries = [args.query]
+    elif args.input:
+        queries = [q["query"] for q in read_queries(args.input)]
+    else:
+        raise ConfigError("give --query TEXT or --input FILE")
+    results = [d.to_dict() for d in router.route(queries, args.rule)]
+    if args.output:
+        Path(args.output).write_text(json.dumps(results, indent=2, default=float))
+        log(f"wrote {len(results)} results to {args.output}")
+    else:
+        print(json.dumps(results[0] if args.query is not None else results, indent=2, default=float))
     return 0
 
 
@@ -646,12 +720,24 @@ def build_parser(extend: Callable[[Any, argparse.ArgumentParser], None] | None =
 
     train = sub.add_parser("train", parents=[common], help="fit a router from a YAML config and save it")
     train.add_argument("--router", help="router name (default: the config's 'router:')")
-    train.add_argument("--config", required=True)
+    train.add_argument("--config", help="the two-model router's YAML (required unless --pool / --multimodel)")
+    train.add_argument("--pool", choices=("llmrouter", "routerbench"),
+                       help="N-model: fit --router on a published pool's train split from $LLMROUTER_DATA")
+    train.add_argument("--multimodel", action="store_true", help="N-model: fit on --train FILE(s)")
+    train.add_argument("--train", help="N-model: comma-separated files (RouterBench CSV, LLMRouter JSON, JSONL)")
+    train.add_argument("--llm-data", help="N-model: candidate LLMs JSON pricing JSONL data")
+    train.add_argument("--params", metavar="JSON",
+                       help="N-model: the router's config as JSON, e.g. '{\"cv_folds\": 3}'")
+    train.add_argument("--out", metavar="DIR", help="N-model: where to save the artifact")
     train.set_defaults(func=cmd_train)
 
     infer = sub.add_parser("infer", parents=[common], help="route (and answer) queries with a trained router")
     infer.add_argument("--router")
-    infer.add_argument("--config", required=True)
+    infer.add_argument("--config", help="the two-model router's YAML (required unless --artifact)")
+    infer.add_argument("--artifact", metavar="DIR",
+                       help="a saved N-model router (llmrouter train --pool ... --out DIR)")
+    infer.add_argument("--rule", help="N-model selection rule: cost=L, quality=R, budget=USD, share=S "
+                       "(default: the artifact's)")
     source = infer.add_mutually_exclusive_group(required=True)
     source.add_argument("--query")
     source.add_argument("--input", help="JSONL (or JSON list) of objects with a 'query' field")

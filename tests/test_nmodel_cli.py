@@ -92,3 +92,30 @@ def test_evaluate_on_the_real_pools(capsys: pytest.CaptureFixture[str]) -> None:
         assert knn["aiq"] > knn["single_models_aiq"]
         assert knn["quality_at_best_single_cost"] >= knn["best_single_quality"] - 0.01
         assert oracle["quality"] == pytest.approx(oracle["oracle_quality"]) and np.isfinite(oracle["aiq"])
+
+
+def test_train_saves_an_n_model_router_and_infer_routes_with_it(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    train = write_routerbench_csv(clusters(30, seed=1)[0], tmp_path / "train.csv")
+    out = tmp_path / "single"
+    assert cli.main(["train", "--multimodel", "--train", str(train), "--router", "nmodel_single", "--out", str(out),
+                     "--params", '{"default_rule": "quality=0.9"}', "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["saved_to"] == str(out)
+    assert cli.main(["infer", "--artifact", str(out), "--query", "easy query", "--rule", "budget=0.0005",
+                     "--quiet"]) == 0
+    decision = json.loads(capsys.readouterr().out)
+    assert decision["model_name"] == "cheap" and decision["rule"] == "budget=0.0005"
+    assert [c["model"] for c in decision["candidates"]] == ["cheap", "mid", "dear"]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["train", "--router", "knn"], "give --config"),
+    (["train", "--multimodel", "--router", "nmodel_knn"], "needs --router NAME and --out DIR"),
+    (["train", "--multimodel", "--router", "nmodel_knn", "--out", "x", "--params", "{"], "--params is not valid JSON"),
+    (["infer", "--query", "q"], "give --config"),
+    (["infer", "--config", "c.yaml", "--query", "q", "--rule", "cost=1"], "--rule picks among N models"),
+])
+def test_train_and_infer_say_which_path_needs_what(argv: list[str], message: str,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([*argv, "--quiet"]) == 2
+    assert message in capsys.readouterr().err
