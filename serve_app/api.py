@@ -25,6 +25,11 @@ The ``model`` field picks the router, RouteLLM-style:
   against RouteLLM's server: see ``routellm_choice``.
 
 ``router-smallest``, ``router-largest`` and ``router-policy`` take neither a threshold nor a share.
+
+N-model routers (``routers.multimodel.<name>``) take a selection rule instead (``routers.selection``):
+``router-<name>`` (the configured rule), ``router-<name>:cost=0.5`` (most quality minus 0.5 x USD),
+``:quality=0.95`` (the cheapest choice reaching 95% of the best single model's quality), ``:budget=0.002``
+(USD per query at most), ``:share=0.3`` (at most 30% of queries to the dearest model) or ``:default``.
 """
 
 from __future__ import annotations
@@ -32,12 +37,15 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Collection
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from routers.errors import ConfigError
 from routers.registry import routellm_names, served_entries
+from routers.selection import parse_rule
 from routers.strict import StrictModel
 
 ROUTER_MODEL_PREFIX = "router-"
@@ -281,13 +289,15 @@ class RouterChoice(BaseModel):
     #: the threshold a RouteLLM-style name gave (``router-mf-0.11593``), before mapping onto ``threshold``
     routellm_threshold: float | None = None
     direct_model: str | None = None
+    #: an N-model router's selection rule as text (``cost=0.5``; None: its configured rule)
+    rule: str | None = None
 
 
 def parse_model_field(model: str, routers: list[str], models: dict[str, str],
-                      default_router: str | None = None) -> RouterChoice:
+                      default_router: str | None = None, multimodel: Collection[str] = ()) -> RouterChoice:
     """``router-hybrid``, ``router-hybrid:0.4`` (threshold), ``router-hybrid:share=0.3`` (large share),
     ``router-hybrid:quality=0.95`` (quality target), ``router`` / ``router:...`` (``default_router``), or an
-    answer model's name."""
+    answer model's name; for the N-model routers named in ``multimodel``, ``router-<name>:<rule>``."""
     if model in models:
         return RouterChoice(kind="direct", direct_model=models[model])
     if default_router is not None and (model == DEFAULT_ROUTER_MODEL or model.startswith(DEFAULT_ROUTER_MODEL + ":")):
@@ -304,6 +314,8 @@ def parse_model_field(model: str, routers: list[str], models: dict[str, str],
         raise ApiError(404, f"unknown router {kind!r}; enabled routers: {routers}", param="model",
                        code="model_not_found")
     arg = match["arg"]
+    if kind in multimodel:
+        return multimodel_choice(kind, arg, model)
     if arg is None:
         return RouterChoice(kind=kind)
     if kind in NO_THRESHOLD:
@@ -322,6 +334,21 @@ def parse_model_field(model: str, routers: list[str], models: dict[str, str],
     if arg.startswith(SHARE_PREFIX):
         return RouterChoice(kind=kind, large_share=_unit_number(arg[len(SHARE_PREFIX):], "large-model share", model))
     return RouterChoice(kind=kind, threshold=_unit_number(arg, "threshold", model))
+
+
+def multimodel_choice(kind: str, arg: str | None, model: str) -> RouterChoice:
+    """``router-<name>[:rule]`` for an N-model router: the rule is checked here (a 400 naming ``model``)."""
+    if arg is None:
+        return RouterChoice(kind=kind)
+    if "=" not in arg and arg.strip() != "default":
+        raise ApiError(400, f"router {kind!r} chooses among N models by a selection rule, not a threshold: use "
+                       f"{ROUTER_MODEL_PREFIX}{kind}:cost=L, :quality=R, :budget=USD, :share=S or :default "
+                       f"(got {model!r})", param="model")
+    try:
+        parse_rule(arg)
+    except ConfigError as exc:
+        raise ApiError(400, f"{exc} in {model!r}", param="model") from None
+    return RouterChoice(kind=kind, rule=arg.strip())
 
 
 def routellm_choice(name: str, threshold_text: str, routers: list[str], model: str) -> RouterChoice:

@@ -18,7 +18,8 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from routers.engines import EmbedderConfig, GeneratorConfig
 from routers.errors import ConfigError
 from routers.paths import existing_path, resolve_model_path
-from routers.registry import RouterEntry, served_entries
+from routers.registry import RouterEntry, multimodel_router_names, served_entries
+from routers.selection import parse_rule
 from routers.strict import StrictModel
 
 LOGGER = logging.getLogger(__name__)
@@ -273,6 +274,49 @@ class ScoringRouterSpec(StrictModel):
     threshold: float | None = None
 
 
+#: what ``routers.multimodel`` names may be: the ``router-<name>`` grammar's kinds (lower case and '_')
+MULTIMODEL_NAME = r"^[a-z][a-z_]*$"
+#: N-model routers that cannot decide for a new query (they read the labels)
+UNSERVABLE_MULTIMODEL = ("nmodel_oracle",)
+
+
+class MultiModelRouterSpec(StrictModel):
+    """An N-model router (``routers.nmodel``) served as ``router-<name>``: it predicts, per query, the quality of
+    every candidate of its artifact (the models of the data it was trained on), and a selection rule picks one.
+
+    ``model_map`` says which app model stands for which of the artifact's candidates (data model name -> app
+    model key); candidates left out are never chosen. The decision prices each candidate at its app model's
+    ``input_price`` / ``output_price``: the query's estimated prompt tokens plus ``completion_tokens``."""
+
+    artifact: str = Field(description="an N-model router's directory (`llmrouter train --pool ... --out DIR`)")
+    model_map: dict[str, str] = Field(description="the artifact's model name -> an app model key (models:)")
+    rule: str = Field(default="default", description="the selection rule when a request names none: default, "
+                      "cost=L, quality=R, budget=USD or share=S")
+    completion_tokens: int = Field(default=128, ge=1, le=1_000_000,
+                                   description="the answer length (tokens) each candidate is priced at")
+
+    @field_validator("rule")
+    @classmethod
+    def _rule_parses(cls, value: str) -> str:
+        try:
+            return parse_rule(value).text()
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+    @model_validator(mode="after")
+    def _two_or_more(self) -> MultiModelRouterSpec:
+        if len(self.model_map) < 2:
+            raise ValueError(f"model_map maps {len(self.model_map)} model(s); an N-model router needs at least 2 "
+                             "of the artifact's models mapped to app models")
+        seen: dict[str, str] = {}
+        for data_model, key in self.model_map.items():
+            if key in seen:
+                raise ValueError(f"model_map: {seen[key]!r} and {data_model!r} both map to app model {key!r}; "
+                                 "each app model stands for one of the artifact's models")
+            seen[key] = data_model
+        return self
+
+
 class RoutersSpec(StrictModel):
     hybrid: HybridSpec | None = Field(default_factory=HybridSpec)
     automix: AutomixSpec | None = Field(default_factory=AutomixSpec)
@@ -284,7 +328,6 @@ class RoutersSpec(StrictModel):
     blend: EmbeddingRouterSpec | None = None
     domain_prior: EmbeddingRouterSpec | None = None
     bert: ScoringRouterSpec | None = None
-
     def embedding_routers(self) -> dict[str, EmbeddingRouterSpec]:
         """The enabled routers of ``EMBEDDING_ROUTER_KINDS``, by kind."""
         return {kind: spec for kind in EMBEDDING_ROUTER_KINDS if (spec := getattr(self, kind)) is not None}
@@ -295,6 +338,26 @@ class RoutersSpec(StrictModel):
 if set(RoutersSpec.model_fields) != set(ROUTER_KINDS):
     raise ConfigError(f"RoutersSpec fields {sorted(RoutersSpec.model_fields)} != the registry's served routers "
                       f"{sorted(ROUTER_KINDS)}")
+
+
+class AppRoutersSpec(RoutersSpec):
+    """The app's ``routers`` block: the registry's routers (``RoutersSpec``, one field per served kind) and the
+    N-model routers, any number of them, under names of the config's choosing."""
+
+    #: N-model routers by the name they are served as (``router-<name>``); none by default
+    multimodel: dict[str, MultiModelRouterSpec] = Field(default_factory=dict)
+
+    @field_validator("multimodel")
+    @classmethod
+    def _multimodel_names(cls, value: dict[str, MultiModelRouterSpec]) -> dict[str, MultiModelRouterSpec]:
+        taken = set(served_entries()) | {"direct"}
+        for name in value:
+            if not re.match(MULTIMODEL_NAME, name):
+                raise ValueError(f"multimodel.{name}: a served router name is lower-case letters and '_' "
+                                 "(clients send router-<name>)")
+            if name in taken:
+                raise ValueError(f"multimodel.{name}: {name!r} is already a two-model router's name; pick another")
+        return value
 
 
 class Limits(StrictModel):
@@ -429,7 +492,7 @@ class AppConfig(StrictModel):
     small_model: str = "small"
     large_model: str = "large"
     embedder: EmbedderSpec | None = None
-    routers: RoutersSpec = Field(default_factory=RoutersSpec)
+    routers: AppRoutersSpec = Field(default_factory=AppRoutersSpec)
     default_router: str = Field(default="hybrid",
                                 description="the router behind model 'router' (clients that name none)")
     fallback_model: str | None = Field(default="large", description="answer model used when a router fails")
@@ -464,6 +527,7 @@ class AppConfig(StrictModel):
         for kind in self.routers.embedding_routers():
             if self.embedder is None:
                 raise ValueError(f"routers.{kind} needs an 'embedder' section")
+        self._check_multimodel()
         if self.default_router not in self.enabled_routers():
             raise ValueError(f"default_router {self.default_router!r} is not enabled: {self.enabled_routers()}")
         if self.budgets is not None:
@@ -473,9 +537,26 @@ class AppConfig(StrictModel):
                                      f"{ANONYMOUS_KEY!r} or an unnamed key's id key-<8 hex>")
         return self
 
+    def _check_multimodel(self) -> None:
+        """Each N-model router maps onto app models; the artifact side is checked in ``resolved``."""
+        for name, spec in self.routers.multimodel.items():
+            for data_model, key in spec.model_map.items():
+                if key not in self.models:
+                    raise ValueError(f"routers.multimodel.{name}.model_map.{data_model}: {key!r} is not one of "
+                                     f"models: {sorted(self.models)}")
+        if (self.routers.multimodel and self.embedder is not None and self.embedder.placement == "deployment"
+                and not self.routers.embedding_routers()):
+            raise ValueError("routers.multimodel with embedder.placement: deployment needs a two-model embedding "
+                             "router enabled too (the Embedder deployment is built for those); use placement: "
+                             "ingress")
+
     def enabled_routers(self) -> list[str]:
         enabled = [kind for kind in ROUTER_KINDS if getattr(self.routers, kind) is not None]
-        return enabled + list(BASELINE_KINDS)
+        return enabled + list(BASELINE_KINDS) + list(self.routers.multimodel)
+
+    def multimodel_routers(self) -> list[str]:
+        """The served N-model routers' names (``router-<name>``)."""
+        return list(self.routers.multimodel)
 
     def fallback_chain(self, model_key: str) -> list[str]:
         """The models tried after ``model_key`` fails, in order: its ``fallbacks``, else every other model."""
@@ -513,6 +594,9 @@ class AppConfig(StrictModel):
             for kind, spec in data.routers.embedding_routers().items():
                 check_artifact_router(kind, Path(spec.artifact))
                 check_embedder_matches(kind, Path(spec.artifact), data.embedder.engine)
+        for name, mm_spec in data.routers.multimodel.items():
+            mm_spec.artifact = existing_path(mm_spec.artifact, f"routers.multimodel.{name}.artifact")
+            check_multimodel_artifact(name, mm_spec, data.embedder)
         return data
 
 
@@ -557,6 +641,45 @@ def check_embedder_matches(kind: str, artifact: Path, embedder: EmbedderConfig) 
     if "max_length" in trained and trained["max_length"] != embedder.max_length:
         LOGGER.warning("embedder max_length %s differs from the %s the %s %s was trained with; long "
                        "queries are truncated differently", embedder.max_length, trained["max_length"], kind, scorer)
+
+
+def check_multimodel_artifact(name: str, spec: MultiModelRouterSpec, embedder: EmbedderSpec | None) -> None:
+    """The artifact is a servable N-model router, every ``model_map`` key is one of its candidates, and the
+    app's embedder is the one it was trained with (``check_embedder_matches``, for N-model artifacts)."""
+    key = f"routers.multimodel.{name}"
+    manifest = artifact_manifest(Path(spec.artifact), f"{key}.artifact")
+    router = manifest.get("router")
+    if manifest.get("kind") != "multimodel" or router not in multimodel_router_names():
+        raise ConfigError(f"{key}.artifact: {spec.artifact} holds a {router!r} router, not an N-model router "
+                          f"({', '.join(multimodel_router_names())}); two-model routers go under routers.<kind>")
+    if router in UNSERVABLE_MULTIMODEL:
+        raise ConfigError(f"{key}.artifact: the {router} router reads the labels; it evaluates, it cannot serve")
+    candidates = [str(m) for m in manifest.get("models") or []]
+    unknown = sorted(set(spec.model_map) - set(candidates))
+    if unknown:
+        raise ConfigError(f"{key}.model_map: {unknown} not among the artifact's models {candidates}")
+    trained = manifest.get("embedder")
+    if not trained:
+        return  # a baseline that reads no embedding
+    if embedder is None:
+        raise ConfigError(f"{key} routes from query embeddings ({trained.get('model')}); it needs an 'embedder' "
+                          "section")
+    served = embedder.engine
+    problems = []
+    trained_model = Path(str(trained.get("model", "")).rstrip("/")).name
+    if trained_model != Path(served.model.rstrip("/")).name:
+        problems.append(f"model {Path(served.model.rstrip('/')).name!r} but the router was trained on "
+                        f"{trained_model!r} embeddings")
+    for field in ("pooling", "normalize"):
+        if field in trained and trained[field] != getattr(served, field):
+            problems.append(f"{field} {getattr(served, field)!r} but the router was trained with {trained[field]!r}")
+    if problems:
+        raise ConfigError(f"embedder.engine does not match {key}.artifact ({spec.artifact}): " + "; ".join(problems)
+                          + ". Serve the embedder the artifact was trained with, or retrain it: llmrouter train "
+                          f"--pool NAME --router {router} --out DIR")
+    if "max_length" in trained and trained["max_length"] != served.max_length:
+        LOGGER.warning("embedder max_length %s differs from the %s the %s router was trained with; long queries "
+                       "are truncated differently", served.max_length, trained["max_length"], key)
 
 
 def artifact_manifest(artifact: Path, key: str) -> dict[str, Any]:

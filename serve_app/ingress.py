@@ -2,7 +2,8 @@
 
 ``model`` picks the router, RouteLLM-style: ``router-hybrid``, ``router-automix:0.6`` (with a threshold),
 ``router-hybrid:share=0.3`` (the threshold that sends 30% of queries to the large model, from the router's
-reference score distribution), or an answer model by name to bypass routing (see ``serve_app.api``).
+reference score distribution), an N-model router with a selection rule (``router-<name>:cost=0.5``, among
+all the models its ``model_map`` names), or an answer model by name to bypass routing (see ``serve_app.api``).
 Every answer carries a ``routing`` object saying which model answered and why. This module holds the FastAPI
 ``app`` and the ``RouterIngress`` deployment with its endpoints; the guard in front of them is
 ``serve_app.guard``, error bodies and the schema ``serve_app.errors``, hot swap ``serve_app.hot_swap`` and
@@ -138,7 +139,8 @@ class RouterIngress:
 
     # --- request translation ------------------------------------------------------------------------
     def choose(self, model: str, request: Request) -> RouterChoice:
-        choice = parse_model_field(model, self.config.enabled_routers(), self.model_names, self.config.default_router)
+        choice = parse_model_field(model, self.config.enabled_routers(), self.model_names, self.config.default_router,
+                                   self.config.multimodel_routers())
         remember(request, router=choice.kind)
         return choice
 
@@ -184,7 +186,7 @@ class RouterIngress:
             raise ApiError(400, "router-automix answers with n=1 (it verifies one small-model answer)", param="n")
         threshold = await self.pipelines.resolve_threshold(choice)
         try:
-            routing = await self.pipelines.route(choice.kind, query, messages, params, threshold.value)
+            routing = await self.pipelines.route(choice.kind, query, messages, params, threshold.value, choice.rule)
             routing.threshold = threshold
         except RouterUnavailable as exc:
             routing = self.fallback_routing(choice.kind, str(exc))
@@ -282,7 +284,7 @@ class RouterIngress:
         await self.admit(request, choice)  # route-only spends nothing, but counts for the rate limit
         threshold = await self.pipelines.resolve_threshold(choice)
         try:
-            decisions = await self.pipelines.route_only(choice.kind, texts, threshold.value)
+            decisions = await self.pipelines.route_only(choice.kind, texts, threshold.value, choice.rule)
         except RouterUnavailable as exc:
             raise router_unavailable(choice.kind, str(exc)) from exc
         for decision in decisions:

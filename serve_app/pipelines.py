@@ -5,7 +5,10 @@ are adapters on the app's deployment handles (``serve_app.adapters``).
   embeds through the Embedder deployment and scores the vector here;
 - AutoMix: the library router, in the ingress, runs its cascade on the small answer model's deployment;
 - causal-LM, policy and BERT routers: their own deployments run the library router with its model;
-- smallest / largest / random: the library's baselines.
+- smallest / largest / random: the library's baselines;
+- N-model routers (``routers.multimodel``): the library router, in the ingress, predicts every mapped
+  candidate's quality from the query embedding and a selection rule picks an app model
+  (``serve_app.multimodel``).
 
 Which of these a router kind is comes from the registry (``routers.registry``). The decision becomes a
 ``serve_app.routing.Routing``. Failure policy: any failure inside a router step (a remote call, a timeout,
@@ -41,6 +44,7 @@ from serve_app.answer_clients import AnswerClient
 from serve_app.answers import RETRY_AFTER
 from serve_app.api import ApiError, RouterChoice
 from serve_app.config import ROUTER_KINDS, AppConfig, EmbeddingRouterSpec
+from serve_app.multimodel import ServedMultiModelRouter, load_multimodel_routers
 from serve_app.routing import Routing, ThresholdChoice
 
 Messages = list[dict[str, str]]
@@ -91,6 +95,17 @@ def local_embedder(config: AppConfig) -> AsyncEmbedder | None:
     return BatchingEmbedder(build_embedder(spec.engine), spec.batching.max_batch_size, spec.batching.cache_size)
 
 
+def multimodel_local_embedder(config: AppConfig) -> AsyncEmbedder | None:
+    """The ingress's embedder for N-model routers when ``local_embedder`` builds none (no two-model embedding
+    router is enabled) and the config places the embedder here."""
+    spec = config.embedder
+    if spec is None or spec.placement != "ingress" or not config.routers.multimodel:
+        return None
+    if config.routers.embedding_routers():
+        return None  # local_embedder's serves both
+    return BatchingEmbedder(build_embedder(spec.engine), spec.batching.max_batch_size, spec.batching.cache_size)
+
+
 class Pipelines:
     """The routers of the app (library routers in the ingress, stand-ins for those in deployments), the
     engines they decide with, and the threshold arguments of the ``model`` field."""
@@ -113,6 +128,10 @@ class Pipelines:
         self.reference: dict[str, Any | None] = {}
         #: kind -> the scores of its recent decisions (``share_calibration.source: traffic``)
         self.traffic: dict[str, ScoreWindow] = {}
+        #: name -> N-model router over the app's models (``routers.multimodel``)
+        self.multimodel: dict[str, ServedMultiModelRouter] = {}
+        #: the embedder of the N-model routers when no two-model embedding router brought one into the ingress
+        self.multimodel_embedder = multimodel_local_embedder(config)
         self.load_routers(config)
 
     # --- artifacts (hot-swappable) --------------------------------------------------------------
@@ -123,7 +142,9 @@ class Pipelines:
         automix = router_class("automix").load(routers.automix.artifact) if routers.automix is not None else None
         thresholds = {kind: None if getattr(routers, kind) is None else getattr(routers, kind).threshold
                       for kind in ROUTER_KINDS}
+        multimodel = load_multimodel_routers(config)
         self.embedding_routers, self.automix_router = embedding, automix
+        self.multimodel = multimodel
         self.baselines = baseline_routers(config)
         self.thresholds = thresholds
         self.reference = {}
@@ -184,8 +205,11 @@ class Pipelines:
 
     # --- routing ------------------------------------------------------------------------------------
     async def route(self, kind: str, query: str, messages: Messages, params: SamplingParams,
-                    threshold: float | None = None) -> Routing:
-        """The router's decision for one request, as the answer model to call."""
+                    threshold: float | None = None, rule: str | None = None) -> Routing:
+        """The router's decision for one request, as the answer model to call (``rule``: an N-model router's
+        selection rule from the ``model`` field)."""
+        if kind in self.multimodel:
+            return (await self.route_multimodel(kind, [query], rule))[0]
         router = self.router_for(kind)
         context = RouteContext(messages=messages, params=params)
         with router_step(self.step_name(kind)):
@@ -195,9 +219,13 @@ class Pipelines:
         self.record_score(kind, routing)
         return routing
 
-    async def route_only(self, kind: str, queries: list[str], threshold: float | None) -> list[dict[str, Any]]:
+    async def route_only(self, kind: str, queries: list[str], threshold: float | None,
+                         rule: str | None = None) -> list[dict[str, Any]]:
         """Decisions without answers. A library router decides the batch in one call (an embedding router:
         one embedder call for all queries)."""
+        if kind in self.multimodel:
+            routings = await self.route_multimodel(kind, queries, rule)
+            return [self.route_item(q, r) for q, r in zip(queries, routings, strict=True)]
         router = self.router_for(kind)
         chosen = self.threshold_or_configured(kind, threshold)
         engines = self.engines()
@@ -210,6 +238,33 @@ class Pipelines:
         for routing in routings:
             self.record_score(kind, routing)
         return [self.route_item(q, r) for q, r in zip(queries, routings, strict=True)]
+
+    # --- N-model routers ------------------------------------------------------------------------------------
+    def multimodel_engines(self) -> Engines:
+        engines = self.engines()
+        if engines.embedder is None and self.multimodel_embedder is not None:
+            return Engines(embedder=self.multimodel_embedder, models=engines.models)
+        return engines
+
+    async def route_multimodel(self, kind: str, queries: list[str], rule_text: str | None) -> list[Routing]:
+        """An N-model router's decisions: one embedder call for the batch, every mapped candidate's predicted
+        quality and app-priced cost, the rule's choice. A rule the artifact cannot resolve is a 400; a failure
+        while deciding a ``RouterUnavailable`` (the fallback model answers)."""
+        served = self.multimodel[kind]
+        try:
+            rule = served.rule(rule_text)
+            weight = await served.weight(rule)
+        except ConfigError as exc:
+            raise ApiError(400, f"router {kind!r}: {exc}", param="model") from None
+        with router_step(served.step):
+            decisions = await served.decide(queries, self.multimodel_engines(), rule, weight)
+        return [self.multimodel_routing(kind, served, d) for d in decisions]
+
+    def multimodel_routing(self, kind: str, served: ServedMultiModelRouter, decision: RouteDecision) -> Routing:
+        model_key = served.model_key(decision)
+        routing = Routing.decided(kind, decision, model_key, self.served_name(model_key), self.role_keys())
+        routing.use_large = model_key == self.config.large_model  # as for a model asked by name
+        return routing
 
     def threshold_or_configured(self, kind: str, threshold: float | None) -> float | None:
         return self.thresholds.get(kind) if threshold is None else threshold

@@ -145,6 +145,8 @@ class Routing(BaseModel):
             for key in ("generated", "domain", "domain_probability"):  # causal-LM text; domain prior's guess
                 if key in extra:
                     out[key] = extra[key]
+            if decision.candidates:  # an N-model router: every candidate, the rule, the cost weight
+                out.update(candidates_info(decision))
             out.update(self.threshold.info)
         return self.with_answering(out)
 
@@ -161,3 +163,16 @@ class Routing(BaseModel):
         if self.usage_estimated:
             out["usage_estimated"] = True
         return out
+
+
+def candidates_info(decision: RouteDecision) -> dict[str, Any]:
+    """An N-model decision's part of the routing object: the rule that chose, its cost weight (USD -> quality;
+    none for ``budget=``), and every candidate's app model key, served name, the artifact's model it stands for,
+    predicted quality and estimated cost (USD)."""
+    names = decision.extra.get("candidate_models") or {}
+    out: dict[str, Any] = {"rule": decision.rule}
+    if decision.extra.get("cost_weight") is not None:
+        out["cost_weight"] = decision.extra["cost_weight"]
+    out["candidates"] = [{"model_key": c.model, **names.get(c.model, {}), "quality": c.quality, "cost": c.cost}
+                         for c in decision.candidates]
+    return out

@@ -1,0 +1,78 @@
+"""End to end, N models: ``configs/serve_multi.yaml`` (three answer models on this CPU, an N-model router trained
+on the LLMRouter pool) in a real Serve app, called over HTTP with the ``openai`` client: a chat through the
+N-model router, ``/v1/route`` and ``/v1/models``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.serve_helpers import ROOT, ask, default_app_args, free_port, start_serve, stop_serve
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+CONFIG = "configs/serve_multi.yaml"
+NEEDED = ["models/smollm2-135m-instruct", "models/gemma-3-270m", "models/all-minilm-l6-v2",
+          "artifacts/nmodel_mlp_llmrouter/router.json"]
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[str]:
+    missing = [p for p in NEEDED if not (ROOT / p).exists()]
+    if missing:
+        pytest.skip(f"run `bash scripts/setup.sh` first; missing: {missing}")
+    url = start_serve(default_app_args(CONFIG), free_port(), num_cpus=2)
+    try:
+        yield url
+    finally:
+        stop_serve()
+
+
+def test_chat_route_and_models_through_the_n_model_router(served: str, openai_client: Any) -> None:
+    args = yaml.safe_load((ROOT / CONFIG).read_text())["applications"][0]["args"]
+    served_names = {key: spec["served_name"] for key, spec in args["models"].items()}
+    assert len(served_names) >= 3
+
+    ids = {m.id for m in openai_client.models.list().data}
+    assert {"router", "router-nmodel"} | set(served_names.values()) <= ids
+
+    # a cost weight that makes every extra cent count: the cheapest model answers
+    cheap = ask(openai_client, "router-nmodel:cost=1e9", max_tokens=8)
+    routing = cheap.model_extra["routing"]
+    assert cheap.choices[0].message.content is not None
+    assert routing["router"] == "nmodel" and routing["fallback"] is False
+    assert routing["model_key"] == "small" and cheap.model == served_names["small"]
+    assert routing["rule"] == "cost=1e+09"
+    candidates = {c["model_key"]: c for c in routing["candidates"]}
+    assert set(candidates) == {"small", "medium", "large"}
+    assert all({"model", "data_model", "quality", "cost"} <= set(c) for c in candidates.values())
+    spec = args["models"]["small"]
+    usage = cheap.usage
+    assert routing["cost"] == pytest.approx((usage.prompt_tokens * spec["input_price"]
+                                             + usage.completion_tokens * spec["output_price"]) / 1e6)
+
+    # quality first: the best predicted candidate answers (by the default router, `router`)
+    best = ask(openai_client, "router:cost=0", "Prove that the square root of 2 is irrational.", max_tokens=8)
+    routing = best.model_extra["routing"]
+    top = max(routing["candidates"], key=lambda c: c["quality"])
+    assert routing["router"] == "nmodel" and routing["model_key"] == top["model_key"]
+    assert best.model == served_names[top["model_key"]]
+
+    # route-only, a batch, under a per-query budget
+    queries = ["What is 2 + 2?", "Write a Python function that merges two sorted lists.",
+               "Who wrote Pride and Prejudice?"]
+    routed = httpx.post(f"{served}/v1/route", json={"model": "router-nmodel:budget=0.00005", "queries": queries},
+                        timeout=120)
+    assert routed.status_code == 200, routed.text
+    body = routed.json()
+    assert body["router"] == "nmodel" and [item["query"] for item in body["data"]] == queries
+    for item in body["data"]:
+        chosen = next(c for c in item["candidates"] if c["model_key"] == item["model_key"])
+        assert chosen["cost"] <= 0.00005 and item["rule"] == "budget=5e-05"
+        assert item["model"] == served_names[item["model_key"]]
+
+    bad = httpx.post(f"{served}/v1/route", json={"model": "router-nmodel:share=2", "query": "hi"}, timeout=60)
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "model"
