@@ -21,6 +21,7 @@ from routers.nmodel.base import read_manifest
 from routers.safe_io import load_arrays
 from serve_app import guard as guard_module
 from serve_app import ingress as ingress_module
+from serve_app import pipelines as pipelines_module
 from serve_app.api import ApiError, RouteResponse, parse_model_field
 from serve_app.config import AppConfig, parse_app_config
 from serve_app.pipelines import Pipelines
@@ -184,9 +185,9 @@ def test_two_model_routers_parse_as_before() -> None:
 # --- the decision and the routing object -------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def pipelines() -> Pipelines:
-    built = Pipelines(AppConfig.model_validate(args()), {}, None, None, None)
-    built.multimodel_embedder = FakeEmbedder()
-    return built
+    with pytest.MonkeyPatch.context() as patch:  # the stand-in embedder, not MiniLM, inside the "ingress"
+        patch.setattr(pipelines_module, "multimodel_local_embedder", lambda config: FakeEmbedder())
+        return Pipelines(AppConfig.model_validate(args()), {}, None, None, None)
 
 
 def route(pipelines: Pipelines, rule: str | None) -> list[dict[str, Any]]:
@@ -299,3 +300,14 @@ def test_chat_route_and_models_through_the_ingress(ingress: Any) -> None:
     two_model = call("POST", "/v1/route", {"model": "router-hybrid", "query": QUERIES[0]})
     assert two_model.status_code == 200
     assert "candidates" not in two_model.json()["data"][0] and "rule" not in two_model.json()["data"][0]
+
+
+@pytest.mark.skipif(not (HYBRID_ARTIFACT / "router.json").exists(), reason="hybrid artifact not shipped")
+def test_a_failing_n_model_decision_falls_back(ingress: Any) -> None:
+    ingress.pipelines.embedder = Handle(embed_one=lambda q: value(RuntimeError("embedder down")))
+    response = call("POST", "/v1/chat/completions", {"model": "router-nmodel:cost=0", "max_tokens": 4,
+                                                     "messages": [{"role": "user", "content": QUERIES[0]}]})
+    assert response.status_code == 200, response.text
+    routing = response.json()["routing"]
+    assert routing["fallback"] is True and routing["model_key"] == "medium"  # the config's fallback_model
+    assert routing["router"] == "nmodel" and "embedder down" in routing["reason"] and "candidates" not in routing
