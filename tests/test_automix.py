@@ -15,7 +15,8 @@ from routers.automix.policies import (
     ThresholdPolicy,
     policy_from_dict,
 )
-from routers.automix.router import AutomixRouter, write_verification_samples
+from routers.automix.router import AutomixRouter
+from routers.automix.stored_votes import read_verifier_votes, text_sha256, write_verifier_votes
 from routers.automix.verification import (
     agreement_score,
     answer_entropy,
@@ -246,12 +247,67 @@ def test_fit_without_verification_fields_needs_a_small_model() -> None:
     assert router.training_engine_roles_for(votes_dataset(20)) == frozenset()
 
 
-def test_samples_file_round_trips(tmp_path: Path) -> None:
+def test_votes_file_keeps_the_verdicts_without_the_text_and_refits_identically(tmp_path: Path) -> None:
     data = votes_dataset(30)
-    path = write_verification_samples(data, tmp_path / "samples.jsonl")
-    reread = RoutingDataset.from_files(path, VOTES_LLM_DATA)
-    assert len(reread) == 30
-    assert reread[3].outcomes[SMALL].verification_score == data[3].outcomes[SMALL].verification_score
+    path = write_verifier_votes(data, tmp_path / "verifier_votes.jsonl")
+    text = path.read_text()
+    assert all(ex.query not in text and ex.outcomes[SMALL].response not in text for ex in data.examples)
+    records = [json.loads(line) for line in text.splitlines()]
+    assert len(records) == 30  # the small model's records only: the large model's carry nothing we computed
+    assert records[3] == {"query_sha256": text_sha256(data[3].query), "model_name": SMALL,
+                          "response_sha256": text_sha256(data[3].outcomes[SMALL].response),
+                          "verifier_votes": list(data[3].outcomes[SMALL].verifier_votes)}
+    assert len(read_verifier_votes(path)) == 30
+
+    bare = votes_dataset(30, with_votes=False)  # the public data: same queries and answers, no verdicts
+    stored = AutomixRouter({"cost_weight": 0.005, "verifier_votes": str(path)}, VOTES_LLM_DATA)
+    assert stored.training_engine_roles_for(bare) == frozenset()
+    direct = AutomixRouter({"cost_weight": 0.005}, VOTES_LLM_DATA)
+    assert stored.fit(bare) == direct.fit(data)
+    assert stored.state() == direct.state()
+    np.testing.assert_array_equal(stored.dataset_scores(bare), direct.dataset_scores(data))
+
+
+def test_stored_votes_cover_some_queries(tmp_path: Path) -> None:
+    path = write_verifier_votes(votes_dataset(30).subset(range(20)), tmp_path / "votes.jsonl")
+    bare = votes_dataset(30, with_votes=False)
+    router = AutomixRouter({"verifier_votes": str(path)}, VOTES_LLM_DATA)
+    # Without a small model the other 10 cannot be sampled: the error names the votes file.
+    with pytest.raises(ConfigError, match=r"10 of 30 queries have no verifier_votes.*votes\.jsonl"):
+        router.fit(bare)
+    assert router.training_engine_roles_for(bare) == frozenset({"small"})
+    only = AutomixRouter({"verifier_votes": str(path), "verified_only": True, "verbose": False}, VOTES_LLM_DATA)
+    assert only.training_engine_roles_for(bare) == frozenset()
+    assert only.fit(bare)["n_train"] == 20
+    none = AutomixRouter({"verified_only": True}, VOTES_LLM_DATA)
+    with pytest.raises(ConfigError, match="verified_only, but none of the 30"):
+        none.fit(bare)
+
+
+def test_stored_votes_are_never_joined_onto_another_answer(tmp_path: Path) -> None:
+    data = votes_dataset(5)
+    path = write_verifier_votes(data, tmp_path / "votes.jsonl")
+    changed = votes_dataset(5, with_votes=False)
+    example = changed.examples[2]
+    small = example.outcomes[SMALL].model_copy(update={"response": "#### 999"})
+    changed.examples[2] = example.model_copy(update={"outcomes": {**example.outcomes, SMALL: small}})
+    router = AutomixRouter({"verifier_votes": str(path)}, VOTES_LLM_DATA)
+    with pytest.raises(DataError, match="computed on another answer"):
+        router.fit(changed)
+    # An answer the build generated (the public record had none) is ours: the line carries it.
+    public = votes_dataset(5, with_votes=False)
+    unanswered = [ex.model_copy(update={"outcomes": {
+        **ex.outcomes, SMALL: ex.outcomes[SMALL].model_copy(update={"response": None})}}) for ex in public.examples]
+    generated = write_verifier_votes(data, tmp_path / "generated.jsonl",
+                                     public=RoutingDataset(unanswered, VOTES_LLM_DATA))
+    assert json.loads(generated.read_text().splitlines()[0])["response"] == data[0].outcomes[SMALL].response
+    joined = AutomixRouter({"verifier_votes": str(generated)}, VOTES_LLM_DATA)
+    joined.resolve_pair(public)
+    assert joined.with_stored_votes(RoutingDataset(unanswered, VOTES_LLM_DATA))[0].outcomes[SMALL].response == "#### 0"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(generated.read_text().splitlines()[0] + "\n" + generated.read_text().splitlines()[0] + "\n")
+    with pytest.raises(DataError, match=r"bad\.jsonl:2: a second line"):
+        read_verifier_votes(bad)
 
 
 def test_default_artifact_loads() -> None:
@@ -261,12 +317,50 @@ def test_default_artifact_loads() -> None:
     router = AutomixRouter.load(directory)
     assert router.policy.kind == router.config.method
     assert router.decide_from_score("What is 12 + 30?", 0.0).use_large
-    samples = directory / "verification_samples.jsonl"
-    refit = AutomixRouter(router.config, router.llm_data)
-    refit.fit(RoutingDataset.from_files(samples, router.llm_data))  # no resampling needed
-    np.testing.assert_allclose(
-        refit.policy.suitability(np.linspace(0, 1, 11)), router.policy.suitability(np.linspace(0, 1, 11))
-    )
+
+
+def flat(tree: dict, prefix: str = "") -> dict:
+    """Nested dicts as {"a.b": leaf}; lists are leaves."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and key != "costs":
+            out.update(flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def test_the_config_refits_the_shipped_artifact_from_the_data_and_the_stored_votes(
+        routing_data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """configs/routers/automix.yaml: the data directory's GSM8K training file joined with
+    artifacts/automix/verifier_votes.jsonl fits exactly the shipped policy, sampling nothing."""
+    from routers.config import build_router, load_config_file
+    from routers.data.location import DATA_ENV
+    from routers.paths import HOME_ENV
+
+    monkeypatch.setenv(DATA_ENV, str(routing_data_dir))
+    monkeypatch.setenv(HOME_ENV, str(ROOT))
+    config = load_config_file(ROOT / "configs/routers/automix.yaml")
+    router = build_router(config)
+    assert isinstance(router, AutomixRouter)
+    train = config.dataset("train")
+    assert router.training_engine_roles_for(train) == frozenset()  # no small model: nothing is sampled
+    router.fit(train)
+    shipped = json.loads((ROOT / "artifacts/automix/router.json").read_text())
+    refit = flat(json.loads(json.dumps(router.state(), default=float)))
+    expected = flat(shipped["state"])
+    assert refit.keys() == expected.keys() and refit["training.n_train"] == 96
+    for key in ("policy.lambda", "policy.prior", "policy.observation", "policy.num_bins", "policy.costs"):
+        assert refit[key] == expected[key], key  # the fitted parameters, bit for bit
+    for key, value in refit.items():  # summary statistics: equal up to float summation order
+        assert value == (pytest.approx(expected[key], rel=1e-12) if isinstance(value, float) else expected[key]), key
+    assert router.reference_scores().tolist() == shipped["reference_scores"]["quantiles"]
+    # The shipped files carry none of the public text: no query or answer of the data is in them.
+    texts = {ex.query for ex in train.examples} | {o.response for ex in train.examples
+                                                   for o in ex.outcomes.values() if o.response}
+    for path in (ROOT / "artifacts/automix").iterdir():
+        content = path.read_text()
+        assert not [t for t in texts if len(t) > 40 and t in content], path
 
 
 @pytest.mark.slow
@@ -383,3 +477,30 @@ def test_fit_records_reference_scores_and_they_survive_save_load(tmp_path: Path)
     assert abs(achieved - 0.3) <= float(np.max(np.unique(suitability, return_counts=True)[1])) / len(suitability)
     router.save(tmp_path)
     np.testing.assert_array_equal(AutomixRouter.load(tmp_path).reference_scores(), reference)
+
+
+def test_the_train_job_with_the_stored_votes_samples_nothing_and_refits_the_shipped_policy(
+        routing_data_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """configs/train/automix.yaml picks the seeded 96 that build_artifact verified: all in the votes file, so
+    the job joins them, starts no sampler, writes its own votes file and fits the shipped policy."""
+    import yaml
+
+    from routers.data.location import DATA_ENV
+    from routers.paths import HOME_ENV
+    from train_jobs.automix import AutomixJobConfig, train_automix
+
+    monkeypatch.setenv(DATA_ENV, str(routing_data_dir))
+    monkeypatch.setenv(HOME_ENV, str(ROOT))
+    router_cfg = yaml.safe_load((ROOT / "configs/routers/automix.yaml").read_text())
+    router_cfg["model_path"] = {"save_model_path": str(tmp_path / "artifact")}
+    router_cfg["hparam"]["verified_only"] = False  # every one of the job's 96 queries must have stored votes
+    (tmp_path / "automix.yaml").write_text(yaml.safe_dump(router_cfg))
+    job = yaml.safe_load((ROOT / "configs/train/automix.yaml").read_text())
+    job.update(router_config=str(tmp_path / "automix.yaml"), output_dir=str(tmp_path / "run"), evaluate=False)
+    summary = train_automix(AutomixJobConfig.model_validate(job))
+    assert "sampling" not in summary and summary["train"]["n_train"] == 96
+    written = (tmp_path / "run/verifier_votes.jsonl").read_text()
+    assert written == (ROOT / "artifacts/automix/verifier_votes.jsonl").read_text()  # the same lines, in order
+    refit = flat(json.loads((tmp_path / "artifact/router.json").read_text())["state"])
+    shipped = flat(json.loads((ROOT / "artifacts/automix/router.json").read_text())["state"])
+    assert all(refit[key] == shipped[key] for key in ("policy.lambda", "policy.prior", "policy.observation"))

@@ -4,12 +4,14 @@
     ray job submit --working-dir . -- python -m train_jobs.automix --config configs/train/automix.yaml
 
 Each actor loads the small model once and runs the router's own ``sample_verifications`` on its shard
-(N samples per query in one generate call). The samples are written in LLMRouter JSONL with
-``verifier_votes`` so a refit (another method, other costs) needs no resampling: point
-``routing_data_train`` at the samples file.
+(N samples per query in one generate call). Verdicts the router config's ``verifier_votes`` file already
+has are joined onto the data first and not sampled again. The job writes ``OUTPUT_DIR/verifier_votes.jsonl``
+(the verdicts without the public text, keyed by query sha256: ``routers.automix.stored_votes``), so a refit
+(another method, other costs) needs no resampling: point hparam ``verifier_votes`` at it.
 
 The driver hands the actors one sampling batch (``sampling_batch_size`` queries) per call and appends each
-finished query's lines to the samples file as soon as its batch is back (one fsync'd line at a time, via
+finished query's lines to the run's samples file (``verification_samples.jsonl``, LLMRouter JSONL with the
+data's text: a run output, never shipped) as soon as its batch is back (one fsync'd line at a time, via
 the oracle's ``ResumableJsonlWriter``), so a crash keeps every finished query and a rerun samples only the
 queries whose small-model line is not in the file yet.
 """
@@ -22,10 +24,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from pydantic import Field
 
+from routers.automix.build_artifact import seeded_subset
 from routers.automix.router import AutomixRouter, outcome_record, replace_outcome
+from routers.automix.stored_votes import write_verifier_votes
 from routers.config import build_router, load_config_file
 from routers.data import QueryExample, RoutingDataset
 from routers.engines import GeneratorConfig, build_generator
@@ -40,11 +43,14 @@ class AutomixJobConfig(JobConfig):
     router_config: str = "configs/routers/automix.yaml"
     train_data: list[str] | None = Field(
         default=None, description="routing-data files to sample and fit on, instead of the router config's")
-    max_train_queries: int | None = Field(default=None, ge=1, description="sample at most this many (seeded)")
+    max_train_queries: int | None = Field(
+        default=None, ge=1, description="sample at most this many: the router seed's subset, the one "
+        "routers.automix.build_artifact --queries N picks")
     evaluate: bool = True
 
 
 SAMPLES_FILE = "verification_samples.jsonl"
+VOTES_FILE = "verifier_votes.jsonl"
 # What a finished query's small-model line carries, besides the LLMRouter fields.
 SIGNAL_FIELDS = ("response", "verifier_votes", "p_ver", "sampled_answers")
 
@@ -130,7 +136,7 @@ def _run_batches(actors: list[Any], parts: list[RoutingDataset],
 
 
 def sample_records(example: QueryExample, small: str) -> list[dict[str, Any]]:
-    """LLMRouter JSONL lines of one query (the format ``write_verification_samples`` writes), the small
+    """LLMRouter JSONL lines of one query (``outcome_record``: the run file's format), the small
     model's last: its line, carrying the samples, is what marks the query as done."""
     models = [m for m in example.outcomes if m != small] + ([small] if small in example.outcomes else [])
     return [outcome_record(example, model, example.outcomes[model]) for model in models]
@@ -194,8 +200,9 @@ def train_automix(config: AutomixJobConfig) -> dict[str, Any]:
     pair = router.resolve_pair(train)
     train = train.complete_for([pair.small, pair.large])
     if config.max_train_queries is not None and config.max_train_queries < len(train):
-        rng = np.random.default_rng(router.config.seed)
-        train = train.subset(sorted(rng.choice(len(train), size=config.max_train_queries, replace=False).tolist()))
+        train = seeded_subset(train, config.max_train_queries, router.config.seed)
+    public = train
+    train = router.with_stored_votes(train)
     out = config.output_path()
     summary: dict[str, Any] = {"router": "automix", "method": router.config.method, "n_train": len(train)}
     if router.missing_signal_indices(train):
@@ -206,13 +213,14 @@ def train_automix(config: AutomixJobConfig) -> dict[str, Any]:
         engine = engine.model_copy(update={"model": model})
         train, summary["sampling"] = sample_resumably(router, train, engine, config.ray, out / SAMPLES_FILE)
         summary["samples_file"] = str(out / SAMPLES_FILE)
+    summary["votes_file"] = str(write_verifier_votes(train, out / VOTES_FILE, public=public))
     summary["train"] = router.fit(train)
     save_to = router_cfg.model_path.save_model_path
     if not save_to:
         raise ConfigError(f"{config.router_config}: model_path.save_model_path is required")
     summary["saved_to"] = str(router.save(resolve_path(save_to)))
     if config.evaluate and router_cfg.data_path.routing_data_test:
-        test = router_cfg.dataset("test").complete_for([pair.small, pair.large])
+        test = router.with_stored_votes(router_cfg.dataset("test").complete_for([pair.small, pair.large]))
         if router.missing_signal_indices(test):
             summary["test"] = "skipped: the test data has no verification samples (sample it with this job first)"
         else:

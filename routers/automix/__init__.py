@@ -8,7 +8,8 @@ from routers.automix.policies import (
     ThresholdPolicy,
     policy_from_dict,
 )
-from routers.automix.router import AutomixConfig, AutomixRouter, write_verification_samples
+from routers.automix.router import AutomixConfig, AutomixRouter
+from routers.automix.stored_votes import read_verifier_votes, write_verifier_votes
 from routers.automix.verification import agreement_score, answer_entropy, parse_verdict, tally_verdicts
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "answer_entropy",
     "parse_verdict",
     "policy_from_dict",
+    "read_verifier_votes",
     "tally_verdicts",
-    "write_verification_samples",
+    "write_verifier_votes",
 ]

@@ -3,11 +3,13 @@
 The published routing data (``llmrouter data get routellm``, read from the data directory) has no
 verification fields, so this samples them: the small model (``models/smollm2-135m-instruct``) verifies
 Mixtral's GSM8K answers on a seeded subset of the training file, N verdicts per answer in one generate call.
-It writes the enriched data as LLMRouter JSONL (``verification_samples.jsonl``, with ``verifier_votes``) so
-refits never resample, reports a held-out evaluation (fit on 70 %, evaluate on 30 %), then fits the policy
-on the whole subset and saves it.
+It writes the verdicts it sampled, without the public text (``verifier_votes.jsonl``: one line per query,
+keyed by the query's sha256 and the model name, ``routers.automix.stored_votes``), so refits join them onto
+the data directory's file instead of sampling again; reports a held-out evaluation (fit on 70 %, evaluate
+on 30 %), then fits the policy on the whole subset and saves it.
 
     python -m routers.automix.build_artifact --queries 96 --samples 4 --out artifacts/automix
+    python -m routers.automix.build_artifact --reuse-votes    # refit from the data + OUT/verifier_votes.jsonl
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from routers.automix.router import AutomixRouter, write_verification_samples
+from routers.automix.router import AutomixRouter
+from routers.automix.stored_votes import write_verifier_votes
 from routers.data import RoutingDataset, load_llm_data
 from routers.engines import GeneratorConfig, build_generator
 from routers.evaluation import evaluate_router
 from routers.paths import resolve_path
 
-SAMPLES_FILE = "verification_samples.jsonl"
+VOTES_FILE = "verifier_votes.jsonl"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,7 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--method", default="POMDP")
     parser.add_argument("--out", default="artifacts/automix")
     parser.add_argument(
-        "--reuse-samples", action="store_true", help="refit from OUT/verification_samples.jsonl"
+        "--reuse-votes", "--reuse-samples", dest="reuse_votes", action="store_true",
+        help=f"sample nothing: refit on the --train queries that OUT/{VOTES_FILE} has verdicts for",
     )
     return parser.parse_args(argv)
 
@@ -63,18 +67,22 @@ def seeded_subset(data: RoutingDataset, size: int, seed: int = 0) -> RoutingData
 
 def sampled_data(args: argparse.Namespace, out: Path) -> tuple[RoutingDataset, dict[str, Any]]:
     llm_data = load_llm_data(resolve_path(args.llm_data))
-    samples_path = out / SAMPLES_FILE
-    if args.reuse_samples:
-        return RoutingDataset.from_files(samples_path, llm_data), {"reused": str(samples_path)}
+    votes_path = out / VOTES_FILE
     data = RoutingDataset.from_files(resolve_path(args.train), llm_data)
     router = AutomixRouter(router_config(args), llm_data)
     pair = router.resolve_pair(data)
-    subset = seeded_subset(data.complete_for([pair.small, pair.large]), args.queries)
+    data = data.complete_for([pair.small, pair.large])
+    if args.reuse_votes:
+        stored = AutomixRouter({**router_config(args), "verifier_votes": str(votes_path), "verified_only": True},
+                               llm_data)
+        stored.resolve_pair(data)
+        return stored.training_set(data), {"reused": str(votes_path)}
+    subset = seeded_subset(data, args.queries)
     router.bind_engines(generators={"small": build_generator(GeneratorConfig(model=args.verifier))})
     started = time.time()
     enriched = router.sample_verifications(subset)
     info = {"sampling_seconds": round(time.time() - started, 1), "verdicts": router.last_sampling_report}
-    write_verification_samples(enriched, samples_path)
+    write_verifier_votes(enriched, votes_path, public=subset)
     return enriched, info
 
 

@@ -23,7 +23,6 @@ a per-call threshold overrides it). Costs are the cascade's, in the config's rel
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -41,6 +40,7 @@ from routers.automix.policies import (
     ThresholdPolicy,
     policy_from_dict,
 )
+from routers.automix.stored_votes import join_votes, read_verifier_votes
 from routers.automix.verification import (
     VerdictTally,
     agreement_score,
@@ -62,6 +62,7 @@ from routers.base import (
 from routers.data import ModelOutcome, QueryExample, RoutingDataset
 from routers.engines import ChatModel, Engines, GenerationResult, Generator, Messages, SamplingParams
 from routers.errors import ConfigError
+from routers.paths import resolve_path
 from routers.progress import log, progress_bar
 
 if TYPE_CHECKING:
@@ -114,6 +115,17 @@ class AutomixConfig(RouterConfig):
         pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
         description="where the small/large engines built from this config run, unless an engine sets its "
         "own device; None = the engines' setting (auto)",
+    )
+    # Stored verification evidence (routers.automix.stored_votes): joined onto the routing data by query hash.
+    verifier_votes: str | None = Field(
+        default=None,
+        description="a verifier_votes.jsonl (e.g. artifacts/automix/verifier_votes.jsonl) whose verdicts are "
+        "joined onto the routing data by query sha256 and model name before missing ones are sampled",
+    )
+    verified_only: bool = Field(
+        default=False,
+        description="fit only on the training queries whose verdicts are stored (in verifier_votes or the "
+        "data itself) and leave the rest out instead of sampling them",
     )
 
     @field_validator("cost_constraint", mode="before")
@@ -190,10 +202,11 @@ class AutomixRouter(Router):
         return frozenset({"small"})
 
     def training_engine_roles_for(self, data: RoutingDataset) -> frozenset[str]:
-        """{"small"} only when ``data`` lacks the verification fields the method needs."""
+        """{"small"} only when ``data`` (with the stored votes joined, less what ``verified_only`` leaves out)
+        lacks the verification fields the method needs."""
         pair = self.resolve_pair(data) if self.pair is None else self.pair
-        missing = self.missing_signal_indices(data.complete_for([pair.small, pair.large]))
-        return frozenset({"small"}) if missing else frozenset()
+        train = self.training_set(data.complete_for([pair.small, pair.large]), announce=False)
+        return frozenset({"small"}) if self.missing_signal_indices(train) else frozenset()
 
     # --- step API (used by the Serve ingress) --------------------------------------------------
     def answer_prompt(self, query: str) -> str:
@@ -359,20 +372,55 @@ class AutomixRouter(Router):
         small = self.require_pair().small
         return [i for i, ex in enumerate(data.examples) if self.signal_of(ex, small) is None]
 
+    def votes_path(self) -> Path | None:
+        return None if self.config.verifier_votes is None else resolve_path(self.config.verifier_votes)
+
+    def with_stored_votes(self, data: RoutingDataset) -> RoutingDataset:
+        """``data`` with the ``verifier_votes`` file's verdicts joined onto the small model's records (by query
+        sha256 and model name; records that carry their own are left as they are); ``data`` without that key."""
+        path = self.votes_path()
+        if path is None:
+            return data
+        joined, _ = join_votes(data, read_verifier_votes(path), str(path), wanted=[self.require_pair().small])
+        return joined
+
+    def training_set(self, data: RoutingDataset, announce: bool = True) -> RoutingDataset:
+        """The queries ``fit`` learns from: ``data`` with the stored votes joined; with ``verified_only``, only
+        those that carry verdicts (a ConfigError when none do; ``announce`` logs how many are left out)."""
+        data = self.with_stored_votes(data)
+        if not self.config.verified_only:
+            return data
+        missing = set(self.missing_signal_indices(data))
+        kept = data.subset(i for i in range(len(data)) if i not in missing)
+        if len(kept) == 0:
+            raise ConfigError(f"automix: verified_only, but none of the {len(data)} training queries has stored "
+                              f"verdicts ({self.signal_name()}) in the data or in {self.votes_source()}")
+        if missing and announce and self.config.verbose:
+            log(f"automix: verified_only: fitting on the {len(kept)} training queries with stored verdicts, "
+                f"leaving out {len(missing)}")
+        return kept
+
+    def signal_name(self) -> str:
+        return "sampled_answers" if self.config.method == "SelfConsistency" else "verifier_votes or p_ver"
+
+    def votes_source(self) -> str:
+        path = self.votes_path()
+        return "no verifier_votes file (hparam verifier_votes unset)" if path is None else f"verifier_votes {path}"
+
     def signals(self, data: RoutingDataset) -> np.ndarray:
-        """Verification score of every query; samples missing ones with the bound small model."""
-        if self.missing_signal_indices(data):
+        """Verification score of every query: stored verdicts (the data's, or the ``verifier_votes`` file's),
+        else sampled with the bound small model."""
+        return self.joined_signals(self.with_stored_votes(data))
+
+    def joined_signals(self, data: RoutingDataset) -> np.ndarray:
+        missing = self.missing_signal_indices(data)
+        if missing:
             if "small" not in self.generators:
-                what = (
-                    "sampled_answers"
-                    if self.config.method == "SelfConsistency"
-                    else "verifier_votes or p_ver"
-                )
                 raise ConfigError(
-                    f"automix: {len(self.missing_signal_indices(data))} of {len(data)} queries have no {what} "
-                    f"on "
-                    f"the small model's records; bind a 'small' generator to sample them, or use data that "
-                    f"carries them (e.g. artifacts/automix/verification_samples.jsonl)"
+                    f"automix: {len(missing)} of {len(data)} queries have no {self.signal_name()} on the small "
+                    f"model's records, in the data or in {self.votes_source()}; bind a 'small' generator to "
+                    f"sample them, or store them in a votes file (e.g. artifacts/automix/verifier_votes.jsonl, "
+                    f"written by python -m routers.automix.build_artifact) named by hparam verifier_votes"
                 )
             data = self.sample_verifications(data)
         small = self.require_pair().small
@@ -386,7 +434,8 @@ class AutomixRouter(Router):
                 f"automix: no training query has records for both {pair.small} and {pair.large}"
             )
         self.last_sampling_report = {}
-        scores = self.signals(data)
+        data = self.training_set(data)
+        scores = self.joined_signals(data)
         matrix = data.performance_matrix([pair.small, pair.large])
         self.policy = self.build_policy()
         stats = self.policy.fit(scores, matrix[:, 0], matrix[:, 1], self.cascade_costs())
@@ -501,7 +550,9 @@ def replace_outcome(example: QueryExample, model: str, **update: Any) -> QueryEx
 
 
 def outcome_record(example: QueryExample, model: str, outcome: ModelOutcome) -> dict[str, Any]:
-    """One LLMRouter JSONL line (one query, one model) carrying the verification fields."""
+    """One LLMRouter JSONL line (one query, one model) carrying the verification fields: the lines of
+    ``train_jobs.automix``'s resumable run file (``runs/``, never shipped: it copies the public text; what
+    is shipped is ``stored_votes.write_verifier_votes``'s file)."""
     record: dict[str, Any] = {
         "task_name": example.task_name,
         "query": example.query,
@@ -518,15 +569,3 @@ def outcome_record(example: QueryExample, model: str, outcome: ModelOutcome) -> 
         if getattr(outcome, key) is not None:
             record[key] = list(getattr(outcome, key))
     return record
-
-
-def write_verification_samples(data: RoutingDataset, path: str | Path) -> Path:
-    """Write ``data`` in LLMRouter's JSONL form (one line per query and model), carrying the verification
-    fields, so a later fit reads them instead of sampling again."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as handle:
-        for ex in data.examples:
-            for model, outcome in ex.outcomes.items():
-                handle.write(json.dumps(outcome_record(ex, model, outcome)) + "\n")
-    return path
