@@ -2,7 +2,10 @@
 
 1. Router overhead per pipeline: latency of ``router-<kind>`` against calling the model it chose directly
    (same query, same max_tokens, greedy), p50/p95 over the queries.
-2. Embedder throughput under 32 concurrent clients: ``@serve.batch`` dynamic batching vs one call per text.
+2. Embedder throughput under 32 concurrent clients: the Embedder deployment's shared engine calls
+   (``BatchingEmbedder``) vs one call per text. The app runs with ``embedder.placement: deployment`` here so
+   the deployment exists (``serve_config.yaml`` embeds in the ingress; ``bench/route_throughput.py``
+   compares the two placements).
 3. AutoMix verification: N samples in one ``generate`` call vs N sequential calls.
 
     python bench/serve_bench.py [--queries 12] [--max-tokens 8] [--samples 8]
@@ -156,7 +159,9 @@ def main() -> int:
     if missing:
         print(f"run `bash scripts/setup.sh` first; missing: {missing}", file=sys.stderr)
         return 2
-    url = start_serve(default_app_args(), free_port())
+    app_args = default_app_args()
+    app_args["embedder"]["placement"] = "deployment"
+    url = start_serve(app_args, free_port())
     try:
         with httpx.Client(base_url=url, timeout=600) as client:
             timed_chat(client, "router-largest", "warm up", 2)

@@ -146,7 +146,7 @@ def deployments(args: dict[str, Any]) -> dict[str, tuple[DeploymentSettings, boo
     """Every deployment of a serve config: name -> (settings, whether it is a Ray Serve LLM server)."""
     config = AppConfig.model_validate(args)
     out = {f"model {k}": (s.deployment, s.engine.backend == "vllm") for k, s in config.models.items()}
-    if config.embedder is not None:
+    if config.embedder is not None and config.embedder.placement == "deployment":
         out["embedder"] = (config.embedder.deployment, False)
     for kind in ("causal", "policy", "bert"):
         spec = getattr(config.routers, kind)

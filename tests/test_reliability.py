@@ -26,6 +26,8 @@ def reliability_args() -> dict[str, Any]:
     args = default_app_args()
     args["routers"] = {"hybrid": args["routers"]["hybrid"], "automix": None}
     args["default_router"] = "hybrid"  # the only router left in this app
+    # the embedder in a deployment of its own (serve_config.yaml embeds in the ingress), so killing it is a test
+    args["embedder"]["placement"] = "deployment"
     args["limits"] = {"max_tokens": 4, "default_max_tokens": 2, "max_n": 2, "max_prompt_chars": 2000}
     args["auth"] = {"api_keys": [KEY], "api_keys_env": None}
     args["timeouts"] = {"router_s": 20, "answer_s": 60}

@@ -99,16 +99,25 @@ def test_every_pipeline_answers_with_routing_metadata(client: httpx.Client, rout
     assert response.headers["x-request-id"]
 
 
+def library_decisions(router_cls: Any, artifact: str, queries: list[str]) -> list[Any]:
+    """What the library decides for ``queries`` with the artifact the app serves (defence included), on the
+    reference (transformers) embedder: the served decision must be the same."""
+    import asyncio
+
+    from routers.engines import EmbedderConfig, Engines, build_embedder
+
+    router = router_cls.load(ROOT / artifact)
+    embedder = build_embedder(EmbedderConfig(model=str(ROOT / "models/all-minilm-l6-v2")))
+    return asyncio.run(router.aroute_many(queries, Engines(embedder=embedder)))
+
+
 def test_hybrid_decision_matches_the_library(client: httpx.Client) -> None:
-    from routers.engines import EmbedderConfig, build_embedder
     from routers.hybrid.router import HybridLLMRouter
 
-    router = HybridLLMRouter.load(ROOT / "artifacts/hybrid_llm")
-    embedder = build_embedder(EmbedderConfig(model=str(ROOT / "models/all-minilm-l6-v2")))
     queries = [QUERY, "Solve for x: 3x + 7 = 22. Show your reasoning step by step."]
     served = client.post("/v1/route", json={"model": "router-hybrid", "queries": queries}).json()["data"]
-    for query, item in zip(queries, served, strict=True):
-        local = router.route_embedding(query, embedder.embed([query])[0])
+    expected = library_decisions(HybridLLMRouter, "artifacts/hybrid_llm_defended", queries)
+    for item, local in zip(served, expected, strict=True):
         assert item["score"] == pytest.approx(local.score, abs=1e-4)
         assert item["use_large"] == local.use_large
     answered = chat(client, "router-hybrid", queries[1]).json()["routing"]
@@ -116,18 +125,15 @@ def test_hybrid_decision_matches_the_library(client: httpx.Client) -> None:
 
 
 def test_mf_decision_matches_the_library(client: httpx.Client) -> None:
-    """router-mf is served like Hybrid: the Embedder deployment embeds, the library's MF router decides."""
-    from routers.engines import EmbedderConfig, build_embedder
+    """router-mf is served like Hybrid: the ingress embeds (ONNX), the library's MF router decides."""
     from routers.mf.router import MatrixFactorizationRouter
 
-    router = MatrixFactorizationRouter.load(ROOT / "artifacts/mf")
-    embedder = build_embedder(EmbedderConfig(model=str(ROOT / "models/all-minilm-l6-v2")))
     queries = [QUERY, "Solve for x: 3x + 7 = 22. Show your reasoning step by step."]
     response = client.post("/v1/route", json={"model": "router-mf", "queries": queries})
     assert response.status_code == 200, response.text
     assert response.json()["router"] == "mf"
-    for query, item in zip(queries, response.json()["data"], strict=True):
-        local = router.route_embedding(query, embedder.embed([query])[0])
+    expected = library_decisions(MatrixFactorizationRouter, "artifacts/mf_defended", queries)
+    for item, local in zip(response.json()["data"], expected, strict=True):
         assert item["router"] == "mf" and item["model"] in SERVED and item["fallback"] is False
         assert item["score"] == pytest.approx(local.score, abs=1e-4)
         assert item["threshold"] == pytest.approx(local.threshold) and item["use_large"] == local.use_large
@@ -143,13 +149,10 @@ def test_domain_prior_decision_matches_the_library_and_names_the_domain(client: 
     from openai import OpenAI
 
     from routers.domain_prior.router import DomainPriorRouter
-    from routers.engines import EmbedderConfig, build_embedder
 
-    router = DomainPriorRouter.load(ROOT / "artifacts/domain_prior")
-    embedder = build_embedder(EmbedderConfig(model=str(ROOT / "models/all-minilm-l6-v2")))
     query = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
              "How many clips did Natalia sell altogether in April and May?")
-    local = router.route_embedding(query, embedder.embed([query])[0])
+    local = library_decisions(DomainPriorRouter, "artifacts/domain_prior_defended", [query])[0]
     served = client.post("/v1/route", json={"model": "router-domain_prior", "queries": [query]}).json()["data"][0]
     assert served["score"] == pytest.approx(local.score, abs=1e-4) and served["use_large"] == local.use_large
     assert served["domain"] == local.extra["domain"] == "gsm8k"
@@ -301,14 +304,18 @@ def test_route_batch_caps_each_query_not_their_total(client: httpx.Client) -> No
     assert over.status_code == 400 and over.json()["error"]["param"] == "queries.1"
 
 
-@pytest.mark.parametrize(("router", "artifact"),
-                         [("hybrid", "hybrid_llm"), ("mf", "mf"), ("causal", "causallm_router")])
-def test_large_share_in_the_model_field(client: httpx.Client, router: str, artifact: str) -> None:
+# (served name, library router, the artifact serve_config.yaml serves)
+SHARE_ROUTERS = [("hybrid", "hybrid_llm", "hybrid_llm_defended"), ("mf", "mf", "mf_defended"),
+                 ("causal", "causallm_router", "causallm_router")]
+
+
+@pytest.mark.parametrize(("router", "name", "artifact"), SHARE_ROUTERS)
+def test_large_share_in_the_model_field(client: httpx.Client, router: str, name: str, artifact: str) -> None:
     """router-X:share=0.3 routes with the threshold that sends 30% of the artifact's training queries large."""
     from routers.evaluation.calibrate import threshold_for_large_share
     from routers.registry import router_class
 
-    reference = router_class(artifact).load(ROOT / "artifacts" / artifact).reference_scores()
+    reference = router_class(name).load(ROOT / "artifacts" / artifact).reference_scores()
     assert reference is not None, f"the shipped {artifact} artifact stores its training-score quantiles"
     response = client.post("/v1/route", json={"model": f"router-{router}:share=0.3", "query": QUERY})
     assert response.status_code == 200, response.text
@@ -317,12 +324,12 @@ def test_large_share_in_the_model_field(client: httpx.Client, router: str, artif
     assert item["large_share"] == 0.3 and item["use_large"] == (item["score"] < item["threshold"])
 
 
-@pytest.mark.parametrize(("router", "artifact"), [("hybrid", "hybrid_llm"), ("mf", "mf")])
-def test_quality_target_in_the_model_field(client: httpx.Client, router: str, artifact: str) -> None:
+@pytest.mark.parametrize(("router", "name", "artifact"), SHARE_ROUTERS[:2])
+def test_quality_target_in_the_model_field(client: httpx.Client, router: str, name: str, artifact: str) -> None:
     """router-X:quality=0.95 routes with the threshold chosen on the artifact's calibration queries."""
     from routers.registry import router_class
 
-    expected = router_class(artifact).load(ROOT / "artifacts" / artifact).threshold_for_quality(0.95)
+    expected = router_class(name).load(ROOT / "artifacts" / artifact).threshold_for_quality(0.95)
     response = client.post("/v1/route", json={"model": f"router-{router}:quality=0.95", "query": QUERY})
     assert response.status_code == 200, response.text
     item = response.json()["data"][0]
@@ -360,7 +367,7 @@ def test_hot_swap_of_the_ingress_user_config_without_restart(client: httpx.Clien
     traffic.start()
     args = app_args
     try:
-        artifact = {"artifact": "artifacts/hybrid_llm"}  # relative: resolved against LLMROUTER_HOME
+        artifact = {"artifact": app_args["routers"]["hybrid"]["artifact"]}  # relative: against LLMROUTER_HOME
         deploy_config(args, {"Ingress": {"routers": {"hybrid": {**artifact, "threshold": 0.123}}}})
         assert wait_for_threshold(0.123)["threshold"] == pytest.approx(0.123)
         deploy_config(args, {"Ingress": {"routers": {"hybrid": artifact}}})  # threshold override removed
