@@ -133,14 +133,20 @@ def test_setup_models_is_a_no_op_when_built(models_dir: Path) -> None:
 def test_reference_scores_adds_the_training_score_quantiles_to_an_old_artifact(
         tmp_path: Path, llm_data_path: Path, models_dir: Path) -> None:
     """An artifact without quantiles (fit before routers stored them) gets the ones a fresh fit would store."""
-    samples = Path(__file__).resolve().parents[1] / "artifacts" / "automix" / "verification_samples.jsonl"
+    from routers.automix.stored_votes import read_verifier_votes, text_sha256
+
+    votes = Path(__file__).resolve().parents[1] / "artifacts" / "automix" / "verifier_votes.jsonl"
+    voted = {query for query, _ in read_verifier_votes(votes)}
+    train = tmp_path / "gsm8k_voted.jsonl"  # the training queries the shipped votes cover
+    with (llm_data_path.parent / "gsm8k_train.jsonl").open() as lines:
+        train.write_text("".join(line for line in lines if text_sha256(json.loads(line)["query"]) in voted))
     artifact = tmp_path / "automix"
     config = tmp_path / "automix.yaml"
     config.write_text(yaml.safe_dump({
         "router": "automix",
-        "data_path": {"routing_data_train": str(samples), "llm_data": str(llm_data_path)},
+        "data_path": {"routing_data_train": str(train), "llm_data": str(llm_data_path)},
         "model_path": {"save_model_path": str(artifact), "load_model_path": str(artifact)},
-        "hparam": {"routing_method": "Threshold", "num_samples": 4, "num_bins": 5},
+        "hparam": {"routing_method": "Threshold", "num_samples": 4, "num_bins": 5, "verifier_votes": str(votes)},
         # the saved votes make sampling unnecessary; the small model is only loaded
         "engines": {"small": {"model": str(models_dir / "smollm2-135m-instruct")}},
     }))
