@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from routers.engines.batching import pad_token_ids
 from routers.progress import progress_bar
 from routers.safe_io import assert_no_unsafe_weights, load_arrays, save_arrays
 
@@ -105,13 +106,8 @@ def encode_queries(tokenizer: Any, texts: Sequence[str], max_length: int, head_s
 
 def pad_batch(encoded: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded ids and attention mask, as long as the batch's longest query."""
-    width = max(len(seq) for seq in encoded)
-    ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(encoded), width), dtype=torch.long)
-    for row, seq in enumerate(encoded):
-        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[row, : len(seq)] = 1
-    return ids, mask
+    ids, mask = pad_token_ids(encoded, pad_id)
+    return torch.from_numpy(ids), torch.from_numpy(mask)
 
 
 # --- training ----------------------------------------------------------------------------------------
