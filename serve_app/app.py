@@ -61,7 +61,7 @@ def build_app(args: dict[str, Any] | AppConfig) -> Application:
     # Models at endpoints get no deployment: the ingress calls them over HTTP.
     answer = {key: answer_model_app(key, spec) for key, spec in config.models.items() if spec.hosted}
     embedder = None
-    if config.embedder is not None and config.embedder.placement == "deployment" and config.routers.embedding_routers():
+    if config.embedder is not None and config.embedder.placement == "deployment" and config.routers.need_embedder():
         spec = config.embedder
         embedder = EmbedderDeployment.options(**_options(spec.deployment, "Embedder")).bind(
             spec.engine.model_dump(), spec.batching.model_dump())

@@ -347,6 +347,10 @@ class AppRoutersSpec(RoutersSpec):
     #: N-model routers by the name they are served as (``router-<name>``); none by default
     multimodel: dict[str, MultiModelRouterSpec] = Field(default_factory=dict)
 
+    def need_embedder(self) -> bool:
+        """Whether any enabled router decides from the query embedding (two-model or N-model)."""
+        return bool(self.embedding_routers() or self.multimodel)
+
     @field_validator("multimodel")
     @classmethod
     def _multimodel_names(cls, value: dict[str, MultiModelRouterSpec]) -> dict[str, MultiModelRouterSpec]:
@@ -544,11 +548,6 @@ class AppConfig(StrictModel):
                 if key not in self.models:
                     raise ValueError(f"routers.multimodel.{name}.model_map.{data_model}: {key!r} is not one of "
                                      f"models: {sorted(self.models)}")
-        if (self.routers.multimodel and self.embedder is not None and self.embedder.placement == "deployment"
-                and not self.routers.embedding_routers()):
-            raise ValueError("routers.multimodel with embedder.placement: deployment needs a two-model embedding "
-                             "router enabled too (the Embedder deployment is built for those); use placement: "
-                             "ingress")
 
     def enabled_routers(self) -> list[str]:
         enabled = [kind for kind in ROUTER_KINDS if getattr(self.routers, kind) is not None]

@@ -88,21 +88,10 @@ def baseline_routers(config: AppConfig) -> dict[str, Router]:
 
 
 def local_embedder(config: AppConfig) -> AsyncEmbedder | None:
-    """The ingress's own embedder where the config places it here and an embedding router needs it."""
+    """The ingress's own embedder where the config places it here and a router decides from embeddings."""
     spec = config.embedder
-    if spec is None or spec.placement != "ingress" or not config.routers.embedding_routers():
+    if spec is None or spec.placement != "ingress" or not config.routers.need_embedder():
         return None
-    return BatchingEmbedder(build_embedder(spec.engine), spec.batching.max_batch_size, spec.batching.cache_size)
-
-
-def multimodel_local_embedder(config: AppConfig) -> AsyncEmbedder | None:
-    """The ingress's embedder for N-model routers when ``local_embedder`` builds none (no two-model embedding
-    router is enabled) and the config places the embedder here."""
-    spec = config.embedder
-    if spec is None or spec.placement != "ingress" or not config.routers.multimodel:
-        return None
-    if config.routers.embedding_routers():
-        return None  # local_embedder's serves both
     return BatchingEmbedder(build_embedder(spec.engine), spec.batching.max_batch_size, spec.batching.cache_size)
 
 
@@ -130,8 +119,6 @@ class Pipelines:
         self.traffic: dict[str, ScoreWindow] = {}
         #: name -> N-model router over the app's models (``routers.multimodel``)
         self.multimodel: dict[str, ServedMultiModelRouter] = {}
-        #: the embedder of the N-model routers when no two-model embedding router brought one into the ingress
-        self.multimodel_embedder = multimodel_local_embedder(config)
         self.load_routers(config)
 
     # --- artifacts (hot-swappable) --------------------------------------------------------------
@@ -240,12 +227,6 @@ class Pipelines:
         return [self.route_item(q, r) for q, r in zip(queries, routings, strict=True)]
 
     # --- N-model routers ------------------------------------------------------------------------------------
-    def multimodel_engines(self) -> Engines:
-        engines = self.engines()
-        if engines.embedder is None and self.multimodel_embedder is not None:
-            return Engines(embedder=self.multimodel_embedder, models=engines.models)
-        return engines
-
     async def route_multimodel(self, kind: str, queries: list[str], rule_text: str | None) -> list[Routing]:
         """An N-model router's decisions: one embedder call for the batch, every mapped candidate's predicted
         quality and app-priced cost, the rule's choice. A rule the artifact cannot resolve is a 400; a failure
@@ -257,7 +238,7 @@ class Pipelines:
         except ConfigError as exc:
             raise ApiError(400, f"router {kind!r}: {exc}", param="model") from None
         with router_step(served.step):
-            decisions = await served.decide(queries, self.multimodel_engines(), rule, weight)
+            decisions = await served.decide(queries, self.engines(), rule, weight)
         return [self.multimodel_routing(kind, served, d) for d in decisions]
 
     def multimodel_routing(self, kind: str, served: ServedMultiModelRouter, decision: RouteDecision) -> Routing:

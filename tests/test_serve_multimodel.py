@@ -186,7 +186,7 @@ def test_two_model_routers_parse_as_before() -> None:
 @pytest.fixture(scope="module")
 def pipelines() -> Pipelines:
     with pytest.MonkeyPatch.context() as patch:  # the stand-in embedder, not MiniLM, inside the "ingress"
-        patch.setattr(pipelines_module, "multimodel_local_embedder", lambda config: FakeEmbedder())
+        patch.setattr(pipelines_module, "local_embedder", lambda config: FakeEmbedder())
         return Pipelines(AppConfig.model_validate(args()), {}, None, None, None)
 
 
@@ -235,7 +235,7 @@ def test_calibrated_rules_resolve_at_the_apps_prices(pipelines: Pipelines) -> No
 
 
 def test_one_embedder_call_per_batch(pipelines: Pipelines) -> None:
-    embedder = pipelines.multimodel_embedder
+    embedder = pipelines.local_embedder
     assert isinstance(embedder, FakeEmbedder)
     before = embedder.calls
     route(pipelines, "cost=10")
