@@ -311,3 +311,17 @@ def test_a_failing_n_model_decision_falls_back(ingress: Any) -> None:
     routing = response.json()["routing"]
     assert routing["fallback"] is True and routing["model_key"] == "medium"  # the config's fallback_model
     assert routing["router"] == "nmodel" and "embedder down" in routing["reason"] and "candidates" not in routing
+
+
+@pytest.mark.parametrize("placement", ["ingress", "deployment"])
+def test_n_model_routers_alone_get_the_embedder_where_it_is_placed(placement: str) -> None:
+    """With no two-model embedding router, an N-model router still brings the embedder: into the ingress, or
+    as the Embedder deployment."""
+    from serve_app.app import build_app
+
+    data = args()
+    data["embedder"]["placement"] = placement
+    config = AppConfig.model_validate(data)
+    assert config.routers.need_embedder() and not config.routers.embedding_routers()
+    ingress_args = build_app(data)._bound_deployment.init_args
+    assert (ingress_args[2] is not None) == (placement == "deployment")  # the Embedder deployment, bound
