@@ -157,13 +157,20 @@ def cmd_infer(args: argparse.Namespace) -> int:
     if args.route_only:
         roles = set(router.route_only_engine_roles())
     bind_engines(router, config, roles)
+    results = _route_queries(router, infer_queries(args), config, args.route_only)
+    return write_infer_results(args, results)
+
+
+def infer_queries(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """``--query TEXT`` or the records of ``--input FILE``."""
     if args.query is not None:
-        queries = [{"query": args.query}]
-    elif args.input:
-        queries = read_queries(args.input)
-    else:
-        raise ConfigError("give --query TEXT or --input FILE")
-    results = _route_queries(router, queries, config, args.route_only)
+        return [{"query": args.query}]
+    if args.input:
+        return read_queries(args.input)
+    raise ConfigError("give --query TEXT or --input FILE")
+
+
+def write_infer_results(args: argparse.Namespace, results: list[dict[str, Any]]) -> int:
     if args.output:
         Path(args.output).write_text(json.dumps(results, indent=2, default=float))
         log(f"wrote {len(results)} results to {args.output}")
@@ -450,19 +457,8 @@ def infer_multimodel(args: argparse.Namespace) -> int:
     router = multimodel_router_class(read_manifest(directory)["router"]).load(directory)
     if router.uses_embeddings:
         router.bind_engines(multimodel_embedder())
-    if args.query is not None:
-        queries = [args.query]
-    elif args.input:
-        queries = [q["query"] for q in read_queries(args.input)]
-    else:
-        raise ConfigError("give --query TEXT or --input FILE")
-    results = [d.to_dict() for d in router.route(queries, args.rule)]
-    if args.output:
-        Path(args.output).write_text(json.dumps(results, indent=2, default=float))
-        log(f"wrote {len(results)} results to {args.output}")
-    else:
-        print(json.dumps(results[0] if args.query is not None else results, indent=2, default=float))
-    return 0
+    queries = [q["query"] for q in infer_queries(args)]
+    return write_infer_results(args, [d.to_dict() for d in router.route(queries, args.rule)])
 
 
 def format_multimodel_table(reports: Sequence[Any]) -> str:
