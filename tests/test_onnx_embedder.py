@@ -85,6 +85,8 @@ def test_concurrent_callers_share_engine_calls_and_get_their_own_vectors() -> No
         np.testing.assert_array_equal(result[0], engine.vector(text))
     assert sum(len(c) for c in engine.calls) == 20
     assert len(engine.calls) < 20  # the first runs alone, the rest queue behind it and share calls
+    stats = batcher.stats.as_dict()
+    assert stats["requests"] == 20 and stats["calls"] == len(engine.calls)
 
 
 def test_a_lone_request_runs_at_once_and_repeats_hit_the_cache() -> None:

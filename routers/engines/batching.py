@@ -15,9 +15,11 @@ one forward pass), and takes every request that arrived while the engine was bus
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
+import time
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -88,22 +90,26 @@ class VectorCache:
 
 
 @dataclass
-class BatcherStats:
-    calls: int = 0
-    texts: int = 0
-    largest_call: int = 0
-    texts_per_call: list[int] = field(default_factory=list)
+class BatchStats:
+    """What the engine calls carried: items per call and seconds per call by size (cheap; always on). The
+    answer deployments' batcher and the embedding batcher both keep one."""
 
-    def record(self, count: int) -> None:
-        self.calls += 1
-        self.texts += count
-        self.largest_call = max(self.largest_call, count)
-        self.texts_per_call = (self.texts_per_call + [count])[-256:]
+    sizes: Counter = field(default_factory=Counter)
+    seconds: Counter = field(default_factory=Counter)
 
-    def as_dict(self) -> dict[str, float]:
-        recent = self.texts_per_call or [0]
-        return {"calls": self.calls, "texts": self.texts, "largest_call": self.largest_call,
-                "mean_texts_per_call_recent": float(np.mean(recent))}
+    def record(self, size: int, seconds: float) -> None:
+        self.sizes[size] += 1
+        self.seconds[size] += seconds
+
+    def as_dict(self) -> dict[str, Any]:
+        calls = sum(self.sizes.values())
+        return {
+            "calls": calls,
+            "requests": sum(k * v for k, v in self.sizes.items()),
+            "mean_batch_size": sum(k * v for k, v in self.sizes.items()) / calls if calls else None,
+            "sizes": dict(sorted(self.sizes.items())),
+            "mean_call_s": {k: self.seconds[k] / self.sizes[k] for k in sorted(self.sizes)},
+        }
 
 
 class BatchingEmbedder(AsyncEmbedder):
@@ -119,7 +125,7 @@ class BatchingEmbedder(AsyncEmbedder):
         self.dim = embedder.dim
         self.max_batch_texts = max_batch_texts
         self.cache = VectorCache(cache_size)
-        self.stats = BatcherStats()
+        self.stats = BatchStats()
         self._pending: list[tuple[str, asyncio.Future[np.ndarray]]] = []
         self._worker: asyncio.Task[None] | None = None
 
@@ -156,6 +162,7 @@ class BatchingEmbedder(AsyncEmbedder):
             if not batch:
                 continue
             unique = list(dict.fromkeys(text for text, _ in batch))
+            started = time.perf_counter()
             try:
                 vectors = await asyncio.to_thread(self.embedder.embed, unique)
             except Exception as exc:  # noqa: BLE001 - every caller of this call gets the engine's error
@@ -163,7 +170,7 @@ class BatchingEmbedder(AsyncEmbedder):
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            self.stats.record(len(unique))
+            self.stats.record(len(unique), time.perf_counter() - started)
             by_text = dict(zip(unique, vectors, strict=True))
             for text, vector in by_text.items():
                 self.cache.put(text, vector)

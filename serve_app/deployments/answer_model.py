@@ -10,42 +10,20 @@ import asyncio
 import json
 import logging
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from ray import serve
 
 from routers.engines import GenerationResult, Generator, GeneratorConfig, SamplingParams, build_generator
+from routers.engines.batching import BatchStats
 from serve_app.config import BatchingSettings
 
 Messages = list[dict[str, str]]
 Request = tuple[str, SamplingParams]
 
 logger = logging.getLogger("ray.serve")
-
-
-@dataclass
-class BatchStats:
-    """What the engine calls carried: requests per call and seconds per call by size (cheap; always on)."""
-
-    sizes: Counter = field(default_factory=Counter)
-    seconds: Counter = field(default_factory=Counter)
-
-    def record(self, size: int, seconds: float) -> None:
-        self.sizes[size] += 1
-        self.seconds[size] += seconds
-
-    def as_dict(self) -> dict[str, Any]:
-        calls = sum(self.sizes.values())
-        return {
-            "calls": calls,
-            "requests": sum(k * v for k, v in self.sizes.items()),
-            "mean_batch_size": sum(k * v for k, v in self.sizes.items()) / calls if calls else None,
-            "sizes": dict(sorted(self.sizes.items())),
-            "mean_call_s": {k: self.seconds[k] / self.sizes[k] for k in sorted(self.sizes)},
-        }
 
 
 def sampling_key(params: SamplingParams) -> str:

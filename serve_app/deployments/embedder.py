@@ -37,6 +37,7 @@ class EmbedderDeployment:
         """One text, one forward pass, no cache: the baseline the batching benchmark compares against."""
         return (await self.embedder.aembed([text]))[0]
 
-    def batching_stats(self) -> dict[str, float]:
+    def batch_stats(self) -> dict[str, Any]:
+        """As the answer deployments report theirs (``bench/load_bench.py``), plus the cache's hits."""
         return {**self.service.stats.as_dict(), "cache_hits": self.service.cache.hits,
                 "cache_misses": self.service.cache.misses}
