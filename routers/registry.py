@@ -56,6 +56,9 @@ def _retrain_with_cli(router: str) -> str:
     return f"llmrouter train --router {router} --config configs/routers/{router}.yaml (with engines.embedder set to it)"
 
 
+#: why an N-model router takes no threshold
+BY_SELECTION_RULE = "chooses among N models by a selection rule (cost=, quality=, budget=, share=)"
+
 _ENTRIES: tuple[RouterEntry, ...] = (
     RouterEntry("hybrid_llm", "routers.hybrid.router:HybridLLMRouter", "embedding", ("hybrid",), "hybrid",
                 scorer="MLP",
@@ -87,16 +90,16 @@ _ENTRIES: tuple[RouterEntry, ...] = (
     RouterEntry("oracle", "routers.baselines:OracleRouter", "evaluation"),
     # N-model routers (``routers.nmodel``): they predict every candidate's quality; ``routers.selection`` picks
     RouterEntry("nmodel_mlp", "routers.nmodel.routers:MultiModelMLPRouter", "multimodel", ("mlp_n",),
-                no_threshold="chooses among N models by a selection rule (cost=, quality=, budget=, share=)",
+                no_threshold=BY_SELECTION_RULE,
                 scorer="multi-output MLP"),
     RouterEntry("nmodel_mf", "routers.nmodel.routers:MultiModelMFRouter", "multimodel", ("mf_n",),
-                no_threshold="chooses among N models by a selection rule (cost=, quality=, budget=, share=)",
+                no_threshold=BY_SELECTION_RULE,
                 scorer="matrix factorisation"),
     RouterEntry("nmodel_knn", "routers.nmodel.routers:MultiModelKNNRouter", "multimodel", ("knn_n",),
-                no_threshold="chooses among N models by a selection rule (cost=, quality=, budget=, share=)",
+                no_threshold=BY_SELECTION_RULE,
                 scorer="kNN bank"),
     RouterEntry("nmodel_blend", "routers.nmodel.routers:MultiModelBlendRouter", "multimodel", ("blend_n",),
-                no_threshold="chooses among N models by a selection rule (cost=, quality=, budget=, share=)",
+                no_threshold=BY_SELECTION_RULE,
                 scorer="MLP + kNN blend"),
     RouterEntry("nmodel_single", "routers.nmodel.routers:PriorRouter", "multimodel", ("single_n",),
                 no_threshold="the same model for every query, chosen by the rule from training quality"),
