@@ -34,6 +34,9 @@ logger = logging.getLogger(__name__)
 
 ONNX_FILE = "encoder.onnx"
 ONNX_OPSET = 17
+#: bumped when the export itself changes, so older exports are redone: 2 traces the eager attention (plain
+#: MatMul/Softmax, which ONNX Runtime fuses and runs ~1.15x faster than the traced SDPA graph)
+EXPORT_VERSION = 2
 USER_ONNX_DIR = Path("~/.cache/llmrouter/onnx")
 
 
@@ -48,7 +51,7 @@ def onnx_candidates(model_dir: Path) -> list[Path]:
 
 
 def _identity_json(model_dir: Path) -> str:
-    return json.dumps(model_identity(str(model_dir)), sort_keys=True)
+    return json.dumps({**model_identity(str(model_dir)), "export": EXPORT_VERSION}, sort_keys=True)
 
 
 def _is_current(onnx_path: Path, model_dir: Path) -> bool:
@@ -83,7 +86,8 @@ def _export_to(model_dir: Path, target: Path) -> None:
     from transformers import AutoModel, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    model = AutoModel.from_pretrained(str(model_dir), dtype=torch.float32, use_safetensors=True).eval()
+    model = AutoModel.from_pretrained(str(model_dir), dtype=torch.float32, use_safetensors=True,
+                                      attn_implementation="eager").eval()
     if model.config.model_type == "longformer":
         raise EngineError("the ONNX embedder does not run Longformer (global attention); use backend: transformers")
     inputs = [name for name in ("input_ids", "attention_mask", "token_type_ids") if name in tokenizer.model_input_names]
