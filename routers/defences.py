@@ -14,8 +14,12 @@ so an added gadget lowers the score only if it lowers the score of *every* windo
 that leave it out: a suffix or prefix of up to ``1 - min_fraction`` of the words is left out by some
 window. ``margin`` keeps clean queries where they were (a window only counts when it beats the whole by
 more than ``margin``). The score can only go up (fewer queries large at the same threshold). It costs one
-embedding per window (``grid`` 4 / ``min_fraction`` 0.5: 6 texts per query, 5 of them shorter), in the
-same single embedder call. Queries of fewer than ``min_words`` words are scored whole.
+embedding per window (``grid`` 2 / ``min_fraction`` 0.5, the shipped setting: the two halves), and only
+for the queries that need it: routing scores the whole texts first and the windows only of the queries
+whose whole text goes large (``windows: when_needed``), since a query the whole text keeps on the small
+model stays there whatever its windows score. Decisions are those of the full defended score; the reported
+score of a query kept small is its whole text's. Evaluation and calibration (``dataset_scores``,
+``training_scores``) always score every window. Queries of fewer than ``min_words`` words are scored whole.
 
 The defence is part of the router's config (``defence: {kind: window_max, ...}`` in
 ``configs/routers/*.yaml`` or an artifact's ``router.json``), so the library (``dataset_scores``,
@@ -52,6 +56,15 @@ class GadgetDefenceConfig(BaseModel):
     margin: float = Field(default=0.0, ge=0.0, description="a window counts only by what it beats the whole by, "
                           "less this")
     min_words: int = Field(default=8, ge=2, description="shorter queries are scored whole")
+    windows: Literal["when_needed", "always"] = Field(
+        default="when_needed", description="when routing, score the windows only of queries whose whole text "
+        "goes to the large model (the defended score can only be higher, so the other decisions cannot "
+        "change; their reported score is the whole query's); 'always': every query's defended score, for "
+        "share_calibration.source: traffic")
+
+    def needs_windows(self, whole_score: float, threshold: float) -> bool:
+        """Whether routing needs this query's windows: always, or when its whole text goes large."""
+        return self.windows == "always" or not whole_score >= threshold
 
 
 def word_spans(text: str) -> list[tuple[int, int]]:
@@ -102,6 +115,18 @@ class ScoringPlan:
         """One defended score per query from the scores of ``texts``."""
         scores = np.asarray(scores, dtype=np.float64)
         return combine_scores(scores, self.owner, n_queries, self.margin)
+
+    @property
+    def window_texts(self) -> list[str]:
+        return [text for text, whole in zip(self.texts, self.whole_mask, strict=True) if not whole]
+
+    def combine_parts(self, whole: np.ndarray, windows: np.ndarray) -> np.ndarray:
+        """One defended score per query from the whole texts' scores and ``window_texts``' scores."""
+        is_whole = self.whole_mask
+        scores = np.empty(len(self.texts), dtype=np.float64)
+        scores[is_whole] = whole
+        scores[~is_whole] = windows
+        return self.combine(scores, int(is_whole.sum()))
 
 
 def combine_scores(scores: np.ndarray, owner: np.ndarray, n_queries: int, margin: float) -> np.ndarray:

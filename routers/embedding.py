@@ -10,7 +10,8 @@ score; nothing else about a query matters to it. This module holds that plumbing
   router's ``score_matrix``; ``dataset_scores`` and ``route_queries`` (one embedder call for the whole
   batch) build on it, and ``route_embedding`` decides for a vector computed elsewhere (the Serve
   embedder deployment); with ``defence`` set (``routers.defences``, off by default) both paths score
-  windows of the query's words too, in the same embedder call, against confounder gadgets;
+  windows of the query's words too, against confounder gadgets: ``dataset_scores`` every window, routing
+  only the windows of queries whose whole text goes large (the only ones whose decision they can change);
 * the default threshold: ``threshold_rule: fixed`` (the router's own break-even point) or
   ``oracle_share`` (the threshold calibrated at fit time to escalate the share of training queries the
   oracle escalates), and the training-score quantiles (``reference_scores``), both on the scores the
@@ -33,7 +34,7 @@ import numpy as np
 from routers.base import RouteDecision, Thresholds, per_query
 from routers.calibrated import CalibratedRouter, CalibratedRouterConfig
 from routers.data import RoutingDataset
-from routers.defences import GadgetDefenceConfig, ScoringPlan, build_defence
+from routers.defences import GadgetDefenceConfig, WindowMaxDefence, build_defence
 from routers.engines import AsyncEmbedder, Embedder, EmbedderConfig, Engines
 from routers.errors import ArtifactError, ConfigError
 from routers.progress import progress_bar
@@ -160,14 +161,10 @@ class EmbeddingRouter(CalibratedRouter):
         if defence is None:
             return whole
         plan = defence.plan(training.data.queries)
-        is_whole = plan.whole_mask
-        scores = np.empty(len(plan.texts), dtype=np.float64)
-        scores[is_whole] = whole
-        window_texts = [text for text, keep in zip(plan.texts, is_whole, strict=True) if not keep]
-        if window_texts:
-            scores[~is_whole] = self.score_embeddings(
-                self.embed_queries(window_texts, f"{self.name}: embedding train query windows"))
-        return plan.combine(scores, len(training.data.queries))
+        window_texts = plan.window_texts
+        windows = (self.score_embeddings(self.embed_queries(window_texts, f"{self.name}: embedding train query "
+                                                            "windows")) if window_texts else np.zeros(0))
+        return plan.combine_parts(whole, windows)
 
     def calibrate_on_training_set(self, training: EmbeddedTrainingSet,
                                   whole: np.ndarray | None = None) -> dict[str, Any]:
@@ -231,26 +228,42 @@ class EmbeddingRouter(CalibratedRouter):
             raise self.missing_embedder()
         defence = build_defence(self.config.defence)
         if defence is not None:
-            return await self.aroute_defended(queries, embedder, defence.plan(queries), thresholds)
-        embeddings = np.asarray(await embedder.aembed(list(queries)), dtype=np.float32)
-        if embeddings.ndim != 2 or len(embeddings) != len(queries):
-            raise ConfigError(f"the embedder returned shape {embeddings.shape} for {len(queries)} queries")
+            return await self.aroute_defended(queries, embedder, defence, thresholds)
+        embeddings = await self.aembed_checked(embedder, list(queries))
         return [self.route_embedding(query, embedding, threshold) for query, embedding, threshold
                 in zip(queries, embeddings, per_query(thresholds, len(queries)), strict=True)]
 
-    async def aroute_defended(self, queries: Sequence[str], embedder: AsyncEmbedder, plan: ScoringPlan,
-                              thresholds: Thresholds) -> list[RouteDecision]:
-        """With a gadget defence: one embedder call for every query's whole text and windows, the
-        defended score per query (``routers.defences``), then each decision."""
-        embeddings = np.asarray(await embedder.aembed(plan.texts), dtype=np.float32)
-        if embeddings.ndim != 2 or len(embeddings) != len(plan.texts):
-            raise ConfigError(f"the embedder returned shape {embeddings.shape} for {len(plan.texts)} texts")
-        scores = plan.combine(self.score_embeddings(embeddings), len(queries))
-        whole = embeddings[plan.whole_mask]
-        return [self.decide(query, float(score), threshold, **self.decision_extra(vector))
-                for query, score, threshold, vector
-                in zip(queries, scores, per_query(thresholds, len(queries)), whole, strict=True)]
+    @staticmethod
+    async def aembed_checked(embedder: AsyncEmbedder, texts: list[str]) -> np.ndarray:
+        embeddings = np.asarray(await embedder.aembed(texts), dtype=np.float32)
+        if embeddings.ndim != 2 or len(embeddings) != len(texts):
+            raise ConfigError(f"the embedder returned shape {embeddings.shape} for {len(texts)} texts")
+        return embeddings
 
+    async def aroute_defended(self, queries: Sequence[str], embedder: AsyncEmbedder, defence: WindowMaxDefence,
+                              thresholds: Thresholds) -> list[RouteDecision]:
+        """With a gadget defence: the whole texts first, then, in one more embedder call, the windows of the
+        queries that need them (``GadgetDefenceConfig.windows``), the defended score of those
+        (``routers.defences``), then each decision."""
+        limits = [self.threshold if t is None else t for t in per_query(thresholds, len(queries))]
+        whole = await self.aembed_checked(embedder, list(queries))
+        scores = self.score_embeddings(whole)
+        pending = [i for i, (score, limit) in enumerate(zip(scores, limits, strict=True))
+                   if defence.config.needs_windows(float(score), limit)]
+        plan = defence.plan([queries[i] for i in pending])
+        if plan.window_texts:
+            windows = self.score_embeddings(await self.aembed_checked(embedder, plan.window_texts))
+            scores[pending] = plan.combine_parts(scores[pending], windows)
+        return [self.decide(query, float(score), limit, **self.decision_extra(vector))
+                for query, score, limit, vector in zip(queries, scores, limits, whole, strict=True)]
+
+    def with_exact_scores(self) -> EmbeddingRouter:
+        """Score every routed query's windows (``windows: always``), so each reported score is the full
+        defended score (traffic-quantile thresholds need them); in place, returns self."""
+        defence = self.config.defence
+        if defence is not None and defence.windows != "always":
+            self.config = self.config.model_copy(update={"defence": defence.model_copy(update={"windows": "always"})})
+        return self
 
     # --- artifacts -------------------------------------------------------------------------------
     def embedding_state(self) -> dict[str, Any]:

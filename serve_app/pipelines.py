@@ -126,6 +126,8 @@ class Pipelines:
         """Load every artifact first, then swap all at once: a bad artifact leaves the old routers serving."""
         routers = config.routers
         embedding = {kind: load_embedding_router(kind, spec) for kind, spec in routers.embedding_routers().items()}
+        if config.share_calibration.source == "traffic":  # the traffic window needs every query's full score
+            embedding = {kind: router.with_exact_scores() for kind, router in embedding.items()}
         automix = router_class("automix").load(routers.automix.artifact) if routers.automix is not None else None
         thresholds = {kind: None if getattr(routers, kind) is None else getattr(routers, kind).threshold
                       for kind in ROUTER_KINDS}

@@ -119,7 +119,7 @@ def test_the_gadget_sends_the_undefended_router_large_and_the_defended_one_small
 
 
 def test_library_and_served_scores_agree_with_the_defence_on() -> None:
-    router = AxisRouter({"defence": {"kind": "window_max", "grid": 4, "min_words": 4}})
+    router = AxisRouter({"defence": {"kind": "window_max", "grid": 4, "min_words": 4, "windows": "always"}})
     router.bind_engines(embedder=BagOfWords())
     queries = [QUESTION, ATTACKED, "zzz " + QUESTION, "short zzz"]
     library = router.dataset_scores(dataset(queries))
@@ -127,6 +127,39 @@ def test_library_and_served_scores_agree_with_the_defence_on() -> None:
     plain = AxisRouter().bind_engines(embedder=BagOfWords()).dataset_scores(dataset(queries))
     assert (library >= plain - 1e-12).all()  # the defence only ever raises a score
     assert library[3] == pytest.approx(plain[3])  # too short for windows: scored whole
+
+
+class CountingBagOfWords(BagOfWords):
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        self.texts.extend(texts)
+        return super().embed(texts)
+
+
+def test_windows_are_scored_only_where_they_can_change_the_decision() -> None:
+    queries = [QUESTION, ATTACKED, "zzz " + QUESTION, "zzz zzz zzz " + QUESTION + " zzz zzz zzz", "short zzz"]
+    defence = {"kind": "window_max", "grid": 4, "min_words": 4}
+    needed = AxisRouter({"defence": defence})
+    full = AxisRouter({"defence": {**defence, "windows": "always"}})
+    counting = CountingBagOfWords()
+    lazy = asyncio.run(needed.aroute_many(queries, Engines(embedder=counting)))
+    exact = asyncio.run(full.aroute_many(queries, Engines(embedder=BagOfWords())))
+    assert [d.use_large for d in lazy] == [d.use_large for d in exact] == [False, False, False, False, True]
+    for got, want in zip(lazy, exact, strict=True):
+        if not got.use_large and got.score != pytest.approx(want.score):
+            assert want.score >= got.score >= got.threshold  # kept small by its whole text: whole score shown
+        else:
+            assert got.score == pytest.approx(want.score)
+    # windows only of the queries whose whole text went large (ATTACKED, the padded one; "short zzz" has none)
+    windows_of = WindowMaxDefence(GadgetDefenceConfig(**defence)).variants
+    assert counting.texts == queries + windows_of(ATTACKED)[1:] + windows_of(queries[3])[1:]
+    # per-query thresholds decide which queries need windows: at 0 every whole text stays small
+    none = CountingBagOfWords()
+    asyncio.run(needed.aroute_many(queries, Engines(embedder=none), thresholds=0.0))
+    assert none.texts == queries
+    assert full.with_exact_scores() is full and needed.with_exact_scores().config.defence.windows == "always"
 
 
 def test_the_defence_is_off_by_default_and_a_bad_defence_is_a_config_error() -> None:

@@ -273,6 +273,18 @@ def test_traffic_shares_take_over_once_the_window_has_enough_scores(artifacts: d
     assert pipelines.share_source("knn") == "training score quantiles"
 
 
+def test_traffic_shares_make_defended_routers_score_every_window() -> None:
+    """The traffic window needs full defended scores; routing on training quantiles skips the windows a
+    decision cannot need."""
+    defended = {"blend": ROOT / "artifacts" / "blend_defended", "mf": ROOT / "artifacts" / "mf_defended"}
+    lazy = Pipelines(AppConfig.model_validate(app_args(defended)), {}, None, None, None)
+    exact = Pipelines(AppConfig.model_validate(app_args(defended, share_calibration={"source": "traffic"})),
+                      {}, None, None, None)
+    for kind in defended:
+        assert lazy.embedding_routers[kind].config.defence.windows == "when_needed"
+        assert exact.embedding_routers[kind].config.defence.windows == "always"
+
+
 def test_share_calibration_settings_are_validated() -> None:
     with pytest.raises(ValueError, match="min_scores 50 must not exceed window 20"):
         AppConfig.model_validate(app_args({"mf": MF_ARTIFACT}, share_calibration={"window": 20, "min_scores": 50}))
