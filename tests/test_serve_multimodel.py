@@ -24,6 +24,7 @@ from serve_app import ingress as ingress_module
 from serve_app import pipelines as pipelines_module
 from serve_app.api import ApiError, RouteResponse, parse_model_field
 from serve_app.config import AppConfig, parse_app_config
+from serve_app.hot_swap import merged_config
 from serve_app.pipelines import Pipelines
 from tests.fake_handles import Handle, answer_model, answering, fake_metrics, value
 
@@ -232,6 +233,36 @@ def test_calibrated_rules_resolve_at_the_apps_prices(pipelines: Pipelines) -> No
     assert all(item["model_key"] != "large" for item in cheap)
     assert cheap[0]["cost_weight"] >= dear[0]["cost_weight"]
     assert route(pipelines, None)[0]["rule"] == "default"
+
+
+def test_a_hot_swap_changes_an_n_model_routers_rule_and_map_and_reverts() -> None:
+    base = AppConfig.model_validate(args()).resolved()
+    swapped = merged_config(base, {"routers": {"multimodel": {"nmodel": {
+        "rule": "cost=1e9", "model_map": {"gemma-2-9b-it": "medium", "llama-3.1-nemotron-51b-instruct": "large"}}}}})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pipelines_module, "local_embedder", lambda config: FakeEmbedder())
+        served = Pipelines(base, {}, None, None, None)
+    assert {item["model_key"] for item in route(served, None)} != {"medium"}
+    served.load_routers(swapped)
+    # the configured rule now always takes the cheapest mapped model, and "small" is no longer a candidate
+    items = route(served, None)
+    assert {item["model_key"] for item in items} == {"medium"} and items[0]["rule"] == "cost=1e+09"
+    assert {c["model_key"] for c in items[0]["candidates"]} == {"medium", "large"}
+    served.load_routers(merged_config(base, {}))  # dropping the override reverts it
+    assert {c["model_key"] for c in route(served, None)[0]["candidates"]} == {"small", "medium", "large"}
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"other": {"rule": "default"}}, "multimodel.other: not served by this app"),
+    ({"nmodel": {"threshold": 0.5}}, "unknown key(s) ['threshold']"),
+    ({"nmodel": {"rule": "cost=-1"}}, "rule"),
+    ({"nmodel": {"model_map": {"gemma-2-9b-it": "nowhere", "llama-3.1-8b-instruct": "medium"}}}, "nowhere"),
+])
+def test_a_bad_n_model_hot_swap_is_refused_naming_the_key(overrides: dict[str, Any], message: str) -> None:
+    base = AppConfig.model_validate(args()).resolved()
+    with pytest.raises((ValueError, ConfigError)) as caught:
+        merged_config(base, {"routers": {"multimodel": overrides}})
+    assert message in str(caught.value)
 
 
 def test_one_embedder_call_per_batch(pipelines: Pipelines) -> None:
