@@ -62,7 +62,15 @@ from routers.cli import format_interval_table
 from routers.config import load_config_file
 from routers.data import RoutingDataset
 from routers.evaluation import GeneralisationResult, Protocol
-from routers.evaluation.generalisation import Fold, FoldRecord, Predictions, group_folds, predict, summarise
+from routers.evaluation.generalisation import (
+    Fold,
+    FoldRecord,
+    Predictions,
+    group_folds,
+    predict,
+    summarise,
+    task_of,
+)
 from routers.evaluation.plot import plot_generalisation
 from routers.progress import log, progress_bar, set_quiet
 from routers.registry import router_class
@@ -147,7 +155,8 @@ def threshold_predictions(router: Router, data: RoutingDataset,
     overhead = np.broadcast_to(np.asarray(costs.overhead, dtype=np.float64), scores.shape).copy()
     return Predictions(scores, scores < router.threshold, matrix[:, 0], matrix[:, 1],
                        np.asarray(costs.small, dtype=np.float64), np.asarray(costs.large, dtype=np.float64),
-                       overhead, costs.cascade), seconds, complete
+                       overhead, costs.cascade, np.asarray([task_of(e) for e in complete.examples], dtype=object)
+                       ), seconds, complete
 
 
 def record(fold: Fold, n_fit: int, n_eval: int, params: dict[str, Any], fit_seconds: float,

@@ -66,7 +66,7 @@ from routers.config import load_config_file
 from routers.data import ModelPair, RoutingDataset
 from routers.engines.cache import CachedEmbedder
 from routers.evaluation import MetricInterval, bootstrap_metrics, group_folds
-from routers.evaluation.generalisation import Predictions, curve_metrics, predict
+from routers.evaluation.generalisation import Predictions, curve_metrics, predict, task_of
 from routers.progress import log, set_quiet
 from routers.registry import router_class
 
@@ -204,7 +204,7 @@ def lib_predictions(job: Path, split_id: str, spec_id: str, reference: Predictio
     if len(scores) != len(reference):
         raise RuntimeError(f"{spec_id} on {split_id}: {len(scores)} scores for {len(reference)} queries")
     return Predictions(scores, large, reference.small, reference.large, reference.cost_small, reference.cost_large,
-                       reference.overhead, reference.cascade)
+                       reference.overhead, reference.cascade, reference.tasks)
 
 
 # --- our side ----------------------------------------------------------------------------------------
@@ -254,7 +254,7 @@ def reference_predictions(split: Split, llm_data: dict[str, Any], pair: ModelPai
     n = len(split.eval)
     return Predictions(np.zeros(n), np.zeros(n, dtype=bool), matrix[:, 0], matrix[:, 1],
                        np.asarray(costs.small, dtype=np.float64), np.asarray(costs.large, dtype=np.float64),
-                       np.zeros(n), False)
+                       np.zeros(n), False, np.asarray([task_of(e) for e in split.eval.examples], dtype=object))
 
 
 # --- figures -----------------------------------------------------------------------------------------

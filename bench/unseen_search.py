@@ -309,7 +309,7 @@ def router_blend() -> Fitter:
 # --- evaluation ------------------------------------------------------------------------------------
 def predictions(data: Data, rows: np.ndarray, scores: np.ndarray) -> Predictions:
     return Predictions(scores, scores < np.median(scores), data.small[rows], data.large[rows],
-                       data.cost_small[rows], data.cost_large[rows], np.zeros(len(rows)), False)
+                       data.cost_small[rows], data.cost_large[rows], np.zeros(len(rows)), False, data.tasks[rows])
 
 
 def apgr_of(data: Data, rows: np.ndarray, scores: np.ndarray) -> float:

@@ -609,7 +609,8 @@ def format_interval_table(results: Sequence[GeneralisationResult]) -> str:
     if results:
         first = results[0]
         rows.append(
-            f"[low, high]: {first.confidence:.0%} percentile bootstrap over queries "
+            f"[low, high]: {first.confidence:.0%} percentile bootstrap over "
+            f"{'domains, then queries within them' if first.resample == 'domains' else 'queries'} "
             f"({first.n_resamples} resamples); Q@budget = best quality at <= {first.budget_fraction:.0%} "
             "of the always-large cost per query")
         rows.append("unseen: leave-domains-out by task_name, pooled out-of-fold predictions; "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from routers.base import RouteDecision, Router, RouterConfig
 from routers.baselines import OracleRouter, RandomRouter
 from routers.data import ModelOutcome, QueryExample, RoutingDataset
 from routers.evaluation import Protocol, group_folds, in_domain, in_domain_folds, leave_domains_out, query_folds
-from routers.evaluation.bootstrap import MetricInterval
+from routers.evaluation.bootstrap import MetricInterval, cluster_resample_indices
 from routers.evaluation.generalisation import QUERY_FOLDS, RouterFactory, select_params, task_groups
 from routers.hybrid.router import HybridLLMRouter
 from tests.conftest import LARGE_NAME, SMALL_NAME, two_candidates
@@ -249,6 +250,26 @@ def test_intervals_narrow_with_more_queries() -> None:
         result = leave_domains_out(make, data, 2, protocol=FAST)
         widths.append(result.metrics["apgr"].width)
     assert widths[1] < widths[0] / 2  # ~1/sqrt(n): 20x the queries, about 4.5x narrower
+
+
+def test_domain_resampling_draws_whole_domains_and_covers_their_spread() -> None:
+    labels = ["a"] * 5 + ["b"] * 3 + ["c"] * 2
+    sizes = Counter(labels)
+    draws = list(cluster_resample_indices(labels, 50, seed=3))
+    for indices in draws:
+        per_domain = Counter(labels[i] for i in indices)
+        assert all(n % sizes[domain] == 0 for domain, n in per_domain.items())  # a domain comes whole
+        assert sum(n // sizes[domain] for domain, n in per_domain.items()) == len(sizes)  # 3 domains drawn
+    assert len({tuple(sorted(Counter(labels[i] for i in d).items())) for d in draws}) > 1  # not always the same
+    # where the router works on some domains and not on others, the domain interval is the wider one
+    make, _ = recording_factory(SignRouter)
+    data = domain_dataset({f"subject_{k}": 200 for k in range(6)}, noise=0.2,
+                          regime={f"subject_{k}": 1.0 if k < 4 else -1.0 for k in range(6)})
+    by_queries = leave_domains_out(make, data, 3, protocol=FAST)
+    by_domains = leave_domains_out(make, data, 3, protocol=Protocol(n_resamples=200, seed=0, resample="domains"))
+    assert by_domains.metrics["apgr"].value == pytest.approx(by_queries.metrics["apgr"].value)
+    assert by_domains.metrics["apgr"].width > 2 * by_queries.metrics["apgr"].width
+    assert by_domains.resample == "domains" and by_queries.resample == "queries"
 
 
 def test_a_learned_router_runs_end_to_end_with_a_grid() -> None:

@@ -3,14 +3,15 @@
 A metric computed on n test queries is recomputed on ``n_resamples`` samples of n queries drawn with
 replacement; the interval is the central ``confidence`` share of those values (the percentile interval).
 It says how much the figure would move with another draw of queries *from the same domains*, which is
-the uncertainty a held-out test set of that size carries. It does not cover the domain-to-domain spread
-of a leave-domains-out estimate (that would need resampling whole domains, with few of them).
+the uncertainty a held-out test set of that size carries. Given each query's domain (``clusters``), the
+resamples draw whole domains with replacement and then queries within them: the interval then also covers
+which domains the traffic comes from, the larger spread where a router meets domains it never saw.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from typing import TypeVar
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -49,6 +50,33 @@ def resample_indices(n: int, n_resamples: int, seed: int) -> Iterator[np.ndarray
         yield rng.integers(0, n, size=n)
 
 
+#: what one resample draws: task clusters with replacement and queries within each drawn one ("clusters"),
+#: every cluster once and queries within it ("stratified"), or queries alone ("queries")
+BootstrapMode = Literal["clusters", "stratified", "queries"]
+
+
+def cluster_resample_indices(clusters: Sequence[str | None], n_resamples: int, seed: int = 0,
+                             mode: BootstrapMode = "clusters") -> Iterator[np.ndarray]:
+    """Per resample, the query indices drawn (with repeats), ``mode`` as in ``BootstrapMode``: which domains
+    a user's traffic comes from is the largest source of spread, so "clusters" resamples the domains
+    themselves, then queries within each drawn domain (two-stage)."""
+    labels = ["" if c is None else c for c in clusters]
+    n = len(labels)
+    if n == 0:
+        raise ValueError("cannot bootstrap an empty sample")
+    groups: dict[str, list[int]] = {}
+    for i, label in enumerate(labels):
+        groups.setdefault(label, []).append(i)
+    members = [np.asarray(idx) for idx in groups.values()]
+    rng = np.random.default_rng(seed)
+    for _ in range(n_resamples):
+        if mode == "queries":
+            yield rng.integers(0, n, size=n)
+            continue
+        drawn = rng.integers(0, len(members), size=len(members)) if mode == "clusters" else range(len(members))
+        yield np.concatenate([members[g][rng.integers(0, len(members[g]), size=len(members[g]))] for g in drawn])
+
+
 Bounds = tuple[float | None, float | None]
 
 
@@ -70,8 +98,10 @@ def bootstrap_metrics(
     n_resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
     confidence: float = DEFAULT_CONFIDENCE,
+    clusters: Sequence[str | None] | None = None,
 ) -> dict[str, MetricInterval]:
-    """Each metric of ``sample`` with its percentile interval over query resamples.
+    """Each metric of ``sample`` with its percentile interval over resamples: of queries, or, given each
+    query's ``clusters`` (its domain), of domains and then queries within them (``cluster_resample_indices``).
 
     ``take(sample, indices)`` is the sample restricted to (repeated) query indices; ``metrics`` computes
     every figure at once, so a resample's curve is built once for all of them. ``n_resamples`` 0 gives
@@ -83,7 +113,9 @@ def bootstrap_metrics(
         raise ValueError("n_resamples must be >= 0")
     point = dict(metrics(sample))
     draws: dict[str, list[float]] = {name: [] for name in point}
-    for indices in resample_indices(n_queries, n_resamples, seed):
+    draws_of = (resample_indices(n_queries, n_resamples, seed) if clusters is None
+                else cluster_resample_indices(clusters, n_resamples, seed))
+    for indices in draws_of:
         for name, value in metrics(take(sample, indices)).items():
             draws[name].append(np.nan if value is None else float(value))
     out = {}

@@ -172,6 +172,8 @@ class Predictions:
     cost_large: np.ndarray
     overhead: np.ndarray
     cascade: bool
+    #: each query's domain (``task_name``), for intervals that resample domains
+    tasks: np.ndarray
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -183,7 +185,7 @@ class Predictions:
     def take(self, indices: np.ndarray) -> Predictions:
         return Predictions(self.scores[indices], self.use_large[indices], self.small[indices],
                            self.large[indices], self.cost_small[indices], self.cost_large[indices],
-                           self.overhead[indices], self.cascade)
+                           self.overhead[indices], self.cascade, self.tasks[indices])
 
     @classmethod
     def concatenate(cls, parts: Sequence[Predictions]) -> Predictions:
@@ -191,9 +193,9 @@ class Predictions:
             raise ValueError("no predictions to pool")
         if len({part.cascade for part in parts}) > 1:
             raise ValueError("cannot pool predictions of cascading and non-cascading cost models")
-        return cls(*(np.concatenate([getattr(part, name) for part in parts]) for name in
-                     ("scores", "use_large", "small", "large", "cost_small", "cost_large", "overhead")),
-                   cascade=parts[0].cascade)
+        arrays = {name: np.concatenate([getattr(part, name) for part in parts]) for name in
+                  ("scores", "use_large", "small", "large", "cost_small", "cost_large", "overhead", "tasks")}
+        return cls(**arrays, cascade=parts[0].cascade)
 
 
 def predict(router: Router, data: RoutingDataset) -> Predictions:
@@ -209,7 +211,7 @@ def predict(router: Router, data: RoutingDataset) -> Predictions:
     overhead = np.broadcast_to(np.asarray(costs.overhead, dtype=np.float64), scores.shape).copy()
     return Predictions(scores, use_large, matrix[:, 0], matrix[:, 1],
                        np.asarray(costs.small, dtype=np.float64), np.asarray(costs.large, dtype=np.float64),
-                       overhead, costs.cascade)
+                       overhead, costs.cascade, np.asarray([task_of(e) for e in complete.examples], dtype=object))
 
 
 # --- metrics of one prediction set -----------------------------------------------------------------
@@ -296,6 +298,8 @@ class GeneralisationResult(BaseModel):
     n_folds: int
     n_resamples: int
     confidence: float
+    #: what the intervals resampled (``Protocol.resample``)
+    resample: Literal["queries", "domains"] = "queries"
     #: True for the random router: APGR and CPT are its expectation (exact), not one draw
     expectation: bool
     quality_small: float
@@ -330,6 +334,8 @@ class Protocol:
     budget_fraction: float = DEFAULT_BUDGET_FRACTION
     confidence: float = DEFAULT_CONFIDENCE
     inner_folds: int = DEFAULT_INNER_FOLDS
+    #: what the intervals resample: queries, or domains (``task_name``) and then queries within them
+    resample: Literal["queries", "domains"] = "queries"
 
 
 def summarise(router: Router, mode: Mode, predictions: Predictions, folds: list[FoldRecord],
@@ -337,10 +343,11 @@ def summarise(router: Router, mode: Mode, predictions: Predictions, folds: list[
     metric_fn = metrics_for(router)
     intervals = bootstrap_metrics(predictions, Predictions.take,
                                   lambda sample: metric_fn(sample, protocol.budget_fraction),
-                                  len(predictions), protocol.n_resamples, protocol.seed, protocol.confidence)
+                                  len(predictions), protocol.n_resamples, protocol.seed, protocol.confidence,
+                                  clusters=list(predictions.tasks) if protocol.resample == "domains" else None)
     return GeneralisationResult(
         router=router.name, mode=mode, metrics=intervals, n_queries=len(predictions), n_folds=len(folds),
-        n_resamples=protocol.n_resamples, confidence=protocol.confidence,
+        n_resamples=protocol.n_resamples, confidence=protocol.confidence, resample=protocol.resample,
         expectation=isinstance(router, RandomRouter),
         quality_small=float(predictions.small.mean()), quality_large=float(predictions.large.mean()),
         quality_oracle=float(np.maximum(predictions.small, predictions.large).mean()),

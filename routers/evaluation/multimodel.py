@@ -30,15 +30,19 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from routers.evaluation.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, MetricInterval, percentile_interval
+from routers.evaluation.bootstrap import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_RESAMPLES,
+    BootstrapMode,
+    MetricInterval,
+    cluster_resample_indices,
+    percentile_interval,
+)
 from routers.selection import argmax_cheapest, pick_by_cost, weight_grid
-
-BootstrapMode = Literal["clusters", "stratified", "queries"]
 
 
 # --- hull and AIQ -------------------------------------------------------------------------------------------
@@ -200,30 +204,11 @@ def single_model_frontier_metrics(ref: Reference, best: int | None = None) -> di
 # --- the cluster bootstrap ---------------------------------------------------------------------------------
 def cluster_counts(clusters: Sequence[str | None], n_resamples: int, seed: int = 0,
                    mode: BootstrapMode = "clusters") -> Iterator[np.ndarray]:
-    """Per resample, how many times each query is drawn (a float vector of length n).
-
-    ``clusters``: draw clusters with replacement, then queries with replacement within each drawn cluster;
-    ``stratified``: every cluster once, queries resampled within; ``queries``: plain query resampling."""
-    labels = ["" if c is None else c for c in clusters]
-    n = len(labels)
-    if n == 0:
-        raise ValueError("cannot bootstrap an empty sample")
-    groups: dict[str, np.ndarray] = {}
-    for name in dict.fromkeys(labels):
-        groups[name] = np.array([i for i, label in enumerate(labels) if label == name])
-    members = list(groups.values())
-    rng = np.random.default_rng(seed)
-    for _ in range(n_resamples):
-        counts = np.zeros(n)
-        if mode == "queries":
-            np.add.at(counts, rng.integers(0, n, size=n), 1.0)
-            yield counts
-            continue
-        drawn = rng.integers(0, len(members), size=len(members)) if mode == "clusters" else range(len(members))
-        for g in drawn:
-            idx = members[g]
-            np.add.at(counts, idx[rng.integers(0, len(idx), size=len(idx))], 1.0)
-        yield counts
+    """Per resample, how many times each query is drawn (a float vector of length n), from
+    ``cluster_resample_indices``' draws (``mode`` as there)."""
+    n = len(clusters)
+    for indices in cluster_resample_indices(clusters, n_resamples, seed, mode):
+        yield np.bincount(indices, minlength=n).astype(np.float64)
 
 
 # --- one evaluation of several routers on one query set ----------------------------------------------------
