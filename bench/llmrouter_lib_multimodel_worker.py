@@ -202,19 +202,12 @@ def run_router(job: Path, pool: dict[str, Any], spec: dict[str, Any]) -> dict[st
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print(__doc__, file=sys.stderr)
+    from llmrouter_lib_worker import open_job, write_results
+
+    opened = open_job(argv, __doc__)
+    if opened is None:
         return 2
-    job = Path(argv[0]).resolve()
-    manifest = json.loads((job / "manifest.json").read_text())
-    from importlib.metadata import version
-
-    import llmrouter.models  # noqa: F401  # imported once here, so no router's fit time includes it
-    import torch
-
-    torch.set_num_threads(int(manifest.get("threads", 1)))
-    results: dict[str, Any] = {"versions": {p: version(p) for p in ("llmrouter-lib", "torch", "scikit-learn", "numpy")},
-                               "runs": []}
+    job, manifest, results = opened
     for pool in manifest["pools"]:
         for spec in pool["routers"]:
             record = run_router(job, pool, spec)
@@ -222,9 +215,7 @@ def main(argv: list[str]) -> int:
             print(f"[worker] {pool['id']} {spec['id']}: fit {record['fit_seconds']:.1f}s, "
                   f"{len(record['relabel_fit_seconds'])} relabelled fits {sum(record['relabel_fit_seconds']):.1f}s",
                   file=sys.stderr, flush=True)
-    (job / "out").mkdir(exist_ok=True)
-    (job / "out" / "results.json").write_text(json.dumps(results, indent=2))
-    return 0
+    return write_results(job, results)
 
 
 if __name__ == "__main__":

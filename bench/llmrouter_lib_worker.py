@@ -221,10 +221,12 @@ def run_one(job: Path, manifest: dict[str, Any], split: dict[str, Any], spec: di
     return record
 
 
-def main(argv: list[str]) -> int:
+def open_job(argv: list[str], usage: str | None) -> tuple[Path, dict[str, Any], dict[str, Any]] | None:
+    """A worker's start: the job folder, its manifest and the results so far (the versions that ran), with
+    the lib imported and torch's threads set; None, with ``usage`` printed, for bad arguments."""
     if len(argv) != 1:
-        print(__doc__, file=sys.stderr)
-        return 2
+        print(usage, file=sys.stderr)
+        return None
     job = Path(argv[0]).resolve()
     manifest = json.loads((job / "manifest.json").read_text())
     from importlib.metadata import version
@@ -233,9 +235,21 @@ def main(argv: list[str]) -> int:
     import torch
 
     torch.set_num_threads(int(manifest.get("threads", 1)))
+    versions = {p: version(p) for p in ("llmrouter-lib", "torch", "scikit-learn", "numpy")}
+    return job, manifest, {"versions": versions, "runs": []}
 
-    results: dict[str, Any] = {"versions": {p: version(p) for p in ("llmrouter-lib", "torch", "scikit-learn", "numpy")},
-                               "runs": []}
+
+def write_results(job: Path, results: dict[str, Any]) -> int:
+    (job / "out").mkdir(exist_ok=True)
+    (job / "out" / "results.json").write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    opened = open_job(argv, __doc__)
+    if opened is None:
+        return 2
+    job, manifest, results = opened
     for split in manifest["splits"]:
         for spec in manifest["routers"]:
             if split["id"] != "seen" and not spec.get("unseen", True):
@@ -243,9 +257,7 @@ def main(argv: list[str]) -> int:
             record = run_one(job, manifest, split, spec)
             results["runs"].append(record)
             print(f"[worker] {split['id']} {spec['id']}: fit {record['fit_seconds']:.1f}s", file=sys.stderr, flush=True)
-    (job / "out").mkdir(exist_ok=True)
-    (job / "out" / "results.json").write_text(json.dumps(results, indent=2))
-    return 0
+    return write_results(job, results)
 
 
 if __name__ == "__main__":
