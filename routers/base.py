@@ -133,6 +133,11 @@ class RouteContext:
     params: SamplingParams | None = None
 
 
+def goes_large(score: float, threshold: float) -> bool:
+    """The two-model rule: the large model unless the score reaches the threshold (NaN goes large)."""
+    return not score >= threshold
+
+
 def per_query(thresholds: Thresholds, count: int) -> list[float | None]:
     """``thresholds`` as one value (or None) per query."""
     if thresholds is None or isinstance(thresholds, (int, float)):
@@ -384,7 +389,7 @@ class Router(ABC):
         """The shared two-model rule: small iff score >= threshold."""
         pair = self.require_pair()
         t = self.threshold if threshold is None else threshold
-        use_large = not (score >= t)
+        use_large = goes_large(score, t)
         model = pair.name_for(use_large)
         relation = "<" if use_large else ">="
         return RouteDecision(

@@ -40,6 +40,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from routers.base import goes_large
+
 _WORD = re.compile(r"\S+")
 
 
@@ -64,7 +66,7 @@ class GadgetDefenceConfig(BaseModel):
 
     def needs_windows(self, whole_score: float, threshold: float) -> bool:
         """Whether routing needs this query's windows: always, or when its whole text goes large."""
-        return self.windows == "always" or not whole_score >= threshold
+        return self.windows == "always" or goes_large(whole_score, threshold)
 
 
 def word_spans(text: str) -> list[tuple[int, int]]:
