@@ -68,11 +68,11 @@ def cluster_resample_indices(clusters: Sequence[str | None], n_resamples: int, s
     for i, label in enumerate(labels):
         groups.setdefault(label, []).append(i)
     members = [np.asarray(idx) for idx in groups.values()]
+    if mode == "queries":
+        yield from resample_indices(n, n_resamples, seed)
+        return
     rng = np.random.default_rng(seed)
     for _ in range(n_resamples):
-        if mode == "queries":
-            yield rng.integers(0, n, size=n)
-            continue
         drawn = rng.integers(0, len(members), size=len(members)) if mode == "clusters" else range(len(members))
         yield np.concatenate([members[g][rng.integers(0, len(members[g]), size=len(members[g]))] for g in drawn])
 
