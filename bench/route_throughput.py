@@ -6,9 +6,9 @@ One run, side by side (these machines are noisy: compare the ratios, which share
    time, no server) over the same queries: queries/s and the p50 of one forward (tokenising and pooling
    included).
 2. **Runtimes** (``--runtimes``): the library's embedders one query at a time and in length-bucketed
-   batches of 32 (transformers, ONNX Runtime), and ONNX Runtime with int8 dynamic quantisation, with each
-   one's largest distance from the plain-torch vectors and how many of the default router's decisions
-   (whole queries) it changes.
+   batches of 32 (transformers, ONNX Runtime, ONNX Runtime with one single-thread lane per thread), and
+   ONNX Runtime with int8 dynamic quantisation, with each one's largest distance from the plain-torch
+   vectors and how many of the default router's decisions (whole queries) it changes.
 3. **Served**: ``serve_config.yaml`` as shipped (``--config``), started once; ``POST /v1/route`` with one
    query per request at ``--clients`` concurrent clients for the default router and ``router-hybrid``,
    with the gadget defence on (the shipped artifacts) and off (the undefended artifacts swapped in through
@@ -17,13 +17,15 @@ One run, side by side (these machines are noisy: compare the ratios, which share
    every request must come back 200 (anything else is counted and fails the run). With
    ``--compare-placement`` the app is redeployed with the embedder in a deployment of its own
    (``embedder.placement: deployment``) and ``router-hybrid`` measured again: what the extra hop costs.
+   With ``--compare-lanes`` it is redeployed with the embedder's ``lanes: 1`` (one multi-thread ONNX
+   session for every call) and the default router measured again: what running queries side by side buys.
 
 Prints one table and the two goals' ratios (issue: served req/s at 16 clients over the plain-torch limit,
 with the defence on, at least 0.75; p50 at 1 client at most 1.5x one plain forward). Writes
 ``bench/out/route_throughput.json``.
 
     python bench/route_throughput.py [--clients 1 16 64] [--requests 64 320 512] [--runtimes]
-        [--compare-placement] [--config serve_config.yaml] [--threads 2] [--skip-served]
+        [--compare-placement] [--compare-lanes] [--config serve_config.yaml] [--threads 2] [--skip-served]
 """
 
 from __future__ import annotations
@@ -121,9 +123,10 @@ def runtime_rows(queries: list[str], threads: int, reference: np.ndarray) -> lis
     from routers.engines import EmbedderConfig, build_embedder
 
     rows = []
-    for backend in ("transformers", "onnx"):
+    for label, backend, lanes in (("transformers", "transformers", 1), ("onnx", "onnx", 1),
+                                  (f"onnx, {threads} single-thread lanes", "onnx", threads)):
         embedder = build_embedder(EmbedderConfig(model=str(EMBEDDER), backend=backend, num_threads=threads,
-                                                 max_batch_size=32))
+                                                 max_batch_size=32, lanes=lanes))
         embedder.embed(queries[:5])
         started = time.perf_counter()
         single = np.stack([embedder.embed([q])[0] for q in queries])
@@ -131,7 +134,7 @@ def runtime_rows(queries: list[str], threads: int, reference: np.ndarray) -> lis
         started = time.perf_counter()
         embedder.embed(queries)
         batched_qps = len(queries) / (time.perf_counter() - started)
-        rows.append({"runtime": backend, "one_at_a_time_qps": single_qps, "bucketed_batch32_qps": batched_qps,
+        rows.append({"runtime": label, "one_at_a_time_qps": single_qps, "bucketed_batch32_qps": batched_qps,
                      **agreement(single, reference)})
     rows.append(onnx_int8_row(queries, threads, reference))
     return rows
@@ -257,6 +260,13 @@ def served_rows(args: argparse.Namespace, queries: list[str]) -> list[dict[str, 
                     run(variant, model, clients, count)
         for clients, count in zip(args.clients, args.requests, strict=True):
             run("no embedding", "router-random", clients, count)
+        lanes = app_args["embedder"]["engine"].get("lanes", 1)
+        if args.compare_lanes and lanes > 1:
+            # the same app with one multi-thread ONNX session and no lanes: what running queries side by side buys
+            deploy_config({**app_args, "embedder": {**app_args["embedder"],
+                                                   "engine": {**app_args["embedder"]["engine"], "lanes": 1}}})
+            for clients, count in zip(args.clients, args.requests, strict=True):
+                run("defence on, lanes: 1", "router", clients, count)
         if args.compare_placement and app_args["embedder"].get("placement") == "ingress":
             # the same app with the embedder in a deployment of its own: one more hop per decision
             deploy_config({**app_args, "embedder": {**app_args["embedder"], "placement": "deployment"}})
@@ -315,6 +325,8 @@ def main() -> int:
     parser.add_argument("--skip-served", action="store_true")
     parser.add_argument("--compare-placement", action="store_true",
                         help="also redeploy with embedder.placement: deployment (the extra hop's cost)")
+    parser.add_argument("--compare-lanes", action="store_true",
+                        help="also redeploy with the embedder's lanes: 1 (one multi-thread session)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "route_throughput.json")
     args = parser.parse_args()
     if len(args.clients) != len(args.requests):

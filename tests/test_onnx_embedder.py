@@ -182,6 +182,33 @@ def test_onnx_export_is_reused_while_the_weights_are_the_same(embedders: tuple[E
     assert json.loads(exported.with_suffix(".json").read_text())["name"] == MINILM.name
 
 
+@pytest.mark.slow
+@needs_minilm
+def test_onnx_lanes_give_the_same_vectors(embedders: tuple[Embedder, Embedder]) -> None:
+    _, onnx = embedders
+    laned = build_embedder(EmbedderConfig(model=str(MINILM), backend="onnx", num_threads=2, max_batch_size=32,
+                                          lanes=2))
+    texts = ["hi", "What is 2 + 2?", "Name the largest planet. " * 30, "tabs\tand\nlines", "x " * 600, "why?"]
+    np.testing.assert_allclose(laned.embed(texts), onnx.embed(texts), atol=1e-5)
+    np.testing.assert_allclose(laned.embed(texts[:1]), onnx.embed(texts[:1]), atol=1e-5)  # a lone text: no lanes
+
+
+def test_lane_shares_cover_every_text_once_and_balance_tokens() -> None:
+    from routers.engines.onnx import balanced_shares
+
+    lengths = [400, 10, 12, 200, 190, 15, 30, 5]
+    shares = balanced_shares(lengths, 2)
+    assert sorted(i for share in shares for i in share) == list(range(len(lengths)))
+    totals = [sum(lengths[i] for i in share) for share in shares]
+    assert abs(totals[0] - totals[1]) <= max(lengths[i] for i in shares[totals.index(max(totals))])
+    assert balanced_shares([7], 3) == [[0], [], []]
+
+
+def test_lanes_need_the_onnx_backend() -> None:
+    with pytest.raises(ValueError, match="lanes: 2 needs backend: onnx"):
+        EmbedderConfig(model=str(MINILM), lanes=2)
+
+
 def test_onnx_refuses_a_gpu_device() -> None:
     with pytest.raises(EngineError, match="backend: transformers"):
         build_embedder(EmbedderConfig(model=str(MINILM), backend="onnx", device="cuda"))

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic.dataclasses import dataclass as validated_dataclass
 
 from routers.errors import ConfigError, EngineError
@@ -135,9 +135,22 @@ class EmbedderConfig(EngineConfigBase):
     pooling: Literal["mean", "cls"] = "mean"
     normalize: bool = True
     max_length: int = Field(default=512, ge=8)
+    lanes: int = Field(
+        default=1, ge=1, description="backend onnx: a call with several texts splits them over this many "
+        "single-thread sessions run side by side (on a few cores, queries in parallel beat one query's ops in "
+        "parallel); a lone text still runs on all num_threads"
+    )
     global_attention_first_token: bool = Field(
         default=True, description="Longformer: global attention on the first (<s>/CLS) token"
     )
+
+
+    @model_validator(mode="after")
+    def _lanes_need_onnx(self) -> EmbedderConfig:
+        if self.lanes > 1 and self.backend != "onnx":
+            raise ValueError(f"lanes: {self.lanes} needs backend: onnx (the transformers embedder runs one call "
+                             "at a time on its torch threads)")
+        return self
 
 
 class GeneratorConfig(EngineConfigBase):
