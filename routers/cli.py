@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from routers.base import Router
+from routers.base import Router, query_text, run_sync
 from routers.config import RouterFileConfig, build_router, load_config_file, load_router
 from routers.data import RoutingDataset, load_llm_data, read_queries
 from routers.data.multimodel import MultiModelDataset
@@ -123,8 +123,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _route_queries(router: Router, queries: list[dict[str, Any]], config: RouterFileConfig,
-                   route_only: bool) -> list[dict[str, Any]]:
-    results = router.route_batch(batch=queries)
+                   route_only: bool, rule: str | None = None) -> list[dict[str, Any]]:
+    if rule is None:
+        results = router.route_batch(batch=queries)
+    else:  # the N-model contract's rules on the pair (routers.nmodel.pair)
+        from routers.nmodel.pair import PairRouter
+
+        decisions = run_sync(PairRouter(router).aroute_many([query_text(q) for q in queries],
+                                                            router.local_engines(), rule))
+        results = [decision.to_dict(router.score_key) for decision in decisions]
     if route_only:
         return results
     pair = router.require_pair()
@@ -149,15 +156,13 @@ def cmd_infer(args: argparse.Namespace) -> int:
         return infer_multimodel(args)
     if args.config is None:
         raise ConfigError("give --config (a two-model router's YAML) or --artifact DIR (an N-model router)")
-    if args.rule is not None:
-        raise ConfigError("--rule picks among N models: it goes with --artifact DIR (an N-model router)")
     config = load_config_file(args.config)
     router = load_router(config, args.router)
     roles = set(router.engine_roles)
     if args.route_only:
         roles = set(router.route_only_engine_roles())
     bind_engines(router, config, roles)
-    results = _route_queries(router, infer_queries(args), config, args.route_only)
+    results = _route_queries(router, infer_queries(args), config, args.route_only, args.rule)
     return write_infer_results(args, results)
 
 
@@ -733,8 +738,8 @@ def build_parser(extend: Callable[[Any, argparse.ArgumentParser], None] | None =
     infer.add_argument("--config", help="the two-model router's YAML (required unless --artifact)")
     infer.add_argument("--artifact", metavar="DIR",
                        help="a saved N-model router (llmrouter train --pool ... --out DIR)")
-    infer.add_argument("--rule", help="N-model selection rule: cost=L, quality=R, budget=USD, share=S "
-                       "(default: the artifact's)")
+    infer.add_argument("--rule", help="selection rule: cost=L, quality=R, budget=USD, share=S or default (the "
+                       "artifact's); for a two-model router also a bare threshold T (routers/nmodel/pair.py)")
     source = infer.add_mutually_exclusive_group(required=True)
     source.add_argument("--query")
     source.add_argument("--input", help="JSONL (or JSON list) of objects with a 'query' field")

@@ -40,10 +40,10 @@ import uuid
 from collections.abc import Collection
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from routers.errors import ConfigError
+from routers.nmodel.pair import routellm_threshold
 from routers.registry import routellm_names, served_entries
 from routers.selection import parse_rule
 from routers.strict import StrictModel
@@ -352,11 +352,8 @@ def multimodel_choice(kind: str, arg: str | None, model: str) -> RouterChoice:
 
 
 def routellm_choice(name: str, threshold_text: str, routers: list[str], model: str) -> RouterChoice:
-    """RouteLLM's ``router-<router>-<threshold>``: the strong model iff the router's strong-model win rate
-    is >= the threshold. Our routers score the other side (the small model's win rate / suitability, s),
-    so "strong iff 1 - s >= theta" is "large iff s <= 1 - theta": our threshold is the next float above
-    1 - theta (ours sends large iff s < threshold). ``random``: RouteLLM's win rate is uniform, so theta
-    sends 1 - theta of the queries large, which is our random router's threshold. A threshold calibrated
+    """RouteLLM's ``router-<router>-<threshold>``, mapped onto our threshold by
+    ``routers.nmodel.pair.routellm_threshold`` (our routers score the other side). A threshold calibrated
     with RouteLLM's own ``calibrate_threshold`` keeps its meaning only for a router trained on the same data;
     ``router-mf:share=0.5`` is our equivalent of its ``--strong-model-pct 0.5``."""
     kind = ROUTELLM_ROUTERS.get(name)
@@ -368,8 +365,7 @@ def routellm_choice(name: str, threshold_text: str, routers: list[str], model: s
         raise ApiError(404, f"RouteLLM router {name!r} (ours: {kind!r}) is not enabled; enabled routers: {routers}",
                        param="model", code="model_not_found")
     theta = _unit_number(threshold_text, "RouteLLM threshold", model)
-    ours = 1.0 - theta if kind == "random" else float(np.nextafter(1.0 - theta, np.inf))
-    return RouterChoice(kind=kind, threshold=ours, routellm_threshold=theta)
+    return RouterChoice(kind=kind, threshold=routellm_threshold(kind, theta), routellm_threshold=theta)
 
 
 def _unit_number(text: str, what: str, model: str) -> float:

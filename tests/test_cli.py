@@ -102,6 +102,24 @@ def test_infer_route_only_with_a_baseline(capsys, tmp_path: Path, llm_data_path:
     assert result["model_name"] == "gpt-4-1106-preview" and result["cost"] > 0
 
 
+def test_infer_a_two_model_router_by_an_n_model_rule(capsys, tmp_path: Path, llm_data_path: Path) -> None:
+    config = tmp_path / "random.yaml"
+    config.write_text(f"router: random\ndata_path:\n  llm_data: {llm_data_path}\n")
+    base = ["infer", "--config", str(config), "--query", "What is 2+2?", "--route-only", "--quiet"]
+    picks = {}
+    for rule in ("budget=1e-12", "budget=1", "0", "1.5", "cost=0"):
+        assert cli.main([*base, "--rule", rule]) == 0
+        result = json.loads(capsys.readouterr().out)
+        large = result["candidates"][1]["model"]
+        assert result["rule"] == rule and result["candidates"][1]["quality"] == 1.0
+        picks[rule] = "large" if result["model_name"] == large else "small"
+    # no call fits 1e-12 USD: the cheaper; 1 USD fits the large model, which predicts the higher quality; a
+    # threshold of 0 keeps every score small, 1.5 none; cost=0: quality only, so the reference (large) model
+    assert picks == {"budget=1e-12": "small", "budget=1": "large", "0": "small", "1.5": "large", "cost=0": "large"}
+    assert cli.main([*base, "--rule", "cheap=1"]) == 2
+    assert "expected one of cost=L" in capsys.readouterr().err
+
+
 def test_installed_console_script(mmlu_test_path: Path, llm_data_path: Path) -> None:
     script = shutil.which("llmrouter", path=str(Path(sys.executable).parent)) or shutil.which("llmrouter")
     if script is None:

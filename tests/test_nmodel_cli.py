@@ -113,7 +113,6 @@ def test_train_saves_an_n_model_router_and_infer_routes_with_it(tmp_path: Path,
     (["train", "--multimodel", "--router", "nmodel_knn"], "needs --router NAME and --out DIR"),
     (["train", "--multimodel", "--router", "nmodel_knn", "--out", "x", "--params", "{"], "--params is not valid JSON"),
     (["infer", "--query", "q"], "give --config"),
-    (["infer", "--config", "c.yaml", "--query", "q", "--rule", "cost=1"], "--rule picks among N models"),
 ])
 def test_train_and_infer_say_which_path_needs_what(argv: list[str], message: str,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
