@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Coroutine, Mapping, Sequence
@@ -110,7 +111,7 @@ class RouteDecision(StrictModel):
         out: dict[str, Any] = {"query": self.query, "model_name": self.model_name}
         if self.score is not None:
             out[score_key] = self.score
-        if self.threshold is not None:
+        if self.threshold is not None and math.isfinite(self.threshold):  # -inf: a rule that forces the choice
             out["threshold"] = self.threshold
         if self.use_large is not None:
             out["use_large"] = self.use_large

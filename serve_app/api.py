@@ -18,6 +18,10 @@ The ``model`` field picks the router, RouteLLM-style:
 - ``router-hybrid:quality=0.95``: the cheapest threshold whose bootstrap lower bound of quality / always-large
   quality on the artifact's labelled calibration queries is at least 0.95 (``llmrouter calibrate-quality``;
   an artifact without calibration answers 400);
+- ``router-hybrid:cost=500`` / ``router-hybrid:budget=0.002``: the N-model rules on the pair, at the app's
+  prices (``routers.nmodel.pair``: the score s and 1 as the two models' predicted quality; small iff
+  s >= 1 - 500 x (USD of the large call - USD of the small one); the large model whenever its call costs at
+  most 0.002 USD); the routing object then lists both candidates with their quality and cost;
 - ``router`` (optionally ``router:0.4`` / ``router:share=0.3`` / ``router:quality=0.95``): the app's
   ``default_router``;
 - an answer model by name to bypass routing;
@@ -56,6 +60,8 @@ _ROUTELLM_MODEL = re.compile(r"^router-(?P<kind>[a-z_]+)-(?P<threshold>[^:]+)$")
 ROUTELLM_ROUTERS = routellm_names()
 SHARE_PREFIX = "share="
 QUALITY_PREFIX = "quality="
+#: the rules that weigh each call's USD cost, which two-model routers take too
+PRICED_PREFIXES = ("cost=", "budget=")
 # torch.manual_seed and the engines take an unsigned 64-bit seed at most; int64 keeps every back end happy.
 MAX_SEED = 2**63 - 1
 # Routers whose decision has no tunable score: a threshold or share would be silently ignored.
@@ -323,6 +329,8 @@ def parse_model_field(model: str, routers: list[str], models: dict[str, str],
                 else "quality target" if arg.startswith(QUALITY_PREFIX) else "threshold")
         raise ApiError(400, f"router {kind!r} takes no {what} ({NO_THRESHOLD[kind]}); use {ROUTER_MODEL_PREFIX}{kind}",
                        param="model")
+    if arg.startswith(PRICED_PREFIXES):
+        return priced_choice(kind, arg, model)
     if arg.startswith(QUALITY_PREFIX):
         if kind == "random":
             raise ApiError(400, "router 'random' takes no quality target (its argument is the large-model share)",
@@ -334,6 +342,16 @@ def parse_model_field(model: str, routers: list[str], models: dict[str, str],
     if arg.startswith(SHARE_PREFIX):
         return RouterChoice(kind=kind, large_share=_unit_number(arg[len(SHARE_PREFIX):], "large-model share", model))
     return RouterChoice(kind=kind, threshold=_unit_number(arg, "threshold", model))
+
+
+def priced_choice(kind: str, arg: str, model: str) -> RouterChoice:
+    """``router-X:cost=L`` / ``:budget=USD`` for a two-model router: the N-model rules on the pair
+    (``routers.nmodel.pair``), at the app's prices; checked here (a 400 naming ``model``)."""
+    try:
+        parse_rule(arg)
+    except ConfigError as exc:
+        raise ApiError(400, f"{exc} in {model!r}", param="model") from None
+    return RouterChoice(kind=kind, rule=arg.strip())
 
 
 def multimodel_choice(kind: str, arg: str | None, model: str) -> RouterChoice:

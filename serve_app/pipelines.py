@@ -24,8 +24,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from routers.base import RouteContext, RouteDecision, Router, RouterConfig
+from routers.base import RouteContext, RouteDecision, Router, RouterConfig, Thresholds, per_query
 from routers.baselines import LargestLLMRouter, RandomRouter, SmallestLLMRouter
+from routers.data.dataset import estimate_tokens
 from routers.embedding import EmbeddingRouter
 from routers.engines import AsyncEmbedder, Engines, SamplingParams, build_embedder
 from routers.engines.batching import BatchingEmbedder
@@ -33,7 +34,9 @@ from routers.errors import ConfigError
 from routers.evaluation.calibrate import threshold_for_large_share
 from routers.evaluation.quality_target import QualityThreshold
 from routers.evaluation.quantiles import ScoreQuantiles, ScoreWindow
+from routers.nmodel.pair import pair_candidates, priced_thresholds
 from routers.registry import router_class, served_entry
+from routers.selection import BudgetRule, CostRule, parse_rule
 from serve_app.adapters import (
     AnswerModelChat,
     DeploymentEmbedder,
@@ -201,9 +204,12 @@ class Pipelines:
             return (await self.route_multimodel(kind, [query], rule))[0]
         router = self.router_for(kind)
         context = RouteContext(messages=messages, params=params)
+        priced = None if rule is None else self.priced_pair(rule, [query], params.max_tokens)
+        chosen = self.threshold_or_configured(kind, threshold) if priced is None else float(priced[1][0])
         with router_step(self.step_name(kind)):
-            decision = await router.aroute(query, self.engines(), self.threshold_or_configured(kind, threshold),
-                                           context)
+            decision = await router.aroute(query, self.engines(), chosen, context)
+        if priced is not None:
+            decision = self.with_pair_candidates(decision, priced[0][0], rule)
         routing = self.routing_for(kind, decision)
         self.record_score(kind, routing)
         return routing
@@ -216,17 +222,52 @@ class Pipelines:
             routings = await self.route_multimodel(kind, queries, rule)
             return [self.route_item(q, r) for q, r in zip(queries, routings, strict=True)]
         router = self.router_for(kind)
-        chosen = self.threshold_or_configured(kind, threshold)
+        priced = None if rule is None else self.priced_pair(rule, queries, self.config.limits.default_max_tokens)
+        chosen: Thresholds = (self.threshold_or_configured(kind, threshold) if priced is None
+                              else [float(t) for t in priced[1]])
         engines = self.engines()
         with router_step(self.step_name(kind)):
             if isinstance(router, Router):
                 decisions = await router.aroute_many(queries, engines, chosen)
             else:
-                decisions = await asyncio.gather(*[router.aroute(q, engines, chosen) for q in queries])
+                decisions = await asyncio.gather(*[router.aroute(q, engines, t) for q, t
+                                                   in zip(queries, per_query(chosen, len(queries)), strict=True)])
+        if priced is not None:
+            decisions = [self.with_pair_candidates(d, row, rule) for d, row in zip(decisions, priced[0], strict=True)]
         routings = [self.routing_for(kind, d) for d in decisions]
         for routing in routings:
             self.record_score(kind, routing)
         return [self.route_item(q, r) for q, r in zip(queries, routings, strict=True)]
+
+    # --- cost= and budget= on a two-model router (routers.nmodel.pair) ---------------------------------------
+    def pair_costs(self, queries: list[str], completion_tokens: int) -> np.ndarray:
+        """USD per call of the app's small and large models for each query, (n, 2), at their configured prices:
+        the query's estimated tokens in, ``completion_tokens`` out."""
+        specs = [self.config.models[self.config.small_model], self.config.models[self.config.large_model]]
+        prompt = np.array([estimate_tokens(q) for q in queries], dtype=np.float64)[:, None]
+        price_in = np.array([spec.input_price for spec in specs], dtype=np.float64)[None, :]
+        price_out = np.array([spec.output_price for spec in specs], dtype=np.float64)[None, :]
+        return (prompt * price_in + completion_tokens * price_out) / 1e6
+
+    def priced_pair(self, rule: str, queries: list[str], completion_tokens: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each query's (c_small, c_large) and the threshold ``rule`` (cost= / budget=, checked by the API)
+        stands for there."""
+        parsed = parse_rule(rule)
+        if not isinstance(parsed, (CostRule, BudgetRule)):
+            raise ApiError(400, f"two-model routers take cost= or budget= as a rule, not {rule!r}", param="model")
+        costs = self.pair_costs(queries, completion_tokens)
+        return costs, priced_thresholds(parsed, costs)
+
+    def with_pair_candidates(self, decision: RouteDecision, costs: np.ndarray, rule: str) -> RouteDecision:
+        """A two-model decision as the N-model routing object reports it: both app models as candidates with
+        their predicted quality (s, 1) and cost, and the rule."""
+        keys = (self.config.small_model, self.config.large_model)
+        parsed = parse_rule(rule)
+        extra = {**decision.extra, "candidate_models": {key: {"model": self.served_name(key)} for key in keys}}
+        if isinstance(parsed, CostRule):
+            extra["cost_weight"] = parsed.weight
+        return decision.model_copy(update={"candidates": pair_candidates(decision, keys, costs),
+                                           "rule": parsed.text(), "extra": extra})
 
     # --- N-model routers ------------------------------------------------------------------------------------
     async def route_multimodel(self, kind: str, queries: list[str], rule_text: str | None) -> list[Routing]:

@@ -7,6 +7,7 @@ A ``Routing`` is built once per request: from a decision (``Routing.decided``), 
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -137,8 +138,8 @@ class Routing(BaseModel):
         if decision is not None:
             extra = decision.extra
             out.update({"decision_model": decision.model_name, "score": decision.score,
-                        "threshold": decision.threshold, "verification_score": extra.get("verification_score"),
-                        "policy": extra.get("policy")})
+                        "threshold": finite_or_none(decision.threshold),
+                        "verification_score": extra.get("verification_score"), "policy": extra.get("policy")})
             if self.router == "automix":
                 out["escalated"] = bool(decision.use_large)
                 out["verification_samples"] = extra.get("verification_samples")
@@ -163,6 +164,11 @@ class Routing(BaseModel):
         if self.usage_estimated:
             out["usage_estimated"] = True
         return out
+
+
+def finite_or_none(value: float | None) -> float | None:
+    """JSON has no infinity: a threshold of -inf (a budget rule that forces the small model) is reported as null."""
+    return value if value is None or math.isfinite(value) else None
 
 
 def candidates_info(decision: RouteDecision) -> dict[str, Any]:

@@ -219,6 +219,41 @@ def test_model_field_threshold_share_and_routers_without_a_threshold() -> None:
         assert caught.value.status == 400 and needle in caught.value.message, (bad, caught.value.message)
 
 
+def test_model_field_takes_cost_and_budget_for_two_model_routers() -> None:
+    assert parse("router-hybrid:cost=500") == RouterChoice(kind="hybrid", rule="cost=500")
+    assert parse("router-random:budget=0.002") == RouterChoice(kind="random", rule="budget=0.002")
+    for bad, needle in (("router-hybrid:budget=-1", "budget"), ("router-hybrid:cost=x", "must be a number"),
+                        ("router-smallest:cost=1", "takes no threshold")):
+        with pytest.raises(ApiError) as caught:
+            parse(bad)
+        assert caught.value.status == 400 and needle in caught.value.message, (bad, caught.value.message)
+
+
+def test_cost_and_budget_on_a_two_model_router_price_the_apps_models() -> None:
+    priced = config(models={"small": {"engine": {"model": "org/small"}, "input_price": 1.0, "output_price": 2.0},
+                            "large": {"engine": {"model": "org/large"}, "input_price": 10.0, "output_price": 30.0}},
+                    limits={"default_max_tokens": 100})
+    pipelines = Pipelines(priced, {}, None, None, None)
+    queries = ["What is 2+2?", "Prove that there are infinitely many primes. " * 10]
+    costs = pipelines.pair_costs(queries, 100)
+    assert costs[0, 1] > costs[0, 0] and costs[1, 1] > costs[0, 1]  # longer queries cost more
+    budget = float(costs[:, 1].mean())  # the large call fits for the short query only
+    items = run(pipelines.route_only("random", queries, None, f"budget={budget!r}"))
+    assert [item["model_key"] for item in items[1:]] == ["small"]
+    assert items[1]["threshold"] is None  # -inf: the budget forces the small model; JSON has no infinity
+    assert items[0]["threshold"] == 1.0  # the large model fits: small only if predicted as good
+    for item, row in zip(items, costs, strict=True):
+        assert item["rule"] == f"budget={budget:g}"
+        assert [c["model_key"] for c in item["candidates"]] == ["small", "large"]
+        assert [c["cost"] for c in item["candidates"]] == pytest.approx(list(row))
+        assert item["candidates"][0]["quality"] == item["score"] and item["candidates"][1]["quality"] == 1.0
+    # cost=0: quality alone, so the reference (large) model; a huge weight: the cheaper (small) one
+    assert {i["model_key"] for i in run(pipelines.route_only("random", queries * 5, None, "cost=0"))} == {"large"}
+    assert {i["model_key"] for i in run(pipelines.route_only("random", queries * 5, None, "cost=1e9"))} == {"small"}
+    routing = run(pipelines.route("random", queries[0], [], SamplingParams(max_tokens=10), None, "cost=1e9"))
+    assert routing.model_key == "small" and routing.info["cost_weight"] == 1e9
+
+
 def test_seed_is_bounded_to_int64() -> None:
     base = {"model": "router-hybrid", "messages": [{"role": "user", "content": "hi"}]}
     assert ChatCompletionRequest.model_validate({**base, "seed": MAX_SEED}).seed == 2**63 - 1

@@ -187,6 +187,26 @@ def test_threshold_in_model_name_moves_the_decision(client: httpx.Client) -> Non
     assert above.json()["data"][0]["use_large"] is True
 
 
+def test_cost_and_budget_rules_on_two_model_routers(client: httpx.Client) -> None:
+    """router-X:budget= / :cost= (the N-model rules on the pair, routers/nmodel/pair.py) at the app's prices,
+    for a router scored in the ingress and one in its own deployment, over HTTP and with the openai client."""
+    from openai import OpenAI
+
+    forced = client.post("/v1/route", json={"model": "router-hybrid:budget=1e-12", "query": QUERY}).json()["data"][0]
+    assert forced["model_key"] == "small" and forced["threshold"] is None and forced["rule"] == "budget=1e-12"
+    assert [c["model_key"] for c in forced["candidates"]] == ["small", "large"]
+    assert forced["candidates"][1]["cost"] > forced["candidates"][0]["cost"] > 0
+    assert forced["candidates"][0]["quality"] == forced["score"] and forced["candidates"][1]["quality"] == 1.0
+    quality_only = client.post("/v1/route", json={"model": "router-bert:cost=0", "query": QUERY}).json()["data"][0]
+    assert quality_only["model_key"] == "large" and quality_only["cost_weight"] == 0.0
+    openai_client = OpenAI(base_url=f"{client.base_url}/v1", api_key="unused", max_retries=0)
+    completion = openai_client.chat.completions.create(model="router-blend:cost=1e9", max_tokens=4,
+                                                       messages=[{"role": "user", "content": QUERY}])
+    routing = completion.model_extra["routing"]
+    assert routing["rule"] == "cost=1e+09" and routing["use_large"] is False
+    assert completion.model == routing["model"] == "smollm2-135m-instruct"
+
+
 def test_automix_decision_follows_its_verification_score(client: httpx.Client) -> None:
     from routers.automix.router import AutomixRouter
 

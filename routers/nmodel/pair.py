@@ -11,7 +11,8 @@ so a rule that names a threshold decides as ``Router.aroute_many`` always has:
   ``router-<name>-<theta>`` (:func:`routellm_threshold`);
 * ``cost=L``, the N-model rule, on (s, 1) and each call's USD cost: small iff
   ``s - L c_small >= 1 - L c_large``, that is iff s >= 1 - L (c_large - c_small);
-* ``budget=USD``: the large model (quality 1 >= s) whenever its call fits the budget, else the small one.
+* ``budget=USD``: the large model (quality 1 >= s) whenever its call fits the budget, else the small one
+  (its threshold is -inf: no score keeps it from the small model).
 
 Because each rule is a threshold per query, a defended embedding router still embeds a query's halves only
 where they can change the decision.
@@ -71,6 +72,24 @@ def routellm_threshold(kind: str, theta: float) -> float:
     return 1.0 - theta if kind == "random" else float(np.nextafter(1.0 - theta, np.inf))
 
 
+def priced_thresholds(rule: CostRule | BudgetRule, costs: np.ndarray) -> np.ndarray:
+    """The per-query thresholds of the rules that weigh each call's USD cost, from (c_small, c_large) rows.
+
+    ``cost=L``: small iff s - L c_small >= 1 - L c_large. ``budget=B``: the large model, whose predicted
+    quality (1) is the higher, whenever its call fits; the small one (threshold -inf) otherwise."""
+    costs = np.asarray(costs, dtype=np.float64).reshape(-1, 2)
+    if isinstance(rule, CostRule):
+        return REFERENCE_QUALITY - rule.weight * (costs[:, 1] - costs[:, 0])
+    return np.where(costs[:, 1] <= rule.usd, REFERENCE_QUALITY, -np.inf)
+
+
+def pair_candidates(decision: RouteDecision, models: Sequence[str], costs: Sequence[float]) -> list[CandidateEstimate]:
+    """Both candidates of a two-model decision as the N-model contract reports them: (s, 1) and their costs."""
+    score = np.nan if decision.score is None else float(decision.score)
+    return [CandidateEstimate(model=m, quality=q, cost=float(c))
+            for m, q, c in zip(models, (score, REFERENCE_QUALITY), costs, strict=True)]
+
+
 class PairRouter:
     """A two-model ``Router`` through the N-model contract: ``models`` (small, large), ``estimate_costs``,
     per-candidate ``predicted quality`` in every decision, and the N-model rules plus the threshold ones."""
@@ -106,10 +125,7 @@ class PairRouter:
             return np.full(n, threshold_for_large_share(scores, rule.share))
         if isinstance(rule, QualityRule):
             return np.full(n, self.router.threshold_for_quality(rule.ratio, rule.confidence).threshold)
-        if isinstance(rule, CostRule):
-            return REFERENCE_QUALITY - rule.weight * (costs[:, 1] - costs[:, 0])
-        # budget: the large model whenever it fits (it predicts the higher quality), else the cheaper small one
-        return np.where(costs[:, 1] <= rule.usd, np.inf, -np.inf)
+        return priced_thresholds(rule, costs)
 
     async def aroute_many(self, queries: Sequence[str], engines: Engines,
                           rule: str | PairRule | None = None) -> list[RouteDecision]:
@@ -120,10 +136,6 @@ class PairRouter:
         costs = self.estimate_costs(queries)
         thresholds = self.thresholds(parsed, costs)
         decisions = await self.router.aroute_many(queries, engines, [float(t) for t in thresholds])
-        out = []
-        for decision, row in zip(decisions, costs, strict=True):
-            score = np.nan if decision.score is None else float(decision.score)
-            candidates = [CandidateEstimate(model=m, quality=q, cost=float(c))
-                          for m, q, c in zip(self.models, (score, REFERENCE_QUALITY), row, strict=True)]
-            out.append(decision.model_copy(update={"candidates": candidates, "rule": parsed.text()}))
-        return out
+        return [decision.model_copy(update={"candidates": pair_candidates(decision, self.models, row),
+                                            "rule": parsed.text()})
+                for decision, row in zip(decisions, costs, strict=True)]
