@@ -106,6 +106,9 @@ class RouteDecision(StrictModel):
     usage: list[ModelUsage] = Field(default_factory=list)
     candidates: list[CandidateEstimate] = Field(default_factory=list)
     rule: str | None = None
+    #: the serving app's model key, where the router names one itself (a policy map sending a label to any of
+    #: the app's N models); None: the app maps the decision's small/large side onto its pair
+    app_model: str | None = None
 
     def to_dict(self, score_key: str = "router_score") -> dict[str, Any]:
         out: dict[str, Any] = {"query": self.query, "model_name": self.model_name}

@@ -73,7 +73,7 @@ def build_app(args: dict[str, Any] | AppConfig) -> Application:
     if config.routers.policy is not None:
         spec_p = config.routers.policy
         policy = PolicyRouterDeployment.options(**_options(spec_p.deployment, "PolicyRouter")).bind(
-            spec_p.artifact, spec_p.engine, None, spec_p.policy_map)
+            spec_p.artifact, spec_p.engine, None, spec_p.policy_map, list(config.models))
     bert = None
     if config.routers.bert is not None:
         spec_b = config.routers.bert

@@ -41,6 +41,7 @@ from serve_app.adapters import (
     AnswerModelChat,
     DeploymentEmbedder,
     HostedRouter,
+    RouterUnavailable,
     router_step,
 )
 from serve_app.answer_clients import AnswerClient
@@ -294,8 +295,16 @@ class Pipelines:
         return self.thresholds.get(kind) if threshold is None else threshold
 
     def routing_for(self, kind: str, decision: RouteDecision) -> Routing:
-        model_key = self.config.large_model if decision.use_large else self.config.small_model
-        return Routing.decided(kind, decision, model_key, self.served_name(model_key), self.role_keys())
+        if decision.app_model is None:
+            model_key = self.config.large_model if decision.use_large else self.config.small_model
+            return Routing.decided(kind, decision, model_key, self.served_name(model_key), self.role_keys())
+        # the router named one of the app's models itself (a policy map over N models)
+        if decision.app_model not in self.config.models:
+            raise RouterUnavailable(f"{kind} router chose {decision.app_model!r}, which this app does not serve")
+        routing = Routing.decided(kind, decision, decision.app_model, self.served_name(decision.app_model),
+                                  self.role_keys())
+        routing.use_large = decision.app_model == self.config.large_model
+        return routing
 
     def served_name(self, model_key: str) -> str:
         return self.config.models[model_key].public_name()

@@ -38,6 +38,9 @@ class FakeRouter:
     def reload_policy_map(self, path: str) -> None:
         self.policy_map = path
 
+    def serve_app_models(self, keys: list[str]) -> None:
+        self.app_models = list(keys)
+
 
 class FakeRouterClass:
     @staticmethod

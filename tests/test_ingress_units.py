@@ -254,6 +254,21 @@ def test_cost_and_budget_on_a_two_model_router_price_the_apps_models() -> None:
     assert routing.model_key == "small" and routing.info["cost_weight"] == 1e9
 
 
+def test_a_decision_naming_one_of_the_apps_models_is_answered_by_it() -> None:
+    from routers.base import RouteDecision
+
+    three = config(models={key: {"engine": {"model": f"org/{key}"}} for key in ("small", "medium", "large")})
+    pipelines = Pipelines(three, {}, None, None, None)
+    medium = RouteDecision(query="q", model_name="medium", app_model="medium", reason="policy map -> medium",
+                           extra={"policy": "Ambiguous_Query"})
+    routing = pipelines.routing_for("policy", medium)
+    assert routing.model_key == "medium" and routing.use_large is False and routing.info["policy"] == "Ambiguous_Query"
+    large = pipelines.routing_for("policy", medium.model_copy(update={"app_model": "large"}))
+    assert large.model_key == "large" and large.use_large is True
+    with pytest.raises(RouterUnavailable, match="'huge', which this app does not serve"):
+        pipelines.routing_for("policy", medium.model_copy(update={"app_model": "huge"}))
+
+
 def test_seed_is_bounded_to_int64() -> None:
     base = {"model": "router-hybrid", "messages": [{"role": "user", "content": "hi"}]}
     assert ChatCompletionRequest.model_validate({**base, "seed": MAX_SEED}).seed == 2**63 - 1

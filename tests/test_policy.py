@@ -157,6 +157,23 @@ def test_decisions_follow_the_policy_map(tmp_path: Path) -> None:
         router.decide_from_generation("q", "Standard_Query")
 
 
+def test_the_policy_map_may_name_any_of_the_apps_models(tmp_path: Path) -> None:
+    router = PolicyRouter({}, dataset().llm_data)
+    router.resolve_pair(dataset())
+    path = tmp_path / "map.json"
+    path.write_text(json.dumps({"Standard_Query": "small", "Complex_Query": "medium", "Ambiguous_Query": "large"}))
+    router.reload_policy_map(str(path))
+    router.serve_app_models(["small", "medium", "large"])
+    chosen = router.decide_from_generation("q", "Complex_Query")
+    assert chosen.app_model == chosen.model_name == "medium" and chosen.use_large is None
+    standard = router.decide_from_generation("q", "Standard_Query")  # a role still names the pair's side
+    assert standard.app_model is None and standard.use_large is False and standard.model_name == SMALL
+    path.write_text(json.dumps({"Standard_Query": "small", "Complex_Query": "huge", "Ambiguous_Query": "small"}))
+    router.reload_policy_map(str(path))
+    with pytest.raises(ConfigError, match=r"'huge'.*the app's models \['large', 'medium', 'small'\]"):
+        router.serve_app_models(["small", "medium", "large"])  # checked at load, not at the first query
+
+
 @pytest.mark.slow
 def test_sft_then_dpo_trains_saves_and_routes(tiny_gemma: Path, tmp_path: Path) -> None:
     from routers.evaluation import evaluate_router

@@ -11,12 +11,12 @@ import httpx
 import pytest
 import yaml
 
-from tests.serve_helpers import ROOT, ask, default_app_args, free_port, start_serve, stop_serve
+from tests.serve_helpers import ROOT, ask, default_app_args, deploy_config, free_port, start_serve, stop_serve
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 CONFIG = "configs/serve_multi.yaml"
 NEEDED = ["models/smollm2-135m-instruct", "models/gemma-3-270m", "models/all-minilm-l6-v2",
-          "artifacts/nmodel_mlp_llmrouter/router.json"]
+          "artifacts/nmodel_mlp_llmrouter/router.json", "artifacts/policy_router/router.json"]
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def served() -> Iterator[str]:
     missing = [p for p in NEEDED if not (ROOT / p).exists()]
     if missing:
         pytest.skip(f"run `bash scripts/setup.sh` first; missing: {missing}")
-    url = start_serve(default_app_args(CONFIG), free_port(), num_cpus=2)
+    url = start_serve(default_app_args(CONFIG), free_port(), num_cpus=2, declarative=True)
     try:
         yield url
     finally:
@@ -76,3 +76,27 @@ def test_chat_route_and_models_through_the_n_model_router(served: str, openai_cl
 
     bad = httpx.post(f"{served}/v1/route", json={"model": "router-nmodel:share=2", "query": "hi"}, timeout=60)
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "model"
+
+
+def test_the_policy_router_sends_each_label_to_the_model_its_map_names(served: str, tmp_path: Any) -> None:
+    """configs/policy_map_multi.json names all three app models (Ambiguous -> medium): the routing object's
+    model is the map's for the label the Gemma router wrote; a map edited to send every label to ``medium``
+    (hot swap, no restart) sends every query there."""
+    import json
+
+    queries = ["What is 2 + 2?", "Prove that there are infinitely many primes.", "it",
+               "Write a Python function that merges two sorted lists.", "Tell me about that thing."]
+
+    def route() -> list[dict[str, Any]]:
+        routed = httpx.post(f"{served}/v1/route", json={"model": "router-policy", "queries": queries}, timeout=300)
+        assert routed.status_code == 200, routed.text
+        return routed.json()["data"]
+
+    policy_map = json.loads((ROOT / "configs/policy_map_multi.json").read_text())
+    for item in route():
+        expected = policy_map[item["policy"]]
+        assert item["model_key"] == expected and item["use_large"] == (expected == "large"), item
+    everything_medium = tmp_path / "medium.json"
+    everything_medium.write_text(json.dumps({label: "medium" for label in policy_map}))
+    deploy_config(default_app_args(CONFIG), {"PolicyRouter": {"policy_map": str(everything_medium)}})
+    assert {(item["model_key"], item["model"]) for item in route()} == {("medium", "gemma-3-270m")}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,8 @@ class PolicyRouter(GenerativeRouter):
     def __init__(self, config: Any = None, llm_data: Any = None) -> None:
         super().__init__(config, llm_data)
         self.policy_map: PolicyMap = DEFAULT_POLICY_MAP
+        #: the serving app's model keys the policy map may name besides the roles and llm_data's models
+        self.app_models: frozenset[str] = frozenset()
         if self.config.policy_map_path:
             self.policy_map = load_policy_map(resolve_path(self.config.policy_map_path))
         self.held_out: list[Any] = []
@@ -78,15 +80,26 @@ class PolicyRouter(GenerativeRouter):
             raise ConfigError("no policy map to reload: pass a path or set policy_map_path")
         self.policy_map = load_policy_map(resolve_path(source))
 
-    def target_for(self, policy: PolicyLabel) -> tuple[str, bool]:
-        """(model name, use_large) of a policy under the current map."""
+    def serve_app_models(self, keys: Collection[str]) -> None:
+        """Let the policy map name any of the serving app's models by key (an N-model app), and check that
+        every label's target is a role, a model of llm_data or one of these: a bad map fails here, at load."""
+        self.app_models = frozenset(keys)
+        for label in LABELS:
+            self.target_for(label)
+
+    def target_for(self, policy: PolicyLabel) -> tuple[str, bool | None]:
+        """(model name, use_large) of a policy under the current map; use_large is None for one of the app's
+        models named by key (``serve_app_models``), which is neither side of the pair."""
         pair = self.require_pair()
         target = self.policy_map.target(policy)
         if target in ("small", "large"):
             return pair.name_for(target == "large"), target == "large"
+        if target in self.app_models:
+            return target, None
         if self.llm_data and target not in self.llm_data:
+            apps = f" or the app's models {sorted(self.app_models)}" if self.app_models else ""
             raise ConfigError(f"policy map sends {policy.value} to {target!r}, which is not in llm_data "
-                              f"{sorted(self.llm_data)}")
+                              f"{sorted(self.llm_data)}{apps}")
         return target, target != pair.small
 
     def small_policies(self) -> list[PolicyLabel]:
@@ -124,6 +137,7 @@ class PolicyRouter(GenerativeRouter):
         how = "wrote" if parsed.ok else f"could not be parsed ({text.strip()[:40]!r}); default"
         return RouteDecision(
             query=query, model_name=model, use_large=use_large,
+            app_model=model if use_large is None else None,
             reason=f"router model {how} policy {parsed.policy.value} -> policy map -> {model}",
             cost=self.estimate_cost(model, query),
             extra={"policy": parsed.policy.value, "policy_parse_method": parsed.method, "generated": text},

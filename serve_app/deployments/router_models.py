@@ -192,9 +192,16 @@ class PolicyRouterDeployment(_GenerativeRouterModel):
     deployment_name = "PolicyRouter"
     user_config_keys = frozenset({"artifact", "policy_map", "batching"})
 
+    def __init__(self, artifact: str, engine: dict[str, Any] | None, batching: dict[str, Any] | None = None,
+                 policy_map: str | None = None, app_models: list[str] | None = None) -> None:
+        #: the app's model keys, which the policy map may name (any of N); a map naming another model fails the load
+        self.app_models = list(app_models or [])
+        super().__init__(artifact, engine, batching, policy_map)
+
     def apply_policy_map(self, router: PolicyRouter, policy_map: str | None) -> None:
         if policy_map is not None:
             router.reload_policy_map(policy_map)
+        router.serve_app_models(self.app_models)
 
 
 @serve.deployment(name="BertRouter")
