@@ -5,8 +5,6 @@ names), and cost= / budget= are the N-model rules on (s, 1)."""
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +12,11 @@ import pytest
 
 from routers.base import read_artifact_manifest
 from routers.engines import EmbedderConfig, Engines, build_embedder
-from routers.engines.base import Embedder
 from routers.errors import ConfigError
 from routers.nmodel.pair import PairRouter, ThresholdRule, parse_pair_rule, routellm_threshold
 from routers.registry import router_class
 from routers.selection import CostRule, ShareRule, select
+from tests.shipped_routing import Memo, sample_test_split
 
 ROOT = Path(__file__).resolve().parents[1]
 MINILM = ROOT / "models" / "all-minilm-l6-v2"
@@ -62,20 +60,6 @@ needs_minilm = pytest.mark.skipif(not (MINILM / "model.safetensors").exists(),
                                   reason="models/all-minilm-l6-v2 missing: run bash scripts/setup.sh")
 
 
-class Memo(Embedder):
-    """Each text embedded once, whichever router asks."""
-
-    def __init__(self, inner: Embedder) -> None:
-        self.inner, self.dim, self.model_name = inner, inner.dim, inner.model_name
-        self.vectors: dict[str, np.ndarray] = {}
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        missing = [t for t in dict.fromkeys(texts) if t not in self.vectors]
-        if missing:
-            self.vectors.update(zip(missing, self.inner.embed(missing), strict=True))
-        return np.stack([self.vectors[t] for t in texts])
-
-
 @pytest.fixture(scope="module")
 def engines() -> Engines:
     return Engines(embedder=Memo(build_embedder(EmbedderConfig(model=str(MINILM), backend="onnx", num_threads=2))))
@@ -83,15 +67,7 @@ def engines() -> Engines:
 
 @pytest.fixture(scope="module")
 def queries() -> list[str]:
-    from routers.data.location import data_dir
-
-    seen: dict[str, None] = {}
-    for name in ("mmlu_test.jsonl", "gsm8k_test.jsonl"):
-        with open(data_dir() / name) as f:
-            for line in f:
-                seen.setdefault(json.loads(line)["query"], None)
-    pool = list(seen)
-    return [pool[i] for i in np.random.default_rng(1).choice(len(pool), size=160, replace=False)]
+    return sample_test_split(160, seed=1)
 
 
 def load(name: str):

@@ -16,6 +16,7 @@ from routers.engines import EmbedderConfig, Engines, build_embedder
 from routers.engines.base import Embedder
 from routers.engines.batching import BatchingEmbedder, VectorCache, length_buckets, pad_token_ids
 from routers.errors import EngineError
+from tests.shipped_routing import Memo, sample_test_split
 
 ROOT = Path(__file__).resolve().parents[1]
 MINILM = ROOT / "models" / "all-minilm-l6-v2"
@@ -214,34 +215,6 @@ def test_onnx_refuses_a_gpu_device() -> None:
         build_embedder(EmbedderConfig(model=str(MINILM), backend="onnx", device="cuda"))
 
 
-def _test_split_sample(count: int = 400) -> list[str]:
-    """``count`` queries of the test split, drawn at a fixed seed (the whole split, with every shipped router,
-    runs in ``bench/route_throughput.py --runtimes``)."""
-    from routers.data.location import data_dir
-
-    seen: dict[str, None] = {}
-    for name in ("mmlu_test.jsonl", "gsm8k_test.jsonl"):
-        with open(data_dir() / name) as f:
-            for line in f:
-                seen.setdefault(json.loads(line)["query"], None)
-    queries = list(seen)
-    return [queries[i] for i in np.random.default_rng(0).choice(len(queries), size=count, replace=False)]
-
-
-class Memo(Embedder):
-    """Each text embedded once per runtime, whichever router asks (whole queries and defence windows)."""
-
-    def __init__(self, inner: Embedder) -> None:
-        self.inner, self.dim, self.model_name = inner, inner.dim, inner.model_name
-        self.vectors: dict[str, np.ndarray] = {}
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        missing = [t for t in dict.fromkeys(texts) if t not in self.vectors]
-        if missing:
-            self.vectors.update(zip(missing, self.inner.embed(missing), strict=True))
-        return np.stack([self.vectors[t] for t in texts])
-
-
 SHIPPED = ["hybrid_llm", "hybrid_llm_defended", "blend", "blend_defended", "mf", "domain_prior"]
 
 
@@ -251,7 +224,7 @@ def test_onnx_decides_exactly_as_transformers_on_test_queries(embedders: tuple[E
     from routers.base import read_artifact_manifest
     from routers.registry import router_class
 
-    queries = _test_split_sample()
+    queries = sample_test_split(400)  # the whole split runs in bench/route_throughput.py --runtimes
     reference, onnx = (Memo(e) for e in embedders)
     for name in SHIPPED:
         directory = ROOT / "artifacts" / name
