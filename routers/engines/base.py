@@ -144,7 +144,6 @@ class EmbedderConfig(EngineConfigBase):
         default=True, description="Longformer: global attention on the first (<s>/CLS) token"
     )
 
-
     @model_validator(mode="after")
     def _lanes_need_onnx(self) -> EmbedderConfig:
         if self.lanes > 1 and self.backend != "onnx":
