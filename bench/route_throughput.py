@@ -17,6 +17,9 @@ One run, side by side (these machines are noisy: compare the ratios, which share
    every request must come back 200 (anything else is counted and fails the run). With
    ``--compare-placement`` the app is redeployed with the embedder in a deployment of its own
    (``embedder.placement: deployment``) and ``router-hybrid`` measured again: what the extra hop costs.
+   With ``--direct-ingress`` Ray starts with its experimental ``RAY_SERVE_ENABLE_DIRECT_INGRESS=1``: the
+   ingress replica also serves HTTP on a port of its own (30000 up), and the shipped rows and
+   ``router-random`` are measured again there, without the proxy hop, on the same replicas.
    With ``--compare-lanes`` it is redeployed with the embedder's ``lanes: 1`` (one multi-thread ONNX
    session for every call) and the default router measured again: what running queries side by side buys.
 
@@ -25,7 +28,8 @@ with the defence on, at least 0.75; p50 at 1 client at most 1.5x one plain forwa
 ``bench/out/route_throughput.json``.
 
     python bench/route_throughput.py [--clients 1 16 64] [--requests 64 320 512] [--runtimes]
-        [--compare-placement] [--compare-lanes] [--config serve_config.yaml] [--threads 2] [--skip-served]
+        [--compare-placement] [--compare-lanes] [--direct-ingress] [--config serve_config.yaml] [--threads 2]
+        [--skip-served]
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -222,9 +227,24 @@ async def route_load(base: str, model: str, queries: list[str], clients: int) ->
 def take_no_priority_over_the_server() -> None:
     """Run the load generator at the niceness Ray gives its workers (``RAY_worker_niceness``, 15 by
     default), so that on a shared CPU it does not take cores from the proxy and the ingress it measures."""
-    import os
 
     os.nice(max(0, int(os.environ.get("RAY_worker_niceness", "15")) - os.nice(0)))
+
+
+def direct_ingress_url() -> str:
+    """With ``RAY_SERVE_ENABLE_DIRECT_INGRESS=1`` (Ray 2.60, experimental) each ingress replica serves HTTP
+    itself on a port from ``RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT`` (30000) up: the first that answers."""
+    import httpx
+
+    low = int(os.environ.get("RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT", "30000"))
+    for port in range(low, low + 32):
+        url = f"http://127.0.0.1:{port}"
+        try:
+            if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
+                return url
+        except httpx.HTTPError:
+            continue
+    raise SystemExit(f"--direct-ingress: no ingress replica answers on ports {low}-{low + 31}")
 
 
 def served_rows(args: argparse.Namespace, queries: list[str]) -> list[dict[str, Any]]:
@@ -238,14 +258,14 @@ def served_rows(args: argparse.Namespace, queries: list[str]) -> list[dict[str, 
     rows: list[dict[str, Any]] = []
     offset = 0
 
-    def run(variant: str, model: str, clients: int, count: int) -> None:
+    def run(variant: str, model: str, clients: int, count: int, url: str = base) -> None:
         nonlocal offset
         warm_up, batch = queries[offset: offset + 8], queries[offset + 8: offset + 8 + count]
         if len(batch) < count:
             raise SystemExit(f"only {len(queries)} distinct queries; ask for fewer --requests")
         offset += 8 + count
-        asyncio.run(route_load(base, model, warm_up, min(clients, 8)))
-        result = asyncio.run(route_load(base, model, batch, clients))
+        asyncio.run(route_load(url, model, warm_up, min(clients, 8)))
+        result = asyncio.run(route_load(url, model, batch, clients))
         rows.append({"variant": variant, "model": model, "clients": clients, **result})
         print(json.dumps(rows[-1]), flush=True)
 
@@ -258,6 +278,13 @@ def served_rows(args: argparse.Namespace, queries: list[str]) -> list[dict[str, 
             for model in ("router", "router-hybrid"):
                 for clients, count in zip(args.clients, args.requests, strict=True):
                     run(variant, model, clients, count)
+            if args.direct_ingress and not user_config:
+                # the same replicas, asked on the port the ingress replica serves itself: no proxy hop
+                direct = direct_ingress_url()
+                for model in ("router", "router-hybrid", "router-random"):
+                    for clients, count in zip(args.clients, args.requests, strict=True):
+                        label = "no embedding" if model == "router-random" else variant
+                        run(f"{label}, direct ingress", model, clients, count, direct)
         for clients, count in zip(args.clients, args.requests, strict=True):
             run("no embedding", "router-random", clients, count)
         lanes = app_args["embedder"]["engine"].get("lanes", 1)
@@ -299,17 +326,20 @@ def print_table(limit: dict[str, Any], runtimes: list[dict[str, Any]], served: l
 
 
 def goals(limit: dict[str, Any], served: list[dict[str, Any]]) -> dict[str, Any]:
-    shipped = [r for r in served if r["variant"].startswith("defence on")]
+    """The issue's two ratios for the shipped app (defence on), through Serve's proxy and, where measured,
+    through direct ingress."""
     out = {}
-    for model in ("router", "router-hybrid"):
-        at16 = [r for r in shipped if r["model"] == model and r["clients"] == 16]
-        at1 = [r for r in shipped if r["model"] == model and r["clients"] == 1]
-        if at16:
-            ratio = at16[0]["rps"] / limit["qps"]
-            out[f"{model}: req/s at 16 clients / plain limit (goal >= 0.75)"] = round(ratio, 3)
-        if at1:
-            ratio = at1[0]["p50_ms"] / limit["p50_ms"]
-            out[f"{model}: p50 at 1 client / plain forward (goal <= 1.5)"] = round(ratio, 3)
+    for variant, suffix in (("defence on (shipped)", ""), ("defence on (shipped), direct ingress", ", direct ingress")):
+        shipped = [r for r in served if r["variant"] == variant]
+        for model in ("router", "router-hybrid"):
+            at16 = [r for r in shipped if r["model"] == model and r["clients"] == 16]
+            at1 = [r for r in shipped if r["model"] == model and r["clients"] == 1]
+            if at16:
+                ratio = at16[0]["rps"] / limit["qps"]
+                out[f"{model}{suffix}: req/s at 16 clients / plain limit (goal >= 0.75)"] = round(ratio, 3)
+            if at1:
+                ratio = at1[0]["p50_ms"] / limit["p50_ms"]
+                out[f"{model}{suffix}: p50 at 1 client / plain forward (goal <= 1.5)"] = round(ratio, 3)
     return out
 
 
@@ -325,6 +355,9 @@ def main() -> int:
     parser.add_argument("--skip-served", action="store_true")
     parser.add_argument("--compare-placement", action="store_true",
                         help="also redeploy with embedder.placement: deployment (the extra hop's cost)")
+    parser.add_argument("--direct-ingress", action="store_true",
+                        help="also measure the shipped app without Serve's proxy: Ray's experimental "
+                        "RAY_SERVE_ENABLE_DIRECT_INGRESS=1, the ingress replica serving HTTP on its own port")
     parser.add_argument("--compare-lanes", action="store_true",
                         help="also redeploy with the embedder's lanes: 1 (one multi-thread session)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "route_throughput.json")
@@ -332,6 +365,8 @@ def main() -> int:
     if len(args.clients) != len(args.requests):
         parser.error("--clients and --requests need as many values each")
 
+    if args.direct_ingress:  # read by Ray's processes as they start: set before Ray does
+        os.environ["RAY_SERVE_ENABLE_DIRECT_INGRESS"] = "1"
     queries = load_queries()
     limit_queries, served_queries = queries[: args.limit_queries], queries[args.limit_queries:]
     limit = plain_torch_limit(limit_queries, args.threads)
