@@ -39,6 +39,8 @@ class FakeRouter:
         self.policy_map = path
 
     def serve_app_models(self, keys: list[str]) -> None:
+        if self.policy_map is not None and Path(self.policy_map).name == "unknown-model.json":
+            raise ConfigError("policy map sends Complex_Query to 'huge', which is not among the app's models")
         self.app_models = list(keys)
 
 
@@ -102,3 +104,14 @@ def test_policy_map_override_is_reloaded_and_reverted(events: list[str], tmp_pat
     assert events == ["build model-art-a"]  # same router model: the engine is kept
     policy.reconfigure({})
     assert policy.router.policy_map is None
+
+
+def test_a_policy_map_naming_a_model_the_app_lacks_fails_the_swap_and_keeps_the_old_map(
+        events: list[str], tmp_path: Path) -> None:
+    (tmp_path / "unknown-model.json").write_text("{}")
+    policy = deployment(router_models.PolicyRouterDeployment, "art-a", None, None, "map.json",
+                        ["small", "medium", "large"])
+    assert policy.router.app_models == ["small", "medium", "large"]
+    with pytest.raises(ConfigError, match="'huge'"):
+        policy.reconfigure({"policy_map": "unknown-model.json"})
+    assert policy.router.policy_map == str(tmp_path / "map.json") and policy.policy_map.endswith("map.json")
