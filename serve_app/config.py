@@ -168,7 +168,8 @@ class AnswerModelSpec(StrictModel):
         assert self.engine is not None
         return Path(self.engine.model.rstrip("/")).name
 
-    def call_cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+    def call_cost(self, prompt_tokens: Any, completion_tokens: Any) -> Any:
+        """USD of a call (per-1M-token prices); numbers or numpy arrays of token counts alike."""
         return (prompt_tokens * self.input_price + completion_tokens * self.output_price) / 1e6
 
     def capabilities_resolved(self) -> Capabilities:

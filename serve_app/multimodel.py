@@ -38,7 +38,7 @@ from routers.selection import (
     pick_within_budget,
     resolve_weight,
 )
-from serve_app.config import AppConfig, MultiModelRouterSpec
+from serve_app.config import AnswerModelSpec, AppConfig, MultiModelRouterSpec
 
 Rule = DefaultRule | CostRule | QualityRule | BudgetRule | ShareRule
 
@@ -66,6 +66,13 @@ def calibration_prompt_tokens(router: MultiModelRouter) -> np.ndarray | None:
                       0.0)
 
 
+def call_costs(specs: Sequence[AnswerModelSpec], prompt_tokens: np.ndarray, completion_tokens: int) -> np.ndarray:
+    """USD per call of each model in ``specs`` for each query, (n, k): each model's ``call_cost`` at the
+    query's prompt tokens and ``completion_tokens``."""
+    tokens = np.asarray(prompt_tokens, dtype=np.float64)
+    return np.column_stack([spec.call_cost(tokens, completion_tokens) for spec in specs]).reshape(len(tokens), -1)
+
+
 class ServedMultiModelRouter:
     """One ``routers.multimodel`` entry: the library router, its candidates as app models, the app's prices."""
 
@@ -79,8 +86,7 @@ class ServedMultiModelRouter:
         self.columns = np.array([self.router.models.index(m) for m in self.data_models], dtype=np.int64)
         self.model_keys = [spec.model_map[m] for m in self.data_models]
         specs = [config.models[key] for key in self.model_keys]
-        self.input_price = np.array([s.input_price for s in specs], dtype=np.float64)
-        self.output_price = np.array([s.output_price for s in specs], dtype=np.float64)
+        self.specs = specs
         self.served = {key: s.public_name() for key, s in zip(self.model_keys, specs, strict=True)}
         self.default_rule: Rule = parse_rule(spec.rule)
         self.calibration = self.repriced_calibration()
@@ -90,8 +96,7 @@ class ServedMultiModelRouter:
     # --- costs -------------------------------------------------------------------------------------------
     def price(self, prompt_tokens: np.ndarray) -> np.ndarray:
         """USD per call of every candidate, (n, k), at ``prompt_tokens`` and ``completion_tokens``."""
-        tokens = np.asarray(prompt_tokens, dtype=np.float64)[:, None]
-        return (tokens * self.input_price[None, :] + self.spec.completion_tokens * self.output_price[None, :]) / 1e6
+        return call_costs(self.specs, prompt_tokens, self.spec.completion_tokens)
 
     def costs(self, queries: Sequence[str]) -> np.ndarray:
         return self.price(np.array([estimate_tokens(q) for q in queries], dtype=np.float64))

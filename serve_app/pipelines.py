@@ -48,7 +48,7 @@ from serve_app.answer_clients import AnswerClient
 from serve_app.answers import RETRY_AFTER
 from serve_app.api import ApiError, RouterChoice
 from serve_app.config import ROUTER_KINDS, AppConfig, EmbeddingRouterSpec
-from serve_app.multimodel import ServedMultiModelRouter, load_multimodel_routers
+from serve_app.multimodel import ServedMultiModelRouter, call_costs, load_multimodel_routers
 from serve_app.routing import Routing, ThresholdChoice
 
 Messages = list[dict[str, str]]
@@ -245,10 +245,7 @@ class Pipelines:
         """USD per call of the app's small and large models for each query, (n, 2), at their configured prices:
         the query's estimated tokens in, ``completion_tokens`` out."""
         specs = [self.config.models[self.config.small_model], self.config.models[self.config.large_model]]
-        prompt = np.array([estimate_tokens(q) for q in queries], dtype=np.float64)[:, None]
-        price_in = np.array([spec.input_price for spec in specs], dtype=np.float64)[None, :]
-        price_out = np.array([spec.output_price for spec in specs], dtype=np.float64)[None, :]
-        return (prompt * price_in + completion_tokens * price_out) / 1e6
+        return call_costs(specs, np.array([estimate_tokens(q) for q in queries]), completion_tokens)
 
     def priced_pair(self, rule: str, queries: list[str], completion_tokens: int) -> tuple[np.ndarray, np.ndarray]:
         """Each query's (c_small, c_large) and the threshold ``rule`` (cost= / budget=, checked by the API)
