@@ -4,6 +4,12 @@ cost, with task-cluster bootstrap intervals, fit and route time; one PNG with th
     python bench/multimodel_eval.py                         # both pools, every N-model router, 1000 resamples
     python bench/multimodel_eval.py --pools routerbench --routers nmodel_knn,nmodel_single --resamples 200
     python bench/multimodel_eval.py --leave-tasks-out 5     # llmrouter's 14 tasks dealt into 5 folds as well
+    python bench/multimodel_eval.py --pools llmrouter --routers nmodel_causal,nmodel_blend,nmodel_single \
+        --png bench/out/causal_curves.png --json-out bench/out/causal_eval.json   # the causal-LM router
+
+The default routers are the ones that fit in seconds to minutes on embeddings; ``nmodel_causal`` fine-tunes a
+135M LM (about 10 minutes on llmrouter's pool on 2 cores, mostly scoring every candidate's name), so it runs
+when named.
 
 Protocol: each router is fitted on the pool's train split (hyperparameters chosen by 5-fold AIQ inside it,
 folds stratified by task) and evaluated once on its test split (LLMRouter's: the 119 questions also in train
@@ -41,9 +47,10 @@ from routers.evaluation.multimodel import (
     evaluate_runs,
     plot_multimodel,
 )
+from routers.nmodel.base import FeatureRouter
 from routers.nmodel.evaluate import POOLS, fit_and_predict, leave_tasks_out, load_pool
 from routers.progress import log
-from routers.registry import multimodel_router_names
+from routers.registry import multimodel_router_class, multimodel_router_names
 
 PNG = ROOT / "bench" / "multimodel_curves.png"
 JSON_OUT = ROOT / "bench" / "out" / "multimodel_eval.json"
@@ -84,12 +91,19 @@ def evaluate(runs: list[RouterRun], data: MultiModelDataset, resamples: int, mod
                          seed=seed, mode=mode)
 
 
+def default_routers() -> list[str]:
+    """Every N-model router that learns from embeddings (or nothing): not the LM fine-tune."""
+    return [n for n in multimodel_router_names() if issubclass(multimodel_router_class(n), FeatureRouter)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pools", default=",".join(POOLS))
-    parser.add_argument("--routers", default=",".join(multimodel_router_names()))
+    parser.add_argument("--routers", default=",".join(default_routers()))
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--png", type=Path, default=PNG, help="where the curves go")
+    parser.add_argument("--json-out", type=Path, default=JSON_OUT, help="where the reports go")
     parser.add_argument("--leave-tasks-out", type=int, metavar="K",
                         help="also: llmrouter's tasks (train+test) dealt into K folds, out-of-fold predictions pooled")
     args = parser.parse_args()
@@ -125,10 +139,10 @@ def main() -> None:
             print(table(f"{pool_name}: leave tasks out, {args.leave_tasks_out} folds over "
                         f"{len(set(data.task_names))} tasks, {data.n_queries} queries", reports), "\n", flush=True)
             out[f"{pool_name}/leave_tasks_out"] = [r.model_dump(mode="json") for r in reports]
-    log(f"wrote {plot_multimodel(panels, PNG)}")
-    JSON_OUT.parent.mkdir(parents=True, exist_ok=True)
-    JSON_OUT.write_text(json.dumps(out, indent=1))
-    log(f"wrote {JSON_OUT}")
+    log(f"wrote {plot_multimodel(panels, args.png)}")
+    args.json_out.parent.mkdir(parents=True, exist_ok=True)
+    args.json_out.write_text(json.dumps(out, indent=1))
+    log(f"wrote {args.json_out}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ routers the same kind of engines a script does (``routers.engines.Engines``) and
   batcher; a list: one call);
 - ``AnswerModelChat``: a ``ChatModel`` over an answer model's client (our AnswerModel deployment or a Ray
   Serve LLM server), as AutoMix's small model;
+- ``DeploymentScorer``: a ``SequenceScorer`` over a router-LM deployment (the N-model causal-LM router's
+  model: log-probabilities of every candidate's name; one query: the deployment's batcher);
 - ``HostedRouter``: a router that lives in a deployment of its own with its model (causal-LM, policy,
   BERT): the deployment runs the library router's ``aroute_many``; this passes the request on and checks
   the typed decision that comes back.
@@ -24,7 +26,15 @@ import numpy as np
 from pydantic import TypeAdapter
 
 from routers.base import RouteContext, RouteDecision
-from routers.engines import AsyncEmbedder, ChatModel, Engines, GenerationResult, Messages, SamplingParams
+from routers.engines import (
+    AsyncEmbedder,
+    ChatModel,
+    Engines,
+    GenerationResult,
+    Messages,
+    SamplingParams,
+    SequenceScorer,
+)
 from serve_app.api import ApiError
 
 if TYPE_CHECKING:  # the answer clients use this module's helpers
@@ -84,6 +94,25 @@ class DeploymentEmbedder(AsyncEmbedder):
                 return np.asarray(vector, dtype=np.float32)[None, :]
             vectors = await with_timeout(self.handle.embed.remote(list(texts)), self.timeout_s, "embedder")
             return np.asarray(vectors, dtype=np.float32)
+
+
+class DeploymentScorer(SequenceScorer):
+    """``what`` names the step in failures ("causal_n router LM")."""
+
+    def __init__(self, handle: Any, timeout_s: float, what: str) -> None:
+        self.handle = handle
+        self.timeout_s = timeout_s
+        self.what = what
+
+    async def abatch_sequence_logprobs(self, prompts: Sequence[str], continuations: Sequence[str]) -> np.ndarray:
+        with router_step(self.what):
+            if len(prompts) == 1:  # concurrent requests share a forward pass in the deployment's batcher
+                row = await with_timeout(self.handle.score_one.remote(prompts[0], list(continuations)),
+                                         self.timeout_s, self.what)
+                return np.asarray(row, dtype=np.float64)[None, :]
+            rows = await with_timeout(self.handle.score.remote(list(prompts), list(continuations)),
+                                      self.timeout_s, self.what)
+            return np.asarray(rows, dtype=np.float64).reshape(len(prompts), len(continuations))
 
 
 class AnswerModelChat(ChatModel):

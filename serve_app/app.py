@@ -8,7 +8,9 @@ Deployment graph::
               │   (models with an ``endpoint`` have no deployment: the ingress calls their URL)
               ├── CausalLMRouter      (generates the best model's name)
               ├── PolicyRouter        (policy label -> policy map -> model)
-              └── BertRouter          (a fine-tuned encoder scores the query; RouteLLM's BERT router)
+              ├── BertRouter          (a fine-tuned encoder scores the query; RouteLLM's BERT router)
+              └── RouterLM-<name>     (an N-model causal-LM router's LM: every candidate's name log-prob;
+                                       the router decides in the ingress)
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from serve_app.config import AnswerModelSpec, AppConfig, DeploymentSettings, par
 from serve_app.deployments.answer_model import AnswerModelDeployment
 from serve_app.deployments.embedder import EmbedderDeployment
 from serve_app.deployments.llm_server import build_llm_server
+from serve_app.deployments.router_lm import RouterLMDeployment
 from serve_app.deployments.router_models import (
     BertRouterDeployment,
     CausalLMRouterDeployment,
     PolicyRouterDeployment,
 )
 from serve_app.ingress import RouterIngress
+from serve_app.multimodel import has_own_lm
 
 
 def _options(settings: DeploymentSettings, name: str, user_config: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -78,5 +82,8 @@ def build_app(args: dict[str, Any] | AppConfig) -> Application:
     if config.routers.bert is not None:
         spec_b = config.routers.bert
         bert = BertRouterDeployment.options(**_options(spec_b.deployment, "BertRouter")).bind(spec_b.artifact)
+    # N-model routers that score with their own LM: the LM in a deployment, the router in the ingress
+    router_lms = {name: RouterLMDeployment.options(**_options(spec.deployment, f"RouterLM-{name}")).bind(
+        name, spec.artifact, spec.engine) for name, spec in config.routers.multimodel.items() if has_own_lm(spec)}
     ingress = RouterIngress.options(**_options(config.ingress.deployment, "Ingress"))
-    return ingress.bind(config.model_dump(mode="json"), answer, embedder, causal, policy, bert)
+    return ingress.bind(config.model_dump(mode="json"), answer, embedder, causal, policy, bert, router_lms)

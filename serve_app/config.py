@@ -295,6 +295,18 @@ class MultiModelRouterSpec(StrictModel):
                       "cost=L, quality=R, budget=USD or share=S")
     completion_tokens: int = Field(default=128, ge=1, le=1_000_000,
                                    description="the answer length (tokens) each candidate is priced at")
+    engine: dict[str, Any] | None = Field(
+        default=None, description="a router with its own LM (nmodel_causal): GeneratorConfig fields over the "
+        "artifact's merged model (backend: vllm, tensor_parallel_size: 2)")
+    deployment: DeploymentSettings = Field(default_factory=DeploymentSettings,
+                                           description="a router with its own LM: its RouterLM deployment")
+
+    @field_validator("engine")
+    @classmethod
+    def _engine_fields_known(cls, engine: dict[str, Any] | None) -> dict[str, Any] | None:
+        if engine is not None:
+            GeneratorConfig.model_validate({"model": "placeholder", **engine})
+        return engine
 
     @field_validator("rule")
     @classmethod

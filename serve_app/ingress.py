@@ -110,7 +110,8 @@ def answer_body(answer: Answer, info: dict[str, Any], api: ApiKind) -> dict[str,
 @serve.ingress(app)
 class RouterIngress:
     def __init__(self, config: dict[str, Any], answer: dict[str, Any], embedder: Any | None = None,
-                 causal: Any | None = None, policy: Any | None = None, bert: Any | None = None) -> None:
+                 causal: Any | None = None, policy: Any | None = None, bert: Any | None = None,
+                 router_lms: dict[str, Any] | None = None) -> None:
         # The config the app was started with; user_config overrides always merge onto this one.
         self.base_config = AppConfig.model_validate(config)
         self.config = self.base_config
@@ -118,7 +119,7 @@ class RouterIngress:
         # models are Ray Serve LLM servers, the others our AnswerModel deployment): one interface.
         clients = {key: answer_client(key, spec, answer.get(key)) for key, spec in self.config.models.items()}
         self.metrics = RouterMetrics()
-        self.pipelines = Pipelines(self.config, clients, embedder, causal, policy, bert)
+        self.pipelines = Pipelines(self.config, clients, embedder, causal, policy, bert, router_lms)
         self.answers = Answers(self.config, clients, self.metrics)
         self.model_names = self.config.public_model_names()
         keys, key_ids = load_named_keys(self.config.auth)

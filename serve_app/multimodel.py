@@ -9,12 +9,17 @@ estimated prompt tokens plus ``output_price`` x ``completion_tokens`` (per 1M to
 ``share=``) use the artifact's selection calibration restricted to the mapped models and repriced the same way
 (each calibration query's prompt tokens are read back from the artifact's cost lines), so "30% to the dearest"
 or "95% of the best single model's quality" is about the app's models at the app's prices.
+
+A router that scores with its own language model (``nmodel_causal``) decides here too; its LM lives in a
+RouterLM deployment (``serve_app.deployments.router_lm``) started with the app's artifact, reached through a
+``HostedLM`` scorer. Swapping such an artifact needs a restart: the deployment's model is the start's.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +27,9 @@ import numpy as np
 
 from routers.base import CandidateEstimate, RouteDecision
 from routers.data.dataset import estimate_tokens
-from routers.engines import Engines
+from routers.engines import Engines, SequenceScorer
 from routers.errors import ConfigError
-from routers.nmodel.base import MultiModelRouter, read_manifest, text_hashes
+from routers.nmodel.base import MultiModelRouter, read_manifest
 from routers.registry import multimodel_router_class, router_entry
 from routers.selection import (
     BudgetRule,
@@ -53,6 +58,19 @@ def load_library_router(name: str, spec: MultiModelRouterSpec) -> MultiModelRout
     return router
 
 
+def has_own_lm(spec: MultiModelRouterSpec) -> bool:
+    """Whether the artifact's router scores with a language model of its own (it gets a RouterLM deployment)."""
+    return multimodel_router_class(read_manifest(Path(spec.artifact))["router"]).engine_role is not None
+
+
+@dataclass(frozen=True)
+class HostedLM:
+    """A router's LM in its deployment: the scorer over its handle, and the artifact it was started with."""
+
+    scorer: SequenceScorer
+    artifact: str
+
+
 def calibration_prompt_tokens(router: MultiModelRouter) -> np.ndarray | None:
     """Each calibration query's estimated prompt tokens, read back from the artifact's cost lines (USD =
     intercept + slope x tokens, on the model whose line is steepest); None without a calibration."""
@@ -77,10 +95,11 @@ class ServedMultiModelRouter:
     """One ``routers.multimodel`` entry: the library router, its candidates as app models, the app's prices."""
 
     def __init__(self, name: str, spec: MultiModelRouterSpec, config: AppConfig,
-                 router: MultiModelRouter | None = None) -> None:
+                 router: MultiModelRouter | None = None, lm: HostedLM | None = None) -> None:
         self.name = name
         self.spec = spec
         self.router = router if router is not None else load_library_router(name, spec)
+        self.lm = self.checked_lm(lm)
         #: the mapped candidates, in the artifact's order: data model names, their columns, the app's keys
         self.data_models = [m for m in self.router.models if m in spec.model_map]
         self.columns = np.array([self.router.models.index(m) for m in self.data_models], dtype=np.int64)
@@ -92,6 +111,19 @@ class ServedMultiModelRouter:
         self.calibration = self.repriced_calibration()
         entry = router_entry(self.router.name)
         self.step = f"{name} {entry.scorer}"
+
+    def checked_lm(self, lm: HostedLM | None) -> HostedLM | None:
+        """The hosted LM a router that has one scores with; it must be the one loaded from this artifact."""
+        if self.router.engine_role is None:
+            return None
+        key = f"routers.multimodel.{self.name}.artifact"
+        if lm is None:
+            raise ConfigError(f"{key}: the {self.router.name} router scores with its own language model, which "
+                              "this app did not start (a hot swap to it needs a restart)")
+        if Path(lm.artifact).resolve() != Path(self.spec.artifact).resolve():
+            raise ConfigError(f"{key}: the router's language model was started from {lm.artifact}; changing the "
+                              "artifact of a router with its own LM needs a restart")
+        return lm
 
     # --- costs -------------------------------------------------------------------------------------------
     def price(self, prompt_tokens: np.ndarray) -> np.ndarray:
@@ -127,11 +159,11 @@ class ServedMultiModelRouter:
 
     async def predict(self, queries: Sequence[str], engines: Engines) -> np.ndarray:
         """Every mapped candidate's predicted quality, (n, k)."""
-        if self.router.uses_embeddings:
-            x = np.asarray(await engines.require_embedder(self.step).aembed(list(queries)), dtype=np.float64)
-        else:
-            x = text_hashes(queries)
-        return np.asarray(self.router.predict_arrays(x), dtype=np.float64)[:, self.columns]
+        role = self.router.engine_role
+        if self.lm is not None and role is not None:
+            engines = replace(engines, scorers={**engines.scorers, role: self.lm.scorer})
+        quality = await self.router.apredict_quality(list(queries), engines)
+        return np.asarray(quality, dtype=np.float64)[:, self.columns]
 
     def choose(self, quality: np.ndarray, cost: np.ndarray, rule: Rule, weight: float | None) -> np.ndarray:
         if isinstance(rule, BudgetRule):
@@ -172,11 +204,15 @@ class ServedMultiModelRouter:
         return self.decisions(queries, quality, self.costs(queries), rule, weight)
 
 
-def load_multimodel_routers(config: AppConfig) -> dict[str, ServedMultiModelRouter]:
+def load_multimodel_routers(config: AppConfig,
+                            lms: Mapping[str, HostedLM] | None = None) -> dict[str, ServedMultiModelRouter]:
     """Every ``routers.multimodel`` entry, loaded. A configured rule that needs the artifact's calibration
     (``default``, ``quality=``, ``share=``) fails here when the artifact has none; its weight is resolved on the
-    first request that uses it (``quality=`` runs a bootstrap, a few seconds on 5,000 queries), then cached."""
-    served = {name: ServedMultiModelRouter(name, spec, config) for name, spec in config.routers.multimodel.items()}
+    first request that uses it (``quality=`` runs a bootstrap, a few seconds on 5,000 queries), then cached.
+    ``lms``: the hosted language models of the routers that score with one, by name."""
+    lms = lms or {}
+    served = {name: ServedMultiModelRouter(name, spec, config, lm=lms.get(name))
+              for name, spec in config.routers.multimodel.items()}
     for name, router in served.items():
         if router.calibration is None and not isinstance(router.default_rule, (BudgetRule, CostRule)):
             raise ConfigError(f"routers.multimodel.{name}.rule: {router.default_rule.text()!r} needs the artifact's "

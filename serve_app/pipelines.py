@@ -40,6 +40,7 @@ from routers.selection import BudgetRule, CostRule, parse_rule
 from serve_app.adapters import (
     AnswerModelChat,
     DeploymentEmbedder,
+    DeploymentScorer,
     HostedRouter,
     RouterUnavailable,
     router_step,
@@ -48,7 +49,7 @@ from serve_app.answer_clients import AnswerClient
 from serve_app.answers import RETRY_AFTER
 from serve_app.api import ApiError, RouterChoice
 from serve_app.config import ROUTER_KINDS, AppConfig, EmbeddingRouterSpec
-from serve_app.multimodel import ServedMultiModelRouter, call_costs, load_multimodel_routers
+from serve_app.multimodel import HostedLM, ServedMultiModelRouter, call_costs, load_multimodel_routers
 from serve_app.routing import Routing, ThresholdChoice
 
 Messages = list[dict[str, str]]
@@ -104,7 +105,7 @@ class Pipelines:
     engines they decide with, and the threshold arguments of the ``model`` field."""
 
     def __init__(self, config: AppConfig, answer: dict[str, AnswerClient], embedder: Any | None, causal: Any | None,
-                 policy: Any | None, bert: Any | None = None) -> None:
+                 policy: Any | None, bert: Any | None = None, router_lms: dict[str, Any] | None = None) -> None:
         self.config = config
         self.answer = answer
         self.embedder = embedder
@@ -113,6 +114,10 @@ class Pipelines:
         self.causal = causal
         self.policy = policy
         self.bert = bert
+        #: name -> the LM of an N-model router that has one (its RouterLM deployment), with the start's artifact
+        self.router_lms = {name: HostedLM(DeploymentScorer(handle, config.timeouts.router_s, f"{name} router LM"),
+                                          config.routers.multimodel[name].artifact)
+                           for name, handle in (router_lms or {}).items()}
         #: kind -> library router, for the enabled embedding kinds
         self.embedding_routers: dict[str, EmbeddingRouter] = {}
         self.automix_router: Router | None = None
@@ -135,7 +140,7 @@ class Pipelines:
         automix = router_class("automix").load(routers.automix.artifact) if routers.automix is not None else None
         thresholds = {kind: None if getattr(routers, kind) is None else getattr(routers, kind).threshold
                       for kind in ROUTER_KINDS}
-        multimodel = load_multimodel_routers(config)
+        multimodel = load_multimodel_routers(config, self.router_lms)
         self.embedding_routers, self.automix_router = embedding, automix
         self.multimodel = multimodel
         self.baselines = baseline_routers(config)

@@ -22,9 +22,11 @@ from routers.safe_io import load_arrays
 from serve_app import guard as guard_module
 from serve_app import ingress as ingress_module
 from serve_app import pipelines as pipelines_module
+from serve_app.adapters import DeploymentScorer
 from serve_app.api import ApiError, RouteResponse, parse_model_field
 from serve_app.config import AppConfig, parse_app_config
 from serve_app.hot_swap import merged_config
+from serve_app.multimodel import HostedLM, ServedMultiModelRouter, has_own_lm
 from serve_app.pipelines import Pipelines
 from tests.fake_handles import Handle, answer_model, answering, fake_metrics, value
 
@@ -82,10 +84,29 @@ def test_the_shipped_config_validates_and_lists_the_router() -> None:
 
     raw = yaml.safe_load((ROOT / "configs/serve_multi.yaml").read_text())["applications"][0]["args"]
     config = parse_app_config(raw).resolved()
-    assert config.multimodel_routers() == ["nmodel"]
-    assert "nmodel" in config.enabled_routers()
+    assert config.multimodel_routers() == ["nmodel", "causal_n"]
+    assert {"nmodel", "causal_n"} <= set(config.enabled_routers())
     assert len(config.models) >= 3
-    assert set(config.routers.multimodel["nmodel"].model_map.values()) <= set(config.models)
+    for spec in config.routers.multimodel.values():
+        assert set(spec.model_map.values()) <= set(config.models)
+    # only the causal-LM router gets a RouterLM deployment for its own LM
+    specs = config.routers.multimodel
+    assert has_own_lm(specs["causal_n"]) and not has_own_lm(specs["nmodel"])
+
+
+def test_a_router_with_its_own_lm_needs_the_lm_the_app_started_from_its_artifact() -> None:
+    import yaml
+
+    raw = yaml.safe_load((ROOT / "configs/serve_multi.yaml").read_text())["applications"][0]["args"]
+    config = parse_app_config(raw).resolved()
+    spec = config.routers.multimodel["causal_n"]
+    with pytest.raises(ConfigError, match="needs a restart"):
+        ServedMultiModelRouter("causal_n", spec, config)  # a hot swap onto it: no RouterLM deployment
+    started_elsewhere = HostedLM(DeploymentScorer(None, 1.0, "causal_n router LM"), str(ROOT / "artifacts/other"))
+    with pytest.raises(ConfigError, match="was started from"):
+        ServedMultiModelRouter("causal_n", spec, config, lm=started_elsewhere)
+    own = HostedLM(DeploymentScorer(None, 1.0, "causal_n router LM"), spec.artifact)
+    assert ServedMultiModelRouter("causal_n", spec, config, lm=own).lm is own
 
 
 def test_a_two_model_config_is_unchanged() -> None:

@@ -1,6 +1,7 @@
-"""End to end, N models: ``configs/serve_multi.yaml`` (three answer models on this CPU, an N-model router trained
+"""End to end, N models: ``configs/serve_multi.yaml`` (three answer models on this CPU, N-model routers trained
 on the LLMRouter pool) in a real Serve app, called over HTTP with the ``openai`` client: a chat through the
-N-model router, ``/v1/route`` and ``/v1/models``."""
+N-model router, ``/v1/route`` and ``/v1/models``; the causal-LM router scoring every name in its RouterLM
+deployment; the policy router over three models."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from tests.serve_helpers import ROOT, ask, default_app_args, deploy_config, free
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 CONFIG = "configs/serve_multi.yaml"
 NEEDED = ["models/smollm2-135m-instruct", "models/gemma-3-270m", "models/all-minilm-l6-v2",
-          "artifacts/nmodel_mlp_llmrouter/router.json", "artifacts/policy_router/router.json"]
+          "artifacts/nmodel_mlp_llmrouter/router.json", "artifacts/policy_router/router.json",
+          "artifacts/nmodel_causal_llmrouter/router.json"]
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +102,36 @@ def test_the_policy_router_sends_each_label_to_the_model_its_map_names(served: s
     everything_medium.write_text(json.dumps({label: "medium" for label in policy_map}))
     deploy_config(default_app_args(CONFIG), {"PolicyRouter": {"policy_map": str(everything_medium)}})
     assert {(item["model_key"], item["model"]) for item in route()} == {("medium", "gemma-3-270m")}
+
+
+def test_the_causal_lm_router_scores_every_candidate_name_in_its_deployment(served: str, openai_client: Any) -> None:
+    """router-causal_n: its LM (the RouterLM deployment) scores the names, the ingress turns them into each
+    mapped candidate's expected quality; the served qualities are the library router's on the same queries."""
+    import numpy as np
+
+    from routers.nmodel.causal import MultiModelCausalLMRouter
+
+    args = yaml.safe_load((ROOT / CONFIG).read_text())["applications"][0]["args"]
+    spec = args["routers"]["multimodel"]["causal_n"]
+    assert "router-causal_n" in {m.id for m in openai_client.models.list().data}
+
+    queries = ["What is 2 + 2?", "Write a Python function that merges two sorted lists.",
+               "Who wrote Pride and Prejudice?"]
+    routed = httpx.post(f"{served}/v1/route", json={"model": "router-causal_n:cost=0", "queries": queries},
+                        timeout=300)
+    assert routed.status_code == 200, routed.text
+    items = routed.json()["data"]
+    library = MultiModelCausalLMRouter.load(ROOT / spec["artifact"])
+    expected = library.predict_quality(queries)
+    for item, row in zip(items, expected, strict=True):
+        by_key = {c["model_key"]: c for c in item["candidates"]}
+        assert set(by_key) == {"small", "medium", "large"} and item["rule"] == "cost=0"
+        for data_model, key in spec["model_map"].items():
+            assert by_key[key]["quality"] == pytest.approx(row[library.models.index(data_model)], abs=1e-4)
+        assert item["model_key"] == max(by_key, key=lambda k: (by_key[k]["quality"], -by_key[k]["cost"]))
+    assert np.isfinite(expected).all()
+
+    cheap = ask(openai_client, "router-causal_n:cost=1e9", max_tokens=8)
+    routing = cheap.model_extra["routing"]
+    assert routing["router"] == "causal_n" and routing["model_key"] == "small" and routing["fallback"] is False
+    assert cheap.choices[0].message.content is not None

@@ -14,6 +14,7 @@ from routers.engines.base import (
     GeneratorConfig,
     Messages,
     SamplingParams,
+    SequenceScorer,
     model_identity,
     resolve_model_path,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "GeneratorConfig",
     "Messages",
     "SamplingParams",
+    "SequenceScorer",
     "build_embedder",
     "build_generator",
     "model_identity",

@@ -220,7 +220,17 @@ class ChatModel(ABC):
         """One result per chat, each with ``params.n`` completions."""
 
 
-class Generator(ChatModel):
+class SequenceScorer(ABC):
+    """What a router that reads its own LM's probabilities needs (the N-model causal-LM router): log P of
+    fixed continuations after each prompt. A local ``Generator`` is one; so is the Serve app's adapter over a
+    router-LM deployment."""
+
+    @abstractmethod
+    async def abatch_sequence_logprobs(self, prompts: Sequence[str], continuations: Sequence[str]) -> np.ndarray:
+        """(len(prompts), len(continuations)): log P(continuation | prompt), summed over its tokens."""
+
+
+class Generator(ChatModel, SequenceScorer):
     """Generates text from prompts, n samples per prompt, batched."""
 
     model_name: str
@@ -309,6 +319,8 @@ class Engines:
 
     embedder: AsyncEmbedder | None = None
     models: Mapping[str, ChatModel] = field(default_factory=dict)
+    #: LMs that only score (a router-LM deployment's adapter), by role
+    scorers: Mapping[str, SequenceScorer] = field(default_factory=dict)
 
     def require_embedder(self, who: str) -> AsyncEmbedder:
         if self.embedder is None:
@@ -327,6 +339,16 @@ class Engines:
         if not isinstance(model, Generator):
             raise ConfigError(f"{who} needs a local {role!r} generator (prompts and log-probabilities), "
                               f"got a {type(model).__name__}")
+        return model
+
+    def scorer(self, role: str, who: str) -> SequenceScorer:
+        """A model that gives log-probabilities of continuations: a scorer, or a local generator."""
+        scorer = self.scorers.get(role)
+        if scorer is not None:
+            return scorer
+        model = self.models.get(role)
+        if not isinstance(model, SequenceScorer):
+            raise ConfigError(f"{who} needs a {role!r} language model that scores continuations")
         return model
 
 

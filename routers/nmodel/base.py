@@ -1,17 +1,19 @@
 """The N-model router contract: predict every candidate's expected quality per query; a rule picks the model.
 
-A :class:`MultiModelRouter` has one job beyond fitting: ``predict_quality(queries)``, a ``(n_queries,
-n_models)`` array in the order of ``models``. Costs are known: :class:`CostEstimator` prices each call from
-the query's length (per model, a line fitted on the training data's own costs: exact for data priced as price
-x tokens, the best linear guess for RouterBench's real bills). ``routers.selection`` turns the two into a
-choice (``default``, ``cost=L``, ``quality=R``, ``budget=USD``, ``share=S``), and ``route`` returns one
-``RouteDecision`` per query naming the model, every candidate's predicted quality and cost, and the rule.
+A :class:`MultiModelRouter` has one job beyond fitting: ``predict_quality(queries)`` (``apredict_quality``
+over the app's engines), a ``(n_queries, n_models)`` array in the order of ``models``. Costs are known:
+:class:`CostEstimator` prices each call from the query's length (per model, a line fitted on the training
+data's own costs: exact for data priced as price x tokens, the best linear guess for RouterBench's real
+bills). ``routers.selection`` turns the two into a choice (``default``, ``cost=L``, ``quality=R``,
+``budget=USD``, ``share=S``), and ``route`` returns one ``RouteDecision`` per query naming the model, every
+candidate's predicted quality and cost, and the rule.
 
-Fitting chooses the router's hyperparameters inside the training data (k-fold over the training queries,
-stratified by ``task_name``, best AIQ of the pooled out-of-fold predictions), refits on all of it, and keeps the
-chosen setting's out-of-fold predictions as the :class:`~routers.selection.SelectionCalibration` the rules
-``default``, ``quality=`` and ``share=`` are resolved on (no prediction there comes from a fit that saw its
-query's label).
+A :class:`FeatureRouter` (the embedding routers and the baselines) chooses its hyperparameters inside the
+training data (k-fold over the training queries, stratified by ``task_name``, best AIQ of the pooled
+out-of-fold predictions), refits on all of it, and keeps the chosen setting's out-of-fold predictions as the
+:class:`~routers.selection.SelectionCalibration` the rules ``default``, ``quality=`` and ``share=`` are
+resolved on (no prediction there comes from a fit that saw its query's label). The causal-LM router
+(``routers.nmodel.causal``) is calibrated on training queries held out of its one fine-tuning run.
 
 Artifacts: ``router.json`` (config, models, cost lines, learned state's small fields) plus safetensors files;
 nothing is pickled.
@@ -34,7 +36,7 @@ from pydantic import Field, ValidationError, field_validator
 from routers.base import CandidateEstimate, RouteDecision
 from routers.data.dataset import estimate_tokens
 from routers.data.multimodel import MultiModelDataset
-from routers.engines import AsyncEmbedder, Embedder, EmbedderConfig, Engines
+from routers.engines import AsyncEmbedder, Embedder, EmbedderConfig, Engines, GeneratorConfig
 from routers.errors import ArtifactError, ConfigError, NotFittedError
 from routers.progress import log, progress_bar
 from routers.selection import (
@@ -148,20 +150,19 @@ def training_aiq(predicted: np.ndarray, cost_estimate: np.ndarray, quality: np.n
 
 # --- the contract -------------------------------------------------------------------------------------------
 class MultiModelRouter(ABC):
-    """Base of every N-model router. Subclasses set ``name``, ``Config``, ``default_grid`` and implement
-    ``fit_arrays`` / ``predict_arrays`` on their features (the query embeddings unless ``uses_embeddings`` is
-    False) and the state they save."""
+    """Base of every N-model router: ``fit`` on N-model data, then ``predict_quality`` (and its async twin over
+    the app's engines) gives every candidate's expected quality per query; costs, the rules, decisions and the
+    artifact's manifest are shared. :class:`FeatureRouter` is the kind that learns from query embeddings."""
 
     name: ClassVar[str]
     Config: ClassVar[type[MultiModelRouterConfig]] = MultiModelRouterConfig
-    #: whether features are query embeddings (baselines get one column, a hash of the query text)
-    uses_embeddings: ClassVar[bool] = True
+    #: whether it reads query embeddings (the CLI and the app then bind an embedder)
+    uses_embeddings: ClassVar[bool] = False
+    #: the engine role of its own language model, scored through ``Engines.scorer`` (None: it has none; the
+    #: app hosts one in a router-LM deployment when set)
+    engine_role: ClassVar[str | None] = None
     #: the rule its evaluation reports ``quality`` and ``cost`` at (None: the artifact's default)
     evaluation_rule: ClassVar[str | None] = None
-    #: whether it learns anything (whether fit cross-validates and calibrates)
-    trainable: ClassVar[bool] = True
-    #: hyperparameter settings tried when the config gives no ``grid``
-    default_grid: ClassVar[tuple[dict[str, Any], ...]] = ({},)
     tensors_file: ClassVar[str] = "weights.safetensors"
 
     def __init__(self, config: MultiModelRouterConfig | Mapping[str, Any] | None = None) -> None:
@@ -196,91 +197,40 @@ class MultiModelRouter(ABC):
     def default_embedder_config(self) -> EmbedderConfig:
         return self.config.embedder or EmbedderConfig(model=DEFAULT_EMBEDDER)
 
-    def features(self, queries: Sequence[str], desc: str) -> np.ndarray:
-        """The router's input for ``queries``: their embeddings (in chunks, with progress), or for baselines a
-        hash of each text (the random router's seed)."""
-        if not self.uses_embeddings:
-            return text_hashes(queries)
-        if not isinstance(self.embedder, Embedder):
-            raise ConfigError(f"the {self.name} router needs a (synchronous) embedder; bind one with "
-                              "bind_engines(embedder=...)")
-        bar = progress_bar(desc, total=len(queries), unit="query")
-        chunks = []
-        for start in range(0, len(queries), EMBED_CHUNK):
-            chunk = list(queries[start : start + EMBED_CHUNK])
-            chunks.append(np.asarray(self.embedder.embed(chunk), dtype=np.float64))
-            bar.update(len(chunk))
-        bar.close()
-        return np.concatenate(chunks) if chunks else np.zeros((0, 0))
+    def engine_config(self) -> GeneratorConfig:
+        """The engine of its own language model (a router with an ``engine_role``)."""
+        raise ConfigError(f"the {self.name} router has no language model of its own")
 
     # --- learning -----------------------------------------------------------------------------------------
     @abstractmethod
-    def fit_arrays(self, x: np.ndarray, quality: np.ndarray, params: Mapping[str, Any]) -> None:
-        """Learn from features ``x`` (n, d) and realised quality (n, m) with hyperparameters ``params``."""
-
-    @abstractmethod
-    def predict_arrays(self, x: np.ndarray) -> np.ndarray:
-        """Predicted quality (n, m) for features ``x``."""
-
-    def fresh(self) -> MultiModelRouter:
-        """An unfitted router of the same kind and config (cross-validation fits copies)."""
-        return type(self)(self.config)
-
     def fit(self, train: MultiModelDataset) -> dict[str, Any]:
-        """Choose hyperparameters by k-fold AIQ on ``train``, refit on all of it, keep the calibration."""
+        """Learn from ``train``; set ``models``, the cost lines and the calibration; return the run's metrics."""
+
+    def check_train_size(self, train: MultiModelDataset) -> None:
         if len(train) < MIN_TRAIN_QUERIES:
             raise ConfigError(f"the {self.name} router needs at least {MIN_TRAIN_QUERIES} training queries, "
                               f"got {len(train)}")
-        started = time.time()
+
+    def learn_costs(self, train: MultiModelDataset) -> np.ndarray:
+        """Take ``train``'s models and fit the cost lines; the lines' estimates on the training queries."""
         self.models = train.models
         self.costs = CostEstimator.fit(train.queries, train.cost)
         self.mean_cost = train.cost.mean(axis=0)
-        cost_estimate = self.cost_estimates(train.queries)
-        x = self.features(train.queries, f"{self.name}: embedding train queries")
-        metrics: dict[str, Any] = {"n_train": len(train), "models": list(self.models)}
-        if self.trainable:
-            grid = list(self.config.grid or self.default_grid)
-            folds = stratified_folds(train.task_names, self.config.cv_folds, self.config.seed)
-            scored = [(self.cross_fitted(x, train.quality, folds, params), params) for params in grid]
-            aiqs = [training_aiq(predicted, cost_estimate, train.quality, train.cost) for predicted, _ in scored]
-            best = int(np.nanargmax(aiqs)) if np.isfinite(aiqs).any() else 0
-            predicted, self.params = scored[best][0], dict(scored[best][1])
-            metrics["cv"] = {"folds": self.config.cv_folds, "aiq": [round(a, 5) for a in aiqs],
-                             "grid": grid, "chosen": self.params}
-            if len(grid) > 1:
-                log(f"{self.name}: chose {self.params} by {self.config.cv_folds}-fold AIQ "
-                    f"({aiqs[best]:.4f}; grid {[round(a, 4) for a in aiqs]})")
-            source = f"cross-fit, {self.config.cv_folds} folds over {len(train)} training queries"
-        else:
-            predicted, source = None, "training queries (nothing learned)"
-        self.fit_arrays(x, train.quality, self.params)
-        if predicted is None:
-            predicted = self.predict_arrays(x)
-        self.calibration = SelectionCalibration(predicted, cost_estimate, train.quality, train.cost, source,
-                                                self.config.default_rule)
-        self.fitted = True
-        metrics["seconds"] = round(time.time() - started, 2)
-        self.train_metrics = metrics
-        return metrics
+        return self.cost_estimates(train.queries)
 
-    def cross_fitted(self, x: np.ndarray, quality: np.ndarray, folds: np.ndarray,
-                     params: Mapping[str, Any]) -> np.ndarray:
-        def fit_predict(fit_idx: np.ndarray, eval_idx: np.ndarray) -> np.ndarray:
-            fold_router = self.fresh()
-            fold_router.fit_arrays(x[fit_idx], quality[fit_idx], params)
-            return fold_router.predict_arrays(x[eval_idx])
+    # --- predicting ---------------------------------------------------------------------------------------
+    @abstractmethod
+    def predict_quality(self, queries: Sequence[str]) -> np.ndarray:
+        """Every candidate's expected quality per query, (n_queries, n_models) in ``models`` order."""
 
-        return out_of_fold(fit_predict, folds, quality.shape[1])
+    @abstractmethod
+    async def apredict_quality(self, queries: Sequence[str], engines: Engines) -> np.ndarray:
+        """``predict_quality`` with the app's engines (an embedder deployment, a router-model deployment)."""
 
-    # --- predicting and routing ---------------------------------------------------------------------------
+    # --- routing --------------------------------------------------------------------------------------------
     def require_fitted(self) -> None:
         if not self.fitted or self.costs is None:
             raise NotFittedError(f"router {self.name!r} is not fitted; call fit() or load() first")
-
-    def predict_quality(self, queries: Sequence[str]) -> np.ndarray:
-        """Every candidate's expected quality per query, (n_queries, n_models) in ``models`` order."""
-        self.require_fitted()
-        return self.predict_arrays(self.features(queries, f"{self.name}: embedding queries"))
 
     def estimate_costs(self, queries: Sequence[str]) -> np.ndarray:
         """Every candidate's estimated USD cost per query, (n_queries, n_models)."""
@@ -330,14 +280,11 @@ class MultiModelRouter(ABC):
 
     async def aroute_many(self, queries: Sequence[str], engines: Engines,
                           rule: str | None = None) -> list[RouteDecision]:
-        """Decide for each query with ``engines`` (one embedder call for the batch)."""
+        """Decide for each query with ``engines`` (one engine call for the batch)."""
         self.require_fitted()
         queries = list(queries)
-        if self.uses_embeddings:
-            x = np.asarray(await engines.require_embedder(self.name).aembed(queries), dtype=np.float64)
-        else:
-            x = text_hashes(queries)
-        return self.decisions(queries, self.predict_arrays(x), self.estimate_costs(queries), rule)
+        quality = await self.apredict_quality(queries, engines)
+        return self.decisions(queries, quality, self.estimate_costs(queries), rule)
 
     # --- artifacts ----------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -396,6 +343,100 @@ class MultiModelRouter(ABC):
             raise ArtifactError(f"{directory}: corrupt N-model router state: {exc}") from exc
         router.fitted = True
         return router
+
+
+class FeatureRouter(MultiModelRouter):
+    """An N-model router over per-query features: the query embeddings, or for baselines a hash of the text.
+    Subclasses set ``default_grid`` and implement ``fit_arrays`` / ``predict_arrays`` and the state they save;
+    ``fit`` chooses the hyperparameters by k-fold AIQ and keeps the out-of-fold predictions as calibration."""
+
+    uses_embeddings: ClassVar[bool] = True
+    #: whether it learns anything (whether fit cross-validates and calibrates)
+    trainable: ClassVar[bool] = True
+    #: hyperparameter settings tried when the config gives no ``grid``
+    default_grid: ClassVar[tuple[dict[str, Any], ...]] = ({},)
+
+    def features(self, queries: Sequence[str], desc: str) -> np.ndarray:
+        """The router's input for ``queries``: their embeddings (in chunks, with progress), or for baselines a
+        hash of each text (the random router's seed)."""
+        if not self.uses_embeddings:
+            return text_hashes(queries)
+        if not isinstance(self.embedder, Embedder):
+            raise ConfigError(f"the {self.name} router needs a (synchronous) embedder; bind one with "
+                              "bind_engines(embedder=...)")
+        bar = progress_bar(desc, total=len(queries), unit="query")
+        chunks = []
+        for start in range(0, len(queries), EMBED_CHUNK):
+            chunk = list(queries[start : start + EMBED_CHUNK])
+            chunks.append(np.asarray(self.embedder.embed(chunk), dtype=np.float64))
+            bar.update(len(chunk))
+        bar.close()
+        return np.concatenate(chunks) if chunks else np.zeros((0, 0))
+
+    @abstractmethod
+    def fit_arrays(self, x: np.ndarray, quality: np.ndarray, params: Mapping[str, Any]) -> None:
+        """Learn from features ``x`` (n, d) and realised quality (n, m) with hyperparameters ``params``."""
+
+    @abstractmethod
+    def predict_arrays(self, x: np.ndarray) -> np.ndarray:
+        """Predicted quality (n, m) for features ``x``."""
+
+    def fresh(self) -> FeatureRouter:
+        """An unfitted router of the same kind and config (cross-validation fits copies)."""
+        return type(self)(self.config)
+
+    def fit(self, train: MultiModelDataset) -> dict[str, Any]:
+        """Choose hyperparameters by k-fold AIQ on ``train``, refit on all of it, keep the calibration."""
+        self.check_train_size(train)
+        started = time.time()
+        cost_estimate = self.learn_costs(train)
+        x = self.features(train.queries, f"{self.name}: embedding train queries")
+        metrics: dict[str, Any] = {"n_train": len(train), "models": list(self.models)}
+        if self.trainable:
+            grid = list(self.config.grid or self.default_grid)
+            folds = stratified_folds(train.task_names, self.config.cv_folds, self.config.seed)
+            scored = [(self.cross_fitted(x, train.quality, folds, params), params) for params in grid]
+            aiqs = [training_aiq(predicted, cost_estimate, train.quality, train.cost) for predicted, _ in scored]
+            best = int(np.nanargmax(aiqs)) if np.isfinite(aiqs).any() else 0
+            predicted, self.params = scored[best][0], dict(scored[best][1])
+            metrics["cv"] = {"folds": self.config.cv_folds, "aiq": [round(a, 5) for a in aiqs],
+                             "grid": grid, "chosen": self.params}
+            if len(grid) > 1:
+                log(f"{self.name}: chose {self.params} by {self.config.cv_folds}-fold AIQ "
+                    f"({aiqs[best]:.4f}; grid {[round(a, 4) for a in aiqs]})")
+            source = f"cross-fit, {self.config.cv_folds} folds over {len(train)} training queries"
+        else:
+            predicted, source = None, "training queries (nothing learned)"
+        self.fit_arrays(x, train.quality, self.params)
+        if predicted is None:
+            predicted = self.predict_arrays(x)
+        self.calibration = SelectionCalibration(predicted, cost_estimate, train.quality, train.cost, source,
+                                                self.config.default_rule)
+        self.fitted = True
+        metrics["seconds"] = round(time.time() - started, 2)
+        self.train_metrics = metrics
+        return metrics
+
+    def cross_fitted(self, x: np.ndarray, quality: np.ndarray, folds: np.ndarray,
+                     params: Mapping[str, Any]) -> np.ndarray:
+        def fit_predict(fit_idx: np.ndarray, eval_idx: np.ndarray) -> np.ndarray:
+            fold_router = self.fresh()
+            fold_router.fit_arrays(x[fit_idx], quality[fit_idx], params)
+            return fold_router.predict_arrays(x[eval_idx])
+
+        return out_of_fold(fit_predict, folds, quality.shape[1])
+
+    def predict_quality(self, queries: Sequence[str]) -> np.ndarray:
+        self.require_fitted()
+        return self.predict_arrays(self.features(queries, f"{self.name}: embedding queries"))
+
+    async def apredict_quality(self, queries: Sequence[str], engines: Engines) -> np.ndarray:
+        self.require_fitted()
+        if self.uses_embeddings:
+            x = np.asarray(await engines.require_embedder(self.name).aembed(list(queries)), dtype=np.float64)
+        else:
+            x = text_hashes(queries)
+        return self.predict_arrays(x)
 
 
 def read_manifest(directory: Path) -> dict[str, Any]:

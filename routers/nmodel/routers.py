@@ -17,7 +17,7 @@ from pydantic import Field
 from routers.data.multimodel import MultiModelDataset
 from routers.embedding import standardisation, unit_rows
 from routers.errors import ArtifactError, ConfigError
-from routers.nmodel.base import MultiModelRouter, MultiModelRouterConfig
+from routers.nmodel.base import FeatureRouter, MultiModelRouterConfig
 from routers.safe_io import load_arrays, save_arrays
 
 #: rows of the query-by-bank similarity matrix computed at once
@@ -45,7 +45,7 @@ class NetworkConfig(MultiModelRouterConfig):
     num_threads: int = 1
 
 
-class MultiModelMLPRouter(MultiModelRouter):
+class MultiModelMLPRouter(FeatureRouter):
     """Multi-output MLP: standardised embedding -> hidden layer (ReLU, dropout) -> one logit per model,
     trained with binary cross-entropy against each model's quality (soft labels in [0, 1]); the sigmoid of a
     logit is that model's predicted quality. Sharing the hidden layer across models is what lets a model
@@ -149,7 +149,7 @@ class MultiModelMFRouter(MultiModelMLPRouter):
 
 
 # --- kNN -------------------------------------------------------------------------------------------------------
-class MultiModelKNNRouter(MultiModelRouter):
+class MultiModelKNNRouter(FeatureRouter):
     """Each model's mean quality over the ``k`` most similar training queries (cosine of the embeddings)."""
 
     name = "nmodel_knn"
@@ -204,7 +204,7 @@ class MultiModelKNNRouter(MultiModelRouter):
 
 
 # --- baselines ---------------------------------------------------------------------------------------------------
-class PriorRouter(MultiModelRouter):
+class PriorRouter(FeatureRouter):
     """Every model's mean training quality and mean training cost, the same for every query: its ``cost=L``
     sweep walks the single models (the default rule picks the best single model, or a cheaper one as good); the
     baseline a router must beat by reading the query. (Per-query cost estimates would let it route by query
@@ -278,7 +278,7 @@ class BlendConfig(NetworkConfig):
     mlp: dict[str, Any] = Field(default_factory=lambda: {"hidden": 128, "weight_decay": 1e-2, "dropout": 0.2})
 
 
-class MultiModelBlendRouter(MultiModelRouter):
+class MultiModelBlendRouter(FeatureRouter):
     """``weight`` x the MLP's predicted quality + (1 - ``weight``) x the kNN's: the MLP generalises across
     queries, the kNN remembers its neighbourhood; their errors differ, so their mean is better calibrated
     than either. The weight is chosen by cross-validated AIQ; the members are fitted once per fold (their
