@@ -244,6 +244,16 @@ class HybridSpec(EmbeddingRouterSpec):
 class AutomixSpec(StrictModel):
     artifact: str = "artifacts/automix"
     threshold: float | None = None
+    tiers: list[str] | None = Field(
+        default=None, description="app model keys, cheapest first: every tier but the last answers, verifies its "
+        "answer and keeps it or escalates; the last answers the rest (default: small_model, large_model)")
+
+    @field_validator("tiers")
+    @classmethod
+    def _tiers_distinct(cls, tiers: list[str] | None) -> list[str] | None:
+        if tiers is not None and (len(tiers) < 2 or len(set(tiers)) != len(tiers)):
+            raise ValueError(f"tiers must name at least two distinct models, got {tiers}")
+        return tiers
 
 
 class GenerativeRouterSpec(StrictModel):
@@ -545,6 +555,10 @@ class AppConfig(StrictModel):
             if self.embedder is None:
                 raise ValueError(f"routers.{kind} needs an 'embedder' section")
         self._check_multimodel()
+        automix = self.routers.automix
+        for key in [] if automix is None or automix.tiers is None else automix.tiers:
+            if key not in self.models:
+                raise ValueError(f"routers.automix.tiers: {key!r} is not one of models: {sorted(self.models)}")
         if self.default_router not in self.enabled_routers():
             raise ValueError(f"default_router {self.default_router!r} is not enabled: {self.enabled_routers()}")
         if self.budgets is not None:

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from routers.automix.router import AutomixRouter
 from routers.base import RouteContext, RouteDecision, Router, RouterConfig, Thresholds, per_query
 from routers.baselines import LargestLLMRouter, RandomRouter, SmallestLLMRouter
 from routers.data.dataset import estimate_tokens
@@ -137,7 +138,11 @@ class Pipelines:
         embedding = {kind: load_embedding_router(kind, spec) for kind, spec in routers.embedding_routers().items()}
         if config.share_calibration.source == "traffic":  # the traffic window needs every query's full score
             embedding = {kind: router.with_exact_scores() for kind, router in embedding.items()}
-        automix = router_class("automix").load(routers.automix.artifact) if routers.automix is not None else None
+        automix = None
+        if routers.automix is not None:
+            automix = AutomixRouter.load(routers.automix.artifact)
+            if routers.automix.tiers is not None:  # the tiers are app model keys, which engines() names roles
+                automix.with_tiers(routers.automix.tiers)
         thresholds = {kind: None if getattr(routers, kind) is None else getattr(routers, kind).threshold
                       for kind in ROUTER_KINDS}
         multimodel = load_multimodel_routers(config, self.router_lms)
@@ -189,7 +194,11 @@ class Pipelines:
         return Engines(embedder=embedder, models=models)
 
     def role_keys(self) -> dict[str, str]:
-        return {"small": self.config.small_model, "large": self.config.large_model}
+        """Engine role -> app model key: small and large, and AutoMix's tiers under their own keys (a tier named
+        like a role is that model: with tiers, AutoMix calls only its tiers)."""
+        roles = {"small": self.config.small_model, "large": self.config.large_model}
+        automix = self.config.routers.automix
+        return roles | ({} if automix is None or automix.tiers is None else {key: key for key in automix.tiers})
 
     @staticmethod
     def step_name(kind: str) -> str:

@@ -143,6 +143,8 @@ class Routing(BaseModel):
             if self.router == "automix":
                 out["escalated"] = bool(decision.use_large)
                 out["verification_samples"] = extra.get("verification_samples")
+                if "tiers" in extra:  # a cascade over tiers: each visited tier's score and whether it kept
+                    out["tiers"] = extra["tiers"]
             for key in ("generated", "domain", "domain_probability"):  # causal-LM text; domain prior's guess
                 if key in extra:
                     out[key] = extra[key]

@@ -504,3 +504,42 @@ def test_the_train_job_with_the_stored_votes_samples_nothing_and_refits_the_ship
     refit = flat(json.loads((tmp_path / "artifact/router.json").read_text())["state"])
     shipped = flat(json.loads((ROOT / "artifacts/automix/router.json").read_text())["state"])
     assert all(refit[key] == shipped[key] for key in ("policy.lambda", "policy.prior", "policy.observation"))
+
+
+# --- tiers: a cascade over N models -------------------------------------------------------------------------
+@pytest.mark.slow
+def test_tiers_walk_the_models_cheapest_first_and_name_where_they_stopped(tiny_model_dir: Path) -> None:
+    """Three tiers on two real (tiny, random) generators: threshold 0 keeps every answer at the first tier;
+    a threshold no score reaches escalates through the middle tier to the last, which only answers; the calls
+    of every visited tier are counted under its own name."""
+    import asyncio
+
+    from routers.engines import Engines, GeneratorConfig, build_generator
+
+    router = AutomixRouter({"method": "Threshold", "num_samples": 2, "verifier_max_tokens": 3,
+                            "answer_max_tokens": 4}, VOTES_LLM_DATA)
+    router.fit(votes_dataset(60))
+    engine = GeneratorConfig(model=str(tiny_model_dir))
+    engines = Engines(models={"cheap": build_generator(engine), "mid": build_generator(engine)})
+    router.with_tiers(["cheap", "mid", "top"])
+    queries = ["What is 12 + 30?", "Name a prime above 10."]
+
+    kept = asyncio.run(router.aroute_many(queries, engines, 0.0))
+    for decision in kept:
+        assert decision.app_model == "cheap" and decision.model_name == "cheap" and not decision.use_large
+        assert decision.answer is not None and [s["model"] for s in decision.extra["tiers"]] == ["cheap"]
+        assert [(u.role, u.purpose) for u in decision.usage] == [("cheap", "answer"), ("cheap", "verification")]
+
+    escalated = asyncio.run(router.aroute_many(queries, engines, 1.0 + 1e-9))
+    for decision in escalated:
+        assert decision.app_model == "top" and decision.use_large and decision.answer is None
+        assert [(s["model"], s["kept"]) for s in decision.extra["tiers"]] == [("cheap", False), ("mid", False)]
+        assert [u.role for u in decision.usage] == ["cheap", "cheap", "mid", "mid"]
+        assert decision.reason.startswith("cheap: ") and "; mid: " in decision.reason
+        assert decision.reason.endswith("the last tier, top, answers")
+
+    with pytest.raises(ConfigError, match="at least two distinct"):
+        router.with_tiers(["cheap", "cheap"])
+    with pytest.raises(ConfigError, match="'nowhere' model engine"):
+        asyncio.run(router.with_tiers(["cheap", "nowhere", "top"]).aroute_many(queries, Engines(
+            models={"cheap": engines.models["cheap"]}), 1.0 + 1e-9))

@@ -15,6 +15,12 @@ A batch takes one generate call per step: all answers, then all verification pro
 each); ``route_queries`` then answers the escalated queries on the large model when one is bound.
 ``route_single`` is the batch of one, so both give the same result for a query.
 
+**Tiers** (``with_tiers``): a cascade over an ordered list of models, cheapest first, whose names are the
+engine roles (the Serve app's model keys). Every tier but the last answers the queries still open, verifies its
+own answer and keeps it or escalates, by the same policy and threshold; the last tier answers what is left.
+Decisions then name the tier (``app_model``), keep the tier's answer, and list each visited tier under
+``extra["tiers"]``. The default tiers, ``("small", "large")``, are the two-model cascade above, unchanged.
+
 Scores for the evaluation curve are the policy's small-suitability (``dataset_scores``); the router keeps
 the small answer iff suitability >= threshold (the policy's own threshold unless ``router_threshold`` or
 a per-call threshold overrides it). Costs are the cascade's, in the config's relative units.
@@ -71,6 +77,8 @@ if TYPE_CHECKING:
     from routers.evaluation.metrics import CostModel
 
 Method = Literal["Threshold", "POMDP", "SelfConsistency"]
+#: the two-model cascade: the small model answers and verifies, the large one takes what it escalates
+PAIR_TIERS = ("small", "large")
 R = TypeVar("R")
 
 
@@ -147,6 +155,16 @@ class AutomixRouter(Router):
         self.training_summary: dict[str, Any] = {}
         #: verdict counts of the last ``sample_verifications`` run (unparseable ones reported separately)
         self.last_sampling_report: dict[str, int] = {}
+        #: the engine roles the cascade walks, cheapest first (module docstring: Tiers)
+        self.tiers: tuple[str, ...] = PAIR_TIERS
+
+    def with_tiers(self, tiers: Sequence[str]) -> AutomixRouter:
+        """Cascade over ``tiers`` (engine roles, cheapest first; at least two, no repeats)."""
+        tiers = tuple(tiers)
+        if len(tiers) < 2 or len(set(tiers)) != len(tiers):
+            raise ConfigError(f"AutoMix tiers must be at least two distinct models, got {list(tiers)}")
+        self.tiers = tiers
+        return self
 
     # --- configuration -------------------------------------------------------------------------
     def build_policy(self) -> Policy:
@@ -290,20 +308,55 @@ class AutomixRouter(Router):
 
     async def cascade(self, queries: Sequence[str], engines: Engines, thresholds: Sequence[float | None],
                       contexts: Sequence[RouteContext | None]) -> list[RouteDecision]:
-        """Answer, verify and decide for every query: one small-model call for the answers, one for all
-        verifications (module docstring). A kept answer travels in ``decision.answer``."""
+        """Walk the tiers: at each but the last, the queries still open are answered, verified and kept or
+        escalated (``verify_stage``); a kept answer travels in ``decision.answer``."""
         self.require_fitted()
         if not queries:
             return []
-        small = engines.chat_model("small", "the AutoMix router")
+        open_queries = list(range(len(queries)))
+        stages: list[list[RouteDecision]] = [[] for _ in queries]
+        for tier in self.tiers[:-1]:
+            decided = await self.verify_stage(tier, [queries[i] for i in open_queries], engines,
+                                              [thresholds[i] for i in open_queries],
+                                              [contexts[i] for i in open_queries])
+            for i, decision in zip(open_queries, decided, strict=True):
+                stages[i].append(decision)
+            open_queries = [i for i, decision in zip(open_queries, decided, strict=True) if decision.use_large]
+            if not open_queries:
+                break
+        if self.tiers == PAIR_TIERS:
+            return [visited[0] for visited in stages]
+        return [self.tiered_decision(visited) for visited in stages]
+
+    async def verify_stage(self, tier: str, queries: Sequence[str], engines: Engines,
+                           thresholds: Sequence[float | None],
+                           contexts: Sequence[RouteContext | None]) -> list[RouteDecision]:
+        """``tier`` answers every query, verifies its answers, and the policy decides (module docstring): one
+        call for the answers, one for all verifications."""
+        model = engines.chat_model(tier, "the AutoMix router")
         # Requests with their own sampling settings cannot share one call; route_queries' all share defaults.
         settings = [self.answer_settings(c) for c in contexts]
-        answers = await self.answer_all(small, [self.answer_chat(q, c) for q, c in zip(queries, contexts)], settings)
+        answers = await self.answer_all(model, [self.answer_chat(q, c) for q, c in zip(queries, contexts)], settings)
         requests = [self.verification_request(q, a.text) for q, a in zip(queries, answers, strict=True)]
         # Every query's request has the same SamplingParams (n samples, temperature): one call serves all.
-        verified = await small.achat([[user(prompt)] for prompt, _ in requests], requests[0][1])
-        return [self.decision_for(query, answer, samples, threshold)
+        verified = await model.achat([[user(prompt)] for prompt, _ in requests], requests[0][1])
+        return [self.decision_for(query, answer, samples, threshold, role=tier)
                 for query, answer, samples, threshold in zip(queries, answers, verified, thresholds, strict=True)]
+
+    def tiered_decision(self, visited: Sequence[RouteDecision]) -> RouteDecision:
+        """One decision from the tiers a query went through: the tier that kept its answer, or the last tier."""
+        last = visited[-1]
+        kept = not last.use_large
+        tier = self.tiers[len(visited) - 1] if kept else self.tiers[len(visited)]
+        steps = [{"model": self.tiers[k], "verification_score": d.extra["verification_score"],
+                  "suitability": d.score, "kept": not d.use_large} for k, d in enumerate(visited)]
+        reason = "; ".join(f"{self.tiers[k]}: {d.reason}" for k, d in enumerate(visited))
+        return last.model_copy(update={
+            "model_name": tier, "app_model": tier, "use_large": tier == self.tiers[-1],
+            "reason": reason if kept else f"{reason}; the last tier, {tier}, answers",
+            "usage": [u for d in visited for u in d.usage],
+            "extra": {**last.extra, "route_to_llm": not kept, "tiers": steps},
+        })
 
     @staticmethod
     async def answer_all(small: ChatModel, chats: list[Messages],
@@ -314,7 +367,7 @@ class AutomixRouter(Router):
         return [part[0] for part in parts]
 
     def decision_for(self, query: str, answer: GenerationResult, verification: GenerationResult,
-                     threshold: float | None) -> RouteDecision:
+                     threshold: float | None, role: str = "small") -> RouteDecision:
         samples = [c.text for c in verification.completions]
         decision = self.decide_from_score(query, self.verification_score(query, answer.text, samples), threshold)
         if self.config.method != "SelfConsistency":
@@ -323,9 +376,9 @@ class AutomixRouter(Router):
         decision.extra["verification_samples"] = len(samples)
         decision.answer = None if decision.use_large else answer
         decision.usage = [
-            ModelUsage(role="small", purpose="answer", prompt_tokens=answer.prompt_tokens,
+            ModelUsage(role=role, purpose="answer", prompt_tokens=answer.prompt_tokens,
                        completion_tokens=answer.completion_tokens),
-            ModelUsage(role="small", purpose="verification", prompt_tokens=verification.prompt_tokens,
+            ModelUsage(role=role, purpose="verification", prompt_tokens=verification.prompt_tokens,
                        completion_tokens=verification.completion_tokens),
         ]
         return decision
