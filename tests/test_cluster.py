@@ -53,8 +53,8 @@ CRD_FILES = {"RayService": "ray.io_rayservices.yaml", "RayJob": "ray.io_rayjobs.
              "RayCluster": "ray.io_rayclusters.yaml"}
 # libyaml's loader where PyYAML has it: the three CRDs are 3 MB of YAML
 YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-TRAIN_JOBS = ("causal_lm", "policy", "automix", "hybrid", "oracle")
-GPU_JOBS = ("causal_lm", "policy", "automix", "hybrid")
+TRAIN_JOBS = ("causal_lm", "policy", "automix", "hybrid", "oracle", "nmodel")
+GPU_JOBS = ("causal_lm", "policy", "automix", "hybrid", "nmodel")
 RAYJOB_FILES = [CLUSTER / f"rayjob-{job}.yaml" for job in TRAIN_JOBS]
 RAYSERVICE_FILE = CLUSTER / "rayservice.yaml"
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")

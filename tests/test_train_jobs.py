@@ -268,3 +268,50 @@ def test_jobs_fail_loudly_on_bad_config_and_bad_data(tmp_path: Path, capsys: pyt
         assert job.main(["--config", str(config), "--quiet"]) == 2, job.__name__
         err = capsys.readouterr().err
         assert where in err and "error" in err, (job.__name__, err)
+
+
+def test_nmodel_job_fits_in_a_ray_task_reports_the_test_split_and_saves(tmp_path: Path, ray_cluster: None,
+                                                                        tiny_model_dir: Path) -> None:
+    """train_jobs.nmodel on LLMRouter's pool (a 300-query training subset): the kNN router and the causal-LM
+    router (a tiny random Llama, a few LoRA steps) each fit in a Ray task, report the test split with AIQ
+    and task-cluster intervals, and save an artifact that loads and routes."""
+    require(MINILM)
+    from routers.data.location import data_dir
+    from routers.nmodel.causal import MultiModelCausalLMRouter
+    from routers.nmodel.routers import MultiModelKNNRouter
+    from train_jobs.nmodel import main
+
+    if not (data_dir() / "llmrouter").is_dir():
+        pytest.skip("no LLMRouter pool: `llmrouter data get llmrouter`")
+    jobs = {
+        "nmodel_knn": {"cv_folds": 3},
+        "nmodel_causal": {"base_model": str(tiny_model_dir), "max_steps": 4, "batch_size": 4, "max_length": 48,
+                          "max_train_examples": 16, "calibration_queries": 20, "score_batch_size": 32},
+    }
+    for router, params in jobs.items():
+        job = write_yaml(tmp_path / f"{router}.yaml", {
+            "router": router, "pool": "llmrouter", "max_train_queries": 300, "params": params, "bootstrap": 50,
+            "save_to": str(tmp_path / router), "output_dir": str(tmp_path / f"run_{router}"),
+            "ray": {"cpus_per_worker": 1}})
+        assert main(["--config", str(job), "--quiet"]) == 0
+        metrics = json.loads((tmp_path / f"run_{router}/metrics.json").read_text())
+        assert metrics["router"] == router and metrics["n_train"] == 300 and metrics["n_test"] == 381
+        report = metrics["test"]
+        assert 0.0 < report["aiq"] <= 1.0 and report["intervals"]["aiq"]["low"] <= report["aiq"]
+        assert report["best_single_model"] in report["models"]
+    knn = MultiModelKNNRouter.load(tmp_path / "nmodel_knn")
+    causal = MultiModelCausalLMRouter.load(tmp_path / "nmodel_causal")
+    assert len(knn.models) == len(causal.models) == 9
+    assert np.isfinite(causal.predict_quality(["What is 2 + 2?"])).all()
+
+
+def test_nmodel_job_refuses_a_two_model_router_and_a_missing_source(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from train_jobs.nmodel import main
+
+    for payload, message in (({"router": "hybrid_llm", "pool": "llmrouter"}, "chooses between two models"),
+                             ({"router": "nmodel_knn"}, "either pool")):
+        job = write_yaml(tmp_path / "bad.yaml", {**payload, "save_to": str(tmp_path / "a"),
+                                                 "output_dir": str(tmp_path / "run")})
+        assert main(["--config", str(job)]) == 2
+        assert message in capsys.readouterr().err
