@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from routers.engines import EmbedderConfig, GeneratorConfig
+from routers.engines import EmbedderConfig, GeneratorConfig, checked_engine_overrides
 from routers.errors import ConfigError
 from routers.paths import existing_path, resolve_model_path
 from routers.registry import RouterEntry, multimodel_router_names, served_entries
@@ -272,9 +272,7 @@ class GenerativeRouterSpec(StrictModel):
     @field_validator("engine")
     @classmethod
     def _engine_fields_known(cls, engine: dict[str, Any] | None) -> dict[str, Any] | None:
-        if engine is not None:
-            GeneratorConfig.model_validate({"model": "placeholder", **engine})
-        return engine
+        return checked_engine_overrides(engine)
 
 
 class ScoringRouterSpec(StrictModel):
@@ -314,9 +312,7 @@ class MultiModelRouterSpec(StrictModel):
     @field_validator("engine")
     @classmethod
     def _engine_fields_known(cls, engine: dict[str, Any] | None) -> dict[str, Any] | None:
-        if engine is not None:
-            GeneratorConfig.model_validate({"model": "placeholder", **engine})
-        return engine
+        return checked_engine_overrides(engine)
 
     @field_validator("rule")
     @classmethod

@@ -59,15 +59,28 @@ from routers.causal_lm.training import (
     train_causal_lm,
 )
 from routers.data import RoutingDataset
-from routers.engines import Generator, GeneratorConfig, SamplingParams, resolve_model_path
+from routers.engines import Generator, GeneratorConfig, SamplingParams, checked_engine_overrides, resolve_model_path
 from routers.errors import ArtifactError, ConfigError
 from routers.generative import ADAPTER_SUBDIR, MERGED_SUBDIR, GenerativeRouter
 from routers.progress import progress_bar
+from routers.strict import StrictModel
 
 MERGE_SOURCE_FILE = "merge_source.json"
 
 
-class CausalLMConfig(RouterConfig, CausalLMHyperparams):
+class LMEngineOverrides(StrictModel):
+    """The ``engine`` key of a router with its own LM: ``GeneratorConfig`` fields over the artifact's model."""
+
+    engine: dict[str, Any] = Field(default_factory=dict, description="GeneratorConfig overrides for the router model")
+
+    @field_validator("engine")
+    @classmethod
+    def _engine_fields_known(cls, engine: dict[str, Any]) -> dict[str, Any]:
+        checked_engine_overrides(engine)
+        return engine
+
+
+class CausalLMConfig(RouterConfig, CausalLMHyperparams, LMEngineOverrides):
     """The router's settings: the training hyperparameters (``CausalLMHyperparams``, one definition shared
     with ``CausalLMTrainConfig``) and how the trained model is subset, queried and parsed."""
 
@@ -84,7 +97,6 @@ class CausalLMConfig(RouterConfig, CausalLMHyperparams):
     tensor_parallel_size: int | None = Field(default=None, ge=1,
                                              description="shorthand for engine.tensor_parallel_size")
     score_batch_size: int = Field(default=16, ge=1, description="queries per forward pass in dataset_scores")
-    engine: dict[str, Any] = Field(default_factory=dict, description="GeneratorConfig overrides for the router model")
 
     @field_validator("use_lora")
     @classmethod
@@ -92,12 +104,6 @@ class CausalLMConfig(RouterConfig, CausalLMHyperparams):
         if not value:
             raise ValueError("the causal-LM router trains LoRA adapters only; full finetuning is not supported")
         return value
-
-    @field_validator("engine")
-    @classmethod
-    def _engine_fields_known(cls, engine: dict[str, Any]) -> dict[str, Any]:
-        GeneratorConfig.model_validate({"model": "placeholder", **engine})
-        return engine
 
 
 def sigmoid(x: float) -> float:

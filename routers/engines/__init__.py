@@ -15,6 +15,7 @@ from routers.engines.base import (
     Messages,
     SamplingParams,
     SequenceScorer,
+    checked_engine_overrides,
     model_identity,
     resolve_model_path,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "SequenceScorer",
     "build_embedder",
     "build_generator",
+    "checked_engine_overrides",
     "model_identity",
     "resolve_model_path",
 ]

@@ -209,6 +209,14 @@ class Embedder(AsyncEmbedder):
         return await asyncio.to_thread(self.embed, texts)
 
 
+def checked_engine_overrides(engine: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``GeneratorConfig`` fields that override an artifact's own engine (no model of their own), checked as a
+    ``GeneratorConfig`` checks them, so a typo fails when the config is read."""
+    if engine is not None:
+        GeneratorConfig.model_validate({"model": "placeholder", **engine})
+    return engine
+
+
 class ChatModel(ABC):
     """What a router that calls an answer model needs (AutoMix's small model): chats in, results out.
 

@@ -37,7 +37,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from routers.causal_lm.labels import SFTExample, balanced_indices, router_prompt
-from routers.causal_lm.router import ensure_merged_from
+from routers.causal_lm.router import LMEngineOverrides, ensure_merged_from
 from routers.causal_lm.training import ADAPTER_CONFIG, ADAPTER_WEIGHTS, CausalLMHyperparams, CausalLMTrainConfig
 from routers.data.multimodel import MultiModelDataset
 from routers.engines import Engines, Generator, GeneratorConfig, build_generator
@@ -51,7 +51,7 @@ from routers.selection import SelectionCalibration
 ADAPTER_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS)
 
 
-class CausalRouterConfig(MultiModelRouterConfig, CausalLMHyperparams):
+class CausalRouterConfig(MultiModelRouterConfig, CausalLMHyperparams, LMEngineOverrides):
     """The fine-tuning hyperparameters (``CausalLMHyperparams``, CPU-sized defaults) and how the router is
     calibrated and queried."""
 
@@ -66,7 +66,6 @@ class CausalRouterConfig(MultiModelRouterConfig, CausalLMHyperparams):
     prior_strength: float = Field(default=5.0, ge=0.0,
                                   description="pseudo-queries shrinking E[quality | best = j] toward the mean")
     score_batch_size: int = Field(default=8, ge=1, description="prompts per scoring pass")
-    engine: dict[str, Any] = Field(default_factory=dict, description="GeneratorConfig overrides for the router LM")
 
     @field_validator("grid")
     @classmethod
@@ -74,12 +73,6 @@ class CausalRouterConfig(MultiModelRouterConfig, CausalLMHyperparams):
         if value is not None:
             raise ValueError("the causal-LM router fine-tunes once (no grid search); set its hyperparameters")
         return value
-
-    @field_validator("engine")
-    @classmethod
-    def _engine_fields_known(cls, engine: dict[str, Any]) -> dict[str, Any]:
-        GeneratorConfig.model_validate({"model": "placeholder", **engine})
-        return engine
 
 
 def best_model_labels(quality: np.ndarray, mean_cost: np.ndarray) -> np.ndarray:
