@@ -92,8 +92,10 @@ def evaluate(runs: list[RouterRun], data: MultiModelDataset, resamples: int, mod
 
 
 def default_routers() -> list[str]:
-    """Every N-model router that learns from embeddings (or nothing): not the LM fine-tune."""
-    return [n for n in multimodel_router_names() if issubclass(multimodel_router_class(n), FeatureRouter)]
+    """Every N-model router that learns from embeddings (or nothing) and needs no model descriptions (RouterBench's
+    pool has none): not the LM fine-tune, not the description router (``bench/description_lomo.py``)."""
+    return [n for n in multimodel_router_names() if issubclass(cls := multimodel_router_class(n), FeatureRouter)
+            and not cls.needs_descriptions]
 
 
 def main() -> None:

@@ -39,7 +39,7 @@ def learned(request: pytest.FixtureRequest) -> MultiModelRouter:
 
 def test_the_registry_lists_the_n_model_routers_apart() -> None:
     assert set(multimodel_router_names()) == {"nmodel_mlp", "nmodel_mf", "nmodel_knn", "nmodel_blend", "nmodel_causal",
-                                              "nmodel_single", "nmodel_random", "nmodel_oracle"}
+                                              "nmodel_desc", "nmodel_single", "nmodel_random", "nmodel_oracle"}
     assert is_multimodel("knn_n") and not is_multimodel("knn")
     with pytest.raises(ConfigError, match="chooses among N models"):
         router_class("nmodel_mlp")

@@ -158,6 +158,8 @@ class MultiModelRouter(ABC):
     Config: ClassVar[type[MultiModelRouterConfig]] = MultiModelRouterConfig
     #: whether it reads query embeddings (the CLI and the app then bind an embedder)
     uses_embeddings: ClassVar[bool] = False
+    #: whether it reads each model's description from the data's candidate file (LLMRouter's pool has them)
+    needs_descriptions: ClassVar[bool] = False
     #: the engine role of its own language model, scored through ``Engines.scorer`` (None: it has none; the
     #: app hosts one in a router-LM deployment when set)
     engine_role: ClassVar[str | None] = None

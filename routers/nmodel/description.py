@@ -1,0 +1,216 @@
+"""A router that scores (query, model description) pairs, so a model added to the pool is routed to from its
+description and a few labelled examples, without retraining (seed 002's "adaptable to new models").
+
+Each model is a vector: the embedding of its description (the ``feature`` text of LLMRouter's candidate file,
+embedded by the router's own embedder) and the log of its mean cost per call. One MLP reads the standardised
+query embedding beside a model's vector and predicts that model's quality on the query; it is trained on every
+(query, model) pair of the training data, so what it learns is about descriptions and prices, not about model
+names. ``add_model`` puts a new model in the pool: its vector comes from its description and price, and ``k``
+labelled queries, when given, set its bias (the logit shift that makes its mean predicted quality on them their
+mean quality). The network is not refitted.
+
+Artifacts: ``description.safetensors`` (the MLP, the standardisation, every model's vector and bias).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import Field
+
+from routers.data.multimodel import MultiModelDataset
+from routers.embedding import standardisation
+from routers.engines import Embedder
+from routers.errors import ArtifactError, ConfigError
+from routers.nmodel.base import CostEstimator, FeatureRouter, MultiModelRouterConfig
+from routers.nmodel.routers import read_tensors, sigmoid
+from routers.safe_io import save_arrays
+
+#: the candidate file's field that describes a model (LLMRouter's ``default_llm.json``)
+DESCRIPTION_FIELD = "feature"
+EPSILON = 1e-3
+
+
+class DescriptionConfig(MultiModelRouterConfig):
+    hidden: int = Field(default=128, ge=1)
+    epochs: int = Field(default=8, ge=1)
+    batch_size: int = Field(default=512, ge=1)
+    learning_rate: float = Field(default=2e-3, gt=0.0)
+    weight_decay: float = Field(default=1e-2, ge=0.0)
+    dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
+    num_threads: int = Field(default=1, ge=1, description="torch CPU threads while training")
+
+
+def logit(p: np.ndarray | float) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=np.float64), EPSILON, 1 - EPSILON)
+    return np.log(p / (1 - p))
+
+
+def matching_bias(logits: np.ndarray, target: float, steps: int = 60) -> float:
+    """The shift b with mean(sigmoid(logits + b)) = target (clipped into (0, 1)), by bisection: the mean is
+    increasing in b."""
+    target = float(np.clip(target, EPSILON, 1 - EPSILON))
+    low, high = -40.0, 40.0
+    for _ in range(steps):
+        middle = (low + high) / 2
+        if float(np.mean(1 / (1 + np.exp(-(logits + middle))))) < target:
+            low = middle
+        else:
+            high = middle
+    return (low + high) / 2
+
+
+def descriptions_of(data: MultiModelDataset) -> list[str]:
+    """Every model's description from the data's candidate file; a clear error naming the models without one."""
+    texts, missing = [], []
+    for model in data.models:
+        candidate = data.candidates.get(model)
+        extra = {} if candidate is None else (candidate.model_extra or {})
+        text = extra.get(DESCRIPTION_FIELD)
+        if not isinstance(text, str) or not text.strip():
+            missing.append(model)
+        texts.append(text or "")
+    if missing:
+        raise ConfigError(f"the description router needs each model's {DESCRIPTION_FIELD!r} text in the candidate "
+                          f"file; none for {missing}")
+    return texts
+
+
+class DescriptionRouter(FeatureRouter):
+    """Query embedding x model vector (description embedding, log mean cost) -> quality (module docstring)."""
+
+    name = "nmodel_desc"
+    Config = DescriptionConfig
+    config: DescriptionConfig
+    default_grid = ({},)
+    tensors_file = "description.safetensors"
+    tensor_names: ClassVar[tuple[str, ...]] = ("w_query", "w_model", "b1", "w2", "b2", "mean", "scale",
+                                               "model_mean", "model_scale", "model_vectors", "model_bias")
+    needs_descriptions = True
+
+    def __init__(self, config: Any = None) -> None:
+        super().__init__(config)
+        #: (n_models, dim + 1): each model's description embedding and log mean cost, in ``models`` order
+        self.model_vectors: np.ndarray | None = None
+        self.model_bias: np.ndarray | None = None
+        self.tensors: dict[str, np.ndarray] | None = None
+
+    # --- model vectors ------------------------------------------------------------------------------------
+    def model_vector(self, description: str, mean_cost: float) -> np.ndarray:
+        if not isinstance(self.embedder, Embedder):
+            raise ConfigError(f"the {self.name} router needs a (synchronous) embedder for the model descriptions")
+        vector = np.asarray(self.embedder.embed([description]), dtype=np.float64)[0]
+        return np.concatenate([vector, [np.log(max(mean_cost, 1e-12))]])
+
+    def fit(self, train: MultiModelDataset) -> dict[str, Any]:
+        texts = descriptions_of(train)
+        mean_cost = train.cost.mean(axis=0)
+        self.model_vectors = np.stack([self.model_vector(t, c) for t, c in zip(texts, mean_cost, strict=True)])
+        self.model_bias = np.zeros(len(texts))
+        return super().fit(train)
+
+    def fresh(self) -> DescriptionRouter:
+        router = type(self)(self.config)
+        router.embedder, router.model_vectors = self.embedder, self.model_vectors
+        router.model_bias = None if self.model_bias is None else self.model_bias.copy()
+        return router
+
+    def add_model(self, name: str, description: str, cost_per_call: float,
+                  examples: tuple[Sequence[str], np.ndarray] | None = None) -> None:
+        """Put ``name`` in the pool from its description and its USD per call; ``examples`` (queries, their
+        quality under it) set its bias. The network is not refitted; the selection calibration, which was about
+        the fitted pool, is dropped (rules other than ``cost=`` and ``budget=`` need a refit)."""
+        self.require_fitted()
+        assert self.model_vectors is not None and self.model_bias is not None and self.costs is not None
+        if name in self.models:
+            raise ConfigError(f"model {name!r} is already in the pool")
+        self.models = (*self.models, name)
+        self.model_vectors = np.vstack([self.model_vectors, self.model_vector(description, cost_per_call)])
+        self.model_bias = np.append(self.model_bias, 0.0)
+        self.costs = CostEstimator(np.append(self.costs.intercept, cost_per_call), np.append(self.costs.slope, 0.0))
+        self.mean_cost = None if self.mean_cost is None else np.append(self.mean_cost, cost_per_call)
+        self.calibration = None
+        if examples is not None and len(examples[0]):
+            queries, quality = examples
+            x = self.features(list(queries), f"{self.name}: embedding {name}'s examples")
+            self.model_bias[-1] = matching_bias(self.logits(x)[:, -1], float(np.mean(quality)))
+
+    # --- the network --------------------------------------------------------------------------------------
+    def fit_arrays(self, x: np.ndarray, quality: np.ndarray, params: Mapping[str, Any]) -> None:
+        import torch
+
+        if self.model_vectors is None:
+            raise ConfigError(f"the {self.name} router embeds the model descriptions in fit(); call fit()")
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self.config.num_threads)
+        try:
+            self.train_network(x, quality, self.model_vectors)
+        finally:
+            torch.set_num_threads(threads)
+
+    def train_network(self, x: np.ndarray, quality: np.ndarray, model_vectors: np.ndarray) -> None:
+        import torch
+
+        cfg = self.config
+        mean, scale = standardisation(x)
+        m_mean, m_scale = standardisation(model_vectors)
+        torch.manual_seed(cfg.seed)
+        queries = torch.tensor((x - mean) / scale, dtype=torch.float32)
+        models = torch.tensor((model_vectors - m_mean) / m_scale, dtype=torch.float32)
+        targets = torch.tensor(quality, dtype=torch.float32)
+        q_layer = torch.nn.Linear(queries.shape[1], cfg.hidden)
+        m_layer = torch.nn.Linear(models.shape[1], cfg.hidden, bias=False)
+        head = torch.nn.Linear(cfg.hidden, 1)
+        dropout = torch.nn.Dropout(cfg.dropout)
+        with torch.no_grad():
+            head.bias.fill_(float(logit(quality.mean())))
+        parameters = [*q_layer.parameters(), *m_layer.parameters(), *head.parameters()]
+        optimiser = torch.optim.AdamW(parameters, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        loss_fn = torch.nn.BCEWithLogitsLoss()
+        generator = torch.Generator().manual_seed(cfg.seed)
+        n, m = quality.shape
+        for _ in range(cfg.epochs):
+            order = torch.randperm(n * m, generator=generator)
+            for start in range(0, n * m, cfg.batch_size):
+                pairs = order[start : start + cfg.batch_size]
+                rows, cols = pairs // m, pairs % m
+                hidden = torch.relu(q_layer(queries[rows]) + m_layer(models[cols]))
+                optimiser.zero_grad()
+                loss_fn(head(dropout(hidden)).squeeze(-1), targets[rows, cols]).backward()
+                optimiser.step()
+        self.tensors = {
+            "w_query": q_layer.weight.detach().double().numpy().T, "b1": q_layer.bias.detach().double().numpy(),
+            "w_model": m_layer.weight.detach().double().numpy().T, "w2": head.weight.detach().double().numpy()[0],
+            "b2": head.bias.detach().double().numpy(), "mean": mean, "scale": scale,
+            "model_mean": m_mean, "model_scale": m_scale,
+        }
+
+    def predict_arrays(self, x: np.ndarray) -> np.ndarray:
+        return sigmoid(self.logits(x))
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """Every model's quality logit, (n, m), its bias included."""
+        if self.tensors is None or self.model_vectors is None or self.model_bias is None:
+            raise ArtifactError(f"the {self.name} router has no weights")
+        t = self.tensors
+        query_part = ((x - t["mean"]) / t["scale"]) @ t["w_query"] + t["b1"]
+        model_part = ((self.model_vectors - t["model_mean"]) / t["model_scale"]) @ t["w_model"]
+        hidden = np.maximum(query_part[:, None, :] + model_part[None, :, :], 0.0)
+        return hidden @ t["w2"] + t["b2"] + self.model_bias[None, :]
+
+    # --- artifacts ----------------------------------------------------------------------------------------
+    def save_tensors(self, directory: Path) -> None:
+        if self.tensors is None or self.model_vectors is None or self.model_bias is None:
+            raise ArtifactError(f"the {self.name} router has no weights")
+        save_arrays(directory / self.tensors_file, {**self.tensors, "model_vectors": self.model_vectors,
+                                                    "model_bias": self.model_bias})
+
+    def load_state(self, state: Mapping[str, Any], directory: Path) -> None:
+        arrays = read_tensors(directory / self.tensors_file, self.tensor_names)
+        self.model_vectors, self.model_bias = arrays.pop("model_vectors"), arrays.pop("model_bias")
+        if len(self.model_vectors) != len(self.models):
+            raise ArtifactError(f"{directory}: {len(self.model_vectors)} model vectors for {len(self.models)} models")
+        self.tensors = arrays
