@@ -6,8 +6,9 @@ embedded by the router's own embedder) and the log of its mean cost per call. On
 query embedding beside a model's vector and predicts that model's quality on the query; it is trained on every
 (query, model) pair of the training data, so what it learns is about descriptions and prices, not about model
 names. ``add_model`` puts a new model in the pool: its vector comes from its description and price, and ``k``
-labelled queries, when given, set its bias (the logit shift that makes its mean predicted quality on them their
-mean quality). The network is not refitted.
+labelled queries, when given, rescale its logit (Platt scaling: a slope and a bias fitted on them), so a network
+whose opinion of the new model does not track its quality falls back to its base rate. The network is not
+refitted.
 
 Artifacts: ``description.safetensors`` (the MLP, the standardisation, every model's vector and bias).
 """
@@ -49,18 +50,32 @@ def logit(p: np.ndarray | float) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def matching_bias(logits: np.ndarray, target: float, steps: int = 60) -> float:
-    """The shift b with mean(sigmoid(logits + b)) = target (clipped into (0, 1)), by bisection: the mean is
-    increasing in b."""
-    target = float(np.clip(target, EPSILON, 1 - EPSILON))
-    low, high = -40.0, 40.0
+def platt_scaling(logits: np.ndarray, quality: np.ndarray, ridge: float = 1.0,
+                  steps: int = 100) -> tuple[float, float]:
+    """(a, b) of sigmoid(a x logit + b) fitted to ``quality`` on a few examples: Platt's method (Newton steps on
+    the log-loss; targets smoothed toward 1/2 by one pseudo-example each way, so k examples cannot make it sure)
+    on the standardised logits, with a unit ridge on their slope. a near 0 says the network's opinion of the new
+    model does not track its quality on them, and its prediction falls back to their base rate."""
+    y = np.asarray(quality, dtype=np.float64)
+    positives = float((y >= 0.5).sum())
+    high, low = (positives + 1) / (positives + 2), 1 / (len(y) - positives + 2)
+    target = low + (high - low) * y
+    z = np.asarray(logits, dtype=np.float64)
+    centre, spread = float(z.mean()), float(z.std())
+    spread = spread if spread > 1e-9 else 1.0
+    design = np.column_stack([(z - centre) / spread, np.ones(len(y))])
+    penalty = np.diag([ridge, 0.0])
+    params = np.zeros(2)
     for _ in range(steps):
-        middle = (low + high) / 2
-        if float(np.mean(1 / (1 + np.exp(-(logits + middle))))) < target:
-            low = middle
-        else:
-            high = middle
-    return (low + high) / 2
+        p = 1 / (1 + np.exp(-np.clip(design @ params, -40, 40)))
+        gradient = design.T @ (p - target) + penalty @ params
+        hessian = design.T @ (design * (p * (1 - p))[:, None]) + penalty + 1e-9 * np.eye(2)
+        step = np.linalg.solve(hessian, gradient)
+        params = params - step
+        if np.abs(step).max() < 1e-10:
+            break
+    slope = params[0] / spread
+    return float(slope), float(params[1] - slope * centre)
 
 
 def descriptions_of(data: MultiModelDataset) -> list[str]:
@@ -88,7 +103,7 @@ class DescriptionRouter(FeatureRouter):
     default_grid = ({},)
     tensors_file = "description.safetensors"
     tensor_names: ClassVar[tuple[str, ...]] = ("w_query", "w_model", "b1", "w2", "b2", "mean", "scale",
-                                               "model_mean", "model_scale", "model_vectors", "model_bias")
+                                               "model_mean", "model_scale", "model_vectors", "model_bias", "model_gain")
     needs_descriptions = True
 
     def __init__(self, config: Any = None) -> None:
@@ -96,6 +111,8 @@ class DescriptionRouter(FeatureRouter):
         #: (n_models, dim + 1): each model's description embedding and log mean cost, in ``models`` order
         self.model_vectors: np.ndarray | None = None
         self.model_bias: np.ndarray | None = None
+        #: each model's logit multiplier: 1, or a new model's Platt slope from its labelled examples
+        self.model_gain: np.ndarray | None = None
         self.tensors: dict[str, np.ndarray] | None = None
 
     # --- model vectors ------------------------------------------------------------------------------------
@@ -109,13 +126,14 @@ class DescriptionRouter(FeatureRouter):
         texts = descriptions_of(train)
         mean_cost = train.cost.mean(axis=0)
         self.model_vectors = np.stack([self.model_vector(t, c) for t, c in zip(texts, mean_cost, strict=True)])
-        self.model_bias = np.zeros(len(texts))
+        self.model_bias, self.model_gain = np.zeros(len(texts)), np.ones(len(texts))
         return super().fit(train)
 
     def fresh(self) -> DescriptionRouter:
         router = type(self)(self.config)
         router.embedder, router.model_vectors = self.embedder, self.model_vectors
         router.model_bias = None if self.model_bias is None else self.model_bias.copy()
+        router.model_gain = None if self.model_gain is None else self.model_gain.copy()
         return router
 
     def add_model(self, name: str, description: str, cost_per_call: float,
@@ -124,19 +142,20 @@ class DescriptionRouter(FeatureRouter):
         quality under it) set its bias. The network is not refitted; the selection calibration, which was about
         the fitted pool, is dropped (rules other than ``cost=`` and ``budget=`` need a refit)."""
         self.require_fitted()
-        assert self.model_vectors is not None and self.model_bias is not None and self.costs is not None
+        assert self.model_vectors is not None and self.model_bias is not None and self.model_gain is not None
+        assert self.costs is not None
         if name in self.models:
             raise ConfigError(f"model {name!r} is already in the pool")
         self.models = (*self.models, name)
         self.model_vectors = np.vstack([self.model_vectors, self.model_vector(description, cost_per_call)])
-        self.model_bias = np.append(self.model_bias, 0.0)
+        self.model_bias, self.model_gain = np.append(self.model_bias, 0.0), np.append(self.model_gain, 1.0)
         self.costs = CostEstimator(np.append(self.costs.intercept, cost_per_call), np.append(self.costs.slope, 0.0))
         self.mean_cost = None if self.mean_cost is None else np.append(self.mean_cost, cost_per_call)
         self.calibration = None
         if examples is not None and len(examples[0]):
             queries, quality = examples
             x = self.features(list(queries), f"{self.name}: embedding {name}'s examples")
-            self.model_bias[-1] = matching_bias(self.logits(x)[:, -1], float(np.mean(quality)))
+            self.model_gain[-1], self.model_bias[-1] = platt_scaling(self.logits(x)[:, -1], quality)
 
     # --- the network --------------------------------------------------------------------------------------
     def fit_arrays(self, x: np.ndarray, quality: np.ndarray, params: Mapping[str, Any]) -> None:
@@ -193,24 +212,25 @@ class DescriptionRouter(FeatureRouter):
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """Every model's quality logit, (n, m), its bias included."""
-        if self.tensors is None or self.model_vectors is None or self.model_bias is None:
+        if self.tensors is None or self.model_vectors is None or self.model_bias is None or self.model_gain is None:
             raise ArtifactError(f"the {self.name} router has no weights")
         t = self.tensors
         query_part = ((x - t["mean"]) / t["scale"]) @ t["w_query"] + t["b1"]
         model_part = ((self.model_vectors - t["model_mean"]) / t["model_scale"]) @ t["w_model"]
         hidden = np.maximum(query_part[:, None, :] + model_part[None, :, :], 0.0)
-        return hidden @ t["w2"] + t["b2"] + self.model_bias[None, :]
+        return self.model_gain[None, :] * (hidden @ t["w2"] + t["b2"]) + self.model_bias[None, :]
 
     # --- artifacts ----------------------------------------------------------------------------------------
     def save_tensors(self, directory: Path) -> None:
         if self.tensors is None or self.model_vectors is None or self.model_bias is None:
             raise ArtifactError(f"the {self.name} router has no weights")
         save_arrays(directory / self.tensors_file, {**self.tensors, "model_vectors": self.model_vectors,
-                                                    "model_bias": self.model_bias})
+                                                    "model_bias": self.model_bias, "model_gain": self.model_gain})
 
     def load_state(self, state: Mapping[str, Any], directory: Path) -> None:
         arrays = read_tensors(directory / self.tensors_file, self.tensor_names)
         self.model_vectors, self.model_bias = arrays.pop("model_vectors"), arrays.pop("model_bias")
+        self.model_gain = arrays.pop("model_gain")
         if len(self.model_vectors) != len(self.models):
             raise ArtifactError(f"{directory}: {len(self.model_vectors)} model vectors for {len(self.models)} models")
         self.tensors = arrays
