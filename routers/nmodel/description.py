@@ -6,8 +6,9 @@ embedded by the router's own embedder) and the log of its mean cost per call. On
 query embedding beside a model's vector and predicts that model's quality on the query; it is trained on every
 (query, model) pair of the training data, so what it learns is about descriptions and prices, not about model
 names. ``add_model`` puts a new model in the pool: its vector comes from its description and price, and ``k``
-labelled queries, when given, rescale its logit (Platt scaling: a slope and a bias fitted on them), so a network
-whose opinion of the new model does not track its quality falls back to its base rate. The network is not
+labelled queries, when given, fit its read-out (Platt scaling on them) from two logits: the network's for the new
+model, and the pool's (the fitted models' mean predicted quality: how hard the query is). So a network whose
+opinion of the new model does not track its quality still predicts it lower on hard queries. The network is not
 refitted.
 
 Artifacts: ``description.safetensors`` (the MLP, the standardisation, every model's vector and bias).
@@ -33,6 +34,8 @@ from routers.safe_io import save_arrays
 #: the candidate file's field that describes a model (LLMRouter's ``default_llm.json``)
 DESCRIPTION_FIELD = "feature"
 EPSILON = 1e-3
+#: a fitted model's read-out: its own logit, nothing from the pool's, no shift
+FITTED_READOUT = np.array([1.0, 0.0, 0.0])
 
 
 class DescriptionConfig(MultiModelRouterConfig):
@@ -50,32 +53,32 @@ def logit(p: np.ndarray | float) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def platt_scaling(logits: np.ndarray, quality: np.ndarray, ridge: float = 1.0,
-                  steps: int = 100) -> tuple[float, float]:
-    """(a, b) of sigmoid(a x logit + b) fitted to ``quality`` on a few examples: Platt's method (Newton steps on
-    the log-loss; targets smoothed toward 1/2 by one pseudo-example each way, so k examples cannot make it sure)
-    on the standardised logits, with a unit ridge on their slope. a near 0 says the network's opinion of the new
-    model does not track its quality on them, and its prediction falls back to their base rate."""
+def platt_scaling(features: np.ndarray, quality: np.ndarray, ridge: float = 1.0,
+                  steps: int = 100) -> np.ndarray:
+    """Weights and bias of sigmoid(features @ w + b) fitted to ``quality`` on a few examples: Platt's method
+    (Newton steps on the log-loss; targets smoothed toward 1/2 by one pseudo-example each way, so k examples
+    cannot make it sure) on standardised features, with a unit ridge on the weights. Returns (w..., b) in the
+    features' own units. Weights near 0 say a feature does not track the new model's quality on them."""
     y = np.asarray(quality, dtype=np.float64)
     positives = float((y >= 0.5).sum())
     high, low = (positives + 1) / (positives + 2), 1 / (len(y) - positives + 2)
     target = low + (high - low) * y
-    z = np.asarray(logits, dtype=np.float64)
-    centre, spread = float(z.mean()), float(z.std())
-    spread = spread if spread > 1e-9 else 1.0
+    z = np.asarray(features, dtype=np.float64).reshape(len(y), -1)
+    centre, spread = z.mean(axis=0), z.std(axis=0)
+    spread[spread < 1e-9] = 1.0
     design = np.column_stack([(z - centre) / spread, np.ones(len(y))])
-    penalty = np.diag([ridge, 0.0])
-    params = np.zeros(2)
+    penalty = np.diag([ridge] * z.shape[1] + [0.0])
+    params = np.zeros(design.shape[1])
     for _ in range(steps):
         p = 1 / (1 + np.exp(-np.clip(design @ params, -40, 40)))
         gradient = design.T @ (p - target) + penalty @ params
-        hessian = design.T @ (design * (p * (1 - p))[:, None]) + penalty + 1e-9 * np.eye(2)
+        hessian = design.T @ (design * (p * (1 - p))[:, None]) + penalty + 1e-9 * np.eye(len(params))
         step = np.linalg.solve(hessian, gradient)
         params = params - step
         if np.abs(step).max() < 1e-10:
             break
-    slope = params[0] / spread
-    return float(slope), float(params[1] - slope * centre)
+    weights = params[:-1] / spread
+    return np.append(weights, params[-1] - weights @ centre)
 
 
 def descriptions_of(data: MultiModelDataset) -> list[str]:
@@ -103,16 +106,17 @@ class DescriptionRouter(FeatureRouter):
     default_grid = ({},)
     tensors_file = "description.safetensors"
     tensor_names: ClassVar[tuple[str, ...]] = ("w_query", "w_model", "b1", "w2", "b2", "mean", "scale",
-                                               "model_mean", "model_scale", "model_vectors", "model_bias", "model_gain")
+                                               "model_mean", "model_scale", "model_vectors", "model_readout")
     needs_descriptions = True
 
     def __init__(self, config: Any = None) -> None:
         super().__init__(config)
         #: (n_models, dim + 1): each model's description embedding and log mean cost, in ``models`` order
         self.model_vectors: np.ndarray | None = None
-        self.model_bias: np.ndarray | None = None
-        #: each model's logit multiplier: 1, or a new model's Platt slope from its labelled examples
-        self.model_gain: np.ndarray | None = None
+        #: (n_models, 3): logit = a x the network's logit + c x the pool's logit + b; (1, 0, 0) for fitted models
+        self.model_readout: np.ndarray | None = None
+        #: how many of ``models`` the network was fitted on (added models come after them)
+        self.n_fitted = 0
         self.tensors: dict[str, np.ndarray] | None = None
 
     # --- model vectors ------------------------------------------------------------------------------------
@@ -126,36 +130,36 @@ class DescriptionRouter(FeatureRouter):
         texts = descriptions_of(train)
         mean_cost = train.cost.mean(axis=0)
         self.model_vectors = np.stack([self.model_vector(t, c) for t, c in zip(texts, mean_cost, strict=True)])
-        self.model_bias, self.model_gain = np.zeros(len(texts)), np.ones(len(texts))
+        self.model_readout, self.n_fitted = np.tile(FITTED_READOUT, (len(texts), 1)), len(texts)
         return super().fit(train)
 
     def fresh(self) -> DescriptionRouter:
         router = type(self)(self.config)
         router.embedder, router.model_vectors = self.embedder, self.model_vectors
-        router.model_bias = None if self.model_bias is None else self.model_bias.copy()
-        router.model_gain = None if self.model_gain is None else self.model_gain.copy()
+        router.model_readout = None if self.model_readout is None else self.model_readout.copy()
+        router.n_fitted = self.n_fitted
         return router
 
     def add_model(self, name: str, description: str, cost_per_call: float,
                   examples: tuple[Sequence[str], np.ndarray] | None = None) -> None:
         """Put ``name`` in the pool from its description and its USD per call; ``examples`` (queries, their
-        quality under it) set its bias. The network is not refitted; the selection calibration, which was about
+        quality under it) fit its read-out. The network is not refitted; the selection calibration, which was about
         the fitted pool, is dropped (rules other than ``cost=`` and ``budget=`` need a refit)."""
         self.require_fitted()
-        assert self.model_vectors is not None and self.model_bias is not None and self.model_gain is not None
-        assert self.costs is not None
+        assert self.model_vectors is not None and self.model_readout is not None and self.costs is not None
         if name in self.models:
             raise ConfigError(f"model {name!r} is already in the pool")
         self.models = (*self.models, name)
         self.model_vectors = np.vstack([self.model_vectors, self.model_vector(description, cost_per_call)])
-        self.model_bias, self.model_gain = np.append(self.model_bias, 0.0), np.append(self.model_gain, 1.0)
+        self.model_readout = np.vstack([self.model_readout, FITTED_READOUT])
         self.costs = CostEstimator(np.append(self.costs.intercept, cost_per_call), np.append(self.costs.slope, 0.0))
         self.mean_cost = None if self.mean_cost is None else np.append(self.mean_cost, cost_per_call)
         self.calibration = None
         if examples is not None and len(examples[0]):
             queries, quality = examples
             x = self.features(list(queries), f"{self.name}: embedding {name}'s examples")
-            self.model_gain[-1], self.model_bias[-1] = platt_scaling(self.logits(x)[:, -1], quality)
+            own, pool = self.network_logits(x)
+            self.model_readout[-1] = platt_scaling(np.column_stack([own[:, -1], pool]), quality)
 
     # --- the network --------------------------------------------------------------------------------------
     def fit_arrays(self, x: np.ndarray, quality: np.ndarray, params: Mapping[str, Any]) -> None:
@@ -210,27 +214,40 @@ class DescriptionRouter(FeatureRouter):
     def predict_arrays(self, x: np.ndarray) -> np.ndarray:
         return sigmoid(self.logits(x))
 
-    def logits(self, x: np.ndarray) -> np.ndarray:
-        """Every model's quality logit, (n, m), its bias included."""
-        if self.tensors is None or self.model_vectors is None or self.model_bias is None or self.model_gain is None:
+    def network_logits(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The network's logit of every model, (n, m), and the pool's: the logit of the fitted models' mean
+        predicted quality, (n,)."""
+        if self.tensors is None or self.model_vectors is None:
             raise ArtifactError(f"the {self.name} router has no weights")
         t = self.tensors
         query_part = ((x - t["mean"]) / t["scale"]) @ t["w_query"] + t["b1"]
         model_part = ((self.model_vectors - t["model_mean"]) / t["model_scale"]) @ t["w_model"]
         hidden = np.maximum(query_part[:, None, :] + model_part[None, :, :], 0.0)
-        return self.model_gain[None, :] * (hidden @ t["w2"] + t["b2"]) + self.model_bias[None, :]
+        own = hidden @ t["w2"] + t["b2"]
+        return own, logit(sigmoid(own[:, : self.n_fitted]).mean(axis=1))
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """Every model's quality logit, (n, m), through its read-out."""
+        if self.model_readout is None:
+            raise ArtifactError(f"the {self.name} router has no weights")
+        own, pool = self.network_logits(x)
+        r = self.model_readout
+        return r[None, :, 0] * own + r[None, :, 1] * pool[:, None] + r[None, :, 2]
 
     # --- artifacts ----------------------------------------------------------------------------------------
     def save_tensors(self, directory: Path) -> None:
-        if self.tensors is None or self.model_vectors is None or self.model_bias is None:
+        if self.tensors is None or self.model_vectors is None or self.model_readout is None:
             raise ArtifactError(f"the {self.name} router has no weights")
         save_arrays(directory / self.tensors_file, {**self.tensors, "model_vectors": self.model_vectors,
-                                                    "model_bias": self.model_bias, "model_gain": self.model_gain})
+                                                    "model_readout": self.model_readout})
+
+    def state(self) -> dict[str, Any]:
+        return {"n_fitted": self.n_fitted}
 
     def load_state(self, state: Mapping[str, Any], directory: Path) -> None:
         arrays = read_tensors(directory / self.tensors_file, self.tensor_names)
-        self.model_vectors, self.model_bias = arrays.pop("model_vectors"), arrays.pop("model_bias")
-        self.model_gain = arrays.pop("model_gain")
-        if len(self.model_vectors) != len(self.models):
+        self.model_vectors, self.model_readout = arrays.pop("model_vectors"), arrays.pop("model_readout")
+        self.n_fitted = int(state.get("n_fitted", len(self.models)))
+        if len(self.model_vectors) != len(self.models) or self.model_readout.shape != (len(self.models), 3):
             raise ArtifactError(f"{directory}: {len(self.model_vectors)} model vectors for {len(self.models)} models")
         self.tensors = arrays
