@@ -6,8 +6,9 @@ description and price (and a few labelled queries), without retraining?
 
 For each of the pool's 9 models m: the description router (``nmodel_desc``) is fitted on the train split
 without m, then m is added with ``add_model`` (its ``feature`` text, its mean training cost per call, and
-``k`` of its labelled training queries for its bias; k = 0: the description alone). Its predictions on the
-test split (all 9 models) give a cost-quality curve and its AIQ. Beside it, in the same fold:
+``k`` of its labelled training queries for its read-out; k = 0: the description alone). Its predictions on the
+test split (all 9 models) give a cost-quality curve and its AIQ. Its price is its cost line, fitted on its
+training calls as every fitted model's is. Beside it, in the same fold:
 
 - **without m**: the same description router before m is added, routing among the 8 others (what a user has
   before adding m); and kNN fitted on the 8 others, for scale;
@@ -41,7 +42,7 @@ from routers.data.multimodel import MultiModelDataset
 from routers.engines import EmbedderConfig, build_embedder
 from routers.engines.cache import CachedEmbedder
 from routers.evaluation.multimodel import Predictions, curve_metrics, operating_points, reference
-from routers.nmodel.base import MultiModelRouter
+from routers.nmodel.base import CostEstimator, MultiModelRouter
 from routers.nmodel.description import DescriptionRouter, descriptions_of
 from routers.nmodel.evaluate import load_pool
 from routers.nmodel.routers import MultiModelKNNRouter
@@ -110,7 +111,9 @@ def main() -> None:
         directory = ROOT / "bench" / "out" / "description_lomo" / "router"
         desc.save(directory)
         column = train.model_index(model)
-        cost_per_call = float(train.cost[:, column].mean())
+        # its price, as the fitted models' cost lines read theirs: USD per call against the query's tokens
+        line = CostEstimator.fit(train.queries, train.cost[:, [column]])
+        cost_line = (float(line.intercept[0]), float(line.slope[0]))
         fold = {"model": model, "without m": aiq_of(*predictions(desc, test), test),
                 "kNN without m": aiq_of(*predictions(knn, test), test), "fit_s": round(fit_s, 1)}
         for k in shots:
@@ -119,7 +122,7 @@ def main() -> None:
             if k:
                 picked = rng.choice(len(train), size=k, replace=False)
                 examples = ([train.queries[i] for i in picked], train.quality[picked, column])
-            added.add_model(model, descriptions[model], cost_per_call, examples)
+            added.add_model(model, descriptions[model], cost_line, examples)
             fold[f"description, m added ({k} shots)"] = aiq_of(*predictions(added, test), test)
         folds.append(fold)
         log(f"left out {model}: {json.dumps({k: v for k, v in fold.items() if k != 'model'}, default=str)}")

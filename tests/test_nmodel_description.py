@@ -64,7 +64,7 @@ def test_a_model_added_from_its_description_is_predicted_like_the_one_it_describ
     router, train, test = fitted
     directory = router.save(tmp_path / "desc")
     added = DescriptionRouter.load(directory).bind_engines(router.embedder)
-    added.add_model("dear-2", DESCRIPTIONS["dear"], float(COSTS[2]))
+    added.add_model("dear-2", DESCRIPTIONS["dear"], (float(COSTS[2]), 0.0))
     quality = added.predict_quality(test.queries)
     assert added.models == (*MODELS, "dear-2") and added.calibration is None
     assert quality[:, 3] == pytest.approx(quality[:, 2], abs=1e-9)  # same description and price: same vector
@@ -73,18 +73,19 @@ def test_a_model_added_from_its_description_is_predicted_like_the_one_it_describ
     # there, to Platt's smoothed target for 10 negatives, 1/12
     examples = list(train.queries[:10])
     shifted = DescriptionRouter.load(directory).bind_engines(router.embedder)
-    shifted.add_model("broken", DESCRIPTIONS["dear"], float(COSTS[2]), (examples, np.zeros(10)))
+    shifted.add_model("broken", DESCRIPTIONS["dear"], (float(COSTS[2]), 0.0), (examples, np.zeros(10)))
     predicted = shifted.predict_quality(examples)[:, 3]
     assert predicted.mean() == pytest.approx(1 / 12, abs=0.02)
     assert shifted.predict_quality(test.queries)[:, 3].mean() < quality[:, 3].mean()
     with pytest.raises(ConfigError, match="already in the pool"):
-        added.add_model("dear", DESCRIPTIONS["dear"], 1.0)
+        added.add_model("dear", DESCRIPTIONS["dear"], (1.0, 0.0))
 
 
 def test_saved_router_predicts_the_same_with_an_added_model(fitted: Any, tmp_path: Path) -> None:
     router, train, test = fitted
     grown = DescriptionRouter.load(router.save(tmp_path / "desc")).bind_engines(router.embedder)
-    grown.add_model("new", DESCRIPTIONS["mid"], float(COSTS[1]), (list(train.queries[:20]), train.quality[:20, 1]))
+    grown.add_model("new", DESCRIPTIONS["mid"], (float(COSTS[1]), 0.0),
+                    (list(train.queries[:20]), train.quality[:20, 1]))
     loaded = DescriptionRouter.load(grown.save(tmp_path / "grown")).bind_engines(router.embedder)
     assert loaded.models == grown.models
     assert loaded.predict_quality(test.queries) == pytest.approx(grown.predict_quality(test.queries))

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import Field
 
+from routers.data.dataset import estimate_tokens
 from routers.data.multimodel import MultiModelDataset
 from routers.embedding import standardisation
 from routers.engines import Embedder
@@ -117,6 +118,8 @@ class DescriptionRouter(FeatureRouter):
         self.model_readout: np.ndarray | None = None
         #: how many of ``models`` the network was fitted on (added models come after them)
         self.n_fitted = 0
+        #: the training queries' mean estimated tokens (a new model's mean cost from its cost line)
+        self.mean_tokens = 0.0
         self.tensors: dict[str, np.ndarray] | None = None
 
     # --- model vectors ------------------------------------------------------------------------------------
@@ -131,29 +134,34 @@ class DescriptionRouter(FeatureRouter):
         mean_cost = train.cost.mean(axis=0)
         self.model_vectors = np.stack([self.model_vector(t, c) for t, c in zip(texts, mean_cost, strict=True)])
         self.model_readout, self.n_fitted = np.tile(FITTED_READOUT, (len(texts), 1)), len(texts)
+        self.mean_tokens = float(np.mean([estimate_tokens(q) for q in train.queries]))
         return super().fit(train)
 
     def fresh(self) -> DescriptionRouter:
         router = type(self)(self.config)
         router.embedder, router.model_vectors = self.embedder, self.model_vectors
         router.model_readout = None if self.model_readout is None else self.model_readout.copy()
-        router.n_fitted = self.n_fitted
+        router.n_fitted, router.mean_tokens = self.n_fitted, self.mean_tokens
         return router
 
-    def add_model(self, name: str, description: str, cost_per_call: float,
+    def add_model(self, name: str, description: str, cost_line: tuple[float, float],
                   examples: tuple[Sequence[str], np.ndarray] | None = None) -> None:
-        """Put ``name`` in the pool from its description and its USD per call; ``examples`` (queries, their
-        quality under it) fit its read-out. The network is not refitted; the selection calibration, which was about
-        the fitted pool, is dropped (rules other than ``cost=`` and ``budget=`` need a refit)."""
+        """Put ``name`` in the pool from its description and its price: ``cost_line`` is USD per call as
+        (intercept, slope per estimated query token), as the fitted models' lines are (``CostEstimator``; for a
+        price per token p_in and an answer of A tokens: (p_out x A, p_in)). ``examples`` (queries, their quality
+        under it) fit its read-out. The network is not refitted; the selection calibration, which was about the
+        fitted pool, is dropped (rules other than ``cost=`` and ``budget=`` need a refit)."""
         self.require_fitted()
         assert self.model_vectors is not None and self.model_readout is not None and self.costs is not None
         if name in self.models:
             raise ConfigError(f"model {name!r} is already in the pool")
         self.models = (*self.models, name)
-        self.model_vectors = np.vstack([self.model_vectors, self.model_vector(description, cost_per_call)])
+        intercept, slope = cost_line
+        mean_cost = intercept + slope * self.mean_tokens
+        self.model_vectors = np.vstack([self.model_vectors, self.model_vector(description, mean_cost)])
         self.model_readout = np.vstack([self.model_readout, FITTED_READOUT])
-        self.costs = CostEstimator(np.append(self.costs.intercept, cost_per_call), np.append(self.costs.slope, 0.0))
-        self.mean_cost = None if self.mean_cost is None else np.append(self.mean_cost, cost_per_call)
+        self.costs = CostEstimator(np.append(self.costs.intercept, intercept), np.append(self.costs.slope, slope))
+        self.mean_cost = None if self.mean_cost is None else np.append(self.mean_cost, mean_cost)
         self.calibration = None
         if examples is not None and len(examples[0]):
             queries, quality = examples
@@ -242,12 +250,13 @@ class DescriptionRouter(FeatureRouter):
                                                     "model_readout": self.model_readout})
 
     def state(self) -> dict[str, Any]:
-        return {"n_fitted": self.n_fitted}
+        return {"n_fitted": self.n_fitted, "mean_tokens": self.mean_tokens}
 
     def load_state(self, state: Mapping[str, Any], directory: Path) -> None:
         arrays = read_tensors(directory / self.tensors_file, self.tensor_names)
         self.model_vectors, self.model_readout = arrays.pop("model_vectors"), arrays.pop("model_readout")
         self.n_fitted = int(state.get("n_fitted", len(self.models)))
+        self.mean_tokens = float(state.get("mean_tokens", 0.0))
         if len(self.model_vectors) != len(self.models) or self.model_readout.shape != (len(self.models), 3):
             raise ArtifactError(f"{directory}: {len(self.model_vectors)} model vectors for {len(self.models)} models")
         self.tensors = arrays
