@@ -25,6 +25,28 @@ MERGED_SUBDIR = "merged"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
+def copy_adapter(adapter_dir: Path, directory: Path) -> Path:
+    """The LoRA adapter copied into ``directory/adapter`` (replacing an older one; nothing to do when it is
+    already there); returns where it is."""
+    target = directory / ADAPTER_SUBDIR
+    if adapter_dir.resolve() != target.resolve():
+        if target.exists():
+            shutil.rmtree(target)
+        target.mkdir(parents=True)
+        for name in ADAPTER_FILES:
+            shutil.copyfile(adapter_dir / name, target / name)
+    return target
+
+
+def saved_adapter(state: Mapping[str, Any], directory: Path) -> Path:
+    """The adapter directory a saved artifact's state names; an error when its files are missing."""
+    adapter_dir = directory / str(state.get("adapter_dir", ADAPTER_SUBDIR))
+    missing = [name for name in ADAPTER_FILES if not (adapter_dir / name).exists()]
+    if missing:
+        raise ArtifactError(f"{adapter_dir}: missing {missing}")
+    return adapter_dir
+
+
 class GenerativeRouter(Router):
     """Base of the routers whose decision is text their own fine-tuned language model generates."""
 
@@ -90,19 +112,9 @@ class GenerativeRouter(Router):
         """Copy the adapter into ``directory/adapter`` (replacing an older one) and point at the copy."""
         if self.adapter_dir is None:
             raise ConfigError(f"nothing to save: the {self.display_name} router has no adapter")
-        target = directory / ADAPTER_SUBDIR
-        if self.adapter_dir.resolve() != target.resolve():
-            if target.exists():
-                shutil.rmtree(target)
-            target.mkdir(parents=True)
-            for name in ADAPTER_FILES:
-                shutil.copyfile(self.adapter_dir / name, target / name)
-        self.adapter_dir, self.artifact_dir = target, directory
+        self.adapter_dir, self.artifact_dir = copy_adapter(self.adapter_dir, directory), directory
 
     def load_adapter(self, state: dict[str, Any], directory: Path) -> None:
-        adapter_dir = directory / state.get("adapter_dir", ADAPTER_SUBDIR)
-        missing = [name for name in ADAPTER_FILES if not (adapter_dir / name).exists()]
-        if missing:
-            raise ArtifactError(f"{adapter_dir}: missing {missing}")
+        adapter_dir = saved_adapter(state, directory)
         self.adapter_dir, self.artifact_dir = adapter_dir, directory
         self.train_metrics = dict(state.get("train_metrics", {}))

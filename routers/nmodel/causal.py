@@ -26,7 +26,6 @@ the label shift); the merged model engines load is rebuilt from base + adapter o
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -38,17 +37,15 @@ from pydantic import Field, field_validator
 
 from routers.causal_lm.labels import SFTExample, balanced_indices, router_prompt
 from routers.causal_lm.router import LMEngineOverrides, ensure_merged_from
-from routers.causal_lm.training import ADAPTER_CONFIG, ADAPTER_WEIGHTS, CausalLMHyperparams, CausalLMTrainConfig
+from routers.causal_lm.training import CausalLMHyperparams, CausalLMTrainConfig
 from routers.data.multimodel import MultiModelDataset
 from routers.engines import Engines, Generator, GeneratorConfig, build_generator
 from routers.errors import ArtifactError, NotFittedError
-from routers.generative import ADAPTER_SUBDIR, MERGED_SUBDIR
+from routers.generative import ADAPTER_SUBDIR, MERGED_SUBDIR, copy_adapter, saved_adapter
 from routers.nmodel.base import MultiModelRouter, MultiModelRouterConfig, stratified_folds
 from routers.progress import log, progress_bar
 from routers.safe_io import load_arrays, save_arrays
 from routers.selection import SelectionCalibration
-
-ADAPTER_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS)
 
 
 class CausalRouterConfig(MultiModelRouterConfig, CausalLMHyperparams, LMEngineOverrides):
@@ -248,11 +245,6 @@ class MultiModelCausalLMRouter(MultiModelRouter):
                     "max_input_tokens": self.config.max_length, **self.config.engine}
         return GeneratorConfig.model_validate(settings)
 
-    def bind_generator(self, generator: Generator) -> MultiModelCausalLMRouter:
-        """Score with ``generator`` (a vLLM engine, say) instead of the one built from the artifact."""
-        self.generator = generator
-        return self
-
     def local_generator(self) -> Generator:
         if self.generator is None:
             self.generator = build_generator(self.engine_config())
@@ -266,20 +258,10 @@ class MultiModelCausalLMRouter(MultiModelRouter):
         if self.table is None or self.label_shift is None:
             raise NotFittedError(f"router {self.name!r} is not fitted")
         save_arrays(directory / self.tensors_file, {"table": self.table, "label_shift": self.label_shift})
-        adapter_dir, target = self.require_adapter(), directory / ADAPTER_SUBDIR
-        if adapter_dir.resolve() != target.resolve():
-            if target.exists():
-                shutil.rmtree(target)
-            target.mkdir(parents=True)
-            for name in ADAPTER_FILES:
-                shutil.copyfile(adapter_dir / name, target / name)
-        self.adapter_dir, self.artifact_dir = target, directory
+        self.adapter_dir, self.artifact_dir = copy_adapter(self.require_adapter(), directory), directory
 
     def load_state(self, state: Mapping[str, Any], directory: Path) -> None:
-        adapter_dir = directory / str(state.get("adapter_dir", ADAPTER_SUBDIR))
-        missing = [name for name in ADAPTER_FILES if not (adapter_dir / name).exists()]
-        if missing:
-            raise ArtifactError(f"{adapter_dir}: missing {missing}")
+        adapter_dir = saved_adapter(state, directory)
         arrays = load_arrays(directory / self.tensors_file)
         n_models = len(self.models)
         if arrays.get("table") is None or arrays["table"].shape != (n_models, n_models) \
