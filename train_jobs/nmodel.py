@@ -21,9 +21,8 @@ from pydantic import Field, model_validator
 
 from routers.cli import multimodel_embedder
 from routers.data.location import DATA_ENV, data_dir
-from routers.data.multimodel import MultiModelDataset, read_multimodel
 from routers.evaluation.multimodel import evaluate_runs
-from routers.nmodel.evaluate import Pool, fit_and_predict, load_pool
+from routers.nmodel.evaluate import Pool, fit_and_predict, load_files, load_pool
 from routers.paths import HOME_ENV, home, resolve_path
 from routers.progress import log
 from routers.registry import canonical_name, multimodel_router_class
@@ -59,14 +58,8 @@ def read_pool(config: NModelJobConfig) -> Pool:
         pool = load_pool(config.pool, data_dir())
     else:
         assert config.train is not None and config.test is not None
-        llm_data = resolve_path(config.llm_data) if config.llm_data else None
-
-        def read(paths: list[str]) -> MultiModelDataset:
-            return MultiModelDataset.concat([read_multimodel(resolve_path(p), llm_data) for p in paths])
-
-        train = read(config.train)
-        test, dropped = read(config.test).without_queries_in(train)
-        pool = Pool("files", train, test, (f"{dropped} test queries also in train dropped",))
+        pool = load_files([resolve_path(p) for p in config.train], [resolve_path(p) for p in config.test],
+                          resolve_path(config.llm_data) if config.llm_data else None)
     if config.max_train_queries is not None and config.max_train_queries < len(pool.train):
         rng = np.random.default_rng(config.seed)
         keep = sorted(rng.choice(len(pool.train), size=config.max_train_queries, replace=False).tolist())
