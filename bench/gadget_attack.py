@@ -63,6 +63,8 @@ DEFENCES: dict[str, dict[str, Any] | None] = {
     "window_max": {"kind": "window_max", "grid": 2, "min_fraction": 0.5},
 }
 THREADS = [1]  # --threads, set before the embedder is built
+#: --quantize int8: the embedder serve_config.yaml ships (ONNX Runtime, int8 weights) instead of float32 torch
+EMBEDDER_UPDATES: dict[str, Any] = {}
 ROUTE_CHUNK = 256  # the app's default limits.max_batch_route
 _VOCAB_WORD = re.compile(r"[A-Za-z][a-z]{2,14}")
 
@@ -231,7 +233,7 @@ def shipped_embedder_config() -> Any:
     from routers.config import load_config_file
 
     config = load_config_file(ROOT / "configs" / "routers" / "hybrid_llm.yaml").engines.embedder
-    return config.model_copy(update={"num_threads": THREADS[0]})
+    return config.model_copy(update={"num_threads": THREADS[0], **EMBEDDER_UPDATES})
 
 
 def defended_artifact(kind: str, defence: dict[str, Any] | None, workdir: Path) -> Path:
@@ -430,6 +432,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "split's windows once per defence)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the embedder")
+    parser.add_argument("--quantize", choices=["none", "int8"], default="none",
+                        help="int8: embed on ONNX Runtime with int8 weights, as serve_config.yaml ships")
     parser.add_argument("--url", default=None, help="a running app instead of the in-process one")
     parser.add_argument("--artifact", action="append", default=[], metavar="KIND=PATH",
                         help="route KIND with the artifact at PATH instead of the shipped one (repeatable; "
@@ -498,6 +502,8 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     THREADS[0] = args.threads
+    if args.quantize != "none":
+        EMBEDDER_UPDATES.update(backend="onnx", quantize=args.quantize)
     ARTIFACTS.update(args.artifact)
     try:
         import torch

@@ -6,9 +6,10 @@ One run, side by side (these machines are noisy: compare the ratios, which share
    time, no server) over the same queries: queries/s and the p50 of one forward (tokenising and pooling
    included).
 2. **Runtimes** (``--runtimes``): the library's embedders one query at a time and in length-bucketed
-   batches of 32 (transformers, ONNX Runtime, ONNX Runtime with one single-thread lane per thread), and
-   ONNX Runtime with int8 dynamic quantisation, with each one's largest distance from the plain-torch
-   vectors and how many of the default router's decisions (whole queries) it changes.
+   batches of 32 (transformers, ONNX Runtime, ONNX Runtime with one single-thread lane per thread, and the
+   shipped one: the same lanes on int8 weights, one text per call), with each one's largest distance from
+   the plain-torch vectors and how many of the default router's decisions (whole queries) it changes
+   (what int8 does to routing quality: ``bench/embedder_quantisation.py``).
 3. **Served**: ``serve_config.yaml`` as shipped (``--config``), started once; ``POST /v1/route`` with one
    query per request at ``--clients`` concurrent clients for the default router and ``router-hybrid``,
    with the gadget defence on (the shipped artifacts) and off (the undefended artifacts swapped in through
@@ -20,6 +21,8 @@ One run, side by side (these machines are noisy: compare the ratios, which share
    With ``--direct-ingress`` Ray starts with its experimental ``RAY_SERVE_ENABLE_DIRECT_INGRESS=1``: the
    ingress replica also serves HTTP on a port of its own (30000 up), and the shipped rows and
    ``router-random`` are measured again there, without the proxy hop, on the same replicas.
+   With ``--compare-float32`` it is redeployed with the float32 encoder (``quantize: none``) and both
+   routers measured again: what the shipped int8 weights buy.
    With ``--compare-lanes`` it is redeployed with the embedder's ``lanes: 1`` (one multi-thread ONNX
    session for every call) and the default router measured again: what running queries side by side buys.
 
@@ -28,8 +31,8 @@ with the defence on, at least 0.75; p50 at 1 client at most 1.5x one plain forwa
 ``bench/out/route_throughput.json``.
 
     python bench/route_throughput.py [--clients 1 16 64] [--requests 64 320 512] [--runtimes]
-        [--compare-placement] [--compare-lanes] [--direct-ingress] [--config serve_config.yaml] [--threads 2]
-        [--skip-served]
+        [--compare-placement] [--compare-float32] [--compare-lanes] [--direct-ingress]
+        [--config serve_config.yaml] [--threads 2] [--skip-served]
 """
 
 from __future__ import annotations
@@ -128,10 +131,12 @@ def runtime_rows(queries: list[str], threads: int, reference: np.ndarray) -> lis
     from routers.engines import EmbedderConfig, build_embedder
 
     rows = []
-    for label, backend, lanes in (("transformers", "transformers", 1), ("onnx", "onnx", 1),
-                                  (f"onnx, {threads} single-thread lanes", "onnx", threads)):
+    for label, backend, lanes, quantize in (
+            ("transformers", "transformers", 1, "none"), ("onnx", "onnx", 1, "none"),
+            (f"onnx, {threads} single-thread lanes", "onnx", threads, "none"),
+            (f"onnx int8, {threads} single-thread lanes (shipped)", "onnx", threads, "int8")):
         embedder = build_embedder(EmbedderConfig(model=str(EMBEDDER), backend=backend, num_threads=threads,
-                                                 max_batch_size=32, lanes=lanes))
+                                                 max_batch_size=32, lanes=lanes, quantize=quantize))
         embedder.embed(queries[:5])
         started = time.perf_counter()
         single = np.stack([embedder.embed([q])[0] for q in queries])
@@ -141,7 +146,6 @@ def runtime_rows(queries: list[str], threads: int, reference: np.ndarray) -> lis
         batched_qps = len(queries) / (time.perf_counter() - started)
         rows.append({"runtime": label, "one_at_a_time_qps": single_qps, "bucketed_batch32_qps": batched_qps,
                      **agreement(single, reference)})
-    rows.append(onnx_int8_row(queries, threads, reference))
     return rows
 
 
@@ -155,40 +159,6 @@ def agreement(vectors: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
     return {"max_abs_diff": float(np.abs(vectors - reference).max()),
             "min_cosine": float((vectors * reference).sum(1).min()),
             "decision_flips": int((large[0] != large[1]).sum())}
-
-
-def onnx_int8_row(queries: list[str], threads: int, reference: np.ndarray) -> dict[str, Any]:
-    """int8 dynamic quantisation of the exported encoder (per-channel weights, reduced range: the settings
-    that keep it closest to float32 on AVX2 CPUs): measured, not shipped (see the decision flips)."""
-    import tempfile
-
-    import onnxruntime as ort
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from transformers import AutoTokenizer
-
-    from routers.engines.onnx import export_encoder, l2_normalise, mean_pool
-
-    tokenizer = AutoTokenizer.from_pretrained(str(EMBEDDER))
-    with tempfile.TemporaryDirectory() as tmp:
-        quantised = Path(tmp) / "encoder_int8.onnx"
-        quantize_dynamic(str(export_encoder(EMBEDDER)), str(quantised), weight_type=QuantType.QInt8,
-                         per_channel=True, reduce_range=True, op_types_to_quantize=["MatMul"])
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        session = ort.InferenceSession(str(quantised), options, providers=["CPUExecutionProvider"])
-
-        def embed(text: str) -> np.ndarray:
-            enc = tokenizer([text], return_tensors="np", truncation=True, max_length=512)
-            feeds = {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")}
-            hidden = session.run(None, feeds)[0]
-            return l2_normalise(mean_pool(hidden, feeds["attention_mask"]))[0]
-
-        embed(queries[0])
-        started = time.perf_counter()
-        vectors = np.stack([embed(q) for q in queries])
-        qps = len(queries) / (time.perf_counter() - started)
-    return {"runtime": "onnx int8 (not shipped)", "one_at_a_time_qps": qps, "bucketed_batch32_qps": None,
-            **agreement(vectors, reference)}
 
 
 # --- 3. served --------------------------------------------------------------------------------------------
@@ -287,11 +257,17 @@ def served_rows(args: argparse.Namespace, queries: list[str]) -> list[dict[str, 
                         run(f"{label}, direct ingress", model, clients, count, direct)
         for clients, count in zip(args.clients, args.requests, strict=True):
             run("no embedding", "router-random", clients, count)
-        lanes = app_args["embedder"]["engine"].get("lanes", 1)
+        engine = app_args["embedder"]["engine"]
+        if args.compare_float32 and engine.get("quantize", "none") != "none":
+            # the same app on the float32 encoder the artifacts were fitted on: what int8 weights buy
+            deploy_config({**app_args, "embedder": {**app_args["embedder"], "engine": {**engine, "quantize": "none"}}})
+            for model in ("router", "router-hybrid"):
+                for clients, count in zip(args.clients, args.requests, strict=True):
+                    run("defence on, float32 encoder", model, clients, count)
+        lanes = engine.get("lanes", 1)
         if args.compare_lanes and lanes > 1:
             # the same app with one multi-thread ONNX session and no lanes: what running queries side by side buys
-            deploy_config({**app_args, "embedder": {**app_args["embedder"],
-                                                   "engine": {**app_args["embedder"]["engine"], "lanes": 1}}})
+            deploy_config({**app_args, "embedder": {**app_args["embedder"], "engine": {**engine, "lanes": 1}}})
             for clients, count in zip(args.clients, args.requests, strict=True):
                 run("defence on, lanes: 1", "router", clients, count)
         if args.compare_placement and app_args["embedder"].get("placement") == "ingress":
@@ -358,6 +334,8 @@ def main() -> int:
     parser.add_argument("--direct-ingress", action="store_true",
                         help="also measure the shipped app without Serve's proxy: Ray's experimental "
                         "RAY_SERVE_ENABLE_DIRECT_INGRESS=1, the ingress replica serving HTTP on its own port")
+    parser.add_argument("--compare-float32", action="store_true",
+                        help="also redeploy with the embedder's quantize: none (the float32 encoder)")
     parser.add_argument("--compare-lanes", action="store_true",
                         help="also redeploy with the embedder's lanes: 1 (one multi-thread session)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "route_throughput.json")

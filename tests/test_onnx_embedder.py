@@ -235,3 +235,52 @@ def test_onnx_decides_exactly_as_transformers_on_test_queries(embedders: tuple[E
         flips = sum(e.use_large != g.use_large for e, g in zip(expected, got, strict=True))
         assert np.abs(scores[:, 0] - scores[:, 1]).max() < 1e-4, name
         assert flips == 0, f"{name}: {flips} of {len(queries)} decisions flip"
+
+
+# --- int8 weights (quantize: int8) -----------------------------------------------------------------------
+def test_quantize_needs_the_onnx_backend() -> None:
+    with pytest.raises(ValueError, match="quantize: int8 needs backend: onnx"):
+        EmbedderConfig(model=str(MINILM), quantize="int8")
+
+
+def test_int8_vectors_have_a_cache_file_of_their_own() -> None:
+    from routers.engines.cache import cache_path
+
+    base = {"model": str(MINILM), "backend": "onnx"}
+    float32, int8 = (cache_path("c", EmbedderConfig(**base, quantize=q)) for q in ("none", "int8"))
+    assert float32 != int8
+    assert float32 == cache_path("c", EmbedderConfig(model=str(MINILM)))  # backend changes no vector
+
+
+#: measured on the whole test split (bench/embedder_quantisation.py): cosine >= 0.981, 1.5-2.0% of the
+#: shipped routers' decisions flip, APGR and quality within +-0.004 (paired, domains resampled)
+INT8_MIN_COSINE = 0.97
+INT8_MAX_FLIP_SHARE = 0.04
+
+
+@pytest.mark.slow
+@needs_minilm
+def test_int8_vectors_stay_close_and_few_decisions_flip(embedders: tuple[Embedder, Embedder]) -> None:
+    from routers.base import read_artifact_manifest
+    from routers.engines.onnx import QUANTISATIONS, export_encoder
+    from routers.registry import router_class
+
+    int8 = build_embedder(EmbedderConfig(model=str(MINILM), backend="onnx", quantize="int8", num_threads=2,
+                                         max_batch_size=32, lanes=2))
+    exported = export_encoder(MINILM, "int8")
+    assert exported.name == "encoder_int8.onnx"
+    assert json.loads(exported.with_suffix(".json").read_text())["quantize"] == QUANTISATIONS["int8"]
+    # one text per call: a text's vector does not depend on the texts embedded with it
+    texts = ["What is the capital of France?", "Solve 3x + 7 = 22 step by step.", "Explain entropy. " * 20, "hi"]
+    np.testing.assert_array_equal(int8.embed(texts), np.stack([int8.embed([t])[0] for t in texts]))
+    queries = sample_test_split(400)
+    reference, quantised = Memo(embedders[1]), Memo(int8)
+    cosine = (reference.embed(queries) * quantised.embed(queries)).sum(1)
+    assert cosine.min() > INT8_MIN_COSINE and cosine.mean() > 0.99
+    for name in SHIPPED:
+        directory = ROOT / "artifacts" / name
+        router = router_class(read_artifact_manifest(directory)["router"]).load(directory)
+        expected = asyncio.run(router.aroute_many(queries, Engines(embedder=reference), None))
+        got = asyncio.run(router.aroute_many(queries, Engines(embedder=quantised), None))
+        flips = sum(e.use_large != g.use_large for e, g in zip(expected, got, strict=True))
+        assert flips <= INT8_MAX_FLIP_SHARE * len(queries), f"{name}: {flips} of {len(queries)} decisions flip"

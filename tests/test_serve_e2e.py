@@ -99,24 +99,26 @@ def test_every_pipeline_answers_with_routing_metadata(client: httpx.Client, rout
     assert response.headers["x-request-id"]
 
 
-def library_decisions(router_cls: Any, artifact: str, queries: list[str]) -> list[Any]:
+def library_decisions(router_cls: Any, artifact: str, queries: list[str], app_args: dict[str, Any]) -> list[Any]:
     """What the library decides for ``queries`` with the artifact the app serves (defence included), on the
-    reference (transformers) embedder: the served decision must be the same."""
+    embedder the app serves (serve_config.yaml's: ONNX Runtime, int8 weights): the served decision must be
+    the same."""
     import asyncio
 
     from routers.engines import EmbedderConfig, Engines, build_embedder
 
     router = router_cls.load(ROOT / artifact)
-    embedder = build_embedder(EmbedderConfig(model=str(ROOT / "models/all-minilm-l6-v2")))
+    engine = app_args["embedder"]["engine"]
+    embedder = build_embedder(EmbedderConfig(**{**engine, "model": str(ROOT / engine["model"])}))
     return asyncio.run(router.aroute_many(queries, Engines(embedder=embedder)))
 
 
-def test_hybrid_decision_matches_the_library(client: httpx.Client) -> None:
+def test_hybrid_decision_matches_the_library(client: httpx.Client, app_args: dict[str, Any]) -> None:
     from routers.hybrid.router import HybridLLMRouter
 
     queries = [QUERY, "Solve for x: 3x + 7 = 22. Show your reasoning step by step."]
     served = client.post("/v1/route", json={"model": "router-hybrid", "queries": queries}).json()["data"]
-    expected = library_decisions(HybridLLMRouter, "artifacts/hybrid_llm_defended", queries)
+    expected = library_decisions(HybridLLMRouter, "artifacts/hybrid_llm_defended", queries, app_args)
     for item, local in zip(served, expected, strict=True):
         assert item["score"] == pytest.approx(local.score, abs=1e-4)
         assert item["use_large"] == local.use_large
@@ -124,7 +126,7 @@ def test_hybrid_decision_matches_the_library(client: httpx.Client) -> None:
     assert answered["score"] == pytest.approx(served[1]["score"], abs=1e-4)
 
 
-def test_mf_decision_matches_the_library(client: httpx.Client) -> None:
+def test_mf_decision_matches_the_library(client: httpx.Client, app_args: dict[str, Any]) -> None:
     """router-mf is served like Hybrid: the ingress embeds (ONNX), the library's MF router decides."""
     from routers.mf.router import MatrixFactorizationRouter
 
@@ -132,7 +134,7 @@ def test_mf_decision_matches_the_library(client: httpx.Client) -> None:
     response = client.post("/v1/route", json={"model": "router-mf", "queries": queries})
     assert response.status_code == 200, response.text
     assert response.json()["router"] == "mf"
-    expected = library_decisions(MatrixFactorizationRouter, "artifacts/mf_defended", queries)
+    expected = library_decisions(MatrixFactorizationRouter, "artifacts/mf_defended", queries, app_args)
     for item, local in zip(response.json()["data"], expected, strict=True):
         assert item["router"] == "mf" and item["model"] in SERVED and item["fallback"] is False
         assert item["score"] == pytest.approx(local.score, abs=1e-4)
@@ -143,7 +145,8 @@ def test_mf_decision_matches_the_library(client: httpx.Client) -> None:
     assert routing["router"] == "mf" and routing["model"] == "smollm2-135m-instruct" and routing["threshold"] == 0.0
 
 
-def test_domain_prior_decision_matches_the_library_and_names_the_domain(client: httpx.Client) -> None:
+def test_domain_prior_decision_matches_the_library_and_names_the_domain(client: httpx.Client,
+                                                                       app_args: dict[str, Any]) -> None:
     """router-domain_prior over HTTP with the openai client: the library's decision, and the training domain
     it takes the query to be from (a GSM8K word problem is GSM8K's, which the large model serves)."""
     from openai import OpenAI
@@ -152,7 +155,7 @@ def test_domain_prior_decision_matches_the_library_and_names_the_domain(client: 
 
     query = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
              "How many clips did Natalia sell altogether in April and May?")
-    local = library_decisions(DomainPriorRouter, "artifacts/domain_prior_defended", [query])[0]
+    local = library_decisions(DomainPriorRouter, "artifacts/domain_prior_defended", [query], app_args)[0]
     served = client.post("/v1/route", json={"model": "router-domain_prior", "queries": [query]}).json()["data"][0]
     assert served["score"] == pytest.approx(local.score, abs=1e-4) and served["use_large"] == local.use_large
     assert served["domain"] == local.extra["domain"] == "gsm8k"

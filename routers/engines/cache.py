@@ -43,6 +43,8 @@ def cache_path(cache_dir: str | Path, engine: EmbedderConfig) -> Path:
     configuration never reads these vectors."""
     settings = engine.model_dump(mode="json", exclude=set(NOT_IN_CACHE_KEY))
     settings["model"] = model_identity(engine.model)
+    if engine.quantize == "none":  # float32 vectors keep the files they had before int8 was an option
+        del settings["quantize"]
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode("utf-8")).hexdigest()[:16]
     return Path(cache_dir) / f"{_slug(engine.model)}-{digest}.safetensors"
 

@@ -118,6 +118,7 @@ def _export_onnx(model_dir: Path) -> None:
     from routers.engines.onnx import export_encoder
 
     export_encoder(model_dir)
+    export_encoder(model_dir, "int8")
 
 
 @dataclass(frozen=True)

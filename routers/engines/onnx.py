@@ -4,9 +4,15 @@ that fuses attention, layer norm and GELU into single kernels.
 The encoder is exported once from the local model directory (``torch.onnx``, float32, dynamic batch and
 sequence axes) to ``<model>/onnx/encoder.onnx``, or, where the model directory is read-only, to
 ``~/.cache/llmrouter/onnx/<model-identity>/``; ``llmrouter setup-models`` exports it ahead of time. Pooling
-and normalisation are the transformers embedder's, in numpy. Float32 only: int8 dynamic quantisation was
-measured and left out (``bench/route_throughput.py --runtimes``): even per-channel its vectors move far enough
-(cosine to the float32 ones down to ~0.987) to flip routing decisions the artifacts were calibrated on.
+and normalisation are the transformers embedder's, in numpy.
+
+``quantize: int8`` runs a copy of the export whose matrix products take int8 weights (dynamic quantisation,
+per channel), made once beside it: about twice the speed on CPUs with int8 dot products (VNNI). Its vectors
+are not the float32 ones (cosine ~0.993 on average, ~0.98 at worst), so a query whose score lies at its
+router's threshold may go the other way: ~1.5% of the shipped routers' decisions on the test split, at no
+measured cost in routing quality (``bench/embedder_quantisation.py``). Activations are quantised per call, so
+int8 embeds one text per call: batched, a text's vector would depend on the texts beside it.
+Float32 stays the default.
 
 ``lanes: N`` adds N single-thread sessions: a call with several texts (the batcher under load, a query's two
 halves) deals them to the lanes by token count and runs the lanes side by side, while a lone text keeps all
@@ -26,14 +32,14 @@ import logging
 import os
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from routers.engines.base import Embedder, EmbedderConfig, model_identity
+from routers.engines.base import Embedder, EmbedderConfig, Quantize, model_identity
 from routers.engines.batching import length_buckets, pad_token_ids
 from routers.errors import EngineError
 
@@ -45,6 +51,13 @@ ONNX_OPSET = 17
 #: MatMul/Softmax, which ONNX Runtime fuses and runs faster than the traced SDPA graph)
 EXPORT_VERSION = 2
 USER_ONNX_DIR = Path("~/.cache/llmrouter/onnx")
+#: how each quantised form is made; recorded in its marker, so a change of settings redoes the file. int8:
+#: dynamic (activations quantised per call), weights per output channel, the matrix products only. Reduced
+#: range (7-bit weights) keeps the u8 x s8 products from saturating on CPUs without VNNI; on this VNNI CPU
+#: full range measured no closer to float32 (bench/embedder_quantisation.py)
+QUANTISATIONS: dict[str, dict[str, Any]] = {
+    "int8": {"per_channel": True, "reduce_range": True, "ops": ["MatMul"]},
+}
 
 
 def _identity_slug(model_dir: Path) -> str:
@@ -52,43 +65,71 @@ def _identity_slug(model_dir: Path) -> str:
     return f"{model_dir.name}-{digest[:12]}"
 
 
-def onnx_candidates(model_dir: Path) -> list[Path]:
+def onnx_candidates(model_dir: Path, quantize: Quantize = "none") -> list[Path]:
     """Where the exported encoder may lie, in the order looked at: beside the weights, then the user cache."""
-    return [model_dir / "onnx" / ONNX_FILE, USER_ONNX_DIR.expanduser() / _identity_slug(model_dir) / ONNX_FILE]
+    name = ONNX_FILE if quantize == "none" else f"encoder_{quantize}.onnx"
+    return [model_dir / "onnx" / name, USER_ONNX_DIR.expanduser() / _identity_slug(model_dir) / name]
 
 
-def _identity_json(model_dir: Path) -> str:
-    return json.dumps({**model_identity(str(model_dir)), "export": EXPORT_VERSION}, sort_keys=True)
+def _identity_json(model_dir: Path, quantize: Quantize = "none") -> str:
+    identity: dict[str, Any] = {**model_identity(str(model_dir)), "export": EXPORT_VERSION}
+    if quantize != "none":
+        identity["quantize"] = QUANTISATIONS[quantize]
+    return json.dumps(identity, sort_keys=True)
 
 
-def _is_current(onnx_path: Path, model_dir: Path) -> bool:
+def _is_current(onnx_path: Path, identity: str) -> bool:
     """The export exists and was made from these weights (the marker beside it records their identity)."""
     marker = onnx_path.with_suffix(".json")
     try:
-        return onnx_path.is_file() and marker.read_text() == _identity_json(model_dir)
+        return onnx_path.is_file() and marker.read_text() == identity
     except OSError:
         return False
 
 
-def export_encoder(model_dir: str | Path) -> Path:
-    """The exported encoder of ``model_dir``: found when current, else exported (atomically, so replicas
-    starting together never read half a file) where the first writable candidate place is."""
+def export_encoder(model_dir: str | Path, quantize: Quantize = "none") -> Path:
+    """The exported encoder of ``model_dir`` (its int8 form with ``quantize: int8``, made from the float32
+    export): found when current, else made (atomically, so replicas starting together never read half a
+    file) where the first writable candidate place is."""
     model_dir = Path(model_dir)
-    for candidate in onnx_candidates(model_dir):
-        if _is_current(candidate, model_dir):
+    identity = _identity_json(model_dir, quantize)
+    for candidate in onnx_candidates(model_dir, quantize):
+        if _is_current(candidate, identity):
             return candidate
+    if quantize == "none":
+        def make(tmp: str) -> None:
+            _export_to(model_dir, tmp)
+    else:
+        source = export_encoder(model_dir)
+
+        def make(tmp: str) -> None:
+            _quantise(source, tmp, quantize)
     errors = []
-    for candidate in onnx_candidates(model_dir):
+    for candidate in onnx_candidates(model_dir, quantize):
         try:
             candidate.parent.mkdir(parents=True, exist_ok=True)
-            _export_to(model_dir, candidate)
-            return candidate
+            _write_atomically(candidate, make)
         except OSError as exc:  # a read-only model mount: try the next place
             errors.append(f"{candidate.parent}: {exc}")
+            continue
+        candidate.with_suffix(".json").write_text(identity)
+        logger.info("exported %s to %s", model_dir, candidate)
+        return candidate
     raise EngineError(f"cannot write the ONNX export of {model_dir}: " + "; ".join(errors))
 
 
-def _export_to(model_dir: Path, target: Path) -> None:
+def _write_atomically(target: Path, make: Callable[[str], None]) -> None:
+    handle, tmp = tempfile.mkstemp(dir=target.parent, suffix=".onnx.tmp")
+    os.close(handle)
+    try:
+        make(tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _export_to(model_dir: Path, target: str) -> None:
     import torch
     from transformers import AutoModel, AutoTokenizer
 
@@ -109,22 +150,31 @@ def _export_to(model_dir: Path, target: Path) -> None:
 
     example = tokenizer(["an example query to trace"], return_tensors="pt")
     axes = {name: {0: "batch", 1: "sequence"} for name in [*inputs, "last_hidden_state"]}
-    handle, tmp = tempfile.mkstemp(dir=target.parent, suffix=".onnx.tmp")
-    os.close(handle)
+    # The tracer warns about every data-dependent branch in the model code; the export is checked by the
+    # agreement test instead (tests/test_onnx_embedder.py).
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Encoder(), tuple(example[name] for name in inputs), target, input_names=inputs,
+                          output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=ONNX_OPSET,
+                          dynamo=False)
+
+
+def _quantise(source: Path, target: str, quantize: Quantize) -> None:
     try:
-        # The tracer warns about every data-dependent branch in the model code; the export is checked by
-        # the agreement test instead (tests/test_onnx_embedder.py).
-        with torch.inference_mode(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(Encoder(), tuple(example[name] for name in inputs), tmp, input_names=inputs,
-                              output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=ONNX_OPSET,
-                              dynamo=False)
-        os.replace(tmp, target)
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as exc:
+        raise EngineError("quantize: int8 needs the onnxruntime package (pip install onnxruntime)") from exc
+    settings = QUANTISATIONS[quantize]
+    # quantize_dynamic logs a pre-processing hint on the root logger; the shape inference it suggests
+    # changes nothing for this graph
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(str(source), target, weight_type=QuantType.QInt8, op_types_to_quantize=settings["ops"],
+                         per_channel=settings["per_channel"], reduce_range=settings["reduce_range"])
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    target.with_suffix(".json").write_text(_identity_json(model_dir))
-    logger.info("exported %s to %s", model_dir, target)
+        root.setLevel(level)
 
 
 def _session(path: Path, threads: int) -> Any:
@@ -179,7 +229,7 @@ class OnnxEmbedder(Embedder):
         self.input_names = [n for n in ("input_ids", "attention_mask", "token_type_ids")
                             if n in self.tokenizer.model_input_names]
         self.pad_id = int(self.tokenizer.pad_token_id or 0)
-        exported = export_encoder(path)
+        exported = export_encoder(path, config.quantize)
         self.session = _session(exported, config.num_threads or os.cpu_count() or 1)
         # lanes: one single-thread session each, so a call with several texts runs them side by side
         self.lane_sessions = [_session(exported, 1) for _ in range(config.lanes)] if config.lanes > 1 else []
@@ -187,6 +237,9 @@ class OnnxEmbedder(Embedder):
                            if self.lane_sessions else None)
         with open(path / "config.json") as f:
             self.dim = int(json.load(f)["hidden_size"])
+        # int8 quantises each call's activations with one scale for the whole tensor, so batched texts would
+        # move each other's vectors (and a query's decision would hang on its batch-mates): one text per call
+        self.texts_per_call = 1 if config.quantize != "none" else config.max_batch_size
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
@@ -207,7 +260,7 @@ class OnnxEmbedder(Embedder):
     def _embed_into(self, out: np.ndarray, rows: list[list[int]], indices: Sequence[int], session: Any) -> None:
         """Embed ``rows[indices]`` on ``session`` in length buckets, writing each vector to its row of ``out``."""
         indices = list(indices)
-        for bucket in length_buckets([len(rows[i]) for i in indices], self.config.max_batch_size):
+        for bucket in length_buckets([len(rows[i]) for i in indices], self.texts_per_call):
             members = [indices[k] for k in bucket]
             out[members] = self._embed_rows([rows[i] for i in members], session)
 
