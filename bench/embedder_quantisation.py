@@ -10,11 +10,17 @@ runtime, as routing does):
 * the large-model share and the quality at that threshold, float32 vs int8, and their paired difference;
 * APGR (the whole cost-quality curve), float32 vs int8, and the paired difference.
 
+The shipped artifacts have seen every domain. ``--unseen K`` also deals the 41 domains of train + test into K
+folds and fits Hybrid and blend (undefended, their shipped settings) on float32 vectors of the other folds'
+domains, then routes each held-out fold's queries on float32 and on int8 vectors: the same figures on
+domains the router never saw, pooled over the folds.
+
 Intervals are 95%, paired (both runtimes on the same draw), and resample domains (``task_name``: the MMLU
 subjects and GSM8K) and then queries within them: which domains traffic comes from is the largest spread.
 Speed is measured side by side in ``bench/route_throughput.py --runtimes``.
 
-    python bench/embedder_quantisation.py [--bootstrap 1000] [--threads 2] [--out bench/out/embedder_quantisation.json]
+    python bench/embedder_quantisation.py [--unseen 5] [--bootstrap 1000] [--threads 2]
+        [--out bench/out/embedder_quantisation.json]
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 #: the artifacts serve_config.yaml serves, with the defence on
 SHIPPED = {"blend (default)": "artifacts/blend_defended", "hybrid_llm": "artifacts/hybrid_llm_defended",
@@ -85,6 +92,41 @@ def paired(reference: Any, candidate: Any, n_resamples: int) -> dict[str, dict[s
     return out
 
 
+def unseen_rows(memos: dict[str, Any], n_folds: int, n_resamples: int) -> dict[str, Any]:
+    """Hybrid and blend fitted per fold on float32 vectors of the other domains, routing the held-out
+    domains' queries on float32 and on int8 vectors (``--unseen``)."""
+    from eval_routers import cached_embedder, load_split
+
+    from routers.config import load_config_file
+    from routers.data import RoutingDataset
+    from routers.evaluation.generalisation import Predictions, group_folds, predict
+    from routers.registry import router_class
+
+    train, test = load_split("train", False), load_split("test", False)
+    pool = RoutingDataset(train.examples + test.examples, train.llm_data)
+    float32 = cached_embedder(ROOT / "configs" / "routers" / "hybrid_llm.yaml")  # the benches' vector cache
+    float32.embed(pool.queries)
+    params = {"hybrid_llm": load_config_file(ROOT / "configs" / "routers" / "hybrid_llm.yaml").router_params(),
+              "blend": {}}
+    rows: dict[str, Any] = {}
+    for name, settings in params.items():
+        parts: dict[str, list[Any]] = {"none": [], "int8": []}
+        for fold in group_folds(pool, n_folds, seed=0):
+            router = router_class(name)({**settings, "seed": 0}, dict(pool.llm_data))
+            router.bind_engines(embedder=float32)
+            router.fit(pool.subset(fold.fit_indices))
+            held_out = pool.subset(fold.eval_indices)
+            for form, predictions in parts.items():
+                router.bind_engines(embedder=float32 if form == "none" else memos[form])
+                predictions.append(predict(router, held_out))
+        reference, candidate = (Predictions.concatenate(parts[form]) for form in ("none", "int8"))
+        rows[f"{name} (unseen domains, {n_folds} folds)"] = {
+            "artifact": None, "n": len(reference), "flips": int((reference.use_large != candidate.use_large).sum()),
+            "max_score_diff": float(np.abs(reference.scores - candidate.scores).max()),
+            **paired(reference, candidate, n_resamples)}
+    return rows
+
+
 def vector_agreement(memos: dict[str, Any], queries: list[str]) -> dict[str, float]:
     reference, candidate = (memos[form].embed(queries) for form in ("none", "int8"))
     cosine = (reference * candidate).sum(1)
@@ -96,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--unseen", type=int, default=0, metavar="K",
+                        help="also Hybrid and blend fitted on float32 vectors leaving K folds of domains out")
     parser.add_argument("--out", default="bench/out/embedder_quantisation.json")
     args = parser.parse_args(argv)
 
@@ -112,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
                        "flips": int((reference.use_large != candidate.use_large).sum()),
                        "max_score_diff": float(np.abs(reference.scores - candidate.scores).max()),
                        **paired(reference, candidate, args.bootstrap)}
+    if args.unseen:
+        rows.update(unseen_rows(memos, args.unseen, args.bootstrap))
     agreement = vector_agreement(memos, [e.query for e in test.examples])
     seconds = time.perf_counter() - started
 
@@ -124,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|")
     for label, row in rows.items():
         share, quality, apgr = row["large_share"], row["quality"], row["apgr"]
-        print(f"| {label} (`{row['artifact']}`) | {row['flips']} of {row['n']} ({row['flips'] / row['n']:.1%}) "
+        name = label if row["artifact"] is None else f"{label} (`{row['artifact']}`)"
+        print(f"| {name} | {row['flips']} of {row['n']} ({row['flips'] / row['n']:.1%}) "
               f"| {share['float32']:.3f} / {share['int8']:.3f} | {quality['float32']:.4f} / {quality['int8']:.4f} "
               f"| {quality['delta']:+.4f} [{quality['low']:+.4f}, {quality['high']:+.4f}] "
               f"| {apgr['float32']:.3f} / {apgr['int8']:.3f} | {apgr['delta']:+.4f} [{apgr['low']:+.4f}, "
