@@ -6,6 +6,8 @@ cost, with task-cluster bootstrap intervals, fit and route time; one PNG with th
     python bench/multimodel_eval.py --leave-tasks-out 5     # llmrouter's 14 tasks dealt into 5 folds as well
     python bench/multimodel_eval.py --pools llmrouter --routers nmodel_causal,nmodel_blend,nmodel_single \
         --png bench/out/causal_curves.png --json-out bench/out/causal_eval.json   # the causal-LM router
+    python bench/multimodel_eval.py --routers nmodel_knn,nmodel_mlp --embedder /tmp/emb_models/all-mpnet-base-v2 \
+        --png bench/out/multimodel_mpnet.png --json-out bench/out/multimodel_mpnet.json   # another embedder too
 
 The default routers are the ones that fit in seconds to minutes on embeddings; ``nmodel_causal`` fine-tunes a
 135M LM (about 10 minutes on llmrouter's pool on 2 cores, mostly scoring every candidate's name), so it runs
@@ -20,6 +22,11 @@ pool has only 2 tasks (LLMRouter's test split 8), so each pool also gets interva
 resample queries within each (``stratified``). "fit s" excludes embedding (done once, up front). "gain" is the
 router's quality at the best single model's cost minus that model's quality, paired on each resample. Writes
 ``bench/multimodel_curves.png`` and ``bench/out/multimodel_eval.json``.
+
+``--embedder DIR`` (repeatable) also runs every router on a sentence-transformers directory's vectors (its own
+pooling and max length, as ``bench/embedders.py`` reads them; e.g. all-mpnet-base-v2 from PyPI, see there), as
+``router@DIR-name``, and prints each one's AIQ and gain minus the same router's on MiniLM, paired on the same
+resamples.
 """
 
 from __future__ import annotations
@@ -27,12 +34,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.embedders import sentence_transformers_config
 from routers.cli import DEFAULT_EMBEDDER, EMBEDDING_CACHE_DIR
 from routers.data.location import data_dir
 from routers.data.multimodel import MultiModelDataset
@@ -91,6 +100,22 @@ def evaluate(runs: list[RouterRun], data: MultiModelDataset, resamples: int, mod
                          seed=seed, mode=mode)
 
 
+def embedder_differences(reports: list[MultiModelReport], runs: list[RouterRun], data: MultiModelDataset,
+                         resamples: int, mode: BootstrapMode, seed: int) -> str:
+    """Each ``router@embedder`` run's AIQ and gain minus its MiniLM run's, paired on the same resamples."""
+    by_name = {run.name: run for run in runs}
+    rows = [f"{'router':<36}{'AIQ minus MiniLM':>30}{'gain minus MiniLM':>30}"]
+    for report in reports:
+        if "@" not in report.router:
+            continue
+        base = report.router.split("@", 1)[0]
+        pair = evaluate_runs([by_name[base], by_name[report.router]], data.models, data.quality, data.cost,
+                             data.task_names, n_resamples=resamples, seed=seed, mode=mode, compare_to=base)[1]
+        rows.append(f"{report.router:<36}{cell(pair.intervals[f'aiq_minus_{base}'], digits=4):>30}"
+                    f"{cell(pair.intervals[f'quality_at_best_single_cost_minus_{base}'], digits=4):>30}")
+    return "\n".join(rows) if len(rows) > 1 else ""
+
+
 def default_routers() -> list[str]:
     """Every N-model router that learns from embeddings (or nothing) and needs no model descriptions (RouterBench's
     pool has none): not the LM fine-tune, not the description router (``bench/description_lomo.py``)."""
@@ -108,8 +133,12 @@ def main() -> None:
     parser.add_argument("--json-out", type=Path, default=JSON_OUT, help="where the reports go")
     parser.add_argument("--leave-tasks-out", type=int, metavar="K",
                         help="also: llmrouter's tasks (train+test) dealt into K folds, out-of-fold predictions pooled")
+    parser.add_argument("--embedder", type=Path, action="append", default=[], metavar="DIR",
+                        help="also run every router on this sentence-transformers directory's vectors (repeatable)")
     args = parser.parse_args()
     embedder = CachedEmbedder(build_embedder(EmbedderConfig(model=DEFAULT_EMBEDDER)), ROOT / EMBEDDING_CACHE_DIR)
+    others = {path.name: CachedEmbedder(build_embedder(sentence_transformers_config(path, None)),
+                                        ROOT / EMBEDDING_CACHE_DIR) for path in args.embedder}
     names = [n for n in args.routers.split(",") if n]
     panels, out = [], {}
     for pool_name in [p for p in args.pools.split(",") if p]:
@@ -117,18 +146,22 @@ def main() -> None:
         for note in pool.notes:
             log(f"{pool_name}: {note}")
         # embedded (or read from the cache) up front, so "fit s" times the fit, not a first embedding
-        embedder.embed(list(pool.train.queries) + list(pool.test.queries))
         runs = []
-        for name in names:
-            _, run = fit_and_predict(name, pool.train, pool.test, embedder)
-            log(f"{pool_name}: {name} fitted in {run.fit_seconds:.1f}s")
-            runs.append(run)
+        for suffix, vectors in [("", embedder), *((f"@{label}", other) for label, other in others.items())]:
+            vectors.embed(list(pool.train.queries) + list(pool.test.queries))
+            for name in names:
+                _, run = fit_and_predict(name, pool.train, pool.test, vectors)
+                log(f"{pool_name}: {name}{suffix} fitted in {run.fit_seconds:.1f}s")
+                runs.append(replace(run, name=run.name + suffix) if suffix else run)
         modes: list[BootstrapMode] = ["clusters", "stratified"]
         for mode in modes:
             reports = evaluate(runs, pool.test, args.resamples, mode, args.seed)
             title = (f"{pool_name}: test split, {pool.test.n_queries} queries, {pool.test.n_models} models, "
                      f"{len(set(pool.test.task_names))} tasks")
             print(table(title, reports), "\n", flush=True)
+            differences = embedder_differences(reports, runs, pool.test, args.resamples, mode, args.seed)
+            if differences:
+                print(f"{pool_name}: other embedders, paired with MiniLM ({mode})\n{differences}\n", flush=True)
             out[f"{pool_name}/{mode}"] = [r.model_dump(mode="json") for r in reports]
             if mode == "clusters":
                 panels.append(PlotPanel(f"{pool_name} test ({pool.test.n_queries} queries)", reports,
