@@ -78,7 +78,8 @@ def paired(reference: Any, candidate: Any, n_resamples: int) -> dict[str, dict[s
     """Each figure for both runtimes and their difference (int8 - float32) on the same resamples of domains."""
     from routers.evaluation.bootstrap import cluster_resample_indices, percentile_interval
 
-    point = {k: (v, figures(candidate)[k]) for k, v in figures(reference).items()}
+    candidate_figures = figures(candidate)
+    point = {k: (v, candidate_figures[k]) for k, v in figures(reference).items()}
     deltas: dict[str, list[float]] = {k: [] for k in point}
     for indices in cluster_resample_indices(list(reference.tasks), n_resamples, seed=0):
         ref, cand = figures(reference.take(indices)), figures(candidate.take(indices))
@@ -90,6 +91,14 @@ def paired(reference: Any, candidate: Any, n_resamples: int) -> dict[str, dict[s
         out[key] = {"float32": ref_value, "int8": cand_value, "delta": cand_value - ref_value, "low": low,
                     "high": high}
     return out
+
+
+def comparison_row(artifact: str | None, reference: Any, candidate: Any, n_resamples: int) -> dict[str, Any]:
+    """One table row: how many decisions int8 flips, the largest score change, and the paired figures."""
+    return {"artifact": artifact, "n": len(reference),
+            "flips": int((reference.use_large != candidate.use_large).sum()),
+            "max_score_diff": float(np.abs(reference.scores - candidate.scores).max()),
+            **paired(reference, candidate, n_resamples)}
 
 
 def unseen_rows(memos: dict[str, Any], n_folds: int, n_resamples: int) -> dict[str, Any]:
@@ -120,10 +129,7 @@ def unseen_rows(memos: dict[str, Any], n_folds: int, n_resamples: int) -> dict[s
                 router.bind_engines(embedder=float32 if form == "none" else memos[form])
                 predictions.append(predict(router, held_out))
         reference, candidate = (Predictions.concatenate(parts[form]) for form in ("none", "int8"))
-        rows[f"{name} (unseen domains, {n_folds} folds)"] = {
-            "artifact": None, "n": len(reference), "flips": int((reference.use_large != candidate.use_large).sum()),
-            "max_score_diff": float(np.abs(reference.scores - candidate.scores).max()),
-            **paired(reference, candidate, n_resamples)}
+        rows[f"{name} (unseen domains, {n_folds} folds)"] = comparison_row(None, reference, candidate, n_resamples)
     return rows
 
 
@@ -152,10 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, Any] = {}
     for label, artifact in SHIPPED.items():
         reference, candidate = (predictions_of(artifact, memos[form], test) for form in ("none", "int8"))
-        rows[label] = {"artifact": artifact, "n": len(reference),
-                       "flips": int((reference.use_large != candidate.use_large).sum()),
-                       "max_score_diff": float(np.abs(reference.scores - candidate.scores).max()),
-                       **paired(reference, candidate, args.bootstrap)}
+        rows[label] = comparison_row(artifact, reference, candidate, args.bootstrap)
     if args.unseen:
         rows.update(unseen_rows(memos, args.unseen, args.bootstrap))
     agreement = vector_agreement(memos, [e.query for e in test.examples])

@@ -41,6 +41,7 @@ from routers.engines.cache import CachedEmbedder
 from routers.evaluation.multimodel import BootstrapMode, Predictions, RouterRun, evaluate_runs
 from routers.nmodel.evaluate import POOLS, fit_and_predict, load_pool
 from routers.progress import log
+from routers.selection import argmax_cheapest
 
 JSON_OUT = ROOT / "bench" / "out" / "multimodel_task_ceiling.json"
 
@@ -58,15 +59,10 @@ def per_task_means(source: MultiModelDataset, target: MultiModelDataset) -> Pred
     return Predictions(quality=quality, cost=cost)
 
 
-def highest_predicted_quality(predictions: Predictions) -> np.ndarray:
-    """The default choice of a reference: its highest predicted quality, the cheaper model on a tie."""
-    best = predictions.quality.max(axis=1, keepdims=True)
-    cost = np.where(np.isclose(predictions.quality, best), predictions.cost, np.inf)
-    return cost.argmin(axis=1)
-
-
 def reference_run(name: str, predictions: Predictions) -> RouterRun:
-    return RouterRun(name, predictions, highest_predicted_quality(predictions), "quality=max (task told)")
+    """A reference's default choice: its highest predicted quality, the cheapest model among equals."""
+    return RouterRun(name, predictions, argmax_cheapest(predictions.quality, predictions.cost),
+                     "quality=max (task told)")
 
 
 def runs_for(pool_name: str, embedder: CachedEmbedder) -> tuple[list[RouterRun], MultiModelDataset]:
